@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Weft's tests and benchmarks run against, only
+# when a binary is missing, so a second run costs nothing. Safe to re-run.
+set -euo pipefail
+
+# binary -> Debian package
+declare -A want=(
+  [haproxy]=haproxy
+  [nginx]=nginx
+)
+
+missing=()
+for bin in "${!want[@]}"; do
+  if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then
+    missing+=("${want[$bin]}")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+echo "deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# Packages that ship a service must not keep one running: tests start their own.
+for svc in nginx haproxy; do
+  $SUDO service "$svc" stop >/dev/null 2>&1 || true
+done
