@@ -1,0 +1,226 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+
+	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/store"
+)
+
+// The JSON API's wire types. They are the contract `weft get` and users'
+// scripts read, so fields are only ever added.
+type (
+	InstanceJSON struct {
+		ID      string            `json:"id"`
+		Address string            `json:"address"`
+		Ready   bool              `json:"ready"`
+		Version string            `json:"version"`
+		Labels  map[string]string `json:"labels"`
+		Zone    string            `json:"zone,omitempty"`
+	}
+	ServiceJSON struct {
+		Name      string         `json:"name"`
+		Instances []InstanceJSON `json:"instances"`
+	}
+	ServicesJSON struct {
+		Services []ServiceJSON `json:"services"`
+	}
+	ResourcesJSON struct {
+		Items []resource.Object `json:"items"`
+	}
+	AppliedJSON struct {
+		Kind   string `json:"kind"`
+		Name   string `json:"name"`
+		Result string `json:"result"` // created | configured | unchanged | deleted
+	}
+	ApplyResultJSON struct {
+		Results []AppliedJSON `json:"results"`
+	}
+	ErrorJSON struct {
+		Error string `json:"error"`
+	}
+)
+
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /api/v1/services", s.getServices)
+	mux.HandleFunc("GET /api/v1/resources", s.listResources)
+	mux.HandleFunc("GET /api/v1/resources/{kind}", s.listResources)
+	mux.HandleFunc("GET /api/v1/resources/{kind}/{name}", s.getResource)
+	mux.HandleFunc("PUT /api/v1/resources/{kind}/{name}", s.putResource)
+	mux.HandleFunc("DELETE /api/v1/resources/{kind}/{name}", s.deleteResource)
+	// Whole manifests, applied or deleted atomically (what `weft apply -f` uses).
+	mux.HandleFunc("POST /api/v1/apply", s.applyManifest)
+	mux.HandleFunc("POST /api/v1/delete", s.deleteManifest)
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, code int, err error) {
+	writeJSON(w, code, ErrorJSON{Error: err.Error()})
+}
+
+func (s *Server) getServices(w http.ResponseWriter, r *http.Request) {
+	out := ServicesJSON{Services: []ServiceJSON{}}
+	for _, v := range s.reg.Services() {
+		sj := ServiceJSON{Name: v.Name, Instances: []InstanceJSON{}}
+		for _, in := range v.Instances {
+			labels := in.Labels
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			sj.Instances = append(sj.Instances, InstanceJSON{ID: in.Id, Address: in.Address, Ready: in.Ready, Version: in.Version, Labels: labels, Zone: in.Zone})
+		}
+		out.Services = append(out.Services, sj)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) listResources(w http.ResponseWriter, r *http.Request) {
+	objs, err := s.store.List()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	kind := r.PathValue("kind")
+	if kind != "" {
+		if _, err := resource.LookupKind(kind); err != nil {
+			writeErr(w, http.StatusNotFound, err)
+			return
+		}
+	}
+	items := []resource.Object{}
+	for _, o := range objs {
+		if kind == "" || o.Kind == kind {
+			items = append(items, o)
+		}
+	}
+	writeJSON(w, http.StatusOK, ResourcesJSON{Items: items})
+}
+
+func (s *Server) getResource(w http.ResponseWriter, r *http.Request) {
+	objs, err := s.store.List()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	ref := resource.Ref{Kind: r.PathValue("kind"), Name: r.PathValue("name")}
+	i := slices.IndexFunc(objs, func(o resource.Object) bool { return o.Ref() == ref })
+	if i < 0 {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("%s not found", ref))
+		return
+	}
+	writeJSON(w, http.StatusOK, objs[i])
+}
+
+func readManifest(w http.ResponseWriter, r *http.Request) ([]resource.Object, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, resource.MaxManifestBytes))
+	if err != nil {
+		writeErr(w, http.StatusRequestEntityTooLarge, fmt.Errorf("manifest larger than %d bytes", resource.MaxManifestBytes))
+		return nil, false
+	}
+	objs, err := resource.Decode(body)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return nil, false
+	}
+	return objs, true
+}
+
+func (s *Server) putResource(w http.ResponseWriter, r *http.Request) {
+	objs, ok := readManifest(w, r)
+	if !ok {
+		return
+	}
+	ref := resource.Ref{Kind: r.PathValue("kind"), Name: r.PathValue("name")}
+	if len(objs) != 1 || objs[0].Ref() != ref {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("body must hold exactly one object, %s", ref))
+		return
+	}
+	s.apply(w, objs)
+}
+
+func (s *Server) applyManifest(w http.ResponseWriter, r *http.Request) {
+	if objs, ok := readManifest(w, r); ok {
+		s.apply(w, objs)
+	}
+}
+
+// apply validates the would-be state as a whole, writes it in one
+// transaction, then pushes the new policies: never half a manifest.
+func (s *Server) apply(w http.ResponseWriter, objs []resource.Object) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var next []resource.Object
+	results, err := s.store.Apply(objs, func(all []resource.Object) error {
+		next = all
+		return resource.CheckConflicts(all)
+	})
+	if err != nil {
+		writeErr(w, http.StatusConflict, err)
+		return
+	}
+	s.reg.SetPolicies(policies(next))
+	out := ApplyResultJSON{}
+	for i, o := range objs {
+		out.Results = append(out.Results, AppliedJSON{Kind: o.Kind, Name: o.Metadata.Name, Result: results[i]})
+		s.log.Info("resource applied", "kind", o.Kind, "name", o.Metadata.Name, "result", results[i])
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) deleteResource(w http.ResponseWriter, r *http.Request) {
+	s.delete(w, []resource.Ref{{Kind: r.PathValue("kind"), Name: r.PathValue("name")}})
+}
+
+func (s *Server) deleteManifest(w http.ResponseWriter, r *http.Request) {
+	objs, ok := readManifest(w, r)
+	if !ok {
+		return
+	}
+	refs := make([]resource.Ref, len(objs))
+	for i := range objs {
+		refs[i] = objs[i].Ref()
+	}
+	s.delete(w, refs)
+}
+
+func (s *Server) delete(w http.ResponseWriter, refs []resource.Ref) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.store.Delete(refs); err != nil {
+		code := http.StatusInternalServerError
+		if errors.Is(err, store.ErrNotFound) {
+			code = http.StatusNotFound
+		}
+		writeErr(w, code, err)
+		return
+	}
+	objs, err := s.store.List()
+	if err != nil {
+		writeErr(w, http.StatusInternalServerError, err)
+		return
+	}
+	s.reg.SetPolicies(policies(objs))
+	out := ApplyResultJSON{}
+	for _, r := range refs {
+		out.Results = append(out.Results, AppliedJSON{Kind: r.Kind, Name: r.Name, Result: "deleted"})
+		s.log.Info("resource deleted", "ref", r.String())
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,195 @@
+// Package control is the control plane ("config center"): it keeps the
+// registry of instances that sidecars register over the Discovery gRPC
+// stream, stores the resources users apply through the JSON API, and pushes
+// every change of a service to the sidecars subscribed to it.
+//
+//	weft apply ──HTTP──▶ api ──▶ store (bbolt) ──▶ registry.SetPolicies ─┐
+//	sidecar ──gRPC Connect──▶ discoveryServer ──▶ registry ◀─────────────┘
+//	                                   ◀── ServiceUpdate (per subscriber queue)
+package control
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/bind"
+	"github.com/weftmesh/weft/registry"
+	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/store"
+)
+
+// Config is the control plane's static configuration (flags).
+type Config struct {
+	GRPCAddr  string
+	HTTPAddr  string
+	DataDir   string
+	LeaseTTL  time.Duration // no message from a sidecar for this long ends its lease
+	SyncGrace time.Duration // see registry.Options.SyncGrace
+	Logger    *slog.Logger
+	// Settings are handed to every sidecar in the stream's Hello.
+	Settings map[string]string
+}
+
+// Defaults.
+const (
+	DefaultGRPCAddr  = "127.0.0.1:15010"
+	DefaultHTTPAddr  = "127.0.0.1:15000"
+	DefaultDataDir   = "./weft-data"
+	DefaultLeaseTTL  = 5 * time.Second
+	DefaultSyncGrace = 2 * time.Second
+)
+
+// Server is a running control plane.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	reg   *registry.Registry
+	store store.Store
+
+	mu sync.Mutex // serialises writes to store+registry so they stay in step
+
+	grpcLn, httpLn net.Listener
+}
+
+// New validates cfg, opens the store and binds both listeners, so that a bad
+// address or a port in use is reported before anything runs.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = DefaultLeaseTTL
+	}
+	if cfg.SyncGrace < 0 {
+		cfg.SyncGrace = 0
+	}
+	st, err := store.OpenBolt(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:   cfg,
+		log:   cfg.Logger,
+		store: st,
+		reg:   registry.New(registry.Options{Logger: cfg.Logger.With("component", "registry"), SyncGrace: cfg.SyncGrace}),
+	}
+	objs, err := st.List()
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.reg.SetPolicies(policies(objs))
+	if s.grpcLn, err = bind.TCP("--grpc-addr", cfg.GRPCAddr); err != nil {
+		st.Close()
+		return nil, err
+	}
+	if s.httpLn, err = bind.TCP("--http-addr", cfg.HTTPAddr); err != nil {
+		s.grpcLn.Close()
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// GRPCAddr and HTTPAddr return the bound addresses (useful with port 0).
+func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
+func (s *Server) HTTPAddr() string { return s.httpLn.Addr().String() }
+
+// Registry exposes the live registry (for embedding, e.g. the demo).
+func (s *Server) Registry() *registry.Registry { return s.reg }
+
+// Run serves until ctx is done, then stops both servers gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	defer s.store.Close()
+	id := make([]byte, 6)
+	_, _ = rand.Read(id)
+	gs := grpc.NewServer(
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
+		grpc.MaxRecvMsgSize(1<<20),
+	)
+	pb.RegisterDiscoveryServer(gs, &discoveryServer{
+		reg: s.reg, log: s.log.With("component", "discovery"), leaseTTL: s.cfg.LeaseTTL,
+		id: hex.EncodeToString(id), settings: s.cfg.Settings,
+	})
+	hs := &http.Server{
+		Handler:           s.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(s.grpcLn) }()
+	go func() {
+		if err := hs.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+			return
+		}
+		errc <- nil
+	}()
+	grace := time.NewTimer(s.cfg.SyncGrace)
+	defer grace.Stop()
+	s.log.Info("control plane serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir)
+
+	var err error
+	running := 2
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case <-grace.C:
+			s.reg.EndGrace()
+		case err = <-errc:
+			running--
+			break loop
+		}
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = hs.Shutdown(sctx)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-sctx.Done():
+		// Streams are long-lived: after the grace, cut them.
+		gs.Stop()
+		<-stopped
+	}
+	for ; running > 0; running-- {
+		if e := <-errc; err == nil && e != nil && !errors.Is(e, grpc.ErrServerStopped) {
+			err = e
+		}
+	}
+	return err
+}
+
+// policies extracts service → TrafficPolicy spec JSON from stored objects.
+func policies(objs []resource.Object) map[string][]byte {
+	out := map[string][]byte{}
+	for _, o := range objs {
+		if o.Kind != resource.KindTrafficPolicy {
+			continue
+		}
+		spec, err := resource.ParseTrafficPolicySpec(o.Spec)
+		if err != nil {
+			continue
+		}
+		out[spec.Service] = []byte(o.Spec)
+	}
+	return out
+}

@@ -1,0 +1,244 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/registry"
+	"github.com/weftmesh/weft/resource"
+)
+
+// Limits on what one sidecar may ask of the control plane.
+const (
+	maxSubscriptions = 4096
+	maxLabels        = 64
+	maxFieldLen      = 256
+)
+
+// discoveryServer serves the Discovery stream. One stream per sidecar; the
+// stream's life is the lease of the instance registered on it.
+type discoveryServer struct {
+	pb.UnimplementedDiscoveryServer
+	reg      *registry.Registry
+	log      *slog.Logger
+	leaseTTL time.Duration
+	id       string
+	settings map[string]string
+}
+
+func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+
+	sub := registry.NewSubscriber(0, func() {
+		cancel(errOverflow)
+	})
+	defer d.reg.RemoveSubscriber(sub)
+
+	// One writer per stream: gRPC's Send is not safe for concurrent use, and
+	// the registry must never wait on a sidecar's socket.
+	ackc := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := d.write(ctx, stream, sub, ackc)
+		if err != nil {
+			cancel(err)
+		}
+	}()
+	defer wg.Wait()
+
+	var (
+		inst     *pb.Instance // what this stream registered
+		lastSeen = make(chan struct{}, 1)
+		subs     = map[string]bool{}
+	)
+	defer func() {
+		if inst != nil {
+			d.reg.Remove(inst.Service, inst.Id, stream, "stream closed: "+causeText(ctx))
+		}
+	}()
+
+	// The lease: any message renews it; none for leaseTTL cuts the stream.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTimer(d.leaseTTL)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-lastSeen:
+				t.Reset(d.leaseTTL)
+			case <-t.C:
+				cancel(errLeaseExpired)
+				return
+			}
+		}
+	}()
+
+	recvc := make(chan *pb.SidecarMessage)
+	recvErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			m, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case recvc <- m:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+
+	for {
+		var m *pb.SidecarMessage
+		select {
+		case <-ctx.Done():
+			err := context.Cause(ctx)
+			if errors.Is(err, errOverflow) {
+				return status.Error(codes.ResourceExhausted, "sidecar fell behind: resync")
+			}
+			if errors.Is(err, errLeaseExpired) {
+				return status.Error(codes.DeadlineExceeded, "lease expired: no message for "+d.leaseTTL.String())
+			}
+			return status.FromContextError(ctx.Err()).Err()
+		case err := <-recvErr:
+			cancel(err)
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case m = <-recvc:
+		}
+		select {
+		case lastSeen <- struct{}{}:
+		default:
+		}
+		switch msg := m.Msg.(type) {
+		case *pb.SidecarMessage_Register:
+			in := msg.Register.GetInstance()
+			if err := validateInstance(in); err != nil {
+				return status.Errorf(codes.InvalidArgument, "register: %v", err)
+			}
+			if inst != nil && (inst.Id != in.Id || inst.Service != in.Service) {
+				return status.Error(codes.InvalidArgument, "register: a stream carries one instance; its id and service cannot change")
+			}
+			inst = in
+			d.reg.Upsert(in, stream)
+		case *pb.SidecarMessage_Subscribe:
+			var add []string
+			for _, name := range msg.Subscribe.Services {
+				if err := resource.ValidateName(name); err != nil {
+					return status.Errorf(codes.InvalidArgument, "subscribe: service name: %v", err)
+				}
+				if !subs[name] {
+					subs[name] = true
+					add = append(add, name)
+				}
+			}
+			if len(subs) > maxSubscriptions {
+				return status.Errorf(codes.ResourceExhausted, "more than %d subscriptions on one stream", maxSubscriptions)
+			}
+			d.reg.Subscribe(sub, add...)
+		case *pb.SidecarMessage_Unsubscribe:
+			for _, name := range msg.Unsubscribe.Services {
+				delete(subs, name)
+			}
+			d.reg.Unsubscribe(sub, msg.Unsubscribe.Services...)
+		case *pb.SidecarMessage_Deregister:
+			if inst != nil {
+				d.reg.Remove(inst.Service, inst.Id, stream, "deregistered")
+				inst = nil
+			}
+			// The removal is queued to every subscriber; tell the sidecar.
+			select {
+			case ackc <- struct{}{}:
+			default:
+			}
+		case *pb.SidecarMessage_Heartbeat:
+		default:
+			return status.Error(codes.InvalidArgument, "unknown message")
+		}
+	}
+}
+
+var (
+	errOverflow     = errors.New("subscriber queue overflow")
+	errLeaseExpired = errors.New("lease expired")
+)
+
+func causeText(ctx context.Context) string {
+	if err := context.Cause(ctx); err != nil {
+		return err.Error()
+	}
+	return "closed"
+}
+
+func (d *discoveryServer) write(ctx context.Context, stream pb.Discovery_ConnectServer, sub *registry.Subscriber, ackc <-chan struct{}) error {
+	if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Hello{Hello: &pb.Hello{ControlId: d.id, Settings: d.settings}}}); err != nil {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case u, ok := <-sub.C:
+			if !ok {
+				return errOverflow
+			}
+			if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Update{Update: u}}); err != nil {
+				return err
+			}
+		case <-ackc:
+			// Drain what is queued before the ack so the sidecar has seen
+			// its own removal's neighbours too; the order is per stream.
+			if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Ack{Ack: &pb.Ack{}}}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func validateInstance(in *pb.Instance) error {
+	if in == nil {
+		return errors.New("no instance")
+	}
+	if err := resource.ValidateName(in.Service); err != nil {
+		return fmt.Errorf("service: %w", err)
+	}
+	if in.Id == "" || len(in.Id) > maxFieldLen {
+		return errors.New("id: must be 1 to 256 characters")
+	}
+	if in.Address == "" || len(in.Address) > maxFieldLen {
+		return errors.New("address: must be 1 to 256 characters")
+	}
+	if len(in.Version) > maxFieldLen || len(in.Zone) > maxFieldLen {
+		return errors.New("version and zone: at most 256 characters")
+	}
+	if len(in.Labels) > maxLabels {
+		return fmt.Errorf("labels: at most %d", maxLabels)
+	}
+	for k, v := range in.Labels {
+		if len(k) > maxFieldLen || len(v) > maxFieldLen {
+			return errors.New("labels: keys and values at most 256 characters")
+		}
+	}
+	return nil
+}
