@@ -1,0 +1,35 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/weftmesh/weft/control"
+)
+
+func newControlCmd(g *globalFlags) *cobra.Command {
+	cfg := control.Config{}
+	cmd := &cobra.Command{
+		Use:   "control",
+		Short: "Run the control plane (registry, resources, push to sidecars)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log.With("component", "control")
+			s, err := control.New(cfg)
+			if err != nil {
+				return err
+			}
+			return s.Run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.GRPCAddr, "grpc-addr", control.DefaultGRPCAddr, "address sidecars connect to (gRPC)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", control.DefaultHTTPAddr, "address of the JSON API")
+	f.StringVar(&cfg.DataDir, "data-dir", control.DefaultDataDir, "directory where applied resources persist")
+	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", control.DefaultLeaseTTL, "an instance whose sidecar is silent this long is removed")
+	f.DurationVar(&cfg.SyncGrace, "sync-grace", control.DefaultSyncGrace, "after start, how long a subscription to a service with no instances waits for one to re-register")
+	return cmd
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+type globalFlags struct {
+	logLevel  string
+	logFormat string
+}
+
+func newRoot() *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:   "weft",
+		Short: "Weft: a service mesh in one binary",
+		Long: `Weft is a service mesh: every app instance runs beside a sidecar that does
+its service discovery, load balancing, retries and telemetry, and a control
+plane pushes every change to the sidecars.
+
+  weft demo                      run a whole mesh on this machine
+  weft control                   run the control plane
+  weft run --service S -- CMD    run an app and its sidecar as one unit
+  weft apply -f policy.yaml      change how services are called`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(
+		newControlCmd(g),
+		newSidecarCmd(g),
+		newRunCmd(g),
+		newApplyCmd(),
+		newDeleteCmd(),
+		newGetCmd(),
+		newDemoCmd(g),
+		newDemoAppCmd(),
+	)
+	return root
+}
+
+// logger builds the process logger; each package adds its own component key.
+func (g *globalFlags) logger() (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	var h slog.Handler
+	switch strings.ToLower(g.logFormat) {
+	case "text":
+		h = slog.NewTextHandler(os.Stderr, opts)
+	case "json":
+		h = slog.NewJSONHandler(os.Stderr, opts)
+	default:
+		return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+	}
+	return slog.New(h), nil
+}

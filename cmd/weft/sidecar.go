@@ -1,0 +1,81 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/weftmesh/weft/sidecar"
+)
+
+type sidecarFlags struct {
+	cfg       sidecar.Config
+	labels    []string
+	upstreams []string
+}
+
+func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
+	f.StringVar(&s.cfg.Control, "control", sidecar.DefaultControl, "control plane gRPC address")
+	f.StringVar(&s.cfg.Service, "service", "", "name of the service this instance belongs to (required)")
+	f.IntVar(&s.cfg.AppPort, "app-port", 0, "the app's port on 127.0.0.1 (omit for a pure client)")
+	f.StringVar(&s.cfg.Inbound, "inbound", sidecar.DefaultInbound, "where other sidecars reach this instance (port 0: any free port)")
+	f.StringVar(&s.cfg.Outbound, "outbound", outboundDefault, "where the app sends its calls (HTTP_PROXY); empty disables")
+	f.StringVar(&s.cfg.Admin, "admin", sidecar.DefaultAdmin, "admin address (/ready, /config, /stats, /debug/pprof); empty disables")
+	f.StringVar(&s.cfg.Version, "version", "", "version of this instance, shown in the registry")
+	f.StringArrayVar(&s.labels, "label", nil, "label k=v of this instance (repeatable)")
+	f.StringVar(&s.cfg.Zone, "zone", "", "zone of this instance")
+	f.StringVar(&s.cfg.ID, "id", "", "instance id (default: service name and a random suffix)")
+	f.StringArrayVar(&s.upstreams, "upstream", nil, "NAME=127.0.0.1:PORT: a local port forwarding raw TCP to service NAME (repeatable)")
+	f.DurationVar(&s.cfg.Drain, "drain", sidecar.DefaultDrain, "at shutdown, how long in-flight requests may take to finish")
+}
+
+func (s *sidecarFlags) config() (sidecar.Config, error) {
+	cfg := s.cfg
+	if cfg.Service == "" {
+		return cfg, fmt.Errorf("--service is required")
+	}
+	var err error
+	if cfg.Labels, err = sidecar.ParseLabels(s.labels, "--label"); err != nil {
+		return cfg, err
+	}
+	cfg.Upstreams = map[string]string{}
+	for _, u := range s.upstreams {
+		name, addr, ok := strings.Cut(u, "=")
+		if !ok || name == "" || addr == "" {
+			return cfg, fmt.Errorf("--upstream %q: want NAME=127.0.0.1:PORT", u)
+		}
+		if _, dup := cfg.Upstreams[name]; dup {
+			return cfg, fmt.Errorf("--upstream %s given twice", name)
+		}
+		cfg.Upstreams[name] = addr
+	}
+	return cfg, nil
+}
+
+func newSidecarCmd(g *globalFlags) *cobra.Command {
+	sf := &sidecarFlags{}
+	cmd := &cobra.Command{
+		Use:   "sidecar",
+		Short: "Run the sidecar of one app instance (the app runs separately)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := sf.config()
+			if err != nil {
+				return err
+			}
+			if cfg.Logger, err = g.logger(); err != nil {
+				return err
+			}
+			cfg.Logger = cfg.Logger.With("service", cfg.Service)
+			sc, err := sidecar.New(cfg)
+			if err != nil {
+				return err
+			}
+			return sc.Run(cmd.Context())
+		},
+	}
+	sf.add(cmd.Flags(), sidecar.DefaultOutbound)
+	return cmd
+}

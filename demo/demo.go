@@ -1,0 +1,280 @@
+// Package demo runs a whole mesh on one machine (`weft demo`): an embedded
+// control plane and, for each demo service instance, a real `weft run` unit
+// (sidecar + app processes) on loopback, with steady traffic and a live
+// per-instance request count that shows the balancing.
+package demo
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weftmesh/weft/control"
+	"github.com/weftmesh/weft/sidecar"
+)
+
+// Config configures the demo.
+type Config struct {
+	Binary   string // the weft binary to start units with (os.Executable)
+	HTTPAddr string
+	GRPCAddr string
+	DataDir  string // "" : a fresh temporary directory
+	Duration time.Duration
+	Rate     float64
+	Out      io.Writer
+	Logger   *slog.Logger
+}
+
+type unit struct {
+	service, role string
+	args          []string
+	admin         string
+	cmd           *exec.Cmd
+	done          chan struct{}
+	last          int64
+}
+
+// The demo mesh: loadgen → frontend → orders ×3 → inventory ×2.
+var topology = []struct {
+	service string
+	n       int
+}{{"inventory", 2}, {"orders", 3}, {"frontend", 1}, {"loadgen", 1}}
+
+// Run runs the demo until ctx is done or the duration passes.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Out == nil {
+		cfg.Out = os.Stdout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDir == "" {
+		dir, err := os.MkdirTemp("", "weft-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.DataDir = dir
+	}
+	logDir := filepath.Join(cfg.DataDir, "logs")
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return err
+	}
+	// The control plane's log goes to a file: the terminal shows the mesh.
+	cpLog, err := os.Create(filepath.Join(logDir, "control.log"))
+	if err != nil {
+		return err
+	}
+	defer cpLog.Close()
+	cp, err := control.New(control.Config{GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, DataDir: filepath.Join(cfg.DataDir, "control"),
+		Logger: slog.New(slog.NewTextHandler(cpLog, nil)).With("component", "control"), SyncGrace: time.Millisecond})
+	if err != nil {
+		return fmt.Errorf("control plane: %w", err)
+	}
+	cpCtx, stopCP := context.WithCancel(context.Background())
+	cpDone := make(chan error, 1)
+	go func() { cpDone <- cp.Run(cpCtx) }()
+	defer func() { stopCP(); <-cpDone }()
+
+	policy := filepath.Join(cfg.DataDir, "orders-consistent-hash.yaml")
+	if err := os.WriteFile(policy, []byte(examplePolicy), 0o644); err != nil {
+		return err
+	}
+
+	var units []*unit
+	defer func() { stopUnits(units, cfg.Out) }()
+	for _, t := range topology {
+		for i := 1; i <= t.n; i++ {
+			ports, err := freePorts(3)
+			if err != nil {
+				return err
+			}
+			u := &unit{service: t.service, admin: "127.0.0.1:" + strconv.Itoa(ports[1]), done: make(chan struct{})}
+			u.args = []string{"run", "--control", cp.GRPCAddr(), "--service", t.service,
+				"--id", fmt.Sprintf("%s-%d", t.service, i), "--version", "v1", "--label", "demo=true",
+				"--outbound", "127.0.0.1:" + strconv.Itoa(ports[0]), "--admin", u.admin,
+				"--app-port", strconv.Itoa(ports[2]), "--",
+				cfg.Binary, "demo-app", "--role", t.service, "--rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64)}
+			if err := u.start(cfg.Binary, logDir); err != nil {
+				return err
+			}
+			units = append(units, u)
+		}
+	}
+	fmt.Fprintf(cfg.Out, `Weft demo: a control plane and %d instances, each a real sidecar + app pair.
+
+  loadgen ─▶ frontend ─▶ orders ×3 ─▶ inventory ×2      (%.0f requests/s)
+
+  control plane API  http://%s   (gRPC %s)
+  see the registry   weft get services --server http://%s
+  switch balancing   weft apply -f %s --server http://%s
+  logs               %s
+  stop               Ctrl-C
+
+`, len(units), cfg.Rate, cp.HTTPAddr(), cp.GRPCAddr(), cp.HTTPAddr(), policy, cp.HTTPAddr(), logDir)
+
+	var deadline <-chan time.Time
+	if cfg.Duration > 0 {
+		t := time.NewTimer(cfg.Duration)
+		defer t.Stop()
+		deadline = t.C
+	}
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fmt.Fprintln(cfg.Out, "\nstopping the demo…")
+			return nil
+		case <-deadline:
+			report(cfg.Out, units, 0)
+			fmt.Fprintln(cfg.Out, "\ndemo duration reached; stopping…")
+			return nil
+		case <-tick.C:
+			for _, u := range units {
+				select {
+				case <-u.done:
+					return fmt.Errorf("instance %s exited unexpectedly; see %s", u.admin, logDir)
+				default:
+				}
+			}
+			report(cfg.Out, units, 2*time.Second)
+		}
+	}
+}
+
+const examplePolicy = `apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata:
+  name: orders
+spec:
+  service: orders
+  loadBalancer:
+    algorithm: consistent_hash     # round_robin | random | modulo | consistent_hash | least_request
+    hashKey: header:x-user-id      # each user sticks to one orders instance
+`
+
+func (u *unit) start(bin, logDir string) error {
+	name := filepath.Join(logDir, fmt.Sprintf("%s-%s.log", u.service, u.admin[len("127.0.0.1:"):]))
+	f, err := os.Create(name)
+	if err != nil {
+		return err
+	}
+	u.cmd = exec.Command(bin, u.args...)
+	u.cmd.Stdout, u.cmd.Stderr = f, f
+	// Own process group, and killed with the demo if it dies.
+	u.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := u.cmd.Start(); err != nil {
+		f.Close()
+		return fmt.Errorf("starting %s: %w", u.service, err)
+	}
+	go func() {
+		_ = u.cmd.Wait()
+		f.Close()
+		close(u.done)
+	}()
+	return nil
+}
+
+// stopUnits sends SIGTERM to every unit (each drains and stops its app) and
+// waits, killing stragglers.
+func stopUnits(units []*unit, out io.Writer) {
+	for _, u := range units {
+		_ = u.cmd.Process.Signal(syscall.SIGTERM)
+	}
+	var wg sync.WaitGroup
+	for _, u := range units {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case <-u.done:
+			case <-time.After(15 * time.Second):
+				_ = syscall.Kill(-u.cmd.Process.Pid, syscall.SIGKILL)
+				<-u.done
+			}
+		}()
+	}
+	wg.Wait()
+	fmt.Fprintf(out, "stopped %d instances\n", len(units))
+}
+
+func report(out io.Writer, units []*unit, every time.Duration) {
+	hc := &http.Client{Timeout: time.Second}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "%s\tSERVICE\tINSTANCE\tREQUESTS\tREQ/S\tSTATE\n", time.Now().Format("15:04:05"))
+	for i, u := range units {
+		st, err := stats(hc, u.admin)
+		state := "ready"
+		if err != nil {
+			state = "unreachable"
+		}
+		count, n := st.InboundRequests, strconv.FormatInt(st.InboundRequests, 10)
+		if u.service == "loadgen" {
+			count, n = st.OutboundRequests, strconv.FormatInt(st.OutboundRequests, 10)+" sent"
+		}
+		rate := "-"
+		if every > 0 && err == nil {
+			rate = strconv.FormatFloat(float64(count-u.last)/every.Seconds(), 'f', 1, 64)
+		}
+		u.last = count
+		fmt.Fprintf(tw, "\t%s\t%s-%d\t%s\t%s\t%s\n", u.service, u.service, instanceNo(units, i), n, rate, state)
+	}
+	tw.Flush()
+	fmt.Fprintln(out)
+}
+
+func instanceNo(units []*unit, i int) int {
+	n := 0
+	for j := 0; j <= i; j++ {
+		if units[j].service == units[i].service {
+			n++
+		}
+	}
+	return n
+}
+
+func stats(hc *http.Client, admin string) (sidecar.StatsView, error) {
+	var v sidecar.StatsView
+	resp, err := hc.Get("http://" + admin + "/stats")
+	if err != nil {
+		return v, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return v, errors.New(resp.Status)
+	}
+	return v, json.NewDecoder(resp.Body).Decode(&v)
+}
+
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	}()
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, ln)
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+	}
+	return ports, nil
+}

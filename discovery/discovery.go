@@ -1,0 +1,490 @@
+// Package discovery is the sidecar's client of the control plane. It keeps one
+// gRPC stream open (reconnecting with backoff), registers the sidecar's own
+// instance on it, and subscribes lazily to each destination service the app
+// calls. Every update is turned into an immutable Destination — endpoints plus
+// a ready-built balancer Picker — swapped in atomically, so the proxy's
+// per-request lookup takes no lock. When the control plane is unreachable the
+// last view keeps serving.
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/resource"
+)
+
+// Errors a lookup can end with; the proxy turns each into an x-weft-error.
+var (
+	ErrControlUnreachable  = errors.New("control plane unreachable and no cached view of the service")
+	ErrDiscoveryTimeout    = errors.New("control plane did not answer for the service in time")
+	ErrTooManyDestinations = errors.New("too many destination services")
+)
+
+// Destination is one destination service as the proxy sees it. Immutable.
+type Destination struct {
+	Service   string
+	Exists    bool
+	Version   uint64
+	Instances []*pb.Instance       // every instance, sorted by id
+	Endpoints []*balancer.Endpoint // the ready ones, sorted by id
+	Picker    balancer.Picker
+	Algorithm string
+	HashKey   resource.HashKey
+	Timeout   time.Duration
+	Policy    *resource.TrafficPolicySpec // nil when the service has none
+}
+
+// Config configures a Client.
+type Config struct {
+	ControlAddr string
+	// Instance is this sidecar's own instance; nil for a pure client.
+	Instance *pb.Instance
+	Logger   *slog.Logger
+	// MaxDestinations bounds subscriptions (default 1024).
+	MaxDestinations int
+	// FirstUpdateWait bounds how long a request waits for a new
+	// destination's first update (default 3s).
+	FirstUpdateWait time.Duration
+	// Heartbeat is the interval of lease renewals (default 1s).
+	Heartbeat time.Duration
+}
+
+// Client is safe for concurrent use.
+type Client struct {
+	cfg Config
+	log *slog.Logger
+
+	table atomic.Pointer[map[string]*Destination]
+
+	mu        sync.Mutex
+	wanted    map[string]*want
+	states    map[string]*state
+	instance  *pb.Instance // nil when not registered (pure client or deregistered)
+	stream    *streamState // nil while disconnected
+	settings  map[string]string
+	connected atomic.Bool
+	acks      chan struct{}
+
+	updates atomic.Int64
+}
+
+type want struct {
+	ready chan struct{} // closed at the first update
+	done  bool
+}
+
+type state struct {
+	exists    bool
+	version   uint64
+	instances map[string]*pb.Instance
+	endpoints map[string]*balancer.Endpoint // kept across rebuilds: InFlight survives
+	policy    []byte
+}
+
+type streamState struct {
+	sendc  chan *pb.SidecarMessage
+	cancel context.CancelFunc
+}
+
+// New returns a client; Run connects it.
+func New(cfg Config) *Client {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxDestinations <= 0 {
+		cfg.MaxDestinations = 1024
+	}
+	if cfg.FirstUpdateWait <= 0 {
+		cfg.FirstUpdateWait = 3 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = time.Second
+	}
+	c := &Client{cfg: cfg, log: cfg.Logger, wanted: map[string]*want{}, states: map[string]*state{}, acks: make(chan struct{}, 1)}
+	if cfg.Instance != nil {
+		c.instance = proto.CloneOf(cfg.Instance)
+	}
+	empty := map[string]*Destination{}
+	c.table.Store(&empty)
+	return c
+}
+
+// Connected reports whether the stream to the control plane is up.
+func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Instance returns this sidecar's instance as last registered (nil if none).
+func (c *Client) Instance() *pb.Instance {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.instance == nil {
+		return nil
+	}
+	return proto.CloneOf(c.instance)
+}
+
+// Setting returns a mesh-wide setting from the control plane's Hello.
+func (c *Client) Setting(key string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.settings[key]
+}
+
+// Destinations returns the current view, sorted by service.
+func (c *Client) Destinations() []*Destination {
+	m := *c.table.Load()
+	out := make([]*Destination, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, m[k])
+	}
+	return out
+}
+
+// Cached returns the destination if it is in the view, without waiting.
+func (c *Client) Cached(service string) (*Destination, bool) {
+	d, ok := (*c.table.Load())[service]
+	return d, ok
+}
+
+// Lookup returns the destination, subscribing and waiting for its first
+// update when the app calls a service for the first time.
+func (c *Client) Lookup(ctx context.Context, service string) (*Destination, error) {
+	if d, ok := (*c.table.Load())[service]; ok {
+		return d, nil
+	}
+	c.mu.Lock()
+	w := c.wanted[service]
+	if w == nil {
+		if len(c.wanted) >= c.cfg.MaxDestinations {
+			c.evictUnknownLocked()
+		}
+		if len(c.wanted) >= c.cfg.MaxDestinations {
+			c.mu.Unlock()
+			return nil, fmt.Errorf("%w (%d subscribed)", ErrTooManyDestinations, len(c.wanted))
+		}
+		w = &want{ready: make(chan struct{})}
+		c.wanted[service] = w
+		c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Subscribe{Subscribe: &pb.Subscribe{Services: []string{service}}}})
+	}
+	c.mu.Unlock()
+
+	t := time.NewTimer(c.cfg.FirstUpdateWait)
+	defer t.Stop()
+	select {
+	case <-w.ready:
+		if d, ok := (*c.table.Load())[service]; ok {
+			return d, nil
+		}
+		return nil, ErrDiscoveryTimeout
+	case <-t.C:
+		if !c.connected.Load() {
+			return nil, ErrControlUnreachable
+		}
+		return nil, ErrDiscoveryTimeout
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// evictUnknownLocked drops subscriptions to services that do not exist, so
+// calls to random host names cannot grow the view without bound.
+func (c *Client) evictUnknownLocked() {
+	var drop []string
+	for name, w := range c.wanted {
+		if st := c.states[name]; w.done && (st == nil || !st.exists) {
+			drop = append(drop, name)
+		}
+	}
+	if len(drop) == 0 {
+		return
+	}
+	for _, name := range drop {
+		delete(c.wanted, name)
+		delete(c.states, name)
+	}
+	next := maps.Clone(*c.table.Load())
+	for _, name := range drop {
+		delete(next, name)
+	}
+	c.table.Store(&next)
+	c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Unsubscribe{Unsubscribe: &pb.Unsubscribe{Services: drop}}})
+}
+
+// sendLocked queues m on the current stream; with no stream it is dropped,
+// as the next stream starts with the full state anyway.
+func (c *Client) sendLocked(m *pb.SidecarMessage) {
+	if c.stream == nil {
+		return
+	}
+	select {
+	case c.stream.sendc <- m:
+	default:
+		// The control plane is not reading: resync on a fresh stream.
+		c.stream.cancel()
+	}
+}
+
+// SetReady updates this instance's readiness at the control plane.
+func (c *Client) SetReady(ready bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.instance == nil || c.instance.Ready == ready {
+		return
+	}
+	c.instance.Ready = ready
+	c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}})
+}
+
+// Deregister removes this instance from the mesh and waits until the control
+// plane has queued the removal to every subscriber (or ctx ends). It is not
+// re-registered on reconnect.
+func (c *Client) Deregister(ctx context.Context) error {
+	c.mu.Lock()
+	if c.instance == nil {
+		c.mu.Unlock()
+		return nil
+	}
+	c.instance = nil
+	connected := c.stream != nil
+	select {
+	case <-c.acks:
+	default:
+	}
+	c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Deregister{Deregister: &pb.Deregister{}}})
+	c.mu.Unlock()
+	if !connected {
+		return ErrControlUnreachable
+	}
+	select {
+	case <-c.acks:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Run keeps the stream to the control plane up until ctx is done.
+func (c *Client) Run(ctx context.Context) error {
+	conn, err := grpc.NewClient(c.cfg.ControlAddr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+	)
+	if err != nil {
+		return fmt.Errorf("control plane %s: %w", c.cfg.ControlAddr, err)
+	}
+	defer conn.Close()
+	client := pb.NewDiscoveryClient(conn)
+	backoff := 100 * time.Millisecond
+	const maxBackoff = time.Second
+	for {
+		start := time.Now()
+		err := c.session(ctx, client)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if time.Since(start) > 10*time.Second {
+			backoff = 100 * time.Millisecond
+		}
+		c.log.Warn("control plane stream lost; serving the last known view", "control", c.cfg.ControlAddr, "err", err, "retry_in", backoff)
+		// Jitter spreads the reconnects of many sidecars after a restart.
+		sleep := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(sleep):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// session runs one stream until it fails.
+func (c *Client) session(ctx context.Context, client pb.DiscoveryClient) error {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := client.Connect(sctx, grpc.WaitForReady(false))
+	if err != nil {
+		return err
+	}
+	st := &streamState{sendc: make(chan *pb.SidecarMessage, 256), cancel: cancel}
+
+	// The first messages carry the whole state: who we are, what we watch.
+	c.mu.Lock()
+	if c.instance != nil {
+		st.sendc <- &pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}}
+	}
+	if len(c.wanted) > 0 {
+		st.sendc <- &pb.SidecarMessage{Msg: &pb.SidecarMessage_Subscribe{Subscribe: &pb.Subscribe{Services: slices.Sorted(maps.Keys(c.wanted))}}}
+	}
+	c.stream = st
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.stream == st {
+			c.stream = nil
+		}
+		c.mu.Unlock()
+		c.connected.Store(false)
+	}()
+
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	sendErr := make(chan error, 1)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		hb := time.NewTicker(c.cfg.Heartbeat)
+		defer hb.Stop()
+		for {
+			var m *pb.SidecarMessage
+			select {
+			case <-sctx.Done():
+				_ = stream.CloseSend()
+				return
+			case m = <-st.sendc:
+			case <-hb.C:
+				m = &pb.SidecarMessage{Msg: &pb.SidecarMessage_Heartbeat{Heartbeat: &pb.Heartbeat{}}}
+			}
+			if err := stream.Send(m); err != nil {
+				sendErr <- err
+				cancel()
+				return
+			}
+		}
+	}()
+
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			select {
+			case e := <-sendErr:
+				return e
+			default:
+			}
+			return err
+		}
+		switch msg := m.Msg.(type) {
+		case *pb.ControlMessage_Hello:
+			c.mu.Lock()
+			c.settings = msg.Hello.Settings
+			c.mu.Unlock()
+			c.connected.Store(true)
+			c.log.Info("connected to control plane", "control", c.cfg.ControlAddr, "control_id", msg.Hello.ControlId)
+		case *pb.ControlMessage_Update:
+			c.apply(msg.Update)
+		case *pb.ControlMessage_Ack:
+			select {
+			case c.acks <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// apply folds one update into the service's state and publishes a new
+// Destination for it.
+func (c *Client) apply(u *pb.ServiceUpdate) {
+	c.updates.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	w := c.wanted[u.Service]
+	if w == nil {
+		return // unsubscribed meanwhile
+	}
+	st := c.states[u.Service]
+	if st == nil {
+		st = &state{instances: map[string]*pb.Instance{}, endpoints: map[string]*balancer.Endpoint{}}
+		c.states[u.Service] = st
+	}
+	if u.Reset_ {
+		clear(st.instances)
+	}
+	st.exists = u.Exists
+	st.version = u.Version
+	for _, in := range u.Upserts {
+		st.instances[in.Id] = in
+	}
+	for _, id := range u.Removes {
+		delete(st.instances, id)
+	}
+	if u.PolicyChanged {
+		st.policy = u.PolicyJson
+	}
+	d := c.build(u.Service, st)
+	next := maps.Clone(*c.table.Load())
+	next[u.Service] = d
+	c.table.Store(&next)
+	if !w.done {
+		w.done = true
+		close(w.ready)
+	}
+}
+
+func (c *Client) build(service string, st *state) *Destination {
+	d := &Destination{Service: service, Exists: st.exists, Version: st.version, Algorithm: resource.DefaultAlgorithm, Timeout: resource.DefaultTimeout}
+	if len(st.policy) > 0 {
+		var spec resource.TrafficPolicySpec
+		if err := json.Unmarshal(st.policy, &spec); err != nil {
+			c.log.Error("ignoring unreadable policy", "service", service, "err", err)
+		} else {
+			d.Policy = &spec
+			d.Algorithm = spec.Algorithm()
+			d.Timeout = spec.TimeoutDuration()
+			if spec.LoadBalancer != nil {
+				d.HashKey, _ = resource.ParseHashKey(spec.LoadBalancer.HashKey)
+			}
+		}
+	}
+	b, err := balancer.Get(d.Algorithm)
+	if err != nil {
+		c.log.Error("policy names an algorithm this sidecar lacks; using the default", "service", service, "err", err)
+		d.Algorithm = resource.DefaultAlgorithm
+		b, _ = balancer.Get(d.Algorithm)
+	}
+	live := map[string]bool{}
+	for _, id := range slices.Sorted(maps.Keys(st.instances)) {
+		in := st.instances[id]
+		d.Instances = append(d.Instances, in)
+		if !in.Ready {
+			continue
+		}
+		ep := st.endpoints[id]
+		if ep == nil || ep.Address != in.Address {
+			ep = &balancer.Endpoint{ID: in.Id, Address: in.Address, Labels: in.Labels, Zone: in.Zone}
+			st.endpoints[id] = ep
+		}
+		live[id] = true
+		d.Endpoints = append(d.Endpoints, ep)
+	}
+	for id := range st.endpoints {
+		if !live[id] {
+			delete(st.endpoints, id)
+		}
+	}
+	if len(d.Endpoints) == 0 {
+		d.Picker = balancer.Empty()
+	} else {
+		d.Picker = b.Build(d.Endpoints)
+	}
+	return d
+}
+
+// Updates counts updates received (for /stats and tests).
+func (c *Client) Updates() int64 { return c.updates.Load() }

@@ -1,0 +1,182 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Inbound serves calls from other sidecars and forwards them to the app on
+// 127.0.0.1:<app-port>, keeping the protocol (HTTP/1.1 or h2c) of the call.
+type Inbound struct {
+	appAddr string
+	log     *slog.Logger
+	rp      *httputil.ReverseProxy
+	h1, h2  *http.Transport
+
+	draining atomic.Bool
+	tunnels  sync.WaitGroup
+
+	Requests atomic.Int64
+}
+
+// NewInbound returns the inbound handler for the app at appAddr.
+func NewInbound(appAddr string, log *slog.Logger) *Inbound {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	in := &Inbound{appAddr: appAddr, log: log}
+	dialer := &net.Dialer{Timeout: time.Second}
+	in.h1 = &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	in.h2 = &http.Transport{DialContext: dialer.DialContext, IdleConnTimeout: 90 * time.Second, DisableCompression: true, Protocols: new(http.Protocols)}
+	in.h2.Protocols.SetUnencryptedHTTP2(true)
+	in.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme = "http"
+			pr.Out.URL.Host = appAddr
+			pr.Out.Host = pr.In.Host
+		},
+		Transport:     inboundTransport{in},
+		FlushInterval: -1,
+		ErrorHandler:  in.errorHandler,
+		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	return in
+}
+
+type inboundTransport struct{ in *Inbound }
+
+func (t inboundTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.ProtoMajor == 2 {
+		return t.in.h2.RoundTrip(r)
+	}
+	return t.in.h1.RoundTrip(r)
+}
+
+// Drain makes every later HTTP/1.1 response carry "Connection: close", so
+// callers' pooled connections to this instance end once their request is
+// answered, before the listener closes.
+func (in *Inbound) Drain() { in.draining.Store(true) }
+
+// WaitTunnels waits for open TCP tunnels to end.
+func (in *Inbound) WaitTunnels() { in.tunnels.Wait() }
+
+// CloseIdle closes pooled connections to the app.
+func (in *Inbound) CloseIdle() {
+	in.h1.CloseIdleConnections()
+	in.h2.CloseIdleConnections()
+}
+
+func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	in.Requests.Add(1)
+	if r.Method == http.MethodConnect {
+		in.tunnel(w, r)
+		return
+	}
+	if in.draining.Load() && r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close")
+	}
+	in.rp.ServeHTTP(w, r)
+}
+
+func (in *Inbound) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
+	if isDialError(err) {
+		(&MeshError{Status: http.StatusServiceUnavailable, Code: CodeAppUnavailable, Service: serviceName(r.Host),
+			Message: fmt.Sprintf("the app at %s is not accepting connections", in.appAddr)}).Write(w)
+		return
+	}
+	if r.Context().Err() != nil {
+		return
+	}
+	(&MeshError{Status: http.StatusBadGateway, Code: CodeUpstreamReset, Service: serviceName(r.Host),
+		Message: "the app failed the request", Err: err}).Write(w)
+}
+
+// tunnel carries raw TCP between a caller's --upstream port and the app.
+func (in *Inbound) tunnel(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor != 1 {
+		(&MeshError{Status: http.StatusHTTPVersionNotSupported, Code: CodeUnsupported, Message: "TCP tunnels need HTTP/1.1"}).Write(w)
+		return
+	}
+	app, err := net.DialTimeout("tcp", in.appAddr, time.Second)
+	if err != nil {
+		(&MeshError{Status: http.StatusServiceUnavailable, Code: CodeAppUnavailable, Service: serviceName(r.Host),
+			Message: fmt.Sprintf("the app at %s is not accepting connections", in.appAddr)}).Write(w)
+		return
+	}
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		app.Close()
+		return
+	}
+	in.tunnels.Add(1)
+	defer in.tunnels.Done()
+	if _, err := io.WriteString(conn, "HTTP/1.1 200 OK\r\n\r\n"); err != nil {
+		conn.Close()
+		app.Close()
+		return
+	}
+	pipe(conn, brw.Reader, app, app)
+}
+
+// pipe copies both ways until both directions end, half-closing each side
+// as its source ends, then closes both.
+func pipe(a net.Conn, aReader io.Reader, b net.Conn, bReader io.Reader) {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	cp := func(dst net.Conn, src io.Reader) {
+		defer wg.Done()
+		_, _ = io.Copy(dst, src)
+		closeWrite(dst)
+	}
+	go cp(b, aReader)
+	go cp(a, bReader)
+	wg.Wait()
+	a.Close()
+	b.Close()
+}
+
+func closeWrite(c net.Conn) {
+	type closeWriter interface{ CloseWrite() error }
+	if cw, ok := c.(closeWriter); ok {
+		_ = cw.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}
+
+// dialTunnel opens a CONNECT tunnel to another sidecar's inbound listener.
+// The returned reader must be used for reading (it may hold early bytes).
+func dialTunnel(addr, service string) (net.Conn, io.Reader, error) {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(conn, "CONNECT %s%s:1 HTTP/1.1\r\nHost: %s\r\n\r\n", tunnelAuthorityPrefix, service, service); err != nil {
+		conn.Close()
+		return nil, nil, err
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("tunnel to %s: %w", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		conn.Close()
+		return nil, nil, fmt.Errorf("tunnel to %s: %s (%s)", addr, resp.Status, resp.Header.Get(HeaderError))
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return conn, br, nil
+}
+
+var errNoTunnel = errors.New("no instance accepted the tunnel")

@@ -1,0 +1,136 @@
+package sidecar
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/http/pprof"
+	"strconv"
+
+	pb "github.com/weftmesh/weft/api/discoveryv1"
+)
+
+// The admin view's wire types (GET /config). Fields are only ever added.
+type (
+	InstanceView struct {
+		ID      string            `json:"id"`
+		Service string            `json:"service"`
+		Address string            `json:"address"`
+		Ready   bool              `json:"ready"`
+		Version string            `json:"version,omitempty"`
+		Labels  map[string]string `json:"labels,omitempty"`
+		Zone    string            `json:"zone,omitempty"`
+	}
+	DestinationView struct {
+		Service   string           `json:"service"`
+		Exists    bool             `json:"exists"`
+		Version   uint64           `json:"version"`
+		Algorithm string           `json:"algorithm"`
+		Timeout   string           `json:"timeout"`
+		Policy    any              `json:"policy"`
+		Instances []InstanceView   `json:"instances"`
+		InFlight  map[string]int64 `json:"inFlight"`
+	}
+	ConfigView struct {
+		Service      string            `json:"service"`
+		ID           string            `json:"id"`
+		Instance     *InstanceView     `json:"instance"`
+		Control      ControlView       `json:"control"`
+		Listeners    map[string]string `json:"listeners"`
+		Destinations []DestinationView `json:"destinations"`
+	}
+	ControlView struct {
+		Address   string `json:"address"`
+		Connected bool   `json:"connected"`
+		Updates   int64  `json:"updates"`
+	}
+	StatsView struct {
+		InboundRequests  int64 `json:"inbound_requests"`
+		OutboundRequests int64 `json:"outbound_requests"`
+	}
+)
+
+func view(in *pb.Instance) InstanceView {
+	return InstanceView{ID: in.Id, Service: in.Service, Address: in.Address, Ready: in.Ready, Version: in.Version, Labels: in.Labels, Zone: in.Zone}
+}
+
+func (s *Sidecar) adminRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
+	mux.HandleFunc("GET /ready", s.ready)
+	mux.HandleFunc("GET /config", s.config)
+	mux.HandleFunc("GET /stats", s.stats)
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// ready is 200 once the sidecar can do its job: connected to the control
+// plane and, for an instance with an app, the app accepting and registered.
+func (s *Sidecar) ready(w http.ResponseWriter, r *http.Request) {
+	reason := ""
+	switch {
+	case !s.disc.Connected():
+		reason = "not connected to the control plane at " + s.cfg.Control
+	case s.inLn != nil:
+		select {
+		case <-s.appReady:
+			if in := s.disc.Instance(); in == nil {
+				reason = "deregistered (shutting down)"
+			}
+		default:
+			reason = "app not accepting connections on 127.0.0.1:" + strconv.Itoa(s.cfg.AppPort)
+		}
+	}
+	if reason != "" {
+		http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+		return
+	}
+	w.Write([]byte("ready\n"))
+}
+
+func (s *Sidecar) config(w http.ResponseWriter, r *http.Request) {
+	v := ConfigView{Service: s.cfg.Service, ID: s.cfg.ID,
+		Control:      ControlView{Address: s.cfg.Control, Connected: s.disc.Connected(), Updates: s.disc.Updates()},
+		Listeners:    map[string]string{"outbound": s.OutboundAddr(), "inbound": s.InboundAddr(), "admin": s.AdminAddr()},
+		Destinations: []DestinationView{}}
+	for _, u := range s.upstreams {
+		v.Listeners["upstream:"+u.Service] = u.Listener.Addr().String()
+	}
+	if in := s.disc.Instance(); in != nil {
+		iv := view(in)
+		v.Instance = &iv
+	}
+	for _, d := range s.disc.Destinations() {
+		dv := DestinationView{Service: d.Service, Exists: d.Exists, Version: d.Version, Algorithm: d.Algorithm,
+			Timeout: d.Timeout.String(), Instances: []InstanceView{}, InFlight: map[string]int64{}}
+		if d.Policy != nil {
+			dv.Policy = d.Policy
+		}
+		for _, in := range d.Instances {
+			dv.Instances = append(dv.Instances, view(in))
+		}
+		for _, ep := range d.Endpoints {
+			dv.InFlight[ep.ID] = ep.InFlight.Load()
+		}
+		v.Destinations = append(v.Destinations, dv)
+	}
+	writeJSON(w, v)
+}
+
+func (s *Sidecar) stats(w http.ResponseWriter, r *http.Request) {
+	v := StatsView{OutboundRequests: s.out.Requests.Load()}
+	if s.in != nil {
+		v.InboundRequests = s.in.Requests.Load()
+	}
+	writeJSON(w, v)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

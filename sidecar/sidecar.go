@@ -1,0 +1,377 @@
+// Package sidecar assembles the data plane of one app instance: the
+// discovery client, the outbound and inbound proxies, TCP upstreams, the app
+// readiness probe and the admin endpoints, with the shutdown order a mesh
+// needs (deregister, let callers notice, drain, then stop).
+package sidecar
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/bind"
+	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/proxy"
+	"github.com/weftmesh/weft/resource"
+)
+
+// Config is the sidecar's static configuration (flags).
+type Config struct {
+	Control  string
+	Service  string
+	AppPort  int    // 0: a pure client, no inbound
+	Inbound  string // where other sidecars reach this instance
+	Outbound string // "" disables the outbound listener
+	Admin    string // "" disables the admin listener
+	Version  string
+	Labels   map[string]string
+	Zone     string
+	ID       string
+	// Upstreams maps a service name to a local listen address for raw TCP.
+	Upstreams map[string]string
+	// Drain bounds how long in-flight requests may take to finish at shutdown.
+	Drain time.Duration
+	// Propagation is how long, after deregistering, the inbound keeps
+	// accepting while callers learn the instance is gone.
+	Propagation time.Duration
+	Logger      *slog.Logger
+}
+
+// Defaults.
+const (
+	DefaultControl     = "127.0.0.1:15010"
+	DefaultOutbound    = "127.0.0.1:15001"
+	DefaultAdmin       = "127.0.0.1:15020"
+	DefaultInbound     = "127.0.0.1:0"
+	DefaultDrain       = 10 * time.Second
+	DefaultPropagation = 500 * time.Millisecond
+)
+
+// Sidecar is one instance's data plane.
+type Sidecar struct {
+	cfg  Config
+	log  *slog.Logger
+	disc *discovery.Client
+	out  *proxy.Outbound
+	in   *proxy.Inbound
+
+	outLn, inLn, adminLn net.Listener
+	upstreams            []*proxy.TCPUpstream
+	outSrv, inSrv        *http.Server
+	adminSrv             *http.Server
+
+	appReady  chan struct{} // closed when the app first accepts connections
+	readyOnce sync.Once
+	drainOnce sync.Once
+	drainErr  error
+}
+
+// New validates cfg and binds every listener, so that a bad flag or a port
+// in use is reported before anything starts.
+func New(cfg Config) (*Sidecar, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := resource.ValidateName(cfg.Service); err != nil {
+		return nil, fmt.Errorf("--service: %w", err)
+	}
+	if cfg.AppPort < 0 || cfg.AppPort > 65535 {
+		return nil, fmt.Errorf("--app-port %d: not a port number", cfg.AppPort)
+	}
+	if _, _, err := net.SplitHostPort(cfg.Control); err != nil {
+		return nil, fmt.Errorf("--control %q: not a host:port address", cfg.Control)
+	}
+	if cfg.Drain <= 0 {
+		cfg.Drain = DefaultDrain
+	}
+	if cfg.Propagation <= 0 {
+		cfg.Propagation = DefaultPropagation
+	}
+	if cfg.ID == "" {
+		cfg.ID = newID(cfg.Service)
+	}
+	s := &Sidecar{cfg: cfg, log: cfg.Logger, appReady: make(chan struct{})}
+	var err error
+	defer func() {
+		if err != nil {
+			s.closeListeners()
+		}
+	}()
+	if cfg.Outbound != "" {
+		if s.outLn, err = bind.TCP("--outbound", cfg.Outbound); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Admin != "" {
+		if s.adminLn, err = bind.TCP("--admin", cfg.Admin); err != nil {
+			return nil, err
+		}
+	}
+	var inst *pb.Instance
+	if cfg.AppPort > 0 {
+		if cfg.Inbound == "" {
+			cfg.Inbound = DefaultInbound
+		}
+		if s.inLn, err = bind.TCP("--inbound", cfg.Inbound); err != nil {
+			return nil, err
+		}
+		inst = &pb.Instance{Id: cfg.ID, Service: cfg.Service, Address: advertised(s.inLn.Addr(), cfg.Inbound),
+			Version: cfg.Version, Labels: cfg.Labels, Zone: cfg.Zone}
+	}
+	for name, addr := range cfg.Upstreams {
+		if verr := resource.ValidateName(name); verr != nil {
+			err = fmt.Errorf("--upstream %s: %w", name, verr)
+			return nil, err
+		}
+		var ln net.Listener
+		if ln, err = bind.TCP("--upstream "+name, addr); err != nil {
+			return nil, err
+		}
+		s.upstreams = append(s.upstreams, &proxy.TCPUpstream{Service: name, Listener: ln, Log: s.log})
+	}
+	s.cfg = cfg
+	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery")})
+	for _, u := range s.upstreams {
+		u.Resolver = s.disc
+	}
+	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound")})
+	if cfg.AppPort > 0 {
+		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), s.log.With("component", "inbound"))
+	}
+	return s, nil
+}
+
+// advertised is the address other sidecars dial: the bound address, unless
+// the listener is on a wildcard address, in which case the flag's host (or
+// the hostname) is used.
+func advertised(a net.Addr, flag string) string {
+	ta := a.(*net.TCPAddr)
+	if !ta.IP.IsUnspecified() {
+		return ta.String()
+	}
+	host, _ := os.Hostname()
+	return net.JoinHostPort(host, strconv.Itoa(ta.Port))
+}
+
+func newID(service string) string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	return service + "-" + hex.EncodeToString(b)
+}
+
+func (s *Sidecar) closeListeners() {
+	for _, ln := range []net.Listener{s.outLn, s.inLn, s.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	for _, u := range s.upstreams {
+		u.Listener.Close()
+	}
+}
+
+// ID is this instance's id.
+func (s *Sidecar) ID() string { return s.cfg.ID }
+
+// OutboundAddr is the bound outbound address ("" when disabled).
+func (s *Sidecar) OutboundAddr() string { return addrOf(s.outLn) }
+
+// InboundAddr is the bound inbound address ("" for a pure client).
+func (s *Sidecar) InboundAddr() string { return addrOf(s.inLn) }
+
+// AdminAddr is the bound admin address ("" when disabled).
+func (s *Sidecar) AdminAddr() string { return addrOf(s.adminLn) }
+
+func addrOf(ln net.Listener) string {
+	if ln == nil {
+		return ""
+	}
+	return ln.Addr().String()
+}
+
+// Discovery exposes the discovery client (for the admin view and embedding).
+func (s *Sidecar) Discovery() *discovery.Client { return s.disc }
+
+// AppReady is closed once the app first accepts connections.
+func (s *Sidecar) AppReady() <-chan struct{} { return s.appReady }
+
+// Run serves until ctx is done, then drains (if Drain was not called) and
+// stops everything it started.
+func (s *Sidecar) Run(ctx context.Context) error {
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	goRun := func(name string, f func() error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(); err != nil {
+				errc <- fmt.Errorf("%s: %w", name, err)
+			}
+		}()
+	}
+	// Discovery outlives ctx until the drain has deregistered.
+	goRun("discovery", func() error { return s.disc.Run(bg) })
+	if s.outLn != nil {
+		s.outSrv = newServer(s.out)
+		goRun("outbound", func() error { return serve(s.outSrv, s.outLn) })
+	}
+	if s.inLn != nil {
+		s.inSrv = newServer(s.in)
+		goRun("inbound", func() error { return serve(s.inSrv, s.inLn) })
+		goRun("probe", func() error { s.probe(bg); return nil })
+	}
+	if s.adminLn != nil {
+		s.adminSrv = &http.Server{Handler: s.adminRoutes(), ReadHeaderTimeout: 5 * time.Second}
+		goRun("admin", func() error { return serve(s.adminSrv, s.adminLn) })
+	}
+	for _, u := range s.upstreams {
+		goRun("upstream "+u.Service, func() error { return u.Run(bg) })
+	}
+	s.log.Info("sidecar serving", "service", s.cfg.Service, "id", s.cfg.ID,
+		"inbound", s.InboundAddr(), "outbound", s.OutboundAddr(), "admin", s.AdminAddr(), "control", s.cfg.Control)
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.Drain+s.cfg.Propagation)
+	_ = s.Drain(dctx)
+	cancel()
+	stopBG()
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for _, srv := range []*http.Server{s.outSrv, s.adminSrv} {
+		if srv != nil {
+			_ = srv.Shutdown(sctx)
+		}
+	}
+	s.out.CloseIdle()
+	wg.Wait()
+	close(errc)
+	for e := range errc {
+		if err == nil {
+			err = e
+		}
+	}
+	s.log.Info("sidecar stopped", "service", s.cfg.Service, "id", s.cfg.ID)
+	return err
+}
+
+// Drain takes this instance out of the mesh without failing a request:
+// deregister, keep serving while callers learn of it (answering with
+// Connection: close so their pooled connections end), then stop the inbound
+// listener and wait for in-flight requests and tunnels, bounded by ctx. The
+// outbound keeps serving, since the app may still be finishing requests that
+// call other services. Safe to call more than once.
+func (s *Sidecar) Drain(ctx context.Context) error {
+	s.drainOnce.Do(func() {
+		if s.inLn == nil {
+			return
+		}
+		start := time.Now()
+		dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := s.disc.Deregister(dctx); err != nil {
+			s.log.Warn("deregistration not confirmed; callers will drop this instance when its lease ends", "err", err)
+		}
+		cancel()
+		s.in.Drain()
+		select {
+		case <-time.After(s.cfg.Propagation):
+		case <-ctx.Done():
+		}
+		if s.inSrv != nil {
+			if err := s.inSrv.Shutdown(ctx); err != nil {
+				s.drainErr = fmt.Errorf("drain: in-flight requests still running after the grace: %w", err)
+				s.inSrv.Close()
+			}
+		}
+		done := make(chan struct{})
+		go func() { s.in.WaitTunnels(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+		}
+		s.in.CloseIdle()
+		s.log.Info("drained", "took", time.Since(start).Round(time.Millisecond))
+	})
+	return s.drainErr
+}
+
+func newServer(h http.Handler) *http.Server {
+	srv := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       5 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		Protocols:         new(http.Protocols),
+	}
+	// HTTP/1.1 and HTTP/2 with prior knowledge (h2c, what gRPC speaks) on
+	// one port.
+	srv.Protocols.SetHTTP1(true)
+	srv.Protocols.SetUnencryptedHTTP2(true)
+	return srv
+}
+
+func serve(srv *http.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// probe watches whether the app accepts connections and tells the control
+// plane: quickly until it first does (so a new instance gets traffic at
+// once), then every second.
+func (s *Sidecar) probe(ctx context.Context) {
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.cfg.AppPort))
+	interval := 25 * time.Millisecond
+	ready := false
+	for {
+		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
+		ok := err == nil
+		if ok {
+			c.Close()
+		}
+		if ok != ready {
+			ready = ok
+			s.disc.SetReady(ok)
+			if ok {
+				s.readyOnce.Do(func() { close(s.appReady) })
+				interval = time.Second
+			}
+			s.log.Info("app readiness changed", "ready", ok, "app", addr)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(interval):
+		}
+	}
+}
+
+// ParseLabels parses repeated k=v flags.
+func ParseLabels(kvs []string, flag string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: want NAME=VALUE", flag, kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
