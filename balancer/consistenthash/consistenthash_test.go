@@ -1,0 +1,211 @@
+package consistenthash_test
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"testing"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/balancer/consistenthash"
+)
+
+func endpoints(n int) []*balancer.Endpoint {
+	eps := make([]*balancer.Endpoint, n)
+	for i := range eps {
+		eps[i] = &balancer.Endpoint{ID: fmt.Sprintf("ep-%03d", i), Address: fmt.Sprintf("10.0.0.%d:15006", i)}
+	}
+	return eps
+}
+
+func build(t testing.TB, eps []*balancer.Endpoint) balancer.Picker {
+	t.Helper()
+	b, err := balancer.Get(consistenthash.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Build(eps)
+}
+
+func keyInfo(i int) balancer.PickInfo {
+	return balancer.PickInfo{Hash: xxhash.Sum64String("user-" + strconv.Itoa(i)), HasHash: true}
+}
+
+func pickID(t *testing.T, p balancer.Picker, info balancer.PickInfo) string {
+	t.Helper()
+	ep, err := p.Pick(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ep.ID
+}
+
+func TestEmpty(t *testing.T) {
+	for _, eps := range [][]*balancer.Endpoint{nil, {}} {
+		for _, info := range []balancer.PickInfo{{}, keyInfo(1)} {
+			if ep, err := build(t, eps).Pick(info); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
+				t.Fatalf("Pick on empty set = %v, %v; want nil, ErrNoEndpoints", ep, err)
+			}
+		}
+	}
+}
+
+func TestNeedsHashKey(t *testing.T) {
+	if !balancer.NeedsHashKey(consistenthash.Name) {
+		t.Fatal("NeedsHashKey(consistent_hash) = false, want true")
+	}
+}
+
+func TestSameKeySameEndpoint(t *testing.T) {
+	for _, n := range []int{1, 3, 10} {
+		t.Run(fmt.Sprintf("endpoints=%d", n), func(t *testing.T) {
+			p := build(t, endpoints(n))
+			rebuilt := build(t, endpoints(n)) // same IDs, new Endpoint values: another sidecar
+			for i := range 1000 {
+				want := pickID(t, p, keyInfo(i))
+				for range 3 {
+					if got := pickID(t, p, keyInfo(i)); got != want {
+						t.Fatalf("key %d: got %s, then %s", i, want, got)
+					}
+				}
+				if got := pickID(t, rebuilt, keyInfo(i)); got != want {
+					t.Fatalf("key %d: %s on one ring, %s on a ring built from the same IDs", i, want, got)
+				}
+			}
+		})
+	}
+}
+
+// TestKeyMovement checks the point of consistent hashing: adding one endpoint
+// to N moves about 1/(N+1) of the keys, and only to the new endpoint;
+// removing one moves only the keys it owned.
+func TestKeyMovement(t *testing.T) {
+	const keys = 10_000
+	for _, tc := range []struct {
+		from, to int
+		maxMoved float64
+	}{
+		{3, 4, 0.30},    // ideal 25%
+		{4, 3, 0.30},    // ideal 25%
+		{9, 10, 0.13},   // ideal 10%
+		{99, 100, 0.02}, // ideal 1%
+	} {
+		t.Run(fmt.Sprintf("%d->%d", tc.from, tc.to), func(t *testing.T) {
+			// endpoints(n) is a prefix of endpoints(n+1), so from->to adds
+			// or removes exactly the last endpoint.
+			before, after := build(t, endpoints(tc.from)), build(t, endpoints(tc.to))
+			changed := fmt.Sprintf("ep-%03d", max(tc.from, tc.to)-1)
+			moved := 0
+			for i := range keys {
+				b, a := pickID(t, before, keyInfo(i)), pickID(t, after, keyInfo(i))
+				if b == a {
+					continue
+				}
+				moved++
+				if tc.to > tc.from && a != changed {
+					t.Fatalf("key %d moved %s->%s; keys may only move to the added %s", i, b, a, changed)
+				}
+				if tc.to < tc.from && b != changed {
+					t.Fatalf("key %d moved %s->%s; only keys of the removed %s may move", i, b, a, changed)
+				}
+			}
+			frac := float64(moved) / keys
+			t.Logf("%d->%d endpoints: %d of %d keys moved (%.1f%%, ideal %.1f%%)",
+				tc.from, tc.to, moved, keys, 100*frac, 100/float64(max(tc.from, tc.to)))
+			if frac > tc.maxMoved {
+				t.Errorf("moved %.1f%% of keys, want at most %.0f%%", 100*frac, 100*tc.maxMoved)
+			}
+		})
+	}
+}
+
+// TestBalance checks the virtual nodes spread keys evenly enough: every
+// endpoint gets within ±30% of its fair share. The ring and the keys are
+// deterministic, so this cannot flake.
+func TestBalance(t *testing.T) {
+	const keys = 100_000
+	for _, n := range []int{3, 10, 100} {
+		t.Run(fmt.Sprintf("endpoints=%d", n), func(t *testing.T) {
+			eps := endpoints(n)
+			p := build(t, eps)
+			counts := map[string]int{}
+			for i := range keys {
+				counts[pickID(t, p, keyInfo(i))]++
+			}
+			fair := keys / n
+			lo, hi := keys, 0
+			for _, ep := range eps {
+				c := counts[ep.ID]
+				lo, hi = min(lo, c), max(hi, c)
+				if c < fair*7/10 || c > fair*13/10 {
+					t.Errorf("%s owns %d keys, want %d ±30%%", ep.ID, c, fair)
+				}
+			}
+			t.Logf("%d endpoints: keys per endpoint %d..%d (fair %d)", n, lo, hi, fair)
+		})
+	}
+}
+
+func TestNoHashFallsBackToRandom(t *testing.T) {
+	const n, perEndpoint = 3, 10_000
+	eps := endpoints(n)
+	p := build(t, eps)
+	counts := map[string]int{}
+	for range n * perEndpoint {
+		counts[pickID(t, p, balancer.PickInfo{Hash: 42})]++ // Hash ignored without HasHash
+	}
+	for _, ep := range eps {
+		if c := counts[ep.ID]; c < perEndpoint*9/10 || c > perEndpoint*11/10 {
+			t.Errorf("%s picked %d times without a hash key, want %d ±10%%", ep.ID, c, perEndpoint)
+		}
+	}
+}
+
+func TestWrapAround(t *testing.T) {
+	// The largest hash lies after every ring point (bar a point at exactly
+	// MaxUint64) and must wrap to the owner of the first one, as hash 0 does.
+	p := build(t, endpoints(5))
+	top := pickID(t, p, balancer.PickInfo{Hash: ^uint64(0), HasHash: true})
+	bottom := pickID(t, p, balancer.PickInfo{Hash: 0, HasHash: true})
+	if top != bottom {
+		t.Fatalf("hash MaxUint64 -> %s, hash 0 -> %s; want the ring to wrap", top, bottom)
+	}
+}
+
+func TestPickDoesNotAllocate(t *testing.T) {
+	p := build(t, endpoints(3))
+	for _, info := range []balancer.PickInfo{keyInfo(7), {}} {
+		if a := testing.AllocsPerRun(1000, func() { _, _ = p.Pick(info) }); a != 0 {
+			t.Fatalf("Pick(%+v) allocates %v times per call, want 0", info, a)
+		}
+	}
+}
+
+func BenchmarkPick(b *testing.B) {
+	for _, n := range []int{3, 100} {
+		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
+			p := build(b, endpoints(n))
+			b.ReportAllocs()
+			var h uint64
+			for b.Loop() {
+				h += 0x9e3779b97f4a7c15
+				_, _ = p.Pick(balancer.PickInfo{Hash: h, HasHash: true})
+			}
+		})
+	}
+}
+
+func BenchmarkBuild(b *testing.B) {
+	for _, n := range []int{3, 100} {
+		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
+			eps := endpoints(n)
+			bld, _ := balancer.Get(consistenthash.Name)
+			b.ReportAllocs()
+			for b.Loop() {
+				bld.Build(eps)
+			}
+		})
+	}
+}
