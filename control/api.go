@@ -175,7 +175,7 @@ func (s *Server) apply(w http.ResponseWriter, objs []resource.Object) {
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
-	s.reg.SetPolicies(policies(next))
+	s.reg.SetConfig(serviceConfig(next))
 	out := ApplyResultJSON{}
 	for i, o := range objs {
 		out.Results = append(out.Results, AppliedJSON{Kind: o.Kind, Name: o.Metadata.Name, Result: results[i]})
@@ -216,7 +216,7 @@ func (s *Server) delete(w http.ResponseWriter, refs []resource.Ref) {
 		writeErr(w, http.StatusInternalServerError, err)
 		return
 	}
-	s.reg.SetPolicies(policies(objs))
+	s.reg.SetConfig(serviceConfig(objs))
 	out := ApplyResultJSON{}
 	for _, r := range refs {
 		out.Results = append(out.Results, AppliedJSON{Kind: r.Kind, Name: r.Name, Result: "deleted"})

@@ -89,7 +89,7 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
-	s.reg.SetPolicies(policies(objs))
+	s.reg.SetConfig(serviceConfig(objs))
 	if s.grpcLn, err = bind.TCP("--grpc-addr", cfg.GRPCAddr); err != nil {
 		st.Close()
 		return nil, err
@@ -178,18 +178,16 @@ loop:
 	return err
 }
 
-// policies extracts service → TrafficPolicy spec JSON from stored objects.
-func policies(objs []resource.Object) map[string][]byte {
-	out := map[string][]byte{}
+// serviceConfig groups stored objects by the service they configure, in
+// the store's order (kind, then name).
+func serviceConfig(objs []resource.Object) map[string][]*pb.ConfigObject {
+	out := map[string][]*pb.ConfigObject{}
 	for _, o := range objs {
-		if o.Kind != resource.KindTrafficPolicy {
+		svc := o.Service()
+		if svc == "" {
 			continue
 		}
-		spec, err := resource.ParseTrafficPolicySpec(o.Spec)
-		if err != nil {
-			continue
-		}
-		out[spec.Service] = []byte(o.Spec)
+		out[svc] = append(out[svc], &pb.ConfigObject{Kind: o.Kind, Name: o.Metadata.Name, SpecJson: o.Spec, Generation: o.Metadata.Generation})
 	}
 	return out
 }

@@ -49,6 +49,9 @@ type Destination struct {
 	HashKey   resource.HashKey
 	Timeout   time.Duration
 	Policy    *resource.TrafficPolicySpec // nil when the service has none
+	// Config holds every object configuring the service (its TrafficPolicy,
+	// Subscriptions, …), sorted by kind and name.
+	Config []*pb.ConfigObject
 }
 
 // Config configures a Client.
@@ -81,6 +84,7 @@ type Client struct {
 	settings  map[string]string
 	connected atomic.Bool
 	acks      chan struct{}
+	watchers  map[string]map[chan *Destination]struct{}
 
 	updates atomic.Int64
 }
@@ -95,7 +99,7 @@ type state struct {
 	version   uint64
 	instances map[string]*pb.Instance
 	endpoints map[string]*balancer.Endpoint // kept across rebuilds: InFlight survives
-	policy    []byte
+	config    []*pb.ConfigObject
 }
 
 type streamState struct {
@@ -117,7 +121,8 @@ func New(cfg Config) *Client {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = time.Second
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, wanted: map[string]*want{}, states: map[string]*state{}, acks: make(chan struct{}, 1)}
+	c := &Client{cfg: cfg, log: cfg.Logger, wanted: map[string]*want{}, states: map[string]*state{},
+		acks: make(chan struct{}, 1), watchers: map[string]map[chan *Destination]struct{}{}}
 	if cfg.Instance != nil {
 		c.instance = proto.CloneOf(cfg.Instance)
 	}
@@ -207,7 +212,7 @@ func (c *Client) Lookup(ctx context.Context, service string) (*Destination, erro
 func (c *Client) evictUnknownLocked() {
 	var drop []string
 	for name, w := range c.wanted {
-		if st := c.states[name]; w.done && (st == nil || !st.exists) {
+		if st := c.states[name]; w.done && (st == nil || !st.exists) && len(c.watchers[name]) == 0 {
 			drop = append(drop, name)
 		}
 	}
@@ -424,8 +429,8 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	for _, id := range u.Removes {
 		delete(st.instances, id)
 	}
-	if u.PolicyChanged {
-		st.policy = u.PolicyJson
+	if u.ConfigChanged {
+		st.config = u.Config
 	}
 	d := c.build(u.Service, st)
 	next := maps.Clone(*c.table.Load())
@@ -435,13 +440,59 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 		w.done = true
 		close(w.ready)
 	}
+	for ch := range c.watchers[u.Service] {
+		offer(ch, d)
+	}
+}
+
+// offer replaces whatever the channel holds with d: a watcher always gets
+// the latest view and never blocks the stream.
+func offer(ch chan *Destination, d *Destination) {
+	select {
+	case <-ch:
+	default:
+	}
+	select {
+	case ch <- d:
+	default:
+	}
+}
+
+// Watch subscribes to service (if not yet) and returns a channel that gets
+// the service's Destination every time it changes — only the latest when the
+// reader is slow — and a function that stops the watch. The current view,
+// if any, is delivered at once.
+func (c *Client) Watch(service string) (<-chan *Destination, func()) {
+	ch := make(chan *Destination, 1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.watchers[service] == nil {
+		c.watchers[service] = map[chan *Destination]struct{}{}
+	}
+	c.watchers[service][ch] = struct{}{}
+	if c.wanted[service] == nil {
+		c.wanted[service] = &want{ready: make(chan struct{})}
+		c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Subscribe{Subscribe: &pb.Subscribe{Services: []string{service}}}})
+	}
+	if d, ok := (*c.table.Load())[service]; ok {
+		offer(ch, d)
+	}
+	return ch, func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.watchers[service], ch)
+	}
 }
 
 func (c *Client) build(service string, st *state) *Destination {
-	d := &Destination{Service: service, Exists: st.exists, Version: st.version, Algorithm: resource.DefaultAlgorithm, Timeout: resource.DefaultTimeout}
-	if len(st.policy) > 0 {
+	d := &Destination{Service: service, Exists: st.exists, Version: st.version, Algorithm: resource.DefaultAlgorithm,
+		Timeout: resource.DefaultTimeout, Config: st.config}
+	for _, obj := range st.config {
+		if obj.Kind != resource.KindTrafficPolicy {
+			continue
+		}
 		var spec resource.TrafficPolicySpec
-		if err := json.Unmarshal(st.policy, &spec); err != nil {
+		if err := json.Unmarshal(obj.SpecJson, &spec); err != nil {
 			c.log.Error("ignoring unreadable policy", "service", service, "err", err)
 		} else {
 			d.Policy = &spec

@@ -39,7 +39,7 @@ type service struct {
 	name      string
 	version   uint64
 	instances map[string]*entry
-	policy    []byte // TrafficPolicy spec JSON, nil when none
+	config    []*pb.ConfigObject // objects configuring the service, sorted
 }
 
 type entry struct {
@@ -128,7 +128,7 @@ func (r *Registry) svc(name string) *service {
 
 func (s *service) reset() *pb.ServiceUpdate {
 	u := &pb.ServiceUpdate{Service: s.name, Version: s.version, Reset_: true, Exists: true,
-		PolicyChanged: true, PolicyJson: s.policy}
+		ConfigChanged: true, Config: s.config}
 	for _, id := range slices.Sorted(maps.Keys(s.instances)) {
 		u.Upserts = append(u.Upserts, s.instances[id].inst)
 	}
@@ -192,27 +192,29 @@ func (r *Registry) Remove(serviceName, id string, owner any, reason string) bool
 	return true
 }
 
-// SetPolicies replaces every service's policy at once: policies maps service
-// name to spec JSON. Only services whose policy changed are pushed.
-func (r *Registry) SetPolicies(policies map[string][]byte) {
+// SetConfig replaces every service's configuration at once: config maps a
+// service name to the objects that configure it, sorted by kind and name.
+// Only services whose configuration changed are pushed.
+func (r *Registry) SetConfig(config map[string][]*pb.ConfigObject) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for name, s := range r.services {
-		if _, ok := policies[name]; !ok && s.policy != nil {
-			s.policy = nil
+		if _, ok := config[name]; !ok && len(s.config) > 0 {
+			s.config = nil
 			s.version++
-			r.publish(s, &pb.ServiceUpdate{Service: name, Version: s.version, Exists: true, PolicyChanged: true})
+			r.log.Info("config changed", "service", name, "objects", 0)
+			r.publish(s, &pb.ServiceUpdate{Service: name, Version: s.version, Exists: true, ConfigChanged: true})
 		}
 	}
-	for name, p := range policies {
+	for name, objs := range config {
 		s := r.svc(name)
-		if string(s.policy) == string(p) {
+		if slices.EqualFunc(s.config, objs, func(a, b *pb.ConfigObject) bool { return proto.Equal(a, b) }) {
 			continue
 		}
-		s.policy = p
+		s.config = objs
 		s.version++
-		r.log.Info("policy changed", "service", name)
-		r.publish(s, &pb.ServiceUpdate{Service: name, Version: s.version, Exists: true, PolicyChanged: true, PolicyJson: p})
+		r.log.Info("config changed", "service", name, "objects", len(objs))
+		r.publish(s, &pb.ServiceUpdate{Service: name, Version: s.version, Exists: true, ConfigChanged: true, Config: objs})
 	}
 }
 
@@ -239,7 +241,7 @@ func (r *Registry) Subscribe(sub *Subscriber, names ...string) {
 			continue
 		}
 		if s == nil {
-			r.send(sub, &pb.ServiceUpdate{Service: name, Reset_: true, Exists: false, PolicyChanged: true})
+			r.send(sub, &pb.ServiceUpdate{Service: name, Reset_: true, Exists: false, ConfigChanged: true})
 			continue
 		}
 		r.send(sub, s.reset())
@@ -264,7 +266,7 @@ func (r *Registry) EndGrace() {
 			if s := r.services[name]; s != nil {
 				r.send(sub, s.reset())
 			} else {
-				r.send(sub, &pb.ServiceUpdate{Service: name, Reset_: true, Exists: false, PolicyChanged: true})
+				r.send(sub, &pb.ServiceUpdate{Service: name, Reset_: true, Exists: false, ConfigChanged: true})
 			}
 		}
 	}
@@ -312,7 +314,7 @@ func (r *Registry) RemoveSubscriber(sub *Subscriber) {
 type ServiceView struct {
 	Name      string
 	Instances []*pb.Instance
-	HasPolicy bool
+	Config    []*pb.ConfigObject
 }
 
 // Services returns every known service with its instances, sorted.
@@ -322,7 +324,7 @@ func (r *Registry) Services() []ServiceView {
 	out := make([]ServiceView, 0, len(r.services))
 	for _, name := range slices.Sorted(maps.Keys(r.services)) {
 		s := r.services[name]
-		v := ServiceView{Name: name, HasPolicy: s.policy != nil}
+		v := ServiceView{Name: name, Config: s.config}
 		for _, id := range slices.Sorted(maps.Keys(s.instances)) {
 			v.Instances = append(v.Instances, proto.CloneOf(s.instances[id].inst))
 		}

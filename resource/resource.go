@@ -66,9 +66,12 @@ type Kind struct {
 	Name string
 	// Validate decodes spec strictly and checks it.
 	Validate func(spec json.RawMessage) error
-	// Target returns the key the object claims (e.g. "service/orders"); two
+	// Target returns the key the object claims (e.g. "service orders"); two
 	// objects of one kind may not claim the same key. Empty: claims nothing.
 	Target func(spec json.RawMessage) string
+	// Service returns the service whose sidecars the object configures
+	// ("" when none): the control plane pushes the object to them.
+	Service func(spec json.RawMessage) string
 }
 
 var kinds = map[string]Kind{}
@@ -149,6 +152,15 @@ func (o *Object) Target() string {
 		return ""
 	}
 	return k.Target(o.Spec)
+}
+
+// Service is the service the object configures, per its kind ("" when none).
+func (o *Object) Service() string {
+	k, ok := kinds[o.Kind]
+	if !ok || k.Service == nil {
+		return ""
+	}
+	return k.Service(o.Spec)
 }
 
 // Decode parses a manifest of one or more YAML (or JSON) documents separated

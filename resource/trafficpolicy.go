@@ -136,9 +136,14 @@ func init() {
 			return err
 		},
 		Target: func(spec json.RawMessage) string {
-			var s TrafficPolicySpec
-			_ = json.Unmarshal(spec, &s)
-			return "service " + s.Service
+			return "service " + trafficPolicyService(spec)
 		},
+		Service: trafficPolicyService,
 	})
+}
+
+func trafficPolicyService(spec json.RawMessage) string {
+	var s TrafficPolicySpec
+	_ = json.Unmarshal(spec, &s)
+	return s.Service
 }

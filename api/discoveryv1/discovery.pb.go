@@ -663,11 +663,10 @@ type ServiceUpdate struct {
 	Exists  bool        `protobuf:"varint,4,opt,name=exists,proto3" json:"exists,omitempty"`
 	Upserts []*Instance `protobuf:"bytes,5,rep,name=upserts,proto3" json:"upserts,omitempty"`
 	Removes []string    `protobuf:"bytes,6,rep,name=removes,proto3" json:"removes,omitempty"`
-	// policy_changed says policy_json holds the service's policy (empty: none).
-	PolicyChanged bool `protobuf:"varint,7,opt,name=policy_changed,json=policyChanged,proto3" json:"policy_changed,omitempty"`
-	// The TrafficPolicy resource's spec as JSON, so the policy schema grows in
-	// one place (package resource) and not in two.
-	PolicyJson    []byte `protobuf:"bytes,8,opt,name=policy_json,json=policyJson,proto3" json:"policy_json,omitempty"`
+	// config_changed says config holds the service's whole configuration (it
+	// may be empty: no objects configure the service any more).
+	ConfigChanged bool            `protobuf:"varint,7,opt,name=config_changed,json=configChanged,proto3" json:"config_changed,omitempty"`
+	Config        []*ConfigObject `protobuf:"bytes,8,rep,name=config,proto3" json:"config,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -744,18 +743,90 @@ func (x *ServiceUpdate) GetRemoves() []string {
 	return nil
 }
 
-func (x *ServiceUpdate) GetPolicyChanged() bool {
+func (x *ServiceUpdate) GetConfigChanged() bool {
 	if x != nil {
-		return x.PolicyChanged
+		return x.ConfigChanged
 	}
 	return false
 }
 
-func (x *ServiceUpdate) GetPolicyJson() []byte {
+func (x *ServiceUpdate) GetConfig() []*ConfigObject {
 	if x != nil {
-		return x.PolicyJson
+		return x.Config
 	}
 	return nil
+}
+
+// ConfigObject is one applied resource that configures a service (its
+// TrafficPolicy, its Subscriptions, …). The spec travels as JSON so each
+// kind's schema is defined once, in package resource, and new kinds need no
+// protocol change.
+type ConfigObject struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Kind          string                 `protobuf:"bytes,1,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	SpecJson      []byte                 `protobuf:"bytes,3,opt,name=spec_json,json=specJson,proto3" json:"spec_json,omitempty"`
+	Generation    int64                  `protobuf:"varint,4,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ConfigObject) Reset() {
+	*x = ConfigObject{}
+	mi := &file_discovery_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ConfigObject) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ConfigObject) ProtoMessage() {}
+
+func (x *ConfigObject) ProtoReflect() protoreflect.Message {
+	mi := &file_discovery_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ConfigObject.ProtoReflect.Descriptor instead.
+func (*ConfigObject) Descriptor() ([]byte, []int) {
+	return file_discovery_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ConfigObject) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *ConfigObject) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ConfigObject) GetSpecJson() []byte {
+	if x != nil {
+		return x.SpecJson
+	}
+	return nil
+}
+
+func (x *ConfigObject) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 var File_discovery_proto protoreflect.FileDescriptor
@@ -804,7 +875,7 @@ const file_discovery_proto_rawDesc = "" +
 	"\rSettingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x05\n" +
-	"\x03Ack\"\x8a\x02\n" +
+	"\x03Ack\"\xa2\x02\n" +
 	"\rServiceUpdate\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\x04R\aversion\x12\x14\n" +
@@ -812,9 +883,15 @@ const file_discovery_proto_rawDesc = "" +
 	"\x06exists\x18\x04 \x01(\bR\x06exists\x125\n" +
 	"\aupserts\x18\x05 \x03(\v2\x1b.weft.discovery.v1.InstanceR\aupserts\x12\x18\n" +
 	"\aremoves\x18\x06 \x03(\tR\aremoves\x12%\n" +
-	"\x0epolicy_changed\x18\a \x01(\bR\rpolicyChanged\x12\x1f\n" +
-	"\vpolicy_json\x18\b \x01(\fR\n" +
-	"policyJson2`\n" +
+	"\x0econfig_changed\x18\a \x01(\bR\rconfigChanged\x127\n" +
+	"\x06config\x18\b \x03(\v2\x1f.weft.discovery.v1.ConfigObjectR\x06config\"s\n" +
+	"\fConfigObject\x12\x12\n" +
+	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tspec_json\x18\x03 \x01(\fR\bspecJson\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x04 \x01(\x03R\n" +
+	"generation2`\n" +
 	"\tDiscovery\x12S\n" +
 	"\aConnect\x12!.weft.discovery.v1.SidecarMessage\x1a!.weft.discovery.v1.ControlMessage(\x010\x01B6Z4github.com/weftmesh/weft/api/discoveryv1;discoveryv1b\x06proto3"
 
@@ -830,7 +907,7 @@ func file_discovery_proto_rawDescGZIP() []byte {
 	return file_discovery_proto_rawDescData
 }
 
-var file_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_discovery_proto_goTypes = []any{
 	(*Instance)(nil),       // 0: weft.discovery.v1.Instance
 	(*SidecarMessage)(nil), // 1: weft.discovery.v1.SidecarMessage
@@ -843,11 +920,12 @@ var file_discovery_proto_goTypes = []any{
 	(*Hello)(nil),          // 8: weft.discovery.v1.Hello
 	(*Ack)(nil),            // 9: weft.discovery.v1.Ack
 	(*ServiceUpdate)(nil),  // 10: weft.discovery.v1.ServiceUpdate
-	nil,                    // 11: weft.discovery.v1.Instance.LabelsEntry
-	nil,                    // 12: weft.discovery.v1.Hello.SettingsEntry
+	(*ConfigObject)(nil),   // 11: weft.discovery.v1.ConfigObject
+	nil,                    // 12: weft.discovery.v1.Instance.LabelsEntry
+	nil,                    // 13: weft.discovery.v1.Hello.SettingsEntry
 }
 var file_discovery_proto_depIdxs = []int32{
-	11, // 0: weft.discovery.v1.Instance.labels:type_name -> weft.discovery.v1.Instance.LabelsEntry
+	12, // 0: weft.discovery.v1.Instance.labels:type_name -> weft.discovery.v1.Instance.LabelsEntry
 	2,  // 1: weft.discovery.v1.SidecarMessage.register:type_name -> weft.discovery.v1.Register
 	3,  // 2: weft.discovery.v1.SidecarMessage.subscribe:type_name -> weft.discovery.v1.Subscribe
 	4,  // 3: weft.discovery.v1.SidecarMessage.unsubscribe:type_name -> weft.discovery.v1.Unsubscribe
@@ -857,15 +935,16 @@ var file_discovery_proto_depIdxs = []int32{
 	10, // 7: weft.discovery.v1.ControlMessage.update:type_name -> weft.discovery.v1.ServiceUpdate
 	9,  // 8: weft.discovery.v1.ControlMessage.ack:type_name -> weft.discovery.v1.Ack
 	8,  // 9: weft.discovery.v1.ControlMessage.hello:type_name -> weft.discovery.v1.Hello
-	12, // 10: weft.discovery.v1.Hello.settings:type_name -> weft.discovery.v1.Hello.SettingsEntry
+	13, // 10: weft.discovery.v1.Hello.settings:type_name -> weft.discovery.v1.Hello.SettingsEntry
 	0,  // 11: weft.discovery.v1.ServiceUpdate.upserts:type_name -> weft.discovery.v1.Instance
-	1,  // 12: weft.discovery.v1.Discovery.Connect:input_type -> weft.discovery.v1.SidecarMessage
-	7,  // 13: weft.discovery.v1.Discovery.Connect:output_type -> weft.discovery.v1.ControlMessage
-	13, // [13:14] is the sub-list for method output_type
-	12, // [12:13] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	11, // 12: weft.discovery.v1.ServiceUpdate.config:type_name -> weft.discovery.v1.ConfigObject
+	1,  // 13: weft.discovery.v1.Discovery.Connect:input_type -> weft.discovery.v1.SidecarMessage
+	7,  // 14: weft.discovery.v1.Discovery.Connect:output_type -> weft.discovery.v1.ControlMessage
+	14, // [14:15] is the sub-list for method output_type
+	13, // [13:14] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_discovery_proto_init() }
@@ -891,7 +970,7 @@ func file_discovery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_discovery_proto_rawDesc), len(file_discovery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
