@@ -34,10 +34,13 @@ type Instance struct {
 	// host:port where other sidecars reach this instance (its inbound listener).
 	Address string `protobuf:"bytes,3,opt,name=address,proto3" json:"address,omitempty"`
 	// ready is true once the app accepts connections.
-	Ready         bool              `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
-	Version       string            `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
-	Labels        map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Zone          string            `protobuf:"bytes,7,opt,name=zone,proto3" json:"zone,omitempty"`
+	Ready   bool              `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
+	Version string            `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Labels  map[string]string `protobuf:"bytes,6,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Zone    string            `protobuf:"bytes,7,opt,name=zone,proto3" json:"zone,omitempty"`
+	// host:port of the sidecar's admin listener (/metrics, /ready), where the
+	// control plane scrapes the instance's metrics; empty when disabled.
+	AdminAddress  string `protobuf:"bytes,8,opt,name=admin_address,json=adminAddress,proto3" json:"admin_address,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -117,6 +120,13 @@ func (x *Instance) GetLabels() map[string]string {
 func (x *Instance) GetZone() string {
 	if x != nil {
 		return x.Zone
+	}
+	return ""
+}
+
+func (x *Instance) GetAdminAddress() string {
+	if x != nil {
+		return x.AdminAddress
 	}
 	return ""
 }
@@ -833,7 +843,7 @@ var File_discovery_proto protoreflect.FileDescriptor
 
 const file_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\x8e\x02\n" +
+	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\xb3\x02\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -841,7 +851,8 @@ const file_discovery_proto_rawDesc = "" +
 	"\x05ready\x18\x04 \x01(\bR\x05ready\x12\x18\n" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12?\n" +
 	"\x06labels\x18\x06 \x03(\v2'.weft.discovery.v1.Instance.LabelsEntryR\x06labels\x12\x12\n" +
-	"\x04zone\x18\a \x01(\tR\x04zone\x1a9\n" +
+	"\x04zone\x18\a \x01(\tR\x04zone\x12#\n" +
+	"\radmin_address\x18\b \x01(\tR\fadminAddress\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +
