@@ -9,15 +9,35 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
+// App protocols: what the sidecar speaks to its app.
+const (
+	// AppProtocolAuto: gRPC goes to the app over h2c, everything else over
+	// HTTP/1.1 — right for nearly every app without configuration.
+	AppProtocolAuto  = "auto"
+	AppProtocolHTTP1 = "http1"
+	AppProtocolH2C   = "h2c"
+)
+
+// ValidateAppProtocol checks an --app-protocol value.
+func ValidateAppProtocol(p string) error {
+	switch p {
+	case AppProtocolAuto, AppProtocolHTTP1, AppProtocolH2C:
+		return nil
+	}
+	return fmt.Errorf("--app-protocol %q: want auto, http1 or h2c", p)
+}
+
 // Inbound serves calls from other sidecars and forwards them to the app on
-// 127.0.0.1:<app-port>, keeping the protocol (HTTP/1.1 or h2c) of the call.
+// 127.0.0.1:<app-port> in the app's protocol (see AppProtocolAuto).
 type Inbound struct {
 	appAddr string
+	appH2   func(*http.Request) bool
 	log     *slog.Logger
 	rp      *httputil.ReverseProxy
 	h1, h2  *http.Transport
@@ -28,12 +48,21 @@ type Inbound struct {
 	Requests atomic.Int64
 }
 
-// NewInbound returns the inbound handler for the app at appAddr.
-func NewInbound(appAddr string, log *slog.Logger) *Inbound {
+// NewInbound returns the inbound handler for the app at appAddr speaking
+// appProtocol (AppProtocolAuto when empty).
+func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	in := &Inbound{appAddr: appAddr, log: log}
+	switch appProtocol {
+	case AppProtocolH2C:
+		in.appH2 = func(r *http.Request) bool { return r.ProtoMajor == 2 }
+	case AppProtocolHTTP1:
+		in.appH2 = func(*http.Request) bool { return false }
+	default:
+		in.appH2 = func(r *http.Request) bool { return r.ProtoMajor == 2 && isGRPC(r) }
+	}
 	dialer := &net.Dialer{Timeout: time.Second}
 	in.h1 = &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
 	in.h2 = &http.Transport{DialContext: dialer.DialContext, IdleConnTimeout: 90 * time.Second, DisableCompression: true, Protocols: new(http.Protocols)}
@@ -55,10 +84,14 @@ func NewInbound(appAddr string, log *slog.Logger) *Inbound {
 type inboundTransport struct{ in *Inbound }
 
 func (t inboundTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.ProtoMajor == 2 {
+	if t.in.appH2(r) {
 		return t.in.h2.RoundTrip(r)
 	}
 	return t.in.h1.RoundTrip(r)
+}
+
+func isGRPC(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
 }
 
 // Drain makes every later HTTP/1.1 response carry "Connection: close", so

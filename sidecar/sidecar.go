@@ -28,16 +28,18 @@ import (
 
 // Config is the sidecar's static configuration (flags).
 type Config struct {
-	Control  string
-	Service  string
-	AppPort  int    // 0: a pure client, no inbound
-	Inbound  string // where other sidecars reach this instance
-	Outbound string // "" disables the outbound listener
-	Admin    string // "" disables the admin listener
-	Version  string
-	Labels   map[string]string
-	Zone     string
-	ID       string
+	Control string
+	Service string
+	AppPort int // 0: a pure client, no inbound
+	// AppProtocol is what the sidecar speaks to the app: auto, http1, h2c.
+	AppProtocol string
+	Inbound     string // where other sidecars reach this instance
+	Outbound    string // "" disables the outbound listener
+	Admin       string // "" disables the admin listener
+	Version     string
+	Labels      map[string]string
+	Zone        string
+	ID          string
 	// Upstreams maps a service name to a local listen address for raw TCP.
 	Upstreams map[string]string
 	// Drain bounds how long in-flight requests may take to finish at shutdown.
@@ -91,6 +93,12 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	if _, _, err := net.SplitHostPort(cfg.Control); err != nil {
 		return nil, fmt.Errorf("--control %q: not a host:port address", cfg.Control)
+	}
+	if cfg.AppProtocol == "" {
+		cfg.AppProtocol = proxy.AppProtocolAuto
+	}
+	if err := proxy.ValidateAppProtocol(cfg.AppProtocol); err != nil {
+		return nil, err
 	}
 	if cfg.Drain <= 0 {
 		cfg.Drain = DefaultDrain
@@ -147,7 +155,7 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound")})
 	if cfg.AppPort > 0 {
-		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), s.log.With("component", "inbound"))
+		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 	}
 	return s, nil
 }
@@ -240,7 +248,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	for _, u := range s.upstreams {
 		goRun("upstream "+u.Service, func() error { return u.Run(bg) })
 	}
-	s.log.Info("sidecar serving", "service", s.cfg.Service, "id", s.cfg.ID,
+	s.log.Info("sidecar serving", "id", s.cfg.ID,
 		"inbound", s.InboundAddr(), "outbound", s.OutboundAddr(), "admin", s.AdminAddr(), "control", s.cfg.Control)
 
 	var err error
@@ -267,7 +275,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			err = e
 		}
 	}
-	s.log.Info("sidecar stopped", "service", s.cfg.Service, "id", s.cfg.ID)
+	s.log.Info("sidecar stopped", "id", s.cfg.ID)
 	return err
 }
 
