@@ -73,10 +73,11 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 			pr.Out.URL.Host = appAddr
 			pr.Out.Host = pr.In.Host
 		},
-		Transport:     inboundTransport{in},
-		FlushInterval: -1,
-		ErrorHandler:  in.errorHandler,
-		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		Transport:      inboundTransport{in},
+		ModifyResponse: grpcTrailersOnly,
+		FlushInterval:  -1,
+		ErrorHandler:   in.errorHandler,
+		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return in
 }

@@ -76,10 +76,11 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 				pr.Out.Header.Set(HeaderSource, o.source)
 			}
 		},
-		Transport:     o.tr,
-		FlushInterval: -1,
-		ErrorHandler:  o.errorHandler,
-		ErrorLog:      slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		Transport:      o.tr,
+		ModifyResponse: grpcTrailersOnly,
+		FlushInterval:  -1,
+		ErrorHandler:   o.errorHandler,
+		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	return o
 }
