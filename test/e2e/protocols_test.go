@@ -1,0 +1,350 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/websocket"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
+)
+
+// TestProtocols sends every protocol the issue names from a client sidecar
+// to a server sidecar and on to a real backend: HTTP/1.1 in absolute form
+// (HTTP_PROXY, curl -x) and origin form (Host header), gRPC over h2c (unary,
+// server streaming, bidi, status), WebSocket, and opaque TCP via --upstream.
+// The HTTP backend runs behind `weft sidecar --app-port`, the others behind
+// `weft run`, so both commands carry traffic.
+func TestProtocols(t *testing.T) {
+	t.Parallel()
+	cp := StartControl(t)
+
+	webPort := freePort(t)
+	StartApp(t, "web-1", webPort)
+	web := StartSidecar(t, cp, SidecarOpts{Service: "web", AppPort: webPort})
+	web.WaitRegistered(cp, eventually)
+	grpcSvc := StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc"}})
+	inv := StartRun(t, cp, RunOpts{Service: "inv", AppArgs: []string{"--tcp-echo"}})
+	tcpPort := freePort(t)
+	client := StartClient(t, cp, map[string]int{"inv": tcpPort})
+	c := proxyClient(client.OutboundAddr())
+
+	t.Run("http1/absolute_form_via_proxy", func(t *testing.T) {
+		rep := mustGet(t, c, "web", "/x?a=1&b=two", nil)
+		if rep.Name != "web-1" || rep.Path != "/x" || rep.Query != "a=1&b=two" {
+			t.Errorf("reply %+v: want name web-1, path /x, query a=1&b=two", rep)
+		}
+	})
+
+	t.Run("http1/post_body", func(t *testing.T) {
+		body := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB
+		resp, err := c.Post("http://web/upload", "application/octet-stream", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var rep Reply
+		b, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 || json.Unmarshal(b, &rep) != nil || rep.Method != "POST" || rep.Path != "/upload" {
+			t.Errorf("POST 256 KiB: status %d body %q", resp.StatusCode, truncate(string(b), 300))
+		}
+	})
+
+	t.Run("http1/curl_proxy", func(t *testing.T) {
+		curl, err := exec.LookPath("curl")
+		if err != nil {
+			t.Skip("curl not installed")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, curl, "-sS", "--max-time", "15", "-x", "http://"+client.OutboundAddr(), "http://web/items").CombinedOutput()
+		var rep Reply
+		if err != nil || json.Unmarshal(out, &rep) != nil || rep.Path != "/items" || rep.Name != "web-1" {
+			t.Errorf("curl -x http://%s http://web/items: err %v, output %q", client.OutboundAddr(), err, truncate(string(out), 300))
+		}
+	})
+
+	t.Run("http1/origin_form_host_header", func(t *testing.T) {
+		req, _ := http.NewRequest("GET", "http://"+client.OutboundAddr()+"/origin?z=9", nil)
+		req.Host = "web"
+		resp, err := plainClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var rep Reply
+		if resp.StatusCode != 200 || json.Unmarshal(b, &rep) != nil || rep.Path != "/origin" || rep.Query != "z=9" || rep.Name != "web-1" {
+			t.Errorf("GET /origin with Host: web at the outbound listener: status %d x-weft-error %q body %q",
+				resp.StatusCode, resp.Header.Get("x-weft-error"), truncate(string(b), 300))
+		}
+	})
+
+	t.Run("http1/origin_form_raw_keepalive", func(t *testing.T) {
+		// Two requests on one raw connection, as a minimal client writes them.
+		conn, err := net.DialTimeout("tcp", client.OutboundAddr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		br := bufio.NewReader(conn)
+		for i, path := range []string{"/raw1", "/raw2"} {
+			fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: web\r\nUser-Agent: e2e\r\n\r\n", path)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("request %d: %v", i+1, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var rep Reply
+			if resp.StatusCode != 200 || json.Unmarshal(b, &rep) != nil || rep.Path != path {
+				t.Fatalf("request %d on one connection: status %d body %q", i+1, resp.StatusCode, truncate(string(b), 300))
+			}
+		}
+	})
+
+	t.Run("grpc", func(t *testing.T) {
+		cc, err := grpc.NewClient(client.OutboundAddr(), grpc.WithAuthority("echo-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		tc := testpb.NewTestServiceClient(cc)
+
+		t.Run("unary", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			for _, size := range []int{5, 256 << 10} {
+				body := randBytes(t, size)
+				resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: body}})
+				if err != nil {
+					t.Fatalf("UnaryCall (%d bytes): %v", size, err)
+				}
+				if !bytes.Equal(resp.GetPayload().GetBody(), body) || resp.Username != grpcSvc.Name {
+					t.Errorf("UnaryCall (%d bytes): payload echoed %v, username %q (want %q)", size, bytes.Equal(resp.GetPayload().GetBody(), body), resp.Username, grpcSvc.Name)
+				}
+			}
+		})
+
+		t.Run("status_and_trailers", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			_, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{ResponseStatus: &testpb.EchoStatus{Code: int32(codes.NotFound), Message: "no such order"}})
+			if st := status.Convert(err); st.Code() != codes.NotFound || st.Message() != "no such order" {
+				t.Errorf("UnaryCall asking for NotFound: got %v", err)
+			}
+		})
+
+		t.Run("server_streaming", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			sizes := []int32{1, 100, 1000, 64 << 10, 10}
+			var params []*testpb.ResponseParameters
+			for _, s := range sizes {
+				params = append(params, &testpb.ResponseParameters{Size: s, IntervalUs: 20000})
+			}
+			stream, err := tc.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range sizes {
+				resp, err := stream.Recv()
+				if err != nil {
+					t.Fatalf("message %d: %v", i+1, err)
+				}
+				if got := len(resp.GetPayload().GetBody()); got != int(want) {
+					t.Errorf("message %d: %d bytes, want %d", i+1, got, want)
+				}
+			}
+			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+				t.Errorf("after %d messages: want io.EOF (status OK), got %v", len(sizes), err)
+			}
+		})
+
+		t.Run("bidi_full_duplex", func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+			defer cancel()
+			stream, err := tc.FullDuplexCall(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Each reply is read before the next send: a proxy that buffers
+			// the request stream until it ends would deadlock here.
+			for i := range 20 {
+				msg := []byte(fmt.Sprintf("ping-%d-%s", i, strings.Repeat("x", i*100)))
+				if err := stream.Send(&testpb.StreamingOutputCallRequest{Payload: &testpb.Payload{Body: msg}}); err != nil {
+					t.Fatalf("send %d: %v", i, err)
+				}
+				resp, err := stream.Recv()
+				if err != nil {
+					t.Fatalf("recv %d: %v", i, err)
+				}
+				if !bytes.Equal(resp.GetPayload().GetBody(), msg) {
+					t.Fatalf("message %d: echoed %q", i, truncate(string(resp.GetPayload().GetBody()), 50))
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := stream.Recv(); !errors.Is(err, io.EOF) {
+				t.Errorf("after CloseSend: want io.EOF (status OK), got %v", err)
+			}
+		})
+	})
+
+	t.Run("websocket_echo", func(t *testing.T) {
+		conn, err := net.DialTimeout("tcp", client.OutboundAddr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		cfg, err := websocket.NewConfig("ws://web/ws", "http://web/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, err := websocket.NewClient(cfg, conn)
+		if err != nil {
+			t.Fatalf("WebSocket handshake to ws://web/ws via %s: %v", client.OutboundAddr(), err)
+		}
+		defer ws.Close()
+		for i := range 10 {
+			msg := fmt.Sprintf("hello %d", i)
+			if err := websocket.Message.Send(ws, msg); err != nil {
+				t.Fatalf("send %d: %v", i, err)
+			}
+			var got string
+			if err := websocket.Message.Receive(ws, &got); err != nil {
+				t.Fatalf("receive %d: %v", i, err)
+			}
+			if got != msg {
+				t.Fatalf("echo %d: got %q, want %q", i, got, msg)
+			}
+		}
+		big := randBytes(t, 200<<10)
+		if err := websocket.Message.Send(ws, big); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		if err := websocket.Message.Receive(ws, &got); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, big) {
+			t.Errorf("200 KiB binary message: echoed %d bytes, not equal", len(got))
+		}
+	})
+
+	t.Run("tcp_opaque_upstream", func(t *testing.T) {
+		for round := range 2 {
+			conn, err := net.DialTimeout("tcp", addr(tcpPort), 5*time.Second)
+			if err != nil {
+				t.Fatalf("dial --upstream inv=%s: %v", addr(tcpPort), err)
+			}
+			conn.SetDeadline(time.Now().Add(20 * time.Second))
+			// Bytes that are no protocol at all, then a larger binary blob.
+			for _, payload := range [][]byte{[]byte("\x00\x01hello raw tcp\r\n\r\n"), randBytes(t, 512<<10)} {
+				errc := make(chan error, 1)
+				go func() { _, err := conn.Write(payload); errc <- err }()
+				got := make([]byte, len(payload))
+				if _, err := io.ReadFull(conn, got); err != nil {
+					conn.Close()
+					t.Fatalf("round %d: reading %d echoed bytes: %v", round+1, len(payload), err)
+				}
+				if err := <-errc; err != nil {
+					t.Fatalf("round %d: write: %v", round+1, err)
+				}
+				if !bytes.Equal(got, payload) {
+					t.Fatalf("round %d: echoed bytes differ (%d bytes)", round+1, len(payload))
+				}
+			}
+			conn.Close()
+		}
+		_ = inv
+	})
+
+	t.Run("admin_config_and_stats", func(t *testing.T) {
+		code, body, err := httpGet(client.AdminURL() + "/config")
+		if err != nil || code != 200 {
+			t.Fatalf("client /config: %d %v", code, err)
+		}
+		if !json.Valid([]byte(body)) {
+			t.Errorf("client /config is not JSON: %q", truncate(body, 300))
+		}
+		if !strings.Contains(body, `"web"`) || !strings.Contains(body, web.InboundAddr()) {
+			t.Errorf("client /config does not show destination web with its instance %s: %s", web.InboundAddr(), truncate(body, 2000))
+		}
+		st, err := client.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.OutboundRequests < 5 {
+			t.Errorf("client /stats outbound_requests = %d after ≥ 5 outbound HTTP requests", st.OutboundRequests)
+		}
+		wst, err := web.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wst.InboundRequests < 5 {
+			t.Errorf("web sidecar /stats inbound_requests = %d after ≥ 5 inbound HTTP requests", wst.InboundRequests)
+		}
+	})
+}
+
+func randBytes(t testing.TB, n int) []byte {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestMeshErrors: the mesh's own errors are 503s with x-weft-error and a JSON
+// body naming the code and the service.
+func TestMeshErrors(t *testing.T) {
+	t.Parallel()
+	cp := StartControl(t)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+
+	t.Run("unknown_service", func(t *testing.T) {
+		checkMeshError(t, meshGet(c, "no-such-service", "/", nil), 503, "unknown_service", "no-such-service")
+	})
+
+	t.Run("no_ready_instances", func(t *testing.T) {
+		// A sidecar whose app never listens: its instance exists, not ready.
+		s := StartSidecar(t, cp, SidecarOpts{Service: "payments", AppPort: freePort(t), NoWait: true})
+		ok := poll(eventually, 50*time.Millisecond, func() bool {
+			m, err := cp.Services()
+			return err == nil && len(m["payments"]) > 0
+		})
+		m, _ := cp.Services()
+		if !ok {
+			t.Fatalf("a sidecar whose app is not listening never appeared (not ready) in /api/v1/services: %+v", m)
+		}
+		for _, in := range m["payments"] {
+			if in.Ready {
+				t.Fatalf("instance %+v is ready though nothing listens on app port %d", in, s.AppPort)
+			}
+		}
+		if code, _, err := httpGet(s.AdminURL() + "/ready"); err == nil && code == 200 {
+			t.Errorf("admin /ready is 200 though the app (port %d) is not listening", s.AppPort)
+		}
+		checkMeshError(t, meshGet(c, "payments", "/", nil), 503, "no_ready_instances", "payments")
+	})
+}
