@@ -75,7 +75,6 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 		},
 		Transport:      inboundTransport{in},
 		ModifyResponse: grpcTrailersOnly,
-		FlushInterval:  -1,
 		ErrorHandler:   in.errorHandler,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}

@@ -78,7 +78,6 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 		},
 		Transport:      o.tr,
 		ModifyResponse: grpcTrailersOnly,
-		FlushInterval:  -1,
 		ErrorHandler:   o.errorHandler,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
