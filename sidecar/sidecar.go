@@ -24,6 +24,10 @@ import (
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/proxy"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/telemetry/accesslog"
+	"github.com/weftmesh/weft/telemetry/metrics"
+	"github.com/weftmesh/weft/telemetry/tracing"
 )
 
 // Config is the sidecar's static configuration (flags).
@@ -48,6 +52,18 @@ type Config struct {
 	// accepting while callers learn the instance is gone.
 	Propagation time.Duration
 	Logger      *slog.Logger
+
+	// OTLPEndpoint is where spans are exported (see tracing.Config.Endpoint);
+	// empty: the control plane's receiver, as its Hello advertises.
+	OTLPEndpoint string
+	// TraceSampling is the ratio of new traces sampled (0: no tracing).
+	TraceSampling float64
+	// AccessLog is a file for per-request JSON lines, "-" for stdout, ""
+	// for none.
+	AccessLog string
+	// NoTelemetry turns off per-request metrics, spans and access logs
+	// (for measuring what they cost); /metrics still answers.
+	NoTelemetry bool
 }
 
 // Defaults.
@@ -67,6 +83,10 @@ type Sidecar struct {
 	disc *discovery.Client
 	out  *proxy.Outbound
 	in   *proxy.Inbound
+
+	metrics *metrics.Recorder
+	tracer  *tracing.Tracer   // nil: not tracing
+	access  *accesslog.Logger // nil: no access log
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
@@ -136,6 +156,9 @@ func New(cfg Config) (*Sidecar, error) {
 		}
 		inst = &pb.Instance{Id: cfg.ID, Service: cfg.Service, Address: advertised(s.inLn.Addr(), cfg.Inbound),
 			Version: cfg.Version, Labels: cfg.Labels, Zone: cfg.Zone}
+		if s.adminLn != nil {
+			inst.AdminAddress = advertised(s.adminLn.Addr(), cfg.Admin)
+		}
 	}
 	for name, addr := range cfg.Upstreams {
 		if verr := resource.ValidateName(name); verr != nil {
@@ -153,12 +176,54 @@ func New(cfg Config) (*Sidecar, error) {
 	for _, u := range s.upstreams {
 		u.Resolver = s.disc
 	}
-	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound")})
+	var tel *telemetry.Telemetry
+	if tel, err = s.newTelemetry(); err != nil {
+		return nil, err
+	}
+	for _, u := range s.upstreams {
+		u.Source, u.Telemetry = cfg.Service, tel
+	}
+	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel})
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
+		s.in.Telemetry = tel
 	}
 	return s, nil
 }
+
+// newTelemetry builds the metrics recorder (always: /metrics answers even
+// with telemetry off), the tracer and the access log. Called last in New:
+// the tracer starts its export goroutine, stopped by Run.
+func (s *Sidecar) newTelemetry() (*telemetry.Telemetry, error) {
+	cfg := s.cfg
+	s.metrics = metrics.New(metrics.Options{})
+	if cfg.NoTelemetry {
+		return nil, nil
+	}
+	if cfg.AccessLog != "" {
+		al, err := accesslog.Open(cfg.AccessLog, 0, s.log.With("component", "accesslog"))
+		if err != nil {
+			return nil, err
+		}
+		s.access = al
+		s.metrics.Registry().MustRegister(al.Collector())
+	}
+	tr, err := tracing.New(tracing.Config{Service: cfg.Service, InstanceID: cfg.ID,
+		Endpoint: cfg.OTLPEndpoint, EndpointFunc: func() string { return s.disc.Setting(SettingOTLPEndpoint) },
+		Sampling: cfg.TraceSampling, Logger: s.log.With("component", "tracing")})
+	if err != nil {
+		if s.access != nil {
+			s.access.Close()
+		}
+		return nil, err
+	}
+	s.tracer = tr
+	return telemetry.New(telemetry.Config{Service: cfg.Service, Metrics: s.metrics, Tracer: tr, AccessLog: s.access}), nil
+}
+
+// SettingOTLPEndpoint is the Hello setting naming the control plane's OTLP
+// receiver, the default export target of every sidecar.
+const SettingOTLPEndpoint = "otlp_endpoint"
 
 // advertised is the address other sidecars dial: the bound address, unless
 // the listener is on a wildcard address, in which case the flag's host (or
@@ -248,6 +313,16 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	for _, u := range s.upstreams {
 		goRun("upstream "+u.Service, func() error { return u.Run(bg) })
 	}
+	// The access log outlives the listeners, so the last requests get
+	// written; the tracer is shut down (flushing what it holds) after both.
+	alCtx, stopAL := context.WithCancel(context.Background())
+	defer stopAL()
+	alDone := make(chan struct{})
+	if s.access != nil {
+		go func() { defer close(alDone); _ = s.access.Run(alCtx) }()
+	} else {
+		close(alDone)
+	}
 	s.log.Info("sidecar serving", "id", s.cfg.ID,
 		"inbound", s.InboundAddr(), "outbound", s.OutboundAddr(), "admin", s.AdminAddr(), "control", s.cfg.Control)
 
@@ -269,6 +344,13 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	s.out.CloseIdle()
 	wg.Wait()
+	stopAL()
+	<-alDone
+	tctx, tcancel := context.WithTimeout(context.Background(), 2*time.Second)
+	if terr := s.tracer.Shutdown(tctx); terr != nil {
+		s.log.Debug("tracer shutdown", "err", terr)
+	}
+	tcancel()
 	close(errc)
 	for e := range errc {
 		if err == nil {
@@ -346,7 +428,7 @@ func serve(srv *http.Server, ln net.Listener) error {
 // once), then every second.
 func (s *Sidecar) probe(ctx context.Context) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(s.cfg.AppPort))
-	interval := 25 * time.Millisecond
+	interval := 5 * time.Millisecond
 	ready := false
 	for {
 		c, err := net.DialTimeout("tcp", addr, 500*time.Millisecond)
