@@ -13,6 +13,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/telemetry/metrics"
 )
 
 // App protocols: what the sidecar speaks to its app.
@@ -45,6 +48,10 @@ type Inbound struct {
 	draining atomic.Bool
 	tunnels  sync.WaitGroup
 
+	// Telemetry records each request (server side); nil records nothing.
+	// Set before serving.
+	Telemetry *telemetry.Telemetry
+
 	Requests atomic.Int64
 }
 
@@ -72,6 +79,9 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 			pr.Out.URL.Scheme = "http"
 			pr.Out.URL.Host = appAddr
 			pr.Out.Host = pr.In.Host
+			// The app sees this sidecar's server span as its parent, so the
+			// calls it makes (forwarding the headers) are children of it.
+			telemetry.FromContext(pr.In.Context()).Inject(pr.Out.Header)
 		},
 		Transport:      inboundTransport{in},
 		ModifyResponse: grpcTrailersOnly,
@@ -84,10 +94,35 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 type inboundTransport struct{ in *Inbound }
 
 func (t inboundTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	base := t.in.h1
 	if t.in.appH2(r) {
-		return t.in.h2.RoundTrip(r)
+		base = t.in.h2
 	}
-	return t.in.h1.RoundTrip(r)
+	ex := telemetry.FromContext(r.Context())
+	if ex == nil {
+		return base.RoundTrip(r)
+	}
+	ex.UpstreamStart()
+	resp, err := base.RoundTrip(r)
+	ex.UpstreamDone()
+	// An upgraded body must stay an io.ReadWriteCloser: not wrapped.
+	if err == nil && resp.StatusCode != http.StatusSwitchingProtocols && resp.Body != nil && resp.Body != http.NoBody {
+		resp.Body = &timedBody{ReadCloser: resp.Body, ex: ex}
+	}
+	return resp, err
+}
+
+// timedBody counts the wait on the app's response body as upstream time.
+type timedBody struct {
+	io.ReadCloser
+	ex *telemetry.Exchange
+}
+
+func (b *timedBody) Read(p []byte) (int, error) {
+	b.ex.UpstreamStart()
+	n, err := b.ReadCloser.Read(p)
+	b.ex.UpstreamDone()
+	return n, err
 }
 
 func isGRPC(r *http.Request) bool {
@@ -116,6 +151,11 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if in.draining.Load() && r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
+	}
+	if ex := in.Telemetry.Begin(metrics.Server, w, r); ex != nil {
+		defer ex.End()
+		w = ex
+		r = r.WithContext(telemetry.NewContext(r.Context(), ex))
 	}
 	in.rp.ServeHTTP(w, r)
 }
@@ -157,24 +197,27 @@ func (in *Inbound) tunnel(w http.ResponseWriter, r *http.Request) {
 		app.Close()
 		return
 	}
-	pipe(conn, brw.Reader, app, app)
+	done := in.Telemetry.TCPServer(r)
+	done(pipe(conn, brw.Reader, app, app))
 }
 
 // pipe copies both ways until both directions end, half-closing each side
-// as its source ends, then closes both.
-func pipe(a net.Conn, aReader io.Reader, b net.Conn, bReader io.Reader) {
+// as its source ends, then closes both. It returns the bytes copied each
+// way (counted at the end, so io.Copy keeps its zero-copy paths).
+func pipe(a net.Conn, aReader io.Reader, b net.Conn, bReader io.Reader) (aToB, bToA int64) {
 	var wg sync.WaitGroup
 	wg.Add(2)
-	cp := func(dst net.Conn, src io.Reader) {
+	cp := func(dst net.Conn, src io.Reader, n *int64) {
 		defer wg.Done()
-		_, _ = io.Copy(dst, src)
+		*n, _ = io.Copy(dst, src)
 		closeWrite(dst)
 	}
-	go cp(b, aReader)
-	go cp(a, bReader)
+	go cp(b, aReader, &aToB)
+	go cp(a, bReader, &bToA)
 	wg.Wait()
 	a.Close()
 	b.Close()
+	return aToB, bToA
 }
 
 func closeWrite(c net.Conn) {
@@ -186,15 +229,20 @@ func closeWrite(c net.Conn) {
 	_ = c.Close()
 }
 
-// dialTunnel opens a CONNECT tunnel to another sidecar's inbound listener.
+// dialTunnel opens a CONNECT tunnel to another sidecar's inbound listener,
+// saying which service calls (source, for the callee's metrics; may be "").
 // The returned reader must be used for reading (it may hold early bytes).
-func dialTunnel(addr, service string) (net.Conn, io.Reader, error) {
+func dialTunnel(addr, service, source string) (net.Conn, io.Reader, error) {
 	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
 	if err != nil {
 		return nil, nil, err
 	}
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := fmt.Fprintf(conn, "CONNECT %s%s:1 HTTP/1.1\r\nHost: %s\r\n\r\n", tunnelAuthorityPrefix, service, service); err != nil {
+	src := ""
+	if source != "" {
+		src = HeaderSource + ": " + source + "\r\n"
+	}
+	if _, err := fmt.Fprintf(conn, "CONNECT %s%s:1 HTTP/1.1\r\nHost: %s\r\n%s\r\n", tunnelAuthorityPrefix, service, service, src); err != nil {
 		conn.Close()
 		return nil, nil, err
 	}

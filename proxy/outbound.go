@@ -24,6 +24,8 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/telemetry/metrics"
 )
 
 // Resolver finds a destination service's current view.
@@ -43,6 +45,7 @@ type Outbound struct {
 	log      *slog.Logger
 	rp       *httputil.ReverseProxy
 	tr       *meshTransport
+	tel      *telemetry.Telemetry
 
 	Requests atomic.Int64
 }
@@ -56,6 +59,8 @@ type OutboundConfig struct {
 	// outbound address or localhost), such as messaging's /v1/publish.
 	Local  http.Handler
 	Logger *slog.Logger
+	// Telemetry records each request (client side); nil records nothing.
+	Telemetry *telemetry.Telemetry
 }
 
 // NewOutbound returns the outbound handler.
@@ -63,7 +68,7 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	o := &Outbound{resolver: cfg.Resolver, source: cfg.Source, local: cfg.Local, log: cfg.Logger}
+	o := &Outbound{resolver: cfg.Resolver, source: cfg.Source, local: cfg.Local, log: cfg.Logger, tel: cfg.Telemetry}
 	o.tr = newMeshTransport()
 	o.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -74,6 +79,9 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 			pr.Out.Host = pr.In.Host
 			if o.source != "" {
 				pr.Out.Header.Set(HeaderSource, o.source)
+			}
+			if rt, _ := pr.In.Context().Value(routeKey{}).(*route); rt != nil {
+				rt.ex.Inject(pr.Out.Header) // this hop's span is the callee's parent
 			}
 		},
 		Transport:      o.tr,
@@ -105,7 +113,13 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.local.ServeHTTP(w, r)
 		return
 	}
+	ex := o.tel.Begin(metrics.Client, w, r)
+	if ex != nil {
+		defer ex.End()
+		w = ex
+	}
 	dest, err := o.resolver.Lookup(r.Context(), service)
+	ex.Route(service, err == nil && dest.Exists)
 	if err != nil {
 		lookupError(service, err).Write(w)
 		return
@@ -123,7 +137,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		(&MeshError{Status: http.StatusServiceUnavailable, Code: CodeNoReadyInstances, Service: service, Message: msg}).Write(w)
 		return
 	}
-	rt := &route{dest: dest, info: pickInfo(r, dest.HashKey)}
+	rt := &route{dest: dest, info: pickInfo(r, dest.HashKey), ex: ex}
 	o.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
 }
 
@@ -181,6 +195,7 @@ type routeKey struct{}
 type route struct {
 	dest *discovery.Destination
 	info balancer.PickInfo
+	ex   *telemetry.Exchange // nil when telemetry is off
 }
 
 var errUpstreamTimeout = errors.New("upstream timeout")
@@ -246,7 +261,9 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		u.Host = ep.Address
 		out.URL = &u
 		ep.InFlight.Add(1)
+		rt.ex.UpstreamStart()
 		resp, err := base.RoundTrip(out)
+		rt.ex.UpstreamDone()
 		timer.Stop()
 		if err != nil {
 			ep.InFlight.Add(-1)
@@ -277,7 +294,8 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			ep.InFlight.Add(-1)
 			return resp, nil
 		}
-		resp.Body = &trackedBody{ReadCloser: resp.Body, ep: ep, cancel: cancel}
+		rt.ex.Peer(ep.ID, ep.Address)
+		resp.Body = &trackedBody{ReadCloser: resp.Body, ep: ep, cancel: cancel, ex: rt.ex}
 		return resp, nil
 	}
 	if lastErr == nil {
@@ -300,6 +318,19 @@ type trackedBody struct {
 	ep     *balancer.Endpoint
 	cancel context.CancelCauseFunc
 	done   atomic.Bool
+	ex     *telemetry.Exchange
+}
+
+// Read counts the wait on the upstream's body as upstream time, so the
+// overhead metric holds only the sidecar's own work.
+func (b *trackedBody) Read(p []byte) (int, error) {
+	if b.ex == nil {
+		return b.ReadCloser.Read(p)
+	}
+	b.ex.UpstreamStart()
+	n, err := b.ReadCloser.Read(p)
+	b.ex.UpstreamDone()
+	return n, err
 }
 
 func (b *trackedBody) Close() error {

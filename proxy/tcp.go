@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/telemetry"
 )
 
 // TCPUpstream forwards raw TCP accepted on a local port to a service: each
@@ -19,6 +20,10 @@ type TCPUpstream struct {
 	Listener net.Listener
 	Resolver Resolver
 	Log      *slog.Logger
+	// Source is the calling service (sent as x-weft-source); Telemetry
+	// counts connections and bytes (nil: not counted).
+	Source    string
+	Telemetry *telemetry.Telemetry
 
 	Connections atomic.Int64
 }
@@ -75,13 +80,14 @@ func (u *TCPUpstream) serve(ctx context.Context, c net.Conn) error {
 			return fmt.Errorf("%s: %w", u.Service, err)
 		}
 		last = ep
-		up, r, err := dialTunnel(ep.Address, u.Service)
+		up, r, err := dialTunnel(ep.Address, u.Service, u.Source)
 		if err != nil {
 			lastErr = err
 			continue
 		}
 		ep.InFlight.Add(1)
-		pipe(c, c, up, r)
+		done := u.Telemetry.TCPClient(u.Service)
+		done(pipe(c, c, up, r))
 		ep.InFlight.Add(-1)
 		return nil
 	}

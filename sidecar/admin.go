@@ -59,6 +59,7 @@ func (s *Sidecar) adminRoutes() http.Handler {
 	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /config", s.config)
 	mux.HandleFunc("GET /stats", s.stats)
+	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

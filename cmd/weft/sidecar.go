@@ -8,12 +8,15 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/weftmesh/weft/sidecar"
+	"github.com/weftmesh/weft/telemetry/tracing"
 )
 
 type sidecarFlags struct {
 	cfg       sidecar.Config
 	labels    []string
 	upstreams []string
+	// telemetry off is a hidden flag, for measuring what telemetry costs.
+	telemetry bool
 }
 
 func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
@@ -23,17 +26,23 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.StringVar(&s.cfg.AppProtocol, "app-protocol", "auto", "what the app speaks: auto (gRPC over h2c, the rest HTTP/1.1), http1 or h2c")
 	f.StringVar(&s.cfg.Inbound, "inbound", sidecar.DefaultInbound, "where other sidecars reach this instance (port 0: any free port)")
 	f.StringVar(&s.cfg.Outbound, "outbound", outboundDefault, "where the app sends its calls (HTTP_PROXY); empty disables")
-	f.StringVar(&s.cfg.Admin, "admin", sidecar.DefaultAdmin, "admin address (/ready, /config, /stats, /debug/pprof); empty disables")
+	f.StringVar(&s.cfg.Admin, "admin", sidecar.DefaultAdmin, "admin address (/ready, /config, /stats, /metrics, /debug/pprof); empty disables")
 	f.StringVar(&s.cfg.Version, "version", "", "version of this instance, shown in the registry")
 	f.StringArrayVar(&s.labels, "label", nil, "label k=v of this instance (repeatable)")
 	f.StringVar(&s.cfg.Zone, "zone", "", "zone of this instance")
 	f.StringVar(&s.cfg.ID, "id", "", "instance id (default: service name and a random suffix)")
 	f.StringArrayVar(&s.upstreams, "upstream", nil, "NAME=127.0.0.1:PORT: a local port forwarding raw TCP to service NAME (repeatable)")
 	f.DurationVar(&s.cfg.Drain, "drain", sidecar.DefaultDrain, "at shutdown, how long in-flight requests may take to finish")
+	f.StringVar(&s.cfg.OTLPEndpoint, "otlp-endpoint", "", "where spans are exported: http://HOST:PORT[/PATH] (OTLP/HTTP) or grpc://HOST:PORT (OTLP/gRPC); none disables tracing (default: the control plane's own receiver)")
+	f.Float64Var(&s.cfg.TraceSampling, "trace-sampling", tracing.DefaultSampling, "ratio of new traces sampled, 0 to 1 (a request arriving with a trace context keeps its caller's decision; 0 disables tracing)")
+	f.StringVar(&s.cfg.AccessLog, "access-log", "", "write one JSON line per request to this file (- for standard output); off by default")
+	f.BoolVar(&s.telemetry, "telemetry", true, "record per-request metrics, spans and access logs (false: only to measure their cost)")
+	_ = f.MarkHidden("telemetry")
 }
 
 func (s *sidecarFlags) config() (sidecar.Config, error) {
 	cfg := s.cfg
+	cfg.NoTelemetry = !s.telemetry
 	if cfg.Service == "" {
 		return cfg, fmt.Errorf("--service is required")
 	}
