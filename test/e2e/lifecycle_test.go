@@ -287,15 +287,26 @@ func TestKill9RemovesInstanceWithinLease(t *testing.T) {
 // its connections (SIGSTOP of sidecar and app, as a hung or partitioned host)
 // can only be noticed through the lease: it must leave /api/v1/services
 // within the lease bound, and requests sent after that must not reach it.
+//
+// It also checks --lease-ttl is honoured: the control plane runs with 3s.
 func TestFrozenSidecarLeaseExpires(t *testing.T) {
-	cp, insts, _, c := startOrders(t, 3)
+	const lease = 3 * time.Second
+	cp := StartControl(t, "--lease-ttl", lease.String())
+	var insts []*Sidecar
+	for range 3 {
+		insts = append(insts, StartRun(t, cp, RunOpts{Service: "orders"}))
+	}
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", names(insts)...)
 	victim := insts[0]
 
 	stopAt := time.Now()
 	if err := syscall.Kill(-victim.Proc.Pid(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	bound := leaseBound + leaseSlack
+	bound := lease + leaseSlack
 	var removedAt time.Time
 	if poll(bound+10*time.Second, 50*time.Millisecond, func() bool {
 		found, _, _, err := victim.Registered(cp)
@@ -307,9 +318,12 @@ func TestFrozenSidecarLeaseExpires(t *testing.T) {
 		t.Fatalf("frozen instance %s still listed %s after SIGSTOP: the lease never expired", victim.Name, bound+10*time.Second)
 	}
 	took := removedAt.Sub(stopAt)
-	t.Logf("SIGSTOP → removed from /api/v1/services after %s", took.Round(time.Millisecond))
+	t.Logf("SIGSTOP → removed from /api/v1/services after %s (--lease-ttl %s)", took.Round(time.Millisecond), lease)
 	if took > bound {
-		t.Errorf("frozen instance removed after %s, want within the lease bound %s + %s slack", took, leaseBound, leaseSlack)
+		t.Errorf("frozen instance removed after %s, want within --lease-ttl %s + %s slack", took, lease, leaseSlack)
+	}
+	if ins, err := cp.ReadyInstances("orders"); err != nil || len(ins) != 2 {
+		t.Errorf("the two healthy instances must keep their leases: ready %+v (err %v)", ins, err)
 	}
 	// Requests from now on must avoid it (a request sent to it would hang).
 	for i := range 30 {
