@@ -183,6 +183,14 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	}, nil)
 	time.Sleep(1500 * time.Millisecond)
 
+	// Long requests in flight at SIGTERM must finish (drain, default 10s).
+	longc := make(chan Result, 9)
+	for range 9 {
+		go func() { longc <- meshGet(c, "orders", "/long?sleep=2s", nil) }()
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+
 	sigAt := time.Now()
 	victim.Proc.Signal(syscall.SIGTERM)
 	var goneAt time.Time
@@ -197,6 +205,16 @@ func TestGracefulShutdownUnderLoad(t *testing.T) {
 	}
 	exitAt := time.Now()
 	res := <-load
+	longOnVictim := 0
+	for range 9 {
+		r := <-longc
+		if !r.OK() {
+			t.Errorf("a 2s request in flight at SIGTERM failed: %s", r)
+		} else if r.Reply.Name == victim.Name {
+			longOnVictim++
+		}
+	}
+	t.Logf("%d of 9 two-second requests in flight at SIGTERM were on the terminated instance", longOnVictim)
 
 	if goneAt.IsZero() {
 		t.Errorf("%s still listed in /api/v1/services 10s after SIGTERM", victim.Name)
