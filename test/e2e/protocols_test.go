@@ -119,6 +119,24 @@ func TestProtocols(t *testing.T) {
 		}
 	})
 
+	t.Run("h2c_prior_knowledge_plain_http", func(t *testing.T) {
+		var protos http.Protocols
+		protos.SetUnencryptedHTTP2(true)
+		h2c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{Protocols: &protos}}
+		req, _ := http.NewRequest("GET", "http://"+client.OutboundAddr()+"/h2c?v=1", nil)
+		req.Host = "web"
+		resp, err := h2c.Do(req)
+		if err != nil {
+			t.Fatalf("h2c GET with :authority web at the outbound listener: %v", err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var rep Reply
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || json.Unmarshal(b, &rep) != nil || rep.Path != "/h2c" || rep.Name != "web-1" {
+			t.Errorf("h2c GET: %s status %d x-weft-error %q body %q", resp.Proto, resp.StatusCode, resp.Header.Get("x-weft-error"), truncate(string(b), 300))
+		}
+	})
+
 	t.Run("grpc", func(t *testing.T) {
 		cc, err := grpc.NewClient(client.OutboundAddr(), grpc.WithAuthority("echo-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
