@@ -7,9 +7,12 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
+	"time"
 
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/store"
+	"github.com/weftmesh/weft/telemetry/tracestore"
 )
 
 // The JSON API's wire types. They are the contract `weft get` and users'
@@ -60,6 +63,12 @@ func (s *Server) routes() http.Handler {
 	// Whole manifests, applied or deleted atomically (what `weft apply -f` uses).
 	mux.HandleFunc("POST /api/v1/apply", s.applyManifest)
 	mux.HandleFunc("POST /api/v1/delete", s.deleteManifest)
+	// The embedded telemetry backend: OTLP/HTTP in, stats and traces out.
+	mux.Handle("POST /v1/traces", s.receiver)
+	mux.HandleFunc("GET /api/v1/stats", s.getStats)
+	mux.HandleFunc("GET /api/v1/topology", s.getTopology)
+	mux.HandleFunc("GET /api/v1/traces", s.listTraces)
+	mux.HandleFunc("GET /api/v1/traces/{traceID}", s.getTrace)
 	return mux
 }
 
@@ -223,4 +232,71 @@ func (s *Server) delete(w http.ResponseWriter, refs []resource.Ref) {
 		s.log.Info("resource deleted", "ref", r.String())
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// Telemetry views. ?window= (default 1m, at most the 15 minutes kept) for
+// stats and topology; ?service= and ?limit= (default 20, at most 1000) for
+// the trace list.
+const (
+	defaultStatsWindow = time.Minute
+	maxStatsWindow     = 15 * time.Minute
+	maxTraceList       = 1000
+)
+
+func statsWindow(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("window")
+	if v == "" {
+		return defaultStatsWindow, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 || d > maxStatsWindow {
+		return 0, fmt.Errorf("window %q: want a duration from 1s to %s, such as 1m", v, maxStatsWindow)
+	}
+	return d, nil
+}
+
+func (s *Server) getStats(w http.ResponseWriter, r *http.Request) {
+	d, err := statsWindow(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.agg.Stats(d))
+}
+
+func (s *Server) getTopology(w http.ResponseWriter, r *http.Request) {
+	d, err := statsWindow(r)
+	if err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.agg.Topology(d))
+}
+
+func (s *Server) listTraces(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	limit := 20
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxTraceList {
+			writeErr(w, http.StatusBadRequest, fmt.Errorf("limit %q: want 1 to %d", v, maxTraceList))
+			return
+		}
+		limit = n
+	}
+	writeJSON(w, http.StatusOK, s.traces.List(q.Get("service"), limit))
+}
+
+func (s *Server) getTrace(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("traceID")
+	if _, ok := tracestore.ParseTraceID(id); !ok {
+		writeErr(w, http.StatusBadRequest, fmt.Errorf("trace id %q: want 32 hex digits", id))
+		return
+	}
+	t, ok := s.traces.Get(id)
+	if !ok {
+		writeErr(w, http.StatusNotFound, fmt.Errorf("trace %s not found (the store keeps the most recent traces only)", id))
+		return
+	}
+	writeJSON(w, http.StatusOK, t)
 }

@@ -13,12 +13,16 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"sync"
 	"time"
 
+	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
@@ -27,6 +31,9 @@ import (
 	"github.com/weftmesh/weft/registry"
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/store"
+	"github.com/weftmesh/weft/telemetry/aggregator"
+	"github.com/weftmesh/weft/telemetry/tracestore"
+	"github.com/weftmesh/weft/telemetry/tracing"
 )
 
 // Config is the control plane's static configuration (flags).
@@ -39,7 +46,20 @@ type Config struct {
 	Logger    *slog.Logger
 	// Settings are handed to every sidecar in the stream's Hello.
 	Settings map[string]string
+	// OTLPEndpoint is the span export target handed to sidecars (Hello
+	// setting "otlp_endpoint"): empty for this control plane's own
+	// receiver, "none" for no tracing by default.
+	OTLPEndpoint string
+	// ScrapeInterval is how often every sidecar's /metrics is scraped
+	// (default 10s); the stats window keeps 15 minutes of them.
+	ScrapeInterval time.Duration
+	// MaxTraces bounds the embedded trace store (default 5000).
+	MaxTraces int
 }
+
+// SettingOTLPEndpoint is the Hello setting that tells sidecars where to
+// export spans unless their --otlp-endpoint says otherwise.
+const SettingOTLPEndpoint = "otlp_endpoint"
 
 // Defaults.
 const (
@@ -60,6 +80,12 @@ type Server struct {
 	mu sync.Mutex // serialises writes to store+registry so they stay in step
 
 	grpcLn, httpLn net.Listener
+
+	// The embedded telemetry backend: traces received over OTLP, metrics
+	// scraped from sidecars.
+	traces   *tracestore.Store
+	receiver *tracestore.Receiver
+	agg      *aggregator.Aggregator
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad
@@ -73,6 +99,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.SyncGrace < 0 {
 		cfg.SyncGrace = 0
+	}
+	if cfg.OTLPEndpoint != "" && cfg.OTLPEndpoint != tracing.Disabled {
+		if _, err := tracing.ParseEndpoint(cfg.OTLPEndpoint); err != nil {
+			return nil, fmt.Errorf("--otlp-endpoint: %w", err)
+		}
 	}
 	st, err := store.OpenBolt(cfg.DataDir)
 	if err != nil {
@@ -99,8 +130,66 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+	s.newTelemetry()
 	return s, nil
 }
+
+// newTelemetry sets up the trace store and receiver and the metrics
+// aggregator, and advertises the receiver to sidecars.
+func (s *Server) newTelemetry() {
+	s.traces = tracestore.New(tracestore.Options{MaxTraces: s.cfg.MaxTraces})
+	s.receiver = tracestore.NewReceiver(s.traces, s.log.With("component", "traces"))
+	s.agg = aggregator.New(aggregator.Config{Interval: s.cfg.ScrapeInterval, Targets: s.scrapeTargets,
+		Logger: s.log.With("component", "aggregator")})
+	settings := make(map[string]string, len(s.cfg.Settings)+1)
+	for k, v := range s.cfg.Settings {
+		settings[k] = v
+	}
+	if _, ok := settings[SettingOTLPEndpoint]; !ok {
+		ep := s.cfg.OTLPEndpoint
+		if ep == "" {
+			ep = "http://" + advertisedAddr(s.httpLn.Addr()) + "/v1/traces"
+		}
+		settings[SettingOTLPEndpoint] = ep
+	}
+	s.cfg.Settings = settings
+}
+
+// advertisedAddr is a listener's address as others on the network reach
+// it: the hostname stands in for a wildcard IP.
+func advertisedAddr(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || !ta.IP.IsUnspecified() {
+		return a.String()
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(ta.Port))
+}
+
+// scrapeTargets is every registered instance that has an admin listener.
+func (s *Server) scrapeTargets() []aggregator.Target {
+	var out []aggregator.Target
+	for _, v := range s.reg.Services() {
+		for _, in := range v.Instances {
+			a := in.GetAdminAddress()
+			if a == "" || len(a) > 256 {
+				continue
+			}
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				continue
+			}
+			out = append(out, aggregator.Target{Service: v.Name, Instance: in.GetId(), Admin: a})
+		}
+	}
+	return out
+}
+
+// Traces and Aggregator expose the embedded telemetry backend.
+func (s *Server) Traces() *tracestore.Store          { return s.traces }
+func (s *Server) Aggregator() *aggregator.Aggregator { return s.agg }
 
 // GRPCAddr and HTTPAddr return the bound addresses (useful with port 0).
 func (s *Server) GRPCAddr() string { return s.grpcLn.Addr().String() }
@@ -123,6 +212,12 @@ func (s *Server) Run(ctx context.Context) error {
 		reg: s.reg, log: s.log.With("component", "discovery"), leaseTTL: s.cfg.LeaseTTL,
 		id: hex.EncodeToString(id), settings: s.cfg.Settings,
 	})
+	// OTLP/gRPC on the same port as discovery (grpc://host:grpc-port).
+	collectorpb.RegisterTraceServiceServer(gs, s.receiver)
+	aggCtx, stopAgg := context.WithCancel(context.Background())
+	aggDone := make(chan struct{})
+	go func() { defer close(aggDone); _ = s.agg.Run(aggCtx) }()
+	defer func() { stopAgg(); <-aggDone }()
 	hs := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -80,7 +80,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer cpLog.Close()
 	cp, err := control.New(control.Config{GRPCAddr: cfg.GRPCAddr, HTTPAddr: cfg.HTTPAddr, DataDir: filepath.Join(cfg.DataDir, "control"),
-		Logger: slog.New(slog.NewTextHandler(cpLog, nil)).With("component", "control"), SyncGrace: time.Millisecond})
+		Logger: slog.New(slog.NewTextHandler(cpLog, nil)).With("component", "control"), SyncGrace: time.Millisecond,
+		// Stats a few seconds after start; every sidecar exports its spans
+		// to this control plane (the Hello's otlp_endpoint).
+		ScrapeInterval: 2 * time.Second})
 	if err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
@@ -106,7 +109,7 @@ func Run(ctx context.Context, cfg Config) error {
 			u.args = []string{"run", "--control", cp.GRPCAddr(), "--service", t.service,
 				"--id", fmt.Sprintf("%s-%d", t.service, i), "--version", "v1", "--label", "demo=true",
 				"--outbound", "127.0.0.1:" + strconv.Itoa(ports[0]), "--admin", u.admin,
-				"--app-port", strconv.Itoa(ports[2]), "--",
+				"--app-port", strconv.Itoa(ports[2]), "--trace-sampling", "1", "--",
 				cfg.Binary, "demo-app", "--role", t.service, "--rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64)}
 			if err := u.start(cfg.Binary, logDir); err != nil {
 				return err
@@ -121,10 +124,12 @@ func Run(ctx context.Context, cfg Config) error {
   control plane API  http://%s   (gRPC %s)
   see the registry   weft get services --server http://%s
   switch balancing   weft apply -f %s --server http://%s
+  live metrics       weft stat --server http://%s      (or weft top)
+  traces             weft traces --server http://%s, then weft trace ID
   logs               %s
   stop               Ctrl-C
 
-`, len(units), cfg.Rate, cp.HTTPAddr(), cp.GRPCAddr(), cp.HTTPAddr(), policy, cp.HTTPAddr(), logDir)
+`, len(units), cfg.Rate, cp.HTTPAddr(), cp.GRPCAddr(), cp.HTTPAddr(), policy, cp.HTTPAddr(), cp.HTTPAddr(), cp.HTTPAddr(), logDir)
 
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {

@@ -4,6 +4,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/control"
+	"github.com/weftmesh/weft/telemetry/aggregator"
+	"github.com/weftmesh/weft/telemetry/tracestore"
 )
 
 func newControlCmd(g *globalFlags) *cobra.Command {
@@ -31,5 +33,8 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&cfg.DataDir, "data-dir", control.DefaultDataDir, "directory where applied resources persist")
 	f.DurationVar(&cfg.LeaseTTL, "lease-ttl", control.DefaultLeaseTTL, "an instance whose sidecar is silent this long is removed")
 	f.DurationVar(&cfg.SyncGrace, "sync-grace", control.DefaultSyncGrace, "after start, how long a subscription to a service with no instances waits for one to re-register")
+	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "span export target handed to sidecars without their own --otlp-endpoint: http://HOST:PORT[/PATH] or grpc://HOST:PORT, none for no tracing (default: this control plane's receiver, POST /v1/traces)")
+	f.DurationVar(&cfg.ScrapeInterval, "scrape-interval", aggregator.DefaultInterval, "how often every sidecar's /metrics is scraped for weft stat and weft top")
+	f.IntVar(&cfg.MaxTraces, "max-traces", tracestore.DefaultMaxTraces, "most recent traces kept in memory for weft traces")
 	return cmd
 }

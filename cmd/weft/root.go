@@ -41,6 +41,7 @@ plane pushes every change to the sidecars.
 		newGetCmd(),
 		newDemoCmd(g),
 		newDemoAppCmd(),
+		newStatCmd(), newTopCmd(), newTracesCmd(), newTraceCmd(),
 	)
 	return root
 }
