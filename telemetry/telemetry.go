@@ -83,9 +83,8 @@ type Exchange struct {
 	peerID   string
 	peerAddr string
 
-	ctx  context.Context // with the span, when traced
-	span trace.Span      // nil when not traced
-	enc  tracing.Encoding
+	trace tracing.Request // span (when sampled) or what to pass on
+	span  trace.Span      // trace.Span(), nil when not sampled
 }
 
 // Begin starts the exchange of r as seen by rep. For a server exchange the
@@ -113,9 +112,10 @@ func (t *Telemetry) Begin(rep metrics.Reporter, w http.ResponseWriter, r *http.R
 		if rep == metrics.Server {
 			kind = trace.SpanKindServer
 		}
-		ctx, enc := t.tracer.Extract(r.Context(), r.Header)
-		ex.enc = enc
-		ex.ctx, ex.span = t.tracer.Start(ctx, spanName(r, ex.dst, rep), kind, ex.start)
+		ex.trace = t.tracer.Begin(r.Context(), r.Header, r.Method, kind, ex.start)
+		if ex.span = ex.trace.Span(); ex.span != nil {
+			ex.span.SetName(spanName(r, ex.dst, rep))
+		}
 	}
 	return ex
 }
@@ -144,7 +144,7 @@ func (ex *Exchange) Route(service string, known bool) {
 		return
 	}
 	ex.dst = service
-	if ex.span != nil && ex.span.IsRecording() && !isGRPC(ex.req.Header) {
+	if ex.span != nil && !isGRPC(ex.req.Header) {
 		ex.span.SetName(ex.req.Method + " " + service)
 	}
 }
@@ -153,10 +153,10 @@ func (ex *Exchange) Route(service string, known bool) {
 // request forwarded upstream, so the next hop's span is this one's child.
 // Without tracing, h is left as the app sent it.
 func (ex *Exchange) Inject(h http.Header) {
-	if ex == nil || ex.span == nil {
+	if ex == nil || ex.t.tracer == nil {
 		return
 	}
-	ex.t.tracer.Inject(ex.ctx, h, ex.enc)
+	ex.t.tracer.InjectRequest(&ex.trace, h)
 }
 
 // UpstreamStart and UpstreamDone bracket a wait on the upstream (an
@@ -238,11 +238,9 @@ func (ex *Exchange) End() {
 	}
 	var traceID, spanID string
 	if ex.span != nil {
-		if ex.span.IsRecording() {
-			ex.annotate(status, grpcStatus, h)
-		}
+		ex.annotate(status, grpcStatus, h)
 		ex.span.End(trace.WithTimestamp(end))
-		if t.access != nil && ex.span.SpanContext().IsSampled() {
+		if t.access != nil {
 			sc := ex.span.SpanContext()
 			traceID, spanID = sc.TraceID().String(), sc.SpanID().String()
 		}

@@ -204,6 +204,12 @@ func (r *Recorder) slowSeries(k key) *series {
 	}
 	src, srcOK := r.nameLocked(k.src)
 	dst, dstOK := r.nameLocked(k.dst)
+	norm := key{rep: k.rep, grpc: k.grpc, code: k.code, src: src, dst: dst}
+	if srcOK && dstOK {
+		if s := m[norm]; s != nil {
+			return s // k differs from norm (a malformed name): not cached
+		}
+	}
 	if !srcOK || !dstOK || r.count >= r.opts.MaxSeries {
 		// One overflow series per reporter, status class and gRPC status.
 		r.overflow.Inc()
@@ -218,7 +224,7 @@ func (r *Recorder) slowSeries(k key) *series {
 	}
 	s := r.makeLocked(k.rep, src, dst, codeLabel(int(k.code)), grpcLabel(k.grpc))
 	r.count++
-	r.storeLocked(m, k, s)
+	r.storeLocked(m, norm, s)
 	return s
 }
 

@@ -70,6 +70,7 @@ type Config struct {
 // Tracer starts spans for proxied requests. A nil *Tracer is valid and
 // traces nothing.
 type Tracer struct {
+	ratio  uint64 // a new trace is sampled when its id's low 63 bits are below this
 	tp     *sdktrace.TracerProvider
 	tracer trace.Tracer
 	w3c    propagation.TraceContext
@@ -120,6 +121,7 @@ func New(cfg Config) (*Tracer, error) {
 	)
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithResource(res),
+		sdktrace.WithIDGenerator(idGenerator{}),
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.Sampling))),
 		// Never WithBlocking: a full queue drops spans rather than wait.
 		sdktrace.WithBatcher(exp,
@@ -129,6 +131,7 @@ func New(cfg Config) (*Tracer, error) {
 			sdktrace.WithExportTimeout(cfg.ExportTimeout)),
 	)
 	return &Tracer{
+		ratio:  sampleBound(cfg.Sampling),
 		tp:     tp,
 		tracer: tp.Tracer("github.com/weftmesh/weft/proxy"),
 		b3:     b3.New(),
@@ -168,16 +171,7 @@ const (
 // Extract returns ctx with the remote span context the headers carry (W3C
 // wins over B3 when both are present) and which encodings were present.
 func (t *Tracer) Extract(ctx context.Context, h http.Header) (context.Context, Encoding) {
-	var enc Encoding
-	if len(h["Traceparent"]) > 0 {
-		enc |= EncodingW3C
-	}
-	if len(h["B3"]) > 0 {
-		enc |= EncodingB3Single
-	}
-	if len(h["X-B3-Traceid"]) > 0 || len(h["X-B3-Sampled"]) > 0 || len(h["X-B3-Flags"]) > 0 {
-		enc |= EncodingB3Multi
-	}
+	enc := encodings(h)
 	if enc == EncodingNone {
 		return ctx, enc
 	}

@@ -1,0 +1,189 @@
+package aggregator
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/telemetry/metrics"
+)
+
+// sidecars are real recorders behind real /metrics endpoints.
+type sidecars struct {
+	mu      sync.Mutex
+	targets []Target
+	recs    map[string]*metrics.Recorder
+}
+
+func newSidecars(t *testing.T, names ...string) *sidecars {
+	s := &sidecars{recs: map[string]*metrics.Recorder{}}
+	for _, n := range names {
+		s.add(t, n)
+	}
+	return s
+}
+
+func (s *sidecars) add(t *testing.T, name string) *metrics.Recorder {
+	r := metrics.New(metrics.Options{})
+	srv := httptest.NewServer(r.Handler())
+	t.Cleanup(srv.Close)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.targets = append(s.targets, Target{Service: strings.Split(name, "-")[0], Instance: name, Admin: strings.TrimPrefix(srv.URL, "http://")})
+	s.recs[name] = r
+	return r
+}
+
+func (s *sidecars) list() []Target {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Target(nil), s.targets...)
+}
+
+func newAgg(s *sidecars, countFromZero bool) *Aggregator {
+	a := New(Config{Targets: s.list, Interval: time.Second})
+	if countFromZero {
+		a.started = time.Unix(0, 0) // every sidecar is "newer" than the aggregator
+	}
+	return a
+}
+
+func TestDeltasAndViews(t *testing.T) {
+	sc := newSidecars(t, "frontend-1", "orders-1")
+	a := newAgg(sc, true)
+	fe, or := sc.recs["frontend-1"], sc.recs["orders-1"]
+	for i := range 100 {
+		code := 200
+		if i%10 == 0 {
+			code = 503
+		}
+		fe.Request(metrics.Client, "frontend", "orders", code, "", 2*time.Millisecond, 0)
+		or.Request(metrics.Server, "frontend", "orders", code, "", time.Millisecond, 0)
+	}
+	a.Scrape(context.Background())
+	st := a.Stats(time.Minute)
+	if len(st.Edges) != 1 || len(st.Services) != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	e := st.Edges[0]
+	if e.Source != "frontend" || e.Destination != "orders" || e.Client == nil || e.Server == nil {
+		t.Fatalf("edge %+v", e)
+	}
+	if e.Client.Requests != 100 || e.Server.Requests != 100 {
+		t.Fatalf("requests client %v server %v, want 100 each", e.Client.Requests, e.Server.Requests)
+	}
+	if math.Abs(e.Client.SuccessRate-0.9) > 1e-9 {
+		t.Fatalf("success %v, want 0.9", e.Client.SuccessRate)
+	}
+	if !(e.Server.P50Ms <= e.Client.P50Ms && e.Client.P50Ms > 1 && e.Client.P50Ms <= 2.5 && e.Server.P99Ms <= 1) {
+		t.Fatalf("quantiles client %+v server %+v", e.Client, e.Server)
+	}
+	// A second round adds only what happened since.
+	fe.Request(metrics.Client, "frontend", "orders", 200, "", 2*time.Millisecond, 0)
+	a.Scrape(context.Background())
+	if got := a.Stats(time.Minute).Edges[0].Client.Requests; got != 101 {
+		t.Fatalf("after one more request: %v, want 101", got)
+	}
+	top := a.Topology(time.Minute)
+	if len(top.Edges) != 1 || top.Edges[0].Reporter != "client" || len(top.Services) != 2 {
+		t.Fatalf("topology %+v", top)
+	}
+}
+
+func TestOlderSidecarIsBaseline(t *testing.T) {
+	sc := newSidecars(t, "orders-1")
+	for range 50 {
+		sc.recs["orders-1"].Request(metrics.Server, "a", "orders", 200, "", time.Millisecond, 0)
+	}
+	a := newAgg(sc, false)
+	a.started = time.Now().Add(time.Minute) // the sidecar (this test process) started well before
+	a.Scrape(context.Background())
+	if st := a.Stats(time.Minute); len(st.Edges) != 0 {
+		t.Fatalf("history before the aggregator counted: %+v", st.Edges)
+	}
+	sc.recs["orders-1"].Request(metrics.Server, "a", "orders", 200, "", time.Millisecond, 0)
+	a.Scrape(context.Background())
+	if got := a.Stats(time.Minute).Edges[0].Server.Requests; got != 1 {
+		t.Fatalf("requests %v, want 1", got)
+	}
+}
+
+func TestCounterReset(t *testing.T) {
+	prev := &sample{requests: 100, count: 100}
+	cur := &sample{requests: 5, count: 5}
+	if d := sub(cur, prev); d.requests != 5 {
+		t.Fatalf("after a restart the delta is %v, want 5", d.requests)
+	}
+}
+
+func TestScrapeFailuresCounted(t *testing.T) {
+	sc := newSidecars(t, "orders-1")
+	sc.targets = append(sc.targets, Target{Service: "x", Instance: "x-1", Admin: "127.0.0.1:1"}, Target{Service: "y", Instance: "y-1"})
+	a := newAgg(sc, true)
+	a.Scrape(context.Background())
+	st := a.Stats(time.Minute)
+	if st.Scrape.Targets != 3 || st.Scrape.Failed != 2 {
+		t.Fatalf("scrape status %+v, want 3 targets 2 failed", st.Scrape)
+	}
+}
+
+func TestKeysBounded(t *testing.T) {
+	sc := newSidecars(t, "orders-1")
+	r := sc.recs["orders-1"]
+	for i := range 300 {
+		r.Request(metrics.Server, fmt.Sprintf("caller-%d", i), "orders", 200, "", time.Millisecond, 0)
+	}
+	a := New(Config{Targets: sc.list, Interval: time.Second, MaxKeys: 50})
+	a.started = time.Unix(0, 0)
+	a.Scrape(context.Background())
+	st := a.Stats(time.Minute)
+	if len(st.Edges) > 51 {
+		t.Fatalf("%d edges kept, want at most 51", len(st.Edges))
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	var s sample
+	// 100 observations: 50 in (0.5ms, 1ms], 50 in (5ms, 10ms].
+	for i, b := range metrics.DurationBuckets {
+		switch {
+		case b >= 0.01:
+			s.buckets[i] = 100
+		case b >= 0.001:
+			s.buckets[i] = 50
+		}
+	}
+	s.count = 100
+	tests := []struct{ q, lo, hi float64 }{
+		{0.25, 0.0005, 0.001},
+		{0.5, 0.0009, 0.0011},
+		{0.99, 0.005, 0.01},
+	}
+	for _, tt := range tests {
+		if got := quantile(tt.q, &s); got < tt.lo || got > tt.hi {
+			t.Errorf("q%v = %v, want in [%v, %v]", tt.q, got, tt.lo, tt.hi)
+		}
+	}
+	if quantile(0.5, &sample{}) != 0 {
+		t.Error("quantile of nothing is not 0")
+	}
+}
+
+func TestRunStops(t *testing.T) {
+	a := New(Config{Interval: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	time.Sleep(50 * time.Millisecond)
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
