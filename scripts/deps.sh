@@ -7,6 +7,7 @@ set -euo pipefail
 declare -A want=(
   [haproxy]=haproxy
   [nginx]=nginx
+  [prometheus]=prometheus
 )
 
 missing=()
@@ -23,6 +24,6 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Packages that ship a service must not keep one running: tests start their own.
-for svc in nginx haproxy; do
+for svc in nginx haproxy prometheus; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
