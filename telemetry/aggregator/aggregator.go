@@ -309,12 +309,15 @@ func (a *Aggregator) fold(now time.Time, results []result) {
 	delta := map[key]*sample{}
 	failed := 0
 	for _, r := range results {
+		id := r.t.Instance + "@" + r.t.Admin
 		if r.err != nil {
 			failed++
 			a.log.Debug("scrape failed", "service", r.t.Service, "instance", r.t.Instance, "admin", r.t.Admin, "err", r.err)
+			if in := a.insts[id]; in != nil {
+				in.seen = now // still registered: keep its baseline
+			}
 			continue
 		}
-		id := r.t.Instance + "@" + r.t.Admin
 		prev := a.insts[id]
 		if prev == nil {
 			// A sidecar that started after this aggregator is counted from
@@ -339,9 +342,11 @@ func (a *Aggregator) fold(now time.Time, results []result) {
 		}
 		a.insts[id] = &instance{values: r.values, seen: now}
 	}
-	// Forget instances not seen for a while (they left the registry).
+	// Forget instances gone from the registry for the whole window. Kept
+	// that long so one that comes back (a lease lost and renewed) continues
+	// from its baseline instead of being counted again from zero.
 	for id, in := range a.insts {
-		if now.Sub(in.seen) > 3*a.cfg.Interval {
+		if now.Sub(in.seen) > a.cfg.Retain {
 			delete(a.insts, id)
 		}
 	}

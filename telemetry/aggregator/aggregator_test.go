@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,5 +187,40 @@ func TestRunStops(t *testing.T) {
 	case <-done:
 	case <-time.After(2 * time.Second):
 		t.Fatal("Run did not return after cancel")
+	}
+}
+
+// TestFailedScrapesKeepBaseline: a sidecar that cannot be scraped for a
+// while is neither forgotten nor, when it answers again, counted twice.
+func TestFailedScrapesKeepBaseline(t *testing.T) {
+	r := metrics.New(metrics.Options{})
+	var failing atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if failing.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		r.Handler().ServeHTTP(w, req)
+	}))
+	defer srv.Close()
+	targets := func() []Target {
+		return []Target{{Service: "orders", Instance: "orders-1", Admin: strings.TrimPrefix(srv.URL, "http://")}}
+	}
+	a := New(Config{Targets: targets, Interval: time.Millisecond, Retain: time.Minute, Client: &http.Client{Timeout: 5 * time.Second}})
+	a.started = time.Unix(0, 0)
+	for range 10 {
+		r.Request(metrics.Server, "a", "orders", 200, "", time.Millisecond, 0)
+	}
+	a.Scrape(context.Background())
+	failing.Store(true)
+	for range 20 {
+		time.Sleep(time.Millisecond)
+		a.Scrape(context.Background())
+	}
+	failing.Store(false)
+	r.Request(metrics.Server, "a", "orders", 200, "", time.Millisecond, 0)
+	a.Scrape(context.Background())
+	if got := a.Stats(time.Minute).Edges[0].Server.Requests; got != 11 {
+		t.Fatalf("requests %v after the outage, want 11", got)
 	}
 }

@@ -71,8 +71,9 @@ const (
 var DurationBuckets = [...]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
 // OverheadBuckets are the proxy-overhead histogram's upper bounds: 5 µs to
-// 100 ms; the mesh's own cost is normally well under a millisecond.
-var OverheadBuckets = []float64{.000005, .00001, .000025, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1}
+// 100 ms, finest where the mesh's own cost normally is (tens of µs).
+var OverheadBuckets = []float64{.000005, .00001, .000015, .00002, .00003, .00004, .00005, .000075, .0001, .00015, .0002, .0003, .0005,
+	.001, .0025, .005, .01, .025, .05, .1}
 
 // Defaults for Options.
 const (
