@@ -9,16 +9,22 @@ import (
 )
 
 // TestApplyTakesEffectWithoutRestart switches orders from the default
-// (round_robin) to consistent_hash with `weft apply` while traffic flows: no
-// request may fail, and within the propagation bound the hash is in effect.
+// (round_robin) to consistent_hash with `weft apply` while traffic flows
+// through two client sidecars: no request may fail, and within the
+// propagation bound the hash is in effect on every sidecar — each key on one
+// instance, the same one whichever sidecar sends it.
 func TestApplyTakesEffectWithoutRestart(t *testing.T) {
-	cp, _, _, c := startOrders(t, 3)
+	cp, insts, _, c1 := startOrders(t, 3)
+	client2 := StartClient(t, cp, nil)
+	c2 := proxyClient(client2.OutboundAddr())
+	waitAllServing(t, c2, "orders", names(insts)...)
 
 	stop := make(chan struct{})
-	load := Load(c, "orders", LoadOpts{
-		Workers: 4, MaxPerWorker: 5000, Duration: 30 * time.Second,
-		Key: func(w, i int) string { return fmt.Sprintf("user-%d", (w*7+i)%10) },
-	}, stop)
+	key := func(w, i int) string { return fmt.Sprintf("user-%d", (w*7+i)%10) }
+	loads := []<-chan []Result{
+		Load(c1, "orders", LoadOpts{Workers: 2, MaxPerWorker: 5000, Duration: 30 * time.Second, Key: key}, stop),
+		Load(c2, "orders", LoadOpts{Workers: 2, MaxPerWorker: 5000, Duration: 30 * time.Second, Key: key}, stop),
+	}
 	time.Sleep(time.Second)
 
 	f := writeFile(t, "policy.yaml", policyYAML("orders", "orders", "consistent_hash", "header:x-user-id"))
@@ -26,48 +32,58 @@ func TestApplyTakesEffectWithoutRestart(t *testing.T) {
 	// WEFT_SERVER instead of --server: the issue's other way to name the server.
 	r := weft(t, 30*time.Second, []string{"WEFT_SERVER=" + cp.URL}, "apply", "-f", f)
 	applied := time.Now()
-	if r.Code != 0 {
-		close(stop)
-		<-load
-		t.Fatalf("apply failed:\n%s", r)
-	}
 	time.Sleep(propagation + 2*time.Second)
 	close(stop)
-	res := <-load
+	var perSidecar [][]Result
+	for _, l := range loads {
+		perSidecar = append(perSidecar, <-l)
+	}
+	if r.Code != 0 {
+		t.Fatalf("apply failed:\n%s", r)
+	}
 
-	if fl := failures(res); len(fl) > 0 {
-		t.Errorf("%d of %d requests failed while the policy changed:%s", len(fl), len(res), describe(fl, 10))
-	}
-	before := map[string]map[string]bool{}
-	after := map[string]map[string]bool{}
-	nAfter := 0
-	for _, x := range res {
-		if !x.OK() {
-			continue
+	merged := map[string]map[string]bool{}
+	for i, res := range perSidecar {
+		if fl := failures(res); len(fl) > 0 {
+			t.Errorf("client sidecar %d: %d of %d requests failed while the policy changed:%s", i+1, len(fl), len(res), describe(fl, 10))
 		}
-		switch {
-		case x.End.Before(applyStart):
-			add(before, x.Key, x.Reply.Name)
-		case x.Start.After(applied.Add(propagation)):
-			add(after, x.Key, x.Reply.Name)
-			nAfter++
+		before := map[string]map[string]bool{}
+		after := map[string]map[string]bool{}
+		nAfter := 0
+		for _, x := range res {
+			if !x.OK() {
+				continue
+			}
+			switch {
+			case x.End.Before(applyStart):
+				add(before, x.Key, x.Reply.Name)
+			case x.Start.After(applied.Add(propagation)):
+				add(after, x.Key, x.Reply.Name)
+				add(merged, x.Key, x.Reply.Name)
+				nAfter++
+			}
+		}
+		spread := false
+		for _, owners := range before {
+			if len(owners) > 1 {
+				spread = true
+			}
+		}
+		if !spread {
+			t.Errorf("client sidecar %d: before the apply (default round_robin) every key stuck to one instance: %v; the test cannot tell the switch", i+1, before)
+		}
+		if nAfter < 50 {
+			t.Fatalf("client sidecar %d: only %d requests more than %s after the apply; too few to judge", i+1, nAfter, propagation)
+		}
+		for k, owners := range after {
+			if len(owners) != 1 {
+				t.Errorf("client sidecar %d, %s after apply: key %s went to %d instances %v, want 1 (consistent_hash on x-user-id)", i+1, propagation, k, len(owners), keys(owners))
+			}
 		}
 	}
-	spread := false
-	for _, owners := range before {
-		if len(owners) > 1 {
-			spread = true
-		}
-	}
-	if !spread {
-		t.Errorf("before the apply (default round_robin) every key stuck to one instance: %v; the test cannot tell the switch", before)
-	}
-	if nAfter < 50 {
-		t.Fatalf("only %d requests more than %s after the apply; too few to judge", nAfter, propagation)
-	}
-	for k, owners := range after {
+	for k, owners := range merged {
 		if len(owners) != 1 {
-			t.Errorf("%s after apply: key %s went to %d instances %v, want 1 (consistent_hash on x-user-id)", propagation, k, len(owners), keys(owners))
+			t.Errorf("key %s went to %v depending on the client sidecar: the same x-user-id must reach the same instance", k, keys(owners))
 		}
 	}
 }
