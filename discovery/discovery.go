@@ -76,10 +76,13 @@ type Client struct {
 
 	table atomic.Pointer[map[string]*Destination]
 
-	mu        sync.Mutex
-	wanted    map[string]*want
-	states    map[string]*state
-	instance  *pb.Instance // nil when not registered (pure client or deregistered)
+	mu       sync.Mutex
+	wanted   map[string]*want
+	states   map[string]*state
+	instance *pb.Instance // nil for a pure client or once deregistered
+	// announced: the instance has been registered, which waits for its app's
+	// first readiness — an instance joins the mesh ready or not at all.
+	announced bool
 	stream    *streamState // nil while disconnected
 	settings  map[string]string
 	connected atomic.Bool
@@ -249,10 +252,16 @@ func (c *Client) sendLocked(m *pb.SidecarMessage) {
 func (c *Client) SetReady(ready bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.instance == nil || c.instance.Ready == ready {
+	if c.instance == nil || (c.instance.Ready == ready && c.announced) {
 		return
 	}
 	c.instance.Ready = ready
+	if !c.announced {
+		if !ready {
+			return
+		}
+		c.announced = true
+	}
 	c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}})
 }
 
@@ -261,7 +270,8 @@ func (c *Client) SetReady(ready bool) {
 // re-registered on reconnect.
 func (c *Client) Deregister(ctx context.Context) error {
 	c.mu.Lock()
-	if c.instance == nil {
+	if c.instance == nil || !c.announced {
+		c.instance = nil
 		c.mu.Unlock()
 		return nil
 	}
@@ -331,7 +341,7 @@ func (c *Client) session(ctx context.Context, client pb.DiscoveryClient) error {
 
 	// The first messages carry the whole state: who we are, what we watch.
 	c.mu.Lock()
-	if c.instance != nil {
+	if c.instance != nil && c.announced {
 		st.sendc <- &pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}}
 	}
 	if len(c.wanted) > 0 {
