@@ -1,0 +1,258 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ErrNoBroker is returned while no broker URL is known (a sidecar that has
+// not yet heard from the control plane, or messaging turned off).
+var ErrNoBroker = errors.New("no broker configured (the control plane has not handed one out yet)")
+
+// ErrBrokerUnavailable is returned when the broker cannot be reached.
+var ErrBrokerUnavailable = errors.New("broker unavailable")
+
+// ConnConfig configures a Conn.
+type ConnConfig struct {
+	// URL returns the broker URL(s) to use now, "" while unknown. It is
+	// read again every Poll, so the URL may arrive late or change.
+	URL func() string
+	// Name is the client name the broker shows.
+	Name   string
+	Logger *slog.Logger
+	// Lazy defers connecting until the first Session or Wait call, so a
+	// sidecar whose app never publishes or subscribes holds no connection.
+	Lazy bool
+	Poll time.Duration // default 500ms
+}
+
+// Session is one connection to one broker URL. The NATS client reconnects
+// by itself; a new Session replaces it only when the URL changes.
+type Session struct {
+	URL string
+	NC  *nats.Conn
+	JS  jetstream.JetStream
+}
+
+// Connected reports whether the connection is up right now.
+func (s *Session) Connected() bool { return s.NC.Status() == nats.CONNECTED }
+
+// Conn keeps a broker Session that follows a URL which may arrive late or
+// change. Safe for concurrent use.
+type Conn struct {
+	cfg    ConnConfig
+	log    *slog.Logger
+	wanted atomic.Bool
+	kick   chan struct{}
+
+	mu      sync.Mutex
+	cur     *Session
+	changed chan struct{} // closed when cur is replaced
+	lastErr string
+}
+
+// NewConn returns a Conn; Run maintains it.
+func NewConn(cfg ConnConfig) *Conn {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 500 * time.Millisecond
+	}
+	c := &Conn{cfg: cfg, log: cfg.Logger, kick: make(chan struct{}, 1), changed: make(chan struct{})}
+	c.wanted.Store(!cfg.Lazy)
+	return c
+}
+
+// Session returns the current session (nil if none yet) and asks for one.
+func (c *Conn) Session() *Session {
+	c.want()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cur
+}
+
+func (c *Conn) want() {
+	if !c.wanted.Swap(true) {
+		select {
+		case c.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Changed returns a channel closed when the session is next replaced.
+func (c *Conn) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+// Wait returns a session whose connection is up, waiting for one until ctx
+// ends; the error then says why there is none.
+func (c *Conn) Wait(ctx context.Context) (*Session, error) {
+	for {
+		s := c.Session()
+		if s != nil && s.Connected() {
+			return s, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, c.why(s)
+		case <-c.Changed():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func (c *Conn) why(s *Session) error {
+	if s == nil {
+		if c.cfg.URL() == "" {
+			return ErrNoBroker
+		}
+		return fmt.Errorf("%w: connecting to %s", ErrBrokerUnavailable, Redact(c.cfg.URL()))
+	}
+	c.mu.Lock()
+	last := c.lastErr
+	c.mu.Unlock()
+	if last != "" {
+		return fmt.Errorf("%w: %s is %s (%s)", ErrBrokerUnavailable, Redact(s.URL), strings.ToLower(s.NC.Status().String()), last)
+	}
+	return fmt.Errorf("%w: %s is %s", ErrBrokerUnavailable, Redact(s.URL), strings.ToLower(s.NC.Status().String()))
+}
+
+// Run connects, follows URL changes, and closes the connection when ctx
+// ends.
+func (c *Conn) Run(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.Poll)
+	defer t.Stop()
+	defer func() {
+		c.mu.Lock()
+		cur := c.cur
+		c.cur = nil
+		close(c.changed)
+		c.changed = make(chan struct{})
+		c.mu.Unlock()
+		if cur != nil {
+			cur.NC.Close()
+		}
+	}()
+	for {
+		if c.wanted.Load() {
+			c.follow()
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case <-c.kick:
+		}
+	}
+}
+
+func (c *Conn) follow() {
+	u := c.cfg.URL()
+	c.mu.Lock()
+	cur := c.cur
+	c.mu.Unlock()
+	// An empty URL keeps the last session: settings are empty only between
+	// a restart of the sidecar and its first Hello.
+	if u == "" || (cur != nil && cur.URL == u) {
+		return
+	}
+	s, err := c.connect(u)
+	if err != nil {
+		c.log.Error("broker URL unusable", "broker", Redact(u), "err", err)
+		return
+	}
+	c.mu.Lock()
+	c.cur = s
+	close(c.changed)
+	c.changed = make(chan struct{})
+	c.mu.Unlock()
+	if cur != nil {
+		c.log.Info("broker URL changed", "from", Redact(cur.URL), "to", Redact(u))
+		_ = cur.NC.Drain()
+	}
+}
+
+func (c *Conn) connect(u string) (*Session, error) {
+	log := c.log.With("broker", Redact(u))
+	setErr := func(err error) {
+		c.mu.Lock()
+		if err == nil {
+			c.lastErr = ""
+		} else {
+			c.lastErr = err.Error()
+		}
+		c.mu.Unlock()
+	}
+	nc, err := nats.Connect(u,
+		nats.Name(c.cfg.Name),
+		// Keep trying for ever: the broker may start after the sidecar, or
+		// restart with the control plane.
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.ReconnectJitter(100*time.Millisecond, 100*time.Millisecond),
+		nats.PingInterval(10*time.Second),
+		nats.ConnectHandler(func(*nats.Conn) { setErr(nil); log.Info("connected to broker") }),
+		nats.ReconnectHandler(func(*nats.Conn) { setErr(nil); log.Info("reconnected to broker") }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				setErr(err)
+			}
+			log.Warn("disconnected from broker; reconnecting", "err", err)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			setErr(err)
+			log.Warn("broker error", "err", err)
+		}),
+	)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return &Session{URL: u, NC: nc, JS: js}, nil
+}
+
+// ValidateURLs checks a comma-separated list of broker URLs
+// (nats://host:port, tls://host:port).
+func ValidateURLs(s string) error {
+	if strings.TrimSpace(s) == "" {
+		return errors.New("empty broker URL")
+	}
+	for _, one := range strings.Split(s, ",") {
+		u, err := url.Parse(strings.TrimSpace(one))
+		if err != nil || (u.Scheme != "nats" && u.Scheme != "tls") || u.Host == "" || u.Port() == "" {
+			return fmt.Errorf("%q is not a broker URL such as nats://127.0.0.1:4222", Redact(one))
+		}
+	}
+	return nil
+}
+
+// Redact hides credentials in broker URLs for logs and errors.
+func Redact(s string) string {
+	parts := strings.Split(s, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,287 @@
+// Package deliver is the sidecar's subscriber: for every subscription of
+// its service (Subscription resources pushed by the control plane, merged
+// with the sidecar's --subscribe flags) it pulls from the subscription's
+// durable consumer, shared by all of the service's instances, and POSTs
+// each message to the app. The app's answer decides: ack, retry with
+// exponential backoff, or dead letter.
+//
+// Ordering: messages are spread over `concurrency` workers by a hash of
+// their key, each worker delivering in the order the broker handed them
+// out and retrying a keyed message in place, so messages with one key are
+// delivered one at a time, in publish order, by one instance. Keyless
+// messages go to any free worker and are retried through the broker.
+package deliver
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/messaging"
+	"github.com/weftmesh/weft/resource"
+)
+
+// Watcher follows the configuration the control plane pushes for a service.
+type Watcher interface {
+	Watch(service string) (<-chan *discovery.Destination, func())
+}
+
+var _ Watcher = (*discovery.Client)(nil)
+
+// Sessions is what the subscriber needs of the broker connection.
+type Sessions interface {
+	Session() *messaging.Session
+	Changed() <-chan struct{}
+}
+
+var _ Sessions = (*messaging.Conn)(nil)
+
+// Config configures a Manager.
+type Config struct {
+	Service string
+	// AppAddr is the app's host:port; messages are POSTed there.
+	AppAddr string
+	// Local are the subscriptions of --subscribe flags: topic → path. A
+	// Subscription resource for the same topic replaces the flag's.
+	Local     map[string]string
+	Conn      Sessions
+	Discovery Watcher
+	// AppReady is closed once the app accepts connections; nothing is
+	// pulled before.
+	AppReady <-chan struct{}
+	// MaxMessageBytes returns the payload limit, used if the stream has to
+	// be created (nil: the default).
+	MaxMessageBytes func() int
+	// Grace bounds deliveries still in flight at shutdown (default 5s);
+	// messages not yet handed to the app are given back at once.
+	Grace   time.Duration
+	Metrics *messaging.Metrics // nil: a private set
+	Tracer  trace.Tracer       // nil: messaging.Tracer()
+	Logger  *slog.Logger
+}
+
+// Manager runs one subscriber per subscription of the service.
+type Manager struct {
+	cfg   Config
+	log   *slog.Logger
+	local map[string]resource.SubscriptionSpec
+
+	mu      sync.Mutex
+	running map[string]*running // by topic
+}
+
+// Status is one subscription as this sidecar runs it.
+type Status struct {
+	Topic  string                    `json:"topic"`
+	Origin string                    `json:"origin"`
+	Spec   resource.SubscriptionSpec `json:"spec"`
+}
+
+type running struct {
+	spec   resource.SubscriptionSpec
+	origin string
+	sess   *messaging.Session
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// ParseFlag parses one --subscribe value, TOPIC=/path.
+func ParseFlag(v string) (topic, path string, err error) {
+	topic, path, ok := strings.Cut(v, "=")
+	if !ok {
+		return "", "", fmt.Errorf("--subscribe %q: want TOPIC=/path", v)
+	}
+	if err := resource.ValidateTopic(topic); err != nil {
+		return "", "", fmt.Errorf("--subscribe %q: topic: %w", v, err)
+	}
+	if err := resource.ValidateSubscriptionPath(path); err != nil {
+		return "", "", fmt.Errorf("--subscribe %q: path: %w", v, err)
+	}
+	return topic, path, nil
+}
+
+// New validates cfg.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Grace <= 0 {
+		cfg.Grace = 5 * time.Second
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = messaging.Tracer()
+	}
+	if cfg.Metrics == nil {
+		m, err := messaging.NewMetrics(nil)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Metrics = m
+	}
+	if _, _, err := net.SplitHostPort(cfg.AppAddr); err != nil {
+		return nil, fmt.Errorf("app address %q: %w", cfg.AppAddr, err)
+	}
+	m := &Manager{cfg: cfg, log: cfg.Logger, local: map[string]resource.SubscriptionSpec{}, running: map[string]*running{}}
+	for topic, path := range cfg.Local {
+		spec := resource.SubscriptionSpec{Service: cfg.Service, Topic: topic, Path: path}
+		if err := spec.Validate(); err != nil {
+			return nil, fmt.Errorf("--subscribe %s=%s: %w", topic, path, err)
+		}
+		m.local[topic] = spec.WithDefaults()
+	}
+	return m, nil
+}
+
+// Subscriptions lists what runs now, by topic.
+func (m *Manager) Subscriptions() []Status {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := []Status{}
+	for _, t := range slices.Sorted(maps.Keys(m.running)) {
+		r := m.running[t]
+		out = append(out, Status{Topic: t, Origin: r.origin, Spec: r.spec})
+	}
+	return out
+}
+
+// Run follows the service's subscriptions until ctx ends, then stops every
+// subscriber (in-flight deliveries get Grace) and returns.
+func (m *Manager) Run(ctx context.Context) error {
+	updates, stop := m.cfg.Discovery.Watch(m.cfg.Service)
+	defer stop()
+	var fromResources map[string]resource.SubscriptionSpec
+	defer m.stopAll()
+	for {
+		desired, origins := m.desired(fromResources)
+		var sess *messaging.Session
+		if len(desired) > 0 {
+			sess = m.cfg.Conn.Session() // asks for a connection: lazy until needed
+		}
+		changed := m.cfg.Conn.Changed()
+		m.reconcile(ctx, desired, origins, sess)
+		select {
+		case <-ctx.Done():
+			return nil
+		case d := <-updates:
+			fromResources = m.fromConfig(d)
+		case <-changed:
+		}
+	}
+}
+
+// desired merges the flags' subscriptions with the resources': on the same
+// topic the resource wins.
+func (m *Manager) desired(fromResources map[string]resource.SubscriptionSpec) (map[string]resource.SubscriptionSpec, map[string]string) {
+	out := map[string]resource.SubscriptionSpec{}
+	origins := map[string]string{}
+	for t, s := range m.local {
+		out[t], origins[t] = s, messaging.OriginLocal
+	}
+	for t, s := range fromResources {
+		out[t], origins[t] = s, messaging.OriginResource
+	}
+	return out, origins
+}
+
+func (m *Manager) fromConfig(d *discovery.Destination) map[string]resource.SubscriptionSpec {
+	out := map[string]resource.SubscriptionSpec{}
+	if d == nil {
+		return out
+	}
+	for _, obj := range d.Config {
+		if obj.Kind != resource.KindSubscription {
+			continue
+		}
+		spec, err := resource.ParseSubscriptionSpec(json.RawMessage(obj.SpecJson))
+		if err != nil {
+			m.log.Error("ignoring unreadable subscription", "name", obj.Name, "err", err)
+			continue
+		}
+		if spec.Service != m.cfg.Service {
+			continue
+		}
+		out[spec.Topic] = spec
+	}
+	return out
+}
+
+// reconcile stops subscribers whose spec or session changed or that are no
+// longer wanted, then starts the missing ones: build the new, then swap.
+func (m *Manager) reconcile(ctx context.Context, desired map[string]resource.SubscriptionSpec, origins map[string]string, sess *messaging.Session) {
+	m.mu.Lock()
+	var stopping []*running
+	for t, r := range m.running {
+		d, ok := desired[t]
+		if !ok || !sameSpec(d, r.spec) || r.origin != origins[t] || r.sess != sess {
+			r.cancel()
+			stopping = append(stopping, r)
+			delete(m.running, t)
+		}
+	}
+	m.mu.Unlock()
+	for _, r := range stopping {
+		<-r.done
+		m.log.Info("subscription stopped", "topic", r.spec.Topic)
+	}
+	if sess == nil {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for t, spec := range desired {
+		if _, ok := m.running[t]; ok {
+			continue
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		r := &running{spec: spec, origin: origins[t], sess: sess, cancel: cancel, done: make(chan struct{})}
+		m.running[t] = r
+		s := newSubscriber(m, spec, origins[t], sess)
+		go func() {
+			defer close(r.done)
+			s.run(rctx)
+		}()
+		m.log.Info("subscription started", "topic", t, "path", spec.Path, "origin", origins[t],
+			"concurrency", spec.Concurrency, "max_deliveries", spec.MaxDeliveries, "dead_letter_topic", spec.DeadLetterTopic)
+	}
+}
+
+func sameSpec(a, b resource.SubscriptionSpec) bool {
+	x, _ := json.Marshal(a)
+	y, _ := json.Marshal(b)
+	return string(x) == string(y)
+}
+
+func (m *Manager) stopAll() {
+	m.mu.Lock()
+	rs := slices.Collect(maps.Values(m.running))
+	clear(m.running)
+	m.mu.Unlock()
+	for _, r := range rs {
+		r.cancel()
+	}
+	for _, r := range rs {
+		<-r.done
+	}
+}
+
+// sleep waits d or until ctx ends; false if ctx ended.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,509 @@
+package deliver
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/weftmesh/weft/messaging"
+	"github.com/weftmesh/weft/resource"
+)
+
+// Window bounds, per instance and subscription: how many messages the
+// sidecar holds (queued for or in delivery to its app). A slow app fills
+// its window and the sidecar stops pulling; the broker keeps the rest.
+const (
+	minWindow        = 16
+	maxWindow        = 1024
+	windowPerWorker  = 4
+	fetchWait        = 5 * time.Second
+	unreachableRetry = 200 * time.Millisecond
+)
+
+// subscriber runs one subscription on one session.
+type subscriber struct {
+	m       *Manager
+	spec    resource.SubscriptionSpec
+	origin  string
+	sess    *messaging.Session
+	log     *slog.Logger
+	client  *http.Client
+	url     string
+	label   string // topic metric label
+	timeout time.Duration
+	initial time.Duration
+	maxBack time.Duration
+	window  int
+	held    tracker
+}
+
+func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, sess *messaging.Session) *subscriber {
+	initial, maxBack := spec.BackoffDurations()
+	window := min(maxWindow, max(minWindow, windowPerWorker*spec.Concurrency))
+	return &subscriber{
+		m: m, spec: spec, origin: origin, sess: sess,
+		log:     m.log.With("topic", spec.Topic),
+		url:     "http://" + m.cfg.AppAddr + spec.Path,
+		label:   m.cfg.Metrics.Topic(spec.Topic),
+		timeout: spec.TimeoutDuration(),
+		initial: initial, maxBack: maxBack,
+		window: window,
+		held:   tracker{msgs: map[jetstream.Msg]time.Time{}},
+		client: &http.Client{Transport: &http.Transport{
+			Proxy:               nil, // the app is on loopback, never behind HTTP_PROXY
+			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+			MaxIdleConnsPerHost: spec.Concurrency + 1,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true,
+		}},
+	}
+}
+
+// run sets the consumer up and consumes, starting over after any failure
+// (broker restart, consumer deleted), until ctx ends.
+func (s *subscriber) run(ctx context.Context) {
+	defer s.client.CloseIdleConnections()
+	backoff := 250 * time.Millisecond
+	for {
+		cons, err := s.setup(ctx)
+		if err == nil {
+			select {
+			case <-s.m.cfg.AppReady:
+			case <-ctx.Done():
+				return
+			}
+			backoff = 250 * time.Millisecond
+			err = s.consume(ctx, cons)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("subscription interrupted; starting over", "err", err, "retry_in", backoff)
+		if !sleep(ctx, backoff) {
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+func (s *subscriber) setup(ctx context.Context) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	maxBytes := messaging.DefaultMaxMessageBytes
+	if f := s.m.cfg.MaxMessageBytes; f != nil && f() > 0 {
+		maxBytes = f()
+	}
+	if _, err := messaging.EnsureStream(ctx, s.sess.JS, maxBytes); err != nil {
+		return nil, err
+	}
+	cfg := messaging.ConsumerConfig(s.m.cfg.Service, s.spec, s.origin)
+	cons, err := s.sess.JS.CreateOrUpdateConsumer(ctx, messaging.StreamName, cfg)
+	if err != nil {
+		// A consumer made with settings that cannot be changed in place:
+		// use it as it is rather than not deliver at all.
+		if c, gerr := s.sess.JS.Consumer(ctx, messaging.StreamName, cfg.Durable); gerr == nil {
+			s.log.Warn("using the existing consumer as it is; its settings could not be updated", "consumer", cfg.Durable, "err", err)
+			return c, nil
+		}
+		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+	}
+	return cons, nil
+}
+
+// consume pulls as many messages as the window has room for and hands each
+// to the worker its key hashes to (keyless: any worker). It returns when
+// ctx ends (after in-flight deliveries finish, bounded by Grace) or the
+// consumer fails.
+func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer) error {
+	hard, stopHard := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHard()
+	n := s.spec.Concurrency
+	slots := make(chan struct{}, s.window)
+	queues := make([]chan jetstream.Msg, n)
+	keyless := make(chan jetstream.Msg, s.window)
+	var workers sync.WaitGroup
+	for i := range queues {
+		queues[i] = make(chan jetstream.Msg, s.window)
+		workers.Add(1)
+		go func() {
+			defer workers.Done()
+			s.worker(ctx, hard, queues[i], keyless, slots)
+		}()
+	}
+	progressDone := make(chan struct{})
+	var progress sync.WaitGroup
+	progress.Add(1)
+	go func() {
+		defer progress.Done()
+		s.extend(progressDone)
+	}()
+
+	err := s.pull(ctx, cons, slots, queues, keyless)
+
+	for _, q := range queues {
+		close(q)
+	}
+	close(keyless)
+	finished := make(chan struct{})
+	go func() { workers.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(s.m.cfg.Grace):
+		s.log.Warn("deliveries still in flight after the grace; cancelling them", "grace", s.m.cfg.Grace)
+		stopHard()
+		<-finished
+	}
+	close(progressDone)
+	progress.Wait()
+	return err
+}
+
+func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, slots chan struct{}, queues []chan jetstream.Msg, keyless chan jetstream.Msg) error {
+	for {
+		// Wait for one free slot, then take every other free one.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return nil
+		}
+		want := 1
+	more:
+		for want < s.window {
+			select {
+			case slots <- struct{}{}:
+				want++
+			default:
+				break more
+			}
+		}
+		fctx, cancel := context.WithTimeout(ctx, fetchWait)
+		batch, err := cons.Fetch(want, jetstream.FetchContext(fctx))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				s.dispatch(msg, queues, keyless)
+			}
+			err = batch.Error()
+		}
+		cancel()
+		for ; got < want; got++ {
+			<-slots
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		switch {
+		case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
+			return err
+		default:
+			// Disconnected, or the broker restarting: the client reconnects
+			// by itself; pause rather than spin.
+			s.log.Debug("fetch failed", "err", err)
+			if !sleep(ctx, 250*time.Millisecond) {
+				return nil
+			}
+		}
+	}
+}
+
+func (s *subscriber) dispatch(msg jetstream.Msg, queues []chan jetstream.Msg, keyless chan jetstream.Msg) {
+	s.held.add(msg)
+	s.m.cfg.Metrics.InFlight.WithLabelValues(s.label).Inc()
+	key := msg.Headers().Get(messaging.HdrKey)
+	if key == "" {
+		keyless <- msg
+		return
+	}
+	queues[xxhash.Sum64String(key)%uint64(len(queues))] <- msg
+}
+
+func (s *subscriber) worker(ctx, hard context.Context, own, keyless <-chan jetstream.Msg, slots chan struct{}) {
+	for own != nil || keyless != nil {
+		var msg jetstream.Msg
+		var ok bool
+		select {
+		case msg, ok = <-own:
+			if !ok {
+				own = nil
+				continue
+			}
+		case msg, ok = <-keyless:
+			if !ok {
+				keyless = nil
+				continue
+			}
+		}
+		s.handle(ctx, hard, msg)
+		s.held.remove(msg)
+		s.m.cfg.Metrics.InFlight.WithLabelValues(s.label).Dec()
+		<-slots
+	}
+}
+
+// handle settles one message: deliver it (retrying a keyed message in
+// place so that later messages with its key wait), then ack, dead-letter
+// or hand it back. Once ctx ends, messages not yet delivered are handed
+// back at once.
+func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg) {
+	if ctx.Err() != nil {
+		_ = msg.Nak()
+		return
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		s.log.Error("message without JetStream metadata; terminating it", "err", err)
+		_ = msg.Term()
+		return
+	}
+	h := msg.Headers()
+	if f := h.Get(messaging.HdrReplayFor); f != "" && f != s.m.cfg.Service {
+		_ = msg.Ack() // replayed for another subscriber of the topic
+		return
+	}
+	s.m.cfg.Metrics.Lag.WithLabelValues(s.label).Set(float64(meta.NumPending))
+	key := h.Get(messaging.HdrKey)
+	attempt := int(meta.NumDelivered)
+	if attempt > s.spec.MaxDeliveries {
+		s.deadLetter(hard, msg, meta, attempt-1, "handed out more than maxDeliveries times without an answer (instances stopped mid-delivery)")
+		return
+	}
+	var unreachableSince time.Time
+	for {
+		v, reason, delivered := s.deliver(hard, msg, meta, attempt)
+		if !delivered {
+			// Nothing reached the app: not an attempt. Wait for it, but
+			// not for ever: after AckWait let another instance try.
+			if ctx.Err() != nil {
+				_ = msg.Nak()
+				return
+			}
+			if unreachableSince.IsZero() {
+				unreachableSince = time.Now()
+				s.log.Warn("app not accepting deliveries; waiting", "url", s.url, "err", reason)
+			}
+			if time.Since(unreachableSince) > messaging.AckWait {
+				_ = msg.NakWithDelay(time.Second)
+				return
+			}
+			if !sleep(ctx, unreachableRetry) {
+				_ = msg.Nak()
+				return
+			}
+			continue
+		}
+		switch v {
+		case Ack:
+			_ = msg.Ack()
+			s.m.cfg.Metrics.Delivered.WithLabelValues(s.label, messaging.ResultAck).Inc()
+			if ns, err := strconv.ParseInt(h.Get(messaging.HdrPublishedAt), 10, 64); err == nil {
+				s.m.cfg.Metrics.Latency.WithLabelValues(s.label).Observe(time.Since(time.Unix(0, ns)).Seconds())
+			}
+			return
+		case DeadLetter:
+			s.deadLetter(hard, msg, meta, attempt, reason)
+			return
+		}
+		if attempt >= s.spec.MaxDeliveries {
+			s.deadLetter(hard, msg, meta, attempt, fmt.Sprintf("%d attempts failed; last: %s", attempt, reason))
+			return
+		}
+		s.m.cfg.Metrics.Delivered.WithLabelValues(s.label, messaging.ResultRetry).Inc()
+		delay := messaging.Backoff(attempt, s.initial, s.maxBack)
+		if key == "" {
+			_ = msg.NakWithDelay(delay)
+			return
+		}
+		if !sleep(ctx, delay) {
+			_ = msg.Nak()
+			return
+		}
+		attempt++
+	}
+}
+
+// deliver POSTs the message to the app once. delivered is false when the
+// app could not be reached at all (connection refused) or the sidecar is
+// stopping.
+func (s *subscriber) deliver(hard context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, attempt int) (v Verdict, reason string, delivered bool) {
+	h := msg.Headers()
+	id := h.Get(messaging.HdrMsgID)
+	ctx := messaging.Extract(hard, h)
+	ctx, span := s.m.cfg.Tracer.Start(ctx, "deliver "+s.spec.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", s.spec.Topic),
+			attribute.String("messaging.consumer.group.name", s.m.cfg.Service),
+			attribute.String("messaging.message.id", id),
+			attribute.Int("messaging.delivery.attempt", attempt),
+			attribute.Int64("messaging.nats.stream.sequence", int64(meta.Sequence.Stream)),
+		))
+	defer func() {
+		span.SetAttributes(attribute.String("weft.message.result", v.String()), attribute.Bool("weft.message.delivered", delivered))
+		if v != Ack || !delivered {
+			span.SetStatus(codes.Error, reason)
+		}
+		span.End()
+	}()
+
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodPost, s.url, bytes.NewReader(msg.Data()))
+	if err != nil {
+		return DeadLetter, "building the request: " + err.Error(), true
+	}
+	rh := req.Header
+	ct := h.Get(messaging.HdrContentType)
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	rh.Set("Content-Type", ct)
+	rh.Set(messaging.HTTPMessageID, id)
+	rh.Set(messaging.HTTPTopic, s.spec.Topic)
+	rh.Set(messaging.HTTPAttempt, strconv.Itoa(attempt))
+	rh.Set(messaging.HTTPSequence, strconv.FormatUint(meta.Sequence.Stream, 10))
+	if k := h.Get(messaging.HdrKey); k != "" {
+		rh.Set(messaging.HTTPKey, k)
+	}
+	if src := h.Get(messaging.HdrSource); src != "" {
+		rh.Set(messaging.HTTPSource, src)
+	}
+	if ns, err := strconv.ParseInt(h.Get(messaging.HdrPublishedAt), 10, 64); err == nil {
+		rh.Set(messaging.HTTPPublishedAt, time.Unix(0, ns).UTC().Format(time.RFC3339Nano))
+	}
+	for k, vs := range h {
+		if len(k) > len(messaging.HTTPHeaderPrefix) && k[:len(messaging.HTTPHeaderPrefix)] == messaging.HTTPHeaderPrefix {
+			rh[k] = vs
+		}
+	}
+	messaging.Propagator().Inject(ctx, propagation.HeaderCarrier(rh))
+
+	resp, err := s.client.Do(req)
+	if err != nil {
+		switch {
+		case hard.Err() != nil:
+			return Retry, "sidecar stopping", false
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return Retry, "app not accepting connections on " + s.m.cfg.AppAddr, false
+		case errors.Is(cctx.Err(), context.DeadlineExceeded):
+			return Retry, fmt.Sprintf("no answer from the app within %s", s.timeout), true
+		}
+		return Retry, "delivery failed: " + err.Error(), true
+	}
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxAnswerBytes))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
+	resp.Body.Close()
+	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+	v, reason = ParseAnswer(resp.StatusCode, body)
+	if v != Ack && reason != "" && resp.StatusCode == http.StatusNotFound {
+		reason += "; is " + s.spec.Path + " the subscription's path on the app?"
+	}
+	return v, reason, true
+}
+
+// deadLetter publishes the message to the dead letter topic with why, then
+// acks the original. If the dead letter cannot be stored, the original is
+// handed back for later: nothing is dropped.
+func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, attempts int, reason string) {
+	if len(reason) > 1024 {
+		reason = reason[:1024]
+	}
+	orig := msg.Headers()
+	h := nats.Header{}
+	for k, vs := range orig {
+		if k == messaging.HdrReplayFor || k == messaging.HdrMsgID || len(k) > 5 && k[:5] == "Nats-" {
+			continue
+		}
+		h[k] = vs
+	}
+	id := orig.Get(messaging.HdrMsgID)
+	// One dead letter per stored message and subscriber, even if this runs
+	// twice (an instance dying between publish and ack).
+	h.Set(messaging.HdrMsgID, "dlq:"+s.m.cfg.Service+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
+	h.Set(messaging.HdrDLQMessageID, id)
+	h.Set(messaging.HdrDLQTopic, s.spec.Topic)
+	h.Set(messaging.HdrDLQSubscriber, s.m.cfg.Service)
+	h.Set(messaging.HdrDLQAttempts, strconv.Itoa(attempts))
+	h.Set(messaging.HdrDLQReason, reason)
+	h.Set(messaging.HdrDLQAt, time.Now().UTC().Format(time.RFC3339Nano))
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	dl := &nats.Msg{Subject: messaging.Subject(s.spec.DeadLetterTopic), Data: msg.Data(), Header: h}
+	if _, err := s.sess.JS.PublishMsg(pctx, dl, jetstream.WithExpectStream(messaging.StreamName)); err != nil {
+		s.log.Error("could not store the dead letter; the message will be redelivered", "id", id, "dead_letter_topic", s.spec.DeadLetterTopic, "err", err)
+		_ = msg.NakWithDelay(messaging.Backoff(attempts, s.initial, s.maxBack))
+		return
+	}
+	_ = msg.Ack()
+	s.m.cfg.Metrics.Delivered.WithLabelValues(s.label, messaging.ResultDeadLetter).Inc()
+	s.log.Warn("message dead-lettered", "id", id, "attempts", attempts, "dead_letter_topic", s.spec.DeadLetterTopic, "reason", reason)
+}
+
+// extend tells the broker, for every message held longer than a third of
+// AckWait, that it is still being worked on, so a slow app or a long
+// backoff does not get it redelivered to another instance.
+func (s *subscriber) extend(done <-chan struct{}) {
+	every := messaging.AckWait / 3
+	t := time.NewTicker(every / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case now := <-t.C:
+			for _, m := range s.held.due(now, every) {
+				_ = m.InProgress()
+			}
+		}
+	}
+}
+
+// tracker records when each held message was last reported in progress.
+type tracker struct {
+	mu   sync.Mutex
+	msgs map[jetstream.Msg]time.Time
+}
+
+func (t *tracker) add(m jetstream.Msg) {
+	t.mu.Lock()
+	t.msgs[m] = time.Now()
+	t.mu.Unlock()
+}
+
+func (t *tracker) remove(m jetstream.Msg) {
+	t.mu.Lock()
+	delete(t.msgs, m)
+	t.mu.Unlock()
+}
+
+func (t *tracker) due(now time.Time, every time.Duration) []jetstream.Msg {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []jetstream.Msg
+	for m, last := range t.msgs {
+		if now.Sub(last) >= every {
+			out = append(out, m)
+			t.msgs[m] = now
+		}
+	}
+	return out
+}

@@ -1,0 +1,355 @@
+// Package publish is the sidecar's publish endpoint: the app POSTs a
+// message to http://127.0.0.1:<outbound>/v1/publish/<topic> and gets 200
+// only once the broker has durably stored it. The body is the payload as
+// is; Content-Type, the ordering key (X-Weft-Key), an idempotency key
+// (X-Weft-Message-Id), the app's own headers (X-Msg-*) and the trace
+// context travel with it as message headers.
+package publish
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/weftmesh/weft/messaging"
+	"github.com/weftmesh/weft/proxy"
+)
+
+// PathPrefix is where the endpoint is mounted on the outbound listener.
+const PathPrefix = "/v1/publish/"
+
+// Error codes, in the x-weft-error header and the JSON body.
+const (
+	CodeInvalidTopic      = "invalid_topic"
+	CodeTooLarge          = "message_too_large"
+	CodeBadRequest        = "bad_request"
+	CodeBrokerUnavailable = "broker_unavailable"
+	CodeBrokerTimeout     = "broker_timeout"
+	CodeBrokerError       = "broker_error"
+	CodeNotFound          = "not_found"
+	CodeMethod            = "method_not_allowed"
+)
+
+// Limits on the request beyond the payload.
+const (
+	MaxKeyBytes       = 256
+	MaxMessageIDBytes = 128
+	DefaultTimeout    = 5 * time.Second
+)
+
+// Sessions is what the publisher needs of the broker connection.
+type Sessions interface {
+	Wait(ctx context.Context) (*messaging.Session, error)
+}
+
+var _ Sessions = (*messaging.Conn)(nil)
+
+// Config configures a Publisher.
+type Config struct {
+	Conn Sessions
+	// Source is the publishing service, recorded on every message.
+	Source string
+	// MaxMessageBytes returns the current payload limit (the control
+	// plane's setting); nil or ≤ 0 means messaging.DefaultMaxMessageBytes.
+	MaxMessageBytes func() int
+	// Timeout bounds a publish: waiting for the broker connection and for
+	// its acknowledgement (default 5s).
+	Timeout time.Duration
+	Metrics *messaging.Metrics // nil: not counted
+	Tracer  trace.Tracer       // nil: messaging.Tracer()
+	Logger  *slog.Logger
+}
+
+// Publisher serves publishes. Safe for concurrent use.
+type Publisher struct {
+	cfg    Config
+	log    *slog.Logger
+	tracer trace.Tracer
+}
+
+// New returns a Publisher.
+func New(cfg Config) *Publisher {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Tracer == nil {
+		cfg.Tracer = messaging.Tracer()
+	}
+	return &Publisher{cfg: cfg, log: cfg.Logger, tracer: cfg.Tracer}
+}
+
+// Result is the JSON answer to a successful publish.
+type Result struct {
+	ID       string `json:"id"`
+	Topic    string `json:"topic"`
+	Sequence uint64 `json:"sequence"`
+	// Duplicate: a message with this id was already stored within the
+	// dedup window; this one was dropped.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+// Error is a publish that failed, with the HTTP status it maps to.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Code + ": " + e.Message + ": " + e.Err.Error()
+	}
+	return e.Code + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+func (e *Error) write(w http.ResponseWriter) {
+	(&proxy.MeshError{Status: e.Status, Code: e.Code, Message: e.Message, Err: e.Err}).Write(w)
+}
+
+// ServeHTTP serves POST /v1/publish/{topic}.
+func (p *Publisher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	topic, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
+	if !ok {
+		(&Error{Status: http.StatusNotFound, Code: CodeNotFound,
+			Message: fmt.Sprintf("the sidecar serves POST %s<topic> on this address; %s is not a route", PathPrefix, r.URL.Path)}).write(w)
+		return
+	}
+	p.ServeTopic(w, r, topic)
+}
+
+// ServeTopic publishes the request's body to topic.
+func (p *Publisher) ServeTopic(w http.ResponseWriter, r *http.Request, topic string) {
+	if r.Method != http.MethodPost && r.Method != http.MethodPut {
+		w.Header().Set("Allow", "POST")
+		(&Error{Status: http.StatusMethodNotAllowed, Code: CodeMethod, Message: "publish with POST"}).write(w)
+		return
+	}
+	res, err := p.publishRequest(w, r, topic)
+	if err != nil {
+		var pe *Error
+		if !errors.As(err, &pe) {
+			pe = &Error{Status: http.StatusInternalServerError, Code: CodeBrokerError, Message: "publish failed", Err: err}
+		}
+		if p.cfg.Metrics != nil {
+			p.cfg.Metrics.PublishFailed.WithLabelValues(p.cfg.Metrics.Topic(labelTopic(topic, pe)), pe.Code).Inc()
+		}
+		if pe.Status >= 500 {
+			p.log.Warn("publish failed", "topic", topic, "err", err)
+		}
+		pe.write(w)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	_ = json.NewEncoder(w).Encode(res)
+}
+
+// An invalid topic is not a label value: it could be anything.
+func labelTopic(topic string, e *Error) string {
+	if e.Code == CodeInvalidTopic {
+		return "invalid"
+	}
+	return topic
+}
+
+func (p *Publisher) maxBytes() int {
+	if p.cfg.MaxMessageBytes != nil {
+		if n := p.cfg.MaxMessageBytes(); n > 0 {
+			return n
+		}
+	}
+	return messaging.DefaultMaxMessageBytes
+}
+
+func (p *Publisher) publishRequest(w http.ResponseWriter, r *http.Request, topic string) (Result, error) {
+	if err := messaging.ValidateTopic(topic); err != nil {
+		return Result{}, &Error{Status: http.StatusBadRequest, Code: CodeInvalidTopic, Message: err.Error()}
+	}
+	max := p.maxBytes()
+	if r.ContentLength > int64(max) {
+		return Result{}, tooLarge(r.ContentLength, max)
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
+	if err != nil {
+		return Result{}, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "reading the message body", Err: err}
+	}
+	if len(body) > max {
+		return Result{}, tooLarge(-1, max)
+	}
+	hdr, err := Headers(r.Header)
+	if err != nil {
+		return Result{}, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: err.Error()}
+	}
+	parent := messaging.Propagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	return p.Publish(parent, topic, body, hdr)
+}
+
+func tooLarge(n int64, max int) *Error {
+	msg := fmt.Sprintf("message is larger than the %d bytes allowed (broker.maxMessageBytes)", max)
+	if n >= 0 {
+		msg = fmt.Sprintf("message is %d bytes, more than the %d allowed (broker.maxMessageBytes)", n, max)
+	}
+	return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: msg}
+}
+
+// Headers turns a publish request's headers into message headers:
+// Content-Type, X-Weft-Key, X-Weft-Message-Id (or a new id) and the app's
+// X-Msg-* headers, bounded.
+func Headers(in http.Header) (nats.Header, error) {
+	h := nats.Header{}
+	if ct := in.Get("Content-Type"); ct != "" {
+		if len(ct) > 256 {
+			return nil, errors.New("Content-Type is longer than 256 bytes")
+		}
+		h.Set(messaging.HdrContentType, ct)
+	}
+	if k := in.Get(messaging.HTTPKey); k != "" {
+		if len(k) > MaxKeyBytes || !printable(k) {
+			return nil, fmt.Errorf("%s must be at most %d printable bytes", messaging.HTTPKey, MaxKeyBytes)
+		}
+		h.Set(messaging.HdrKey, k)
+	}
+	id := in.Get(messaging.HTTPMessageID)
+	if id == "" {
+		id = nuid.Next()
+	} else if len(id) > MaxMessageIDBytes || !printable(id) || strings.ContainsRune(id, ' ') {
+		return nil, fmt.Errorf("%s must be at most %d printable bytes without spaces", messaging.HTTPMessageID, MaxMessageIDBytes)
+	}
+	h.Set(messaging.HdrMsgID, id)
+	n, size := 0, 0
+	for k, vs := range in {
+		if !strings.HasPrefix(k, messaging.HTTPHeaderPrefix) {
+			continue
+		}
+		for _, v := range vs {
+			n++
+			size += len(k) + len(v)
+			if !printable(v) {
+				return nil, fmt.Errorf("header %s: value must be printable", k)
+			}
+			h.Add(k, v)
+		}
+	}
+	if n > messaging.MaxAppHeaders || size > messaging.MaxAppHeaderBytes {
+		return nil, fmt.Errorf("%d %s* headers of %d bytes: at most %d headers and %d bytes", n, messaging.HTTPHeaderPrefix, size, messaging.MaxAppHeaders, messaging.MaxAppHeaderBytes)
+	}
+	return h, nil
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < ' ' || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Publish stores one message (hdr as built by Headers) and returns once the
+// broker has acknowledged it. The publish is a span in ctx's trace, and
+// that span's context travels in the message.
+func (p *Publisher) Publish(ctx context.Context, topic string, body []byte, hdr nats.Header) (Result, error) {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	id := hdr.Get(messaging.HdrMsgID)
+	ctx, span := p.tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", topic),
+			attribute.String("messaging.message.id", id),
+			attribute.Int("messaging.message.body.size", len(body)),
+		))
+	defer span.End()
+	res, err := p.publish(ctx, topic, body, hdr)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		return res, err
+	}
+	span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(res.Sequence)), attribute.Bool("messaging.duplicate", res.Duplicate))
+	if p.cfg.Metrics != nil && !res.Duplicate {
+		p.cfg.Metrics.Published.WithLabelValues(p.cfg.Metrics.Topic(topic)).Inc()
+	}
+	return res, nil
+}
+
+func (p *Publisher) publish(ctx context.Context, topic string, body []byte, hdr nats.Header) (Result, error) {
+	if p.cfg.Source != "" {
+		hdr.Set(messaging.HdrSource, p.cfg.Source)
+	}
+	hdr.Set(messaging.HdrPublishedAt, strconv.FormatInt(time.Now().UnixNano(), 10))
+	messaging.Inject(ctx, hdr)
+	msg := &nats.Msg{Subject: messaging.Subject(topic), Data: body, Header: hdr}
+	id := hdr.Get(messaging.HdrMsgID)
+
+	sess, err := p.cfg.Conn.Wait(ctx)
+	if err != nil {
+		return Result{}, &Error{Status: http.StatusServiceUnavailable, Code: CodeBrokerUnavailable, Message: "the message was not stored", Err: err}
+	}
+	if limit := sess.NC.MaxPayload(); limit > 0 && int64(len(body)+headerSize(hdr)) > limit {
+		return Result{}, &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
+			Message: fmt.Sprintf("message and headers are %d bytes, more than the broker's max_payload %d", len(body)+headerSize(hdr), limit)}
+	}
+	for try := 0; ; try++ {
+		ack, err := sess.JS.PublishMsg(ctx, msg, jetstream.WithExpectStream(messaging.StreamName))
+		if err == nil {
+			return Result{ID: id, Topic: topic, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
+		}
+		if try == 0 && errors.Is(err, jetstream.ErrNoStreamResponse) {
+			// No stream yet (a fresh external broker): create it, once.
+			if _, serr := messaging.EnsureStream(ctx, sess.JS, p.maxBytes()); serr == nil {
+				continue
+			}
+		}
+		return Result{}, classify(err)
+	}
+}
+
+func headerSize(h nats.Header) int {
+	n := len("NATS/1.0\r\n\r\n")
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
+
+// classify maps a broker error onto the endpoint's error codes.
+func classify(err error) *Error {
+	var apiErr *jetstream.APIError
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: "the broker refused the message's size", Err: err}
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum:
+		return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: "the stream refused the message's size", Err: err}
+	case errors.As(err, &apiErr):
+		return &Error{Status: http.StatusBadGateway, Code: CodeBrokerError, Message: "the broker refused the message", Err: err}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+		return &Error{Status: http.StatusGatewayTimeout, Code: CodeBrokerTimeout,
+			Message: "no acknowledgement from the broker in time; the message may or may not be stored (retrying with the same X-Weft-Message-Id is safe)", Err: err}
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Code: CodeBrokerUnavailable, Message: "the message was not stored", Err: err}
+}
