@@ -3,49 +3,17 @@ package consistenthash_test
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"testing"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/balancer/balancertest"
 	"github.com/weftmesh/weft/balancer/consistenthash"
 )
 
-func endpoints(n int) []*balancer.Endpoint {
-	eps := make([]*balancer.Endpoint, n)
-	for i := range eps {
-		eps[i] = &balancer.Endpoint{ID: fmt.Sprintf("ep-%03d", i), Address: fmt.Sprintf("10.0.0.%d:15006", i)}
-	}
-	return eps
-}
-
-func build(t testing.TB, eps []*balancer.Endpoint) balancer.Picker {
-	t.Helper()
-	b, err := balancer.Get(consistenthash.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.Build(eps)
-}
-
-func keyInfo(i int) balancer.PickInfo {
-	return balancer.PickInfo{Hash: xxhash.Sum64String("user-" + strconv.Itoa(i)), HasHash: true}
-}
-
-func pickID(t *testing.T, p balancer.Picker, info balancer.PickInfo) string {
-	t.Helper()
-	ep, err := p.Pick(info)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ep.ID
-}
-
 func TestEmpty(t *testing.T) {
 	for _, eps := range [][]*balancer.Endpoint{nil, {}} {
-		for _, info := range []balancer.PickInfo{{}, keyInfo(1)} {
-			if ep, err := build(t, eps).Pick(info); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
+		for _, info := range []balancer.PickInfo{{}, balancertest.KeyInfo(1)} {
+			if ep, err := balancertest.Build(t, consistenthash.Name, eps).Pick(info); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
 				t.Fatalf("Pick on empty set = %v, %v; want nil, ErrNoEndpoints", ep, err)
 			}
 		}
@@ -61,16 +29,16 @@ func TestNeedsHashKey(t *testing.T) {
 func TestSameKeySameEndpoint(t *testing.T) {
 	for _, n := range []int{1, 3, 10} {
 		t.Run(fmt.Sprintf("endpoints=%d", n), func(t *testing.T) {
-			p := build(t, endpoints(n))
-			rebuilt := build(t, endpoints(n)) // same IDs, new Endpoint values: another sidecar
+			p := balancertest.Build(t, consistenthash.Name, balancertest.Endpoints(n))
+			rebuilt := balancertest.Build(t, consistenthash.Name, balancertest.Endpoints(n)) // same IDs, new Endpoint values: another sidecar
 			for i := range 1000 {
-				want := pickID(t, p, keyInfo(i))
+				want := balancertest.PickID(t, p, balancertest.KeyInfo(i))
 				for range 3 {
-					if got := pickID(t, p, keyInfo(i)); got != want {
+					if got := balancertest.PickID(t, p, balancertest.KeyInfo(i)); got != want {
 						t.Fatalf("key %d: got %s, then %s", i, want, got)
 					}
 				}
-				if got := pickID(t, rebuilt, keyInfo(i)); got != want {
+				if got := balancertest.PickID(t, rebuilt, balancertest.KeyInfo(i)); got != want {
 					t.Fatalf("key %d: %s on one ring, %s on a ring built from the same IDs", i, want, got)
 				}
 			}
@@ -93,13 +61,13 @@ func TestKeyMovement(t *testing.T) {
 		{99, 100, 0.02}, // ideal 1%
 	} {
 		t.Run(fmt.Sprintf("%d->%d", tc.from, tc.to), func(t *testing.T) {
-			// endpoints(n) is a prefix of endpoints(n+1), so from->to adds
+			// balancertest.Endpoints(n) is a prefix of balancertest.Endpoints(n+1), so from->to adds
 			// or removes exactly the last endpoint.
-			before, after := build(t, endpoints(tc.from)), build(t, endpoints(tc.to))
+			before, after := balancertest.Build(t, consistenthash.Name, balancertest.Endpoints(tc.from)), balancertest.Build(t, consistenthash.Name, balancertest.Endpoints(tc.to))
 			changed := fmt.Sprintf("ep-%03d", max(tc.from, tc.to)-1)
 			moved := 0
 			for i := range keys {
-				b, a := pickID(t, before, keyInfo(i)), pickID(t, after, keyInfo(i))
+				b, a := balancertest.PickID(t, before, balancertest.KeyInfo(i)), balancertest.PickID(t, after, balancertest.KeyInfo(i))
 				if b == a {
 					continue
 				}
@@ -128,11 +96,11 @@ func TestBalance(t *testing.T) {
 	const keys = 100_000
 	for _, n := range []int{3, 10, 100} {
 		t.Run(fmt.Sprintf("endpoints=%d", n), func(t *testing.T) {
-			eps := endpoints(n)
-			p := build(t, eps)
+			eps := balancertest.Endpoints(n)
+			p := balancertest.Build(t, consistenthash.Name, eps)
 			counts := map[string]int{}
 			for i := range keys {
-				counts[pickID(t, p, keyInfo(i))]++
+				counts[balancertest.PickID(t, p, balancertest.KeyInfo(i))]++
 			}
 			fair := keys / n
 			lo, hi := keys, 0
@@ -150,11 +118,11 @@ func TestBalance(t *testing.T) {
 
 func TestNoHashFallsBackToRandom(t *testing.T) {
 	const n, perEndpoint = 3, 10_000
-	eps := endpoints(n)
-	p := build(t, eps)
+	eps := balancertest.Endpoints(n)
+	p := balancertest.Build(t, consistenthash.Name, eps)
 	counts := map[string]int{}
 	for range n * perEndpoint {
-		counts[pickID(t, p, balancer.PickInfo{Hash: 42})]++ // Hash ignored without HasHash
+		counts[balancertest.PickID(t, p, balancer.PickInfo{Hash: 42})]++ // Hash ignored without HasHash
 	}
 	for _, ep := range eps {
 		if c := counts[ep.ID]; c < perEndpoint*9/10 || c > perEndpoint*11/10 {
@@ -166,17 +134,17 @@ func TestNoHashFallsBackToRandom(t *testing.T) {
 func TestWrapAround(t *testing.T) {
 	// The largest hash lies after every ring point (bar a point at exactly
 	// MaxUint64) and must wrap to the owner of the first one, as hash 0 does.
-	p := build(t, endpoints(5))
-	top := pickID(t, p, balancer.PickInfo{Hash: ^uint64(0), HasHash: true})
-	bottom := pickID(t, p, balancer.PickInfo{Hash: 0, HasHash: true})
+	p := balancertest.Build(t, consistenthash.Name, balancertest.Endpoints(5))
+	top := balancertest.PickID(t, p, balancer.PickInfo{Hash: ^uint64(0), HasHash: true})
+	bottom := balancertest.PickID(t, p, balancer.PickInfo{Hash: 0, HasHash: true})
 	if top != bottom {
 		t.Fatalf("hash MaxUint64 -> %s, hash 0 -> %s; want the ring to wrap", top, bottom)
 	}
 }
 
 func TestPickDoesNotAllocate(t *testing.T) {
-	p := build(t, endpoints(3))
-	for _, info := range []balancer.PickInfo{keyInfo(7), {}} {
+	p := balancertest.Build(t, consistenthash.Name, balancertest.Endpoints(3))
+	for _, info := range []balancer.PickInfo{balancertest.KeyInfo(7), {}} {
 		if a := testing.AllocsPerRun(1000, func() { _, _ = p.Pick(info) }); a != 0 {
 			t.Fatalf("Pick(%+v) allocates %v times per call, want 0", info, a)
 		}
@@ -186,7 +154,7 @@ func TestPickDoesNotAllocate(t *testing.T) {
 func BenchmarkPick(b *testing.B) {
 	for _, n := range []int{3, 100} {
 		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
-			p := build(b, endpoints(n))
+			p := balancertest.Build(b, consistenthash.Name, balancertest.Endpoints(n))
 			b.ReportAllocs()
 			var h uint64
 			for b.Loop() {
@@ -200,7 +168,7 @@ func BenchmarkPick(b *testing.B) {
 func BenchmarkBuild(b *testing.B) {
 	for _, n := range []int{3, 100} {
 		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
-			eps := endpoints(n)
+			eps := balancertest.Endpoints(n)
 			bld, _ := balancer.Get(consistenthash.Name)
 			b.ReportAllocs()
 			for b.Loop() {

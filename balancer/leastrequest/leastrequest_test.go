@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/balancer/balancertest"
 	"github.com/weftmesh/weft/balancer/leastrequest"
 )
 
@@ -19,18 +20,9 @@ func endpoints(inFlight ...int64) []*balancer.Endpoint {
 	return eps
 }
 
-func build(t testing.TB, eps []*balancer.Endpoint) balancer.Picker {
-	t.Helper()
-	b, err := balancer.Get(leastrequest.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.Build(eps)
-}
-
 func TestEmpty(t *testing.T) {
 	for _, eps := range [][]*balancer.Endpoint{nil, {}} {
-		if ep, err := build(t, eps).Pick(balancer.PickInfo{}); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
+		if ep, err := balancertest.Build(t, leastrequest.Name, eps).Pick(balancer.PickInfo{}); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
 			t.Fatalf("Pick on empty set = %v, %v; want nil, ErrNoEndpoints", ep, err)
 		}
 	}
@@ -58,7 +50,7 @@ func TestShares(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			eps := endpoints(tc.inFlight...)
-			p := build(t, eps)
+			p := balancertest.Build(t, leastrequest.Name, eps)
 			counts := map[*balancer.Endpoint]int{}
 			for range picks {
 				ep, err := p.Pick(balancer.PickInfo{})
@@ -82,7 +74,7 @@ func TestShares(t *testing.T) {
 // under it, for the race detector.
 func TestConcurrentInFlight(t *testing.T) {
 	eps := endpoints(0, 0, 0, 0)
-	p := build(t, eps)
+	p := balancertest.Build(t, leastrequest.Name, eps)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -107,7 +99,7 @@ func TestConcurrentInFlight(t *testing.T) {
 
 func TestPickDoesNotAllocate(t *testing.T) {
 	for _, eps := range [][]*balancer.Endpoint{endpoints(4), endpoints(0, 1, 2)} {
-		p := build(t, eps)
+		p := balancertest.Build(t, leastrequest.Name, eps)
 		if a := testing.AllocsPerRun(1000, func() { _, _ = p.Pick(balancer.PickInfo{}) }); a != 0 {
 			t.Fatalf("Pick allocates %v times per call, want 0", a)
 		}
@@ -121,7 +113,7 @@ func BenchmarkPick(b *testing.B) {
 			for i := range inFlight {
 				inFlight[i] = int64(i % 7)
 			}
-			p := build(b, endpoints(inFlight...))
+			p := balancertest.Build(b, leastrequest.Name, endpoints(inFlight...))
 			b.ReportAllocs()
 			for b.Loop() {
 				_, _ = p.Pick(balancer.PickInfo{})

@@ -6,29 +6,13 @@ import (
 	"testing"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/balancer/balancertest"
 	"github.com/weftmesh/weft/balancer/random"
 )
 
-func endpoints(n int) []*balancer.Endpoint {
-	eps := make([]*balancer.Endpoint, n)
-	for i := range eps {
-		eps[i] = &balancer.Endpoint{ID: fmt.Sprintf("ep-%03d", i), Address: fmt.Sprintf("10.0.0.%d:15006", i)}
-	}
-	return eps
-}
-
-func build(t testing.TB, eps []*balancer.Endpoint) balancer.Picker {
-	t.Helper()
-	b, err := balancer.Get(random.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.Build(eps)
-}
-
 func TestEmpty(t *testing.T) {
 	for _, eps := range [][]*balancer.Endpoint{nil, {}} {
-		if ep, err := build(t, eps).Pick(balancer.PickInfo{}); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
+		if ep, err := balancertest.Build(t, random.Name, eps).Pick(balancer.PickInfo{}); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
 			t.Fatalf("Pick on empty set = %v, %v; want nil, ErrNoEndpoints", ep, err)
 		}
 	}
@@ -41,8 +25,8 @@ func TestUniform(t *testing.T) {
 	const perEndpoint = 10_000
 	for _, n := range []int{1, 3, 10} {
 		t.Run(fmt.Sprintf("endpoints=%d", n), func(t *testing.T) {
-			eps := endpoints(n)
-			p := build(t, eps)
+			eps := balancertest.Endpoints(n)
+			p := balancertest.Build(t, random.Name, eps)
 			counts := map[*balancer.Endpoint]int{}
 			for range n * perEndpoint {
 				ep, err := p.Pick(balancer.PickInfo{})
@@ -61,7 +45,7 @@ func TestUniform(t *testing.T) {
 }
 
 func TestPickDoesNotAllocate(t *testing.T) {
-	p := build(t, endpoints(3))
+	p := balancertest.Build(t, random.Name, balancertest.Endpoints(3))
 	if a := testing.AllocsPerRun(1000, func() { _, _ = p.Pick(balancer.PickInfo{}) }); a != 0 {
 		t.Fatalf("Pick allocates %v times per call, want 0", a)
 	}
@@ -70,7 +54,7 @@ func TestPickDoesNotAllocate(t *testing.T) {
 func BenchmarkPick(b *testing.B) {
 	for _, n := range []int{3, 100} {
 		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
-			p := build(b, endpoints(n))
+			p := balancertest.Build(b, random.Name, balancertest.Endpoints(n))
 			b.ReportAllocs()
 			for b.Loop() {
 				_, _ = p.Pick(balancer.PickInfo{})

@@ -7,29 +7,13 @@ import (
 	"testing"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/balancer/balancertest"
 	"github.com/weftmesh/weft/balancer/roundrobin"
 )
 
-func endpoints(n int) []*balancer.Endpoint {
-	eps := make([]*balancer.Endpoint, n)
-	for i := range eps {
-		eps[i] = &balancer.Endpoint{ID: fmt.Sprintf("ep-%03d", i), Address: fmt.Sprintf("10.0.0.%d:15006", i)}
-	}
-	return eps
-}
-
-func build(t testing.TB, eps []*balancer.Endpoint) balancer.Picker {
-	t.Helper()
-	b, err := balancer.Get(roundrobin.Name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b.Build(eps)
-}
-
 func TestEmpty(t *testing.T) {
 	for _, eps := range [][]*balancer.Endpoint{nil, {}} {
-		if ep, err := build(t, eps).Pick(balancer.PickInfo{}); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
+		if ep, err := balancertest.Build(t, roundrobin.Name, eps).Pick(balancer.PickInfo{}); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
 			t.Fatalf("Pick on empty set = %v, %v; want nil, ErrNoEndpoints", ep, err)
 		}
 	}
@@ -38,8 +22,8 @@ func TestEmpty(t *testing.T) {
 func TestExactDistribution(t *testing.T) {
 	for _, tc := range []struct{ n, rounds int }{{1, 10}, {2, 7}, {3, 1000}, {10, 100}, {100, 3}} {
 		t.Run(fmt.Sprintf("endpoints=%d", tc.n), func(t *testing.T) {
-			eps := endpoints(tc.n)
-			p := build(t, eps)
+			eps := balancertest.Endpoints(tc.n)
+			p := balancertest.Build(t, roundrobin.Name, eps)
 			counts := map[*balancer.Endpoint]int{}
 			var prev int = -1
 			for range tc.n * tc.rounds {
@@ -65,8 +49,8 @@ func TestExactDistribution(t *testing.T) {
 
 func TestExactDistributionConcurrent(t *testing.T) {
 	const n, goroutines, perGoroutine = 7, 8, 700
-	eps := endpoints(n)
-	p := build(t, eps)
+	eps := balancertest.Endpoints(n)
+	p := balancertest.Build(t, roundrobin.Name, eps)
 	var mu sync.Mutex
 	counts := map[*balancer.Endpoint]int{}
 	var wg sync.WaitGroup
@@ -93,10 +77,10 @@ func TestExactDistributionConcurrent(t *testing.T) {
 }
 
 func TestRandomStart(t *testing.T) {
-	eps := endpoints(3)
+	eps := balancertest.Endpoints(3)
 	first := map[*balancer.Endpoint]bool{}
 	for range 100 {
-		ep, _ := build(t, eps).Pick(balancer.PickInfo{})
+		ep, _ := balancertest.Build(t, roundrobin.Name, eps).Pick(balancer.PickInfo{})
 		first[ep] = true
 	}
 	// Every picker starting at the same endpoint has probability 3^-99.
@@ -106,7 +90,7 @@ func TestRandomStart(t *testing.T) {
 }
 
 func TestPickDoesNotAllocate(t *testing.T) {
-	p := build(t, endpoints(3))
+	p := balancertest.Build(t, roundrobin.Name, balancertest.Endpoints(3))
 	if a := testing.AllocsPerRun(1000, func() { _, _ = p.Pick(balancer.PickInfo{}) }); a != 0 {
 		t.Fatalf("Pick allocates %v times per call, want 0", a)
 	}
@@ -115,7 +99,7 @@ func TestPickDoesNotAllocate(t *testing.T) {
 func BenchmarkPick(b *testing.B) {
 	for _, n := range []int{3, 100} {
 		b.Run(fmt.Sprintf("endpoints=%d", n), func(b *testing.B) {
-			p := build(b, endpoints(n))
+			p := balancertest.Build(b, roundrobin.Name, balancertest.Endpoints(n))
 			b.ReportAllocs()
 			for b.Loop() {
 				_, _ = p.Pick(balancer.PickInfo{})
