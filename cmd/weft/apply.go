@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/apiclient"
+	"github.com/weftmesh/weft/control"
 	"github.com/weftmesh/weft/resource"
 )
 
@@ -47,11 +48,23 @@ func readManifest(file string) ([]byte, []resource.Object, error) {
 }
 
 func newApplyCmd() *cobra.Command {
+	return manifestCmd("apply", "Create or update resources from a YAML manifest (all or nothing)",
+		"  weft apply -f orders-policy.yaml", (*apiclient.Client).Apply)
+}
+
+func newDeleteCmd() *cobra.Command {
+	return manifestCmd("delete", "Delete the resources a manifest names (all or nothing)",
+		"  weft delete -f orders-policy.yaml", (*apiclient.Client).Delete)
+}
+
+// manifestCmd builds a command that validates a manifest locally, then sends
+// it whole to the control plane and prints one line per object.
+func manifestCmd(verb, short, example string, send func(*apiclient.Client, context.Context, []byte) (control.ApplyResultJSON, error)) *cobra.Command {
 	var file string
 	cmd := &cobra.Command{
-		Use:     "apply -f FILE",
-		Short:   "Create or update resources from a YAML manifest (all or nothing)",
-		Example: "  weft apply -f orders-policy.yaml",
+		Use:     verb + " -f FILE",
+		Short:   short,
+		Example: example,
 		Args:    cobra.NoArgs,
 	}
 	server := serverFlag(cmd)
@@ -65,42 +78,12 @@ func newApplyCmd() *cobra.Command {
 		if err != nil {
 			return err
 		}
-		res, err := c.Apply(cmd.Context(), data)
+		res, err := send(c, cmd.Context(), data)
 		if err != nil {
 			return err
 		}
 		for _, r := range res.Results {
 			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", strings.ToLower(r.Kind), r.Name, r.Result)
-		}
-		return nil
-	}
-	return cmd
-}
-
-func newDeleteCmd() *cobra.Command {
-	var file string
-	cmd := &cobra.Command{
-		Use:   "delete -f FILE",
-		Short: "Delete the resources a manifest names (all or nothing)",
-		Args:  cobra.NoArgs,
-	}
-	server := serverFlag(cmd)
-	cmd.Flags().StringVarP(&file, "filename", "f", "", "manifest file, - for standard input")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		data, _, err := readManifest(file)
-		if err != nil {
-			return err
-		}
-		c, err := apiclient.New(*server)
-		if err != nil {
-			return err
-		}
-		res, err := c.Delete(cmd.Context(), data)
-		if err != nil {
-			return err
-		}
-		for _, r := range res.Results {
-			fmt.Fprintf(cmd.OutOrStdout(), "%s/%s deleted\n", strings.ToLower(r.Kind), r.Name)
 		}
 		return nil
 	}
