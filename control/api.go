@@ -69,6 +69,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/topology", s.getTopology)
 	mux.HandleFunc("GET /api/v1/traces", s.listTraces)
 	mux.HandleFunc("GET /api/v1/traces/{traceID}", s.getTrace)
+	// Messaging: topics, publish, dead letters.
+	s.messagingRoutes(mux)
 	return mux
 }
 
@@ -185,6 +187,7 @@ func (s *Server) apply(w http.ResponseWriter, objs []resource.Object) {
 		return
 	}
 	s.reg.SetConfig(serviceConfig(next))
+	s.messagingConfig(next)
 	out := ApplyResultJSON{}
 	for i, o := range objs {
 		out.Results = append(out.Results, AppliedJSON{Kind: o.Kind, Name: o.Metadata.Name, Result: results[i]})
@@ -226,6 +229,7 @@ func (s *Server) delete(w http.ResponseWriter, refs []resource.Ref) {
 		return
 	}
 	s.reg.SetConfig(serviceConfig(objs))
+	s.messagingConfig(objs)
 	out := ApplyResultJSON{}
 	for _, r := range refs {
 		out.Results = append(out.Results, AppliedJSON{Kind: r.Kind, Name: r.Name, Result: "deleted"})

@@ -28,6 +28,8 @@ import (
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/bind"
+	"github.com/weftmesh/weft/messaging/admin"
+	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/registry"
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/store"
@@ -55,6 +57,15 @@ type Config struct {
 	ScrapeInterval time.Duration
 	// MaxTraces bounds the embedded trace store (default 5000).
 	MaxTraces int
+	// Broker is the message broker: "" runs the embedded one (on
+	// BrokerAddr, stored under DataDir/broker), nats://host:port[,…] an
+	// external NATS cluster, "off" no messaging. Sidecars get its URL.
+	Broker string
+	// BrokerAddr is the embedded broker's address (default 127.0.0.1:0;
+	// the CLI's default is 127.0.0.1:15222).
+	BrokerAddr string
+	// MaxMessageBytes is the largest message payload (default 1 MiB).
+	MaxMessageBytes int
 }
 
 // SettingOTLPEndpoint is the Hello setting that tells sidecars where to
@@ -86,6 +97,11 @@ type Server struct {
 	traces   *tracestore.Store
 	receiver *tracestore.Receiver
 	agg      *aggregator.Aggregator
+
+	// Messaging: the embedded broker (nil with an external one or none)
+	// and the topics/DLQ API (nil with messaging off).
+	broker *broker.Broker
+	msg    *admin.Admin
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad
@@ -131,6 +147,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.newTelemetry()
+	if err = s.newMessaging(objs); err != nil {
+		s.httpLn.Close()
+		s.grpcLn.Close()
+		st.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -218,6 +240,7 @@ func (s *Server) Run(ctx context.Context) error {
 	aggDone := make(chan struct{})
 	go func() { defer close(aggDone); _ = s.agg.Run(aggCtx) }()
 	defer func() { stopAgg(); <-aggDone }()
+	defer s.runMessaging()()
 	hs := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,

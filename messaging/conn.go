@@ -209,9 +209,10 @@ func (c *Conn) connect(u string) (*Session, error) {
 		nats.ConnectHandler(func(*nats.Conn) { setErr(nil); log.Info("connected to broker") }),
 		nats.ReconnectHandler(func(*nats.Conn) { setErr(nil); log.Info("reconnected to broker") }),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				setErr(err)
+			if err == nil {
+				return // closed by us
 			}
+			setErr(err)
 			log.Warn("disconnected from broker; reconnecting", "err", err)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {

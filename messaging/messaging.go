@@ -73,14 +73,14 @@ const (
 // Header names on broker messages. NATS headers are case-sensitive; these
 // are the exact keys.
 const (
-	HdrMsgID       = "Nats-Msg-Id" // JetStream deduplicates on it
+	HdrMsgID       = "Nats-Msg-Id" // JetStream deduplicates on it (per store operation)
+	HdrID          = "Weft-Id"     // the message's id, kept through dead letter and replay
 	HdrContentType = "Content-Type"
 	HdrKey         = "Weft-Key"
 	HdrSource      = "Weft-Source"       // the publishing service
 	HdrPublishedAt = "Weft-Published-At" // unix nanoseconds at the publishing sidecar
 	// Set on a dead letter.
-	HdrDLQTopic      = "Weft-Dlq-Topic"      // the topic it was dead-lettered from
-	HdrDLQMessageID  = "Weft-Dlq-Message-Id" // its id there
+	HdrDLQTopic      = "Weft-Dlq-Topic" // the topic it was dead-lettered from
 	HdrDLQSubscriber = "Weft-Dlq-Subscriber"
 	HdrDLQAttempts   = "Weft-Dlq-Attempts"
 	HdrDLQReason     = "Weft-Dlq-Reason"

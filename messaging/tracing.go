@@ -2,27 +2,64 @@ package messaging
 
 import (
 	"context"
+	"net/http"
+	"time"
 
-	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/weftmesh/weft/telemetry/tracing"
 )
 
-// TracerName is the instrumentation scope of messaging spans.
+// Spans starts the spans of publishes and deliveries and carries the trace
+// context across the broker in message headers. Message headers are used
+// as an http.Header (NATS headers have the same shape), so the keys are
+// canonical ("Traceparent") whichever implementation wrote them.
+type Spans interface {
+	Extract(ctx context.Context, h http.Header) context.Context
+	Start(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span)
+	Inject(ctx context.Context, h http.Header)
+}
+
+// TracerName is the instrumentation scope of messaging spans when the
+// global TracerProvider is used.
 const TracerName = "github.com/weftmesh/weft/messaging"
 
-// Tracer returns the tracer of the global TracerProvider (the one the
-// telemetry setup installs; a no-op until then, which still carries an
-// incoming trace context through).
-func Tracer() trace.Tracer { return otel.GetTracerProvider().Tracer(TracerName) }
+// MeshSpans uses the sidecar's tracer (telemetry/tracing: its sampling,
+// its exporter, W3C and B3). A nil tracer (tracing off) gives DefaultSpans,
+// which still carries an incoming trace context through.
+func MeshSpans(t *tracing.Tracer) Spans {
+	if t == nil {
+		return DefaultSpans()
+	}
+	return meshSpans{t}
+}
+
+type meshSpans struct{ t *tracing.Tracer }
+
+func (m meshSpans) Extract(ctx context.Context, h http.Header) context.Context {
+	ctx, _ = m.t.Extract(ctx, h)
+	return ctx
+}
+
+func (m meshSpans) Start(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span) {
+	return m.t.Start(ctx, name, kind, time.Now())
+}
+
+func (m meshSpans) Inject(ctx context.Context, h http.Header) {
+	m.t.Inject(ctx, h, tracing.EncodingW3C)
+}
+
+// DefaultSpans uses the global TracerProvider and propagator (no-ops unless
+// a program installs them; W3C trace context then).
+func DefaultSpans() Spans { return globalSpans{} }
+
+type globalSpans struct{}
 
 var fallbackPropagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 
-// Propagator returns the global propagator, or W3C trace context and
-// baggage while none is installed: the trace must cross the queue even in
-// a process that exports no spans.
-func Propagator() propagation.TextMapPropagator {
+func propagator() propagation.TextMapPropagator {
 	p := otel.GetTextMapPropagator()
 	if len(p.Fields()) == 0 {
 		return fallbackPropagator
@@ -30,26 +67,14 @@ func Propagator() propagation.TextMapPropagator {
 	return p
 }
 
-// HeaderCarrier adapts NATS message headers (case-sensitive keys) to the
-// propagators.
-type HeaderCarrier nats.Header
-
-var _ propagation.TextMapCarrier = HeaderCarrier(nil)
-
-func (h HeaderCarrier) Get(key string) string { return nats.Header(h).Get(key) }
-func (h HeaderCarrier) Set(key, value string) { nats.Header(h).Set(key, value) }
-func (h HeaderCarrier) Keys() []string {
-	keys := make([]string, 0, len(h))
-	for k := range h {
-		keys = append(keys, k)
-	}
-	return keys
+func (globalSpans) Extract(ctx context.Context, h http.Header) context.Context {
+	return propagator().Extract(ctx, propagation.HeaderCarrier(h))
 }
 
-// Inject writes ctx's trace context into message headers.
-func Inject(ctx context.Context, h nats.Header) { Propagator().Inject(ctx, HeaderCarrier(h)) }
+func (globalSpans) Start(ctx context.Context, name string, kind trace.SpanKind) (context.Context, trace.Span) {
+	return otel.GetTracerProvider().Tracer(TracerName).Start(ctx, name, trace.WithSpanKind(kind))
+}
 
-// Extract reads a trace context from message headers.
-func Extract(ctx context.Context, h nats.Header) context.Context {
-	return Propagator().Extract(ctx, HeaderCarrier(h))
+func (globalSpans) Inject(ctx context.Context, h http.Header) {
+	propagator().Inject(ctx, propagation.HeaderCarrier(h))
 }

@@ -165,6 +165,8 @@ func appEnv(base []string, cfg sidecar.Config, sc *sidecar.Sidecar) []string {
 	)
 	if out := sc.OutboundAddr(); out != "" {
 		env = append(env, "HTTP_PROXY=http://"+out, "http_proxy=http://"+out, "WEFT_OUTBOUND="+out)
+		// Messaging: POST $WEFT_PUBLISH_URL/<topic> to publish.
+		env = append(env, "WEFT_PUBLISH_URL=http://"+out+"/v1/publish")
 		if os.Getenv("NO_PROXY") == "" && os.Getenv("no_proxy") == "" {
 			// Calls to the app's own loopback must not loop through the mesh.
 			env = append(env, "NO_PROXY=localhost,127.0.0.1,::1", "no_proxy=localhost,127.0.0.1,::1")

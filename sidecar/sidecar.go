@@ -64,6 +64,9 @@ type Config struct {
 	// NoTelemetry turns off per-request metrics, spans and access logs
 	// (for measuring what they cost); /metrics still answers.
 	NoTelemetry bool
+	// Subscribe maps a topic to the app path its messages are POSTed to
+	// (--subscribe); a Subscription resource for the topic wins.
+	Subscribe map[string]string
 }
 
 // Defaults.
@@ -87,6 +90,7 @@ type Sidecar struct {
 	metrics *metrics.Recorder
 	tracer  *tracing.Tracer   // nil: not tracing
 	access  *accesslog.Logger // nil: no access log
+	msg     *sidecarMessaging
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
@@ -130,6 +134,9 @@ func New(cfg Config) (*Sidecar, error) {
 		cfg.ID = newID(cfg.Service)
 	}
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, appReady: make(chan struct{})}
+	if err := s.checkMessaging(); err != nil {
+		return nil, err
+	}
 	var err error
 	defer func() {
 		if err != nil {
@@ -180,10 +187,15 @@ func New(cfg Config) (*Sidecar, error) {
 	if tel, err = s.newTelemetry(); err != nil {
 		return nil, err
 	}
+	if err = s.newMessaging(); err != nil {
+		_ = s.tracer.Shutdown(context.Background())
+		return nil, err
+	}
 	for _, u := range s.upstreams {
 		u.Source, u.Telemetry = cfg.Service, tel
 	}
-	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel})
+	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel,
+		Local: s.msg.pub}) // POST /v1/publish/{topic} on 127.0.0.1
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
@@ -313,6 +325,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	for _, u := range s.upstreams {
 		goRun("upstream "+u.Service, func() error { return u.Run(bg) })
 	}
+	s.runMessaging(bg, goRun)
 	// The access log outlives the listeners, so the last requests get
 	// written; the tracer is shut down (flushing what it holds) after both.
 	alCtx, stopAL := context.WithCancel(context.Background())
@@ -378,6 +391,7 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 			s.log.Warn("deregistration not confirmed; callers will drop this instance when its lease ends", "err", err)
 		}
 		cancel()
+		s.stopDeliveries()
 		s.in.Drain()
 		select {
 		case <-time.After(s.cfg.Propagation):

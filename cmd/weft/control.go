@@ -4,6 +4,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/control"
+	"github.com/weftmesh/weft/messaging"
+	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/telemetry/aggregator"
 	"github.com/weftmesh/weft/telemetry/tracestore"
 )
@@ -36,5 +38,8 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&cfg.OTLPEndpoint, "otlp-endpoint", "", "span export target handed to sidecars without their own --otlp-endpoint: http://HOST:PORT[/PATH] or grpc://HOST:PORT, none for no tracing (default: this control plane's receiver, POST /v1/traces)")
 	f.DurationVar(&cfg.ScrapeInterval, "scrape-interval", aggregator.DefaultInterval, "how often every sidecar's /metrics is scraped for weft stat and weft top")
 	f.IntVar(&cfg.MaxTraces, "max-traces", tracestore.DefaultMaxTraces, "most recent traces kept in memory for weft traces")
+	f.StringVar(&cfg.Broker, "broker", "", "message broker handed to sidecars: nats://HOST:PORT[,nats://…] for an external NATS cluster with JetStream, off for no messaging (default: the embedded broker)")
+	f.StringVar(&cfg.BrokerAddr, "broker-addr", broker.DefaultAddr, "where the embedded broker listens (NATS protocol; its store is DATA-DIR/broker)")
+	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", messaging.DefaultMaxMessageBytes, "largest message payload a publish may carry")
 	return cmd
 }

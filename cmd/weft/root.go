@@ -42,6 +42,7 @@ plane pushes every change to the sidecars.
 		newDemoCmd(g),
 		newDemoAppCmd(),
 		newStatCmd(), newTopCmd(), newTracesCmd(), newTraceCmd(),
+		newTopicsCmd(), newPublishCmd(), newDLQCmd(),
 	)
 	return root
 }

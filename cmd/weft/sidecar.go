@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/weftmesh/weft/messaging/deliver"
 	"github.com/weftmesh/weft/sidecar"
 	"github.com/weftmesh/weft/telemetry/tracing"
 )
@@ -15,6 +16,7 @@ type sidecarFlags struct {
 	cfg       sidecar.Config
 	labels    []string
 	upstreams []string
+	subscribe []string
 	// telemetry off is a hidden flag, for measuring what telemetry costs.
 	telemetry bool
 }
@@ -33,6 +35,7 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.StringVar(&s.cfg.ID, "id", "", "instance id (default: service name and a random suffix)")
 	f.StringArrayVar(&s.upstreams, "upstream", nil, "NAME=127.0.0.1:PORT: a local port forwarding raw TCP to service NAME (repeatable)")
 	f.DurationVar(&s.cfg.Drain, "drain", sidecar.DefaultDrain, "at shutdown, how long in-flight requests may take to finish")
+	f.StringArrayVar(&s.subscribe, "subscribe", nil, "TOPIC=/path: POST the topic's messages to this path on the app (repeatable; a Subscription resource for the same topic wins)")
 	f.StringVar(&s.cfg.OTLPEndpoint, "otlp-endpoint", "", "where spans are exported: http://HOST:PORT[/PATH] (OTLP/HTTP) or grpc://HOST:PORT (OTLP/gRPC); none disables tracing (default: the control plane's own receiver)")
 	f.Float64Var(&s.cfg.TraceSampling, "trace-sampling", tracing.DefaultSampling, "ratio of new traces sampled, 0 to 1 (a request arriving with a trace context keeps its caller's decision; 0 disables tracing)")
 	f.StringVar(&s.cfg.AccessLog, "access-log", "", "write one JSON line per request to this file (- for standard output); off by default")
@@ -60,6 +63,9 @@ func (s *sidecarFlags) config() (sidecar.Config, error) {
 			return cfg, fmt.Errorf("--upstream %s given twice", name)
 		}
 		cfg.Upstreams[name] = addr
+	}
+	if cfg.Subscribe, err = deliver.ParseFlags(s.subscribe); err != nil {
+		return cfg, err
 	}
 	return cfg, nil
 }

@@ -24,8 +24,6 @@ import (
 	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel/trace"
-
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/messaging"
 	"github.com/weftmesh/weft/resource"
@@ -66,7 +64,7 @@ type Config struct {
 	// messages not yet handed to the app are given back at once.
 	Grace   time.Duration
 	Metrics *messaging.Metrics // nil: a private set
-	Tracer  trace.Tracer       // nil: messaging.Tracer()
+	Spans   messaging.Spans    // nil: messaging.DefaultSpans()
 	Logger  *slog.Logger
 }
 
@@ -118,8 +116,8 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Grace <= 0 {
 		cfg.Grace = 5 * time.Second
 	}
-	if cfg.Tracer == nil {
-		cfg.Tracer = messaging.Tracer()
+	if cfg.Spans == nil {
+		cfg.Spans = messaging.DefaultSpans()
 	}
 	if cfg.Metrics == nil {
 		m, err := messaging.NewMetrics(nil)
@@ -284,4 +282,20 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// ParseFlags parses repeated --subscribe values into topic → path.
+func ParseFlags(vs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, v := range vs {
+		topic, path, err := ParseFlag(v)
+		if err != nil {
+			return nil, err
+		}
+		if _, dup := out[topic]; dup {
+			return nil, fmt.Errorf("--subscribe %s given twice", topic)
+		}
+		out[topic] = path
+	}
+	return out, nil
 }

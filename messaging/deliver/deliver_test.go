@@ -183,7 +183,7 @@ func TestDeliversWithMetadata(t *testing.T) {
 	h.Set(messaging.HdrKey, "user-7")
 	h.Set(messaging.HdrContentType, "application/json")
 	h.Set("X-Msg-Tenant", "acme")
-	h.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	h.Set("Traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
 	res, err := e.pub.Publish(context.Background(), "order.created", []byte(`{"order":1}`), h)
 	if err != nil || res.Sequence == 0 {
 		t.Fatalf("publish: %+v %v", res, err)
@@ -323,7 +323,7 @@ func TestDeadLetter(t *testing.T) {
 		for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
 			m, err := s.GetMsg(ctxT(t, time.Second), seq)
 			if err == nil && m.Subject == messaging.Subject("poison.dlq") {
-				dlq[m.Header.Get(messaging.HdrDLQMessageID)] = m
+				dlq[m.Header.Get(messaging.HdrID)] = m
 			}
 		}
 		return len(dlq) == len(cases)

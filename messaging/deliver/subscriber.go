@@ -19,7 +19,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/weftmesh/weft/messaging"
@@ -345,18 +344,19 @@ func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg) {
 // stopping.
 func (s *subscriber) deliver(hard context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, attempt int) (v Verdict, reason string, delivered bool) {
 	h := msg.Headers()
-	id := h.Get(messaging.HdrMsgID)
-	ctx := messaging.Extract(hard, h)
-	ctx, span := s.m.cfg.Tracer.Start(ctx, "deliver "+s.spec.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.operation.type", "process"),
-			attribute.String("messaging.destination.name", s.spec.Topic),
-			attribute.String("messaging.consumer.group.name", s.m.cfg.Service),
-			attribute.String("messaging.message.id", id),
-			attribute.Int("messaging.delivery.attempt", attempt),
-			attribute.Int64("messaging.nats.stream.sequence", int64(meta.Sequence.Stream)),
-		))
+	id := messageID(h)
+	spans := s.m.cfg.Spans
+	ctx := spans.Extract(hard, http.Header(h))
+	ctx, span := spans.Start(ctx, "deliver "+s.spec.Topic, trace.SpanKindConsumer)
+	span.SetAttributes(
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.destination.name", s.spec.Topic),
+		attribute.String("messaging.consumer.group.name", s.m.cfg.Service),
+		attribute.String("messaging.message.id", id),
+		attribute.Int("messaging.delivery.attempt", attempt),
+		attribute.Int64("messaging.nats.stream.sequence", int64(meta.Sequence.Stream)),
+	)
 	defer func() {
 		span.SetAttributes(attribute.String("weft.message.result", v.String()), attribute.Bool("weft.message.delivered", delivered))
 		if v != Ack || !delivered {
@@ -395,7 +395,7 @@ func (s *subscriber) deliver(hard context.Context, msg jetstream.Msg, meta *jets
 			rh[k] = vs
 		}
 	}
-	messaging.Propagator().Inject(ctx, propagation.HeaderCarrier(rh))
+	spans.Inject(ctx, rh)
 
 	resp, err := s.client.Do(req)
 	if err != nil {
@@ -435,11 +435,11 @@ func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, meta *je
 		}
 		h[k] = vs
 	}
-	id := orig.Get(messaging.HdrMsgID)
+	id := messageID(orig)
 	// One dead letter per stored message and subscriber, even if this runs
 	// twice (an instance dying between publish and ack).
 	h.Set(messaging.HdrMsgID, "dlq:"+s.m.cfg.Service+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
-	h.Set(messaging.HdrDLQMessageID, id)
+	h.Set(messaging.HdrID, id)
 	h.Set(messaging.HdrDLQTopic, s.spec.Topic)
 	h.Set(messaging.HdrDLQSubscriber, s.m.cfg.Service)
 	h.Set(messaging.HdrDLQAttempts, strconv.Itoa(attempts))
@@ -506,4 +506,13 @@ func (t *tracker) due(now time.Time, every time.Duration) []jetstream.Msg {
 		}
 	}
 	return out
+}
+
+// messageID is the message's own id (Weft-Id), or its dedup id for
+// messages published straight to the broker.
+func messageID(h nats.Header) string {
+	if id := h.Get(messaging.HdrID); id != "" {
+		return id
+	}
+	return h.Get(messaging.HdrMsgID)
 }

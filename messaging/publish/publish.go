@@ -23,7 +23,6 @@ import (
 	"github.com/nats-io/nuid"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/weftmesh/weft/messaging"
@@ -71,15 +70,15 @@ type Config struct {
 	// its acknowledgement (default 5s).
 	Timeout time.Duration
 	Metrics *messaging.Metrics // nil: not counted
-	Tracer  trace.Tracer       // nil: messaging.Tracer()
+	Spans   messaging.Spans    // nil: messaging.DefaultSpans()
 	Logger  *slog.Logger
 }
 
 // Publisher serves publishes. Safe for concurrent use.
 type Publisher struct {
-	cfg    Config
-	log    *slog.Logger
-	tracer trace.Tracer
+	cfg   Config
+	log   *slog.Logger
+	spans messaging.Spans
 }
 
 // New returns a Publisher.
@@ -90,10 +89,10 @@ func New(cfg Config) *Publisher {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	if cfg.Tracer == nil {
-		cfg.Tracer = messaging.Tracer()
+	if cfg.Spans == nil {
+		cfg.Spans = messaging.DefaultSpans()
 	}
-	return &Publisher{cfg: cfg, log: cfg.Logger, tracer: cfg.Tracer}
+	return &Publisher{cfg: cfg, log: cfg.Logger, spans: cfg.Spans}
 }
 
 // Result is the JSON answer to a successful publish.
@@ -201,7 +200,7 @@ func (p *Publisher) publishRequest(w http.ResponseWriter, r *http.Request, topic
 	if err != nil {
 		return Result{}, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: err.Error()}
 	}
-	parent := messaging.Propagator().Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	parent := p.spans.Extract(r.Context(), r.Header)
 	return p.Publish(parent, topic, body, hdr)
 }
 
@@ -237,6 +236,7 @@ func Headers(in http.Header) (nats.Header, error) {
 		return nil, fmt.Errorf("%s must be at most %d printable bytes without spaces", messaging.HTTPMessageID, MaxMessageIDBytes)
 	}
 	h.Set(messaging.HdrMsgID, id)
+	h.Set(messaging.HdrID, id)
 	n, size := 0, 0
 	for k, vs := range in {
 		if !strings.HasPrefix(k, messaging.HTTPHeaderPrefix) {
@@ -273,14 +273,14 @@ func (p *Publisher) Publish(ctx context.Context, topic string, body []byte, hdr 
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	defer cancel()
 	id := hdr.Get(messaging.HdrMsgID)
-	ctx, span := p.tracer.Start(ctx, "publish "+topic, trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(
-			attribute.String("messaging.system", "nats"),
-			attribute.String("messaging.operation.type", "send"),
-			attribute.String("messaging.destination.name", topic),
-			attribute.String("messaging.message.id", id),
-			attribute.Int("messaging.message.body.size", len(body)),
-		))
+	ctx, span := p.spans.Start(ctx, "publish "+topic, trace.SpanKindProducer)
+	span.SetAttributes(
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.operation.type", "send"),
+		attribute.String("messaging.destination.name", topic),
+		attribute.String("messaging.message.id", id),
+		attribute.Int("messaging.message.body.size", len(body)),
+	)
 	defer span.End()
 	res, err := p.publish(ctx, topic, body, hdr)
 	if err != nil {
@@ -300,7 +300,10 @@ func (p *Publisher) publish(ctx context.Context, topic string, body []byte, hdr 
 		hdr.Set(messaging.HdrSource, p.cfg.Source)
 	}
 	hdr.Set(messaging.HdrPublishedAt, strconv.FormatInt(time.Now().UnixNano(), 10))
-	messaging.Inject(ctx, hdr)
+	if hdr.Get(messaging.HdrID) == "" {
+		hdr.Set(messaging.HdrID, hdr.Get(messaging.HdrMsgID))
+	}
+	p.spans.Inject(ctx, http.Header(hdr))
 	msg := &nats.Msg{Subject: messaging.Subject(topic), Data: body, Header: hdr}
 	id := hdr.Get(messaging.HdrMsgID)
 

@@ -1,0 +1,113 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+
+	"github.com/weftmesh/weft/messaging"
+	"github.com/weftmesh/weft/messaging/admin"
+	"github.com/weftmesh/weft/messaging/broker"
+	"github.com/weftmesh/weft/resource"
+)
+
+// BrokerOff is the --broker value that turns messaging off.
+const BrokerOff = "off"
+
+// newMessaging starts the embedded broker (unless an external one is
+// configured), hands the broker URL and message size limit to sidecars in
+// the Hello, and prepares the messaging API. Called from New, after the
+// settings map exists.
+func (s *Server) newMessaging(objs []resource.Object) error {
+	cfg := s.cfg
+	if cfg.Broker == BrokerOff {
+		return nil
+	}
+	max := cfg.MaxMessageBytes
+	if max == 0 {
+		max = messaging.DefaultMaxMessageBytes
+	}
+	if max < 0 || max > messaging.MaxMaxMessageBytes {
+		return fmt.Errorf("--max-message-bytes %d: want 1..%d", max, messaging.MaxMaxMessageBytes)
+	}
+	url := cfg.Broker
+	if url == "" {
+		addr := cfg.BrokerAddr
+		if addr == "" {
+			addr = "127.0.0.1:0"
+		}
+		b, err := broker.New(broker.Config{Addr: addr, StoreDir: filepath.Join(cfg.DataDir, "broker"),
+			MaxPayload: max + messaging.HeaderRoom, Logger: s.log.With("component", "broker")})
+		if err != nil {
+			return err
+		}
+		s.broker = b
+		_, port, _ := net.SplitHostPort(b.URL()[len("nats://"):])
+		host, _, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
+			url = b.URL()
+		} else {
+			url = "nats://" + advertisedAddr(&net.TCPAddr{IP: ip, Port: atoi(port)})
+		}
+	} else if err := messaging.ValidateURLs(url); err != nil {
+		return fmt.Errorf("--broker: %w", err)
+	}
+	s.cfg.Settings[messaging.SettingBroker] = url
+	s.cfg.Settings[messaging.SettingMaxMessageBytes] = strconv.Itoa(max)
+	conn := messaging.NewConn(messaging.ConnConfig{URL: func() string { return url }, Name: "weft-control",
+		Logger: s.log.With("component", "messaging")})
+	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: url, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
+	s.msg.SetSubscriptions(objs)
+	return nil
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
+
+// runMessaging starts the messaging parts; stop stops them, the broker last.
+func (s *Server) runMessaging() (stop func()) {
+	if s.msg == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	msgDone := make(chan struct{})
+	go func() { defer close(msgDone); _ = s.msg.Run(ctx) }()
+	brokerCtx, stopBroker := context.WithCancel(context.Background())
+	brokerDone := make(chan struct{})
+	go func() {
+		defer close(brokerDone)
+		if s.broker == nil {
+			return
+		}
+		if err := s.broker.Run(brokerCtx); err != nil {
+			s.log.Error("embedded broker", "err", err)
+		}
+	}()
+	return func() {
+		cancel()
+		<-msgDone
+		stopBroker()
+		<-brokerDone
+	}
+}
+
+// messagingConfig hands every stored object to messaging, which keeps the
+// consumers of Subscriptions in step.
+func (s *Server) messagingConfig(objs []resource.Object) {
+	if s.msg != nil {
+		s.msg.SetSubscriptions(objs)
+	}
+}
+
+// messagingRoutes mounts /api/v1/topics….
+func (s *Server) messagingRoutes(mux *http.ServeMux) {
+	if s.msg != nil {
+		s.msg.Register(mux)
+		return
+	}
+	mux.HandleFunc("/api/v1/topics", func(w http.ResponseWriter, r *http.Request) {
+		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("messaging is off (weft control --broker %s)", BrokerOff))
+	})
+}
