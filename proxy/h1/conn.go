@@ -1,0 +1,719 @@
+package h1
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	stateActive int32 = iota
+	stateIdle         // waiting for a request with nothing buffered
+)
+
+type action int
+
+const (
+	actNext action = iota
+	actClose
+	actHandedOff
+)
+
+// Where the request body stands.
+const (
+	bodyDone    = iota // none, or all of it read
+	bodyUnread         // not a byte of it consumed
+	bodyPartial        // some consumed: the connection cannot be reused
+)
+
+// Response body delimitation.
+const (
+	modeNone = iota
+	modeCL
+	modeChunked
+	modeEOF
+)
+
+// maxDiscard bounds the request body the engine reads and drops to keep a
+// connection open after answering locally, as net/http does.
+const maxDiscard = 256 << 10
+
+// maxInterim bounds 1xx responses before the final one.
+const maxInterim = 32
+
+var errConnect = &protoError{501, "CONNECT is not supported here"}
+
+var connPool = sync.Pool{New: func() any { return new(conn) }}
+
+// conn is one downstream connection's state, pooled whole (buffers,
+// Request, Decision, field arrays) so a new connection allocates only what
+// net.Listener.Accept does.
+type conn struct {
+	s     *Server
+	nc    net.Conn
+	downW io.Writer
+	in    inbuf
+	inBlk *block
+	state atomic.Int32
+	up    atomic.Pointer[upConn] // for Shutdown to wake a blocked exchange
+
+	out     outbuf // one write buffer serves both directions: the exchange is synchronous
+	outBlk  *block
+	outDown bool // out points downstream
+
+	req     Request
+	m       reqMeta
+	resp    respMeta
+	d       Decision
+	res     Result
+	keep    []byte // Method and Host, kept for Finish
+	scratch []byte // error answers
+	date    [len(http.TimeFormat)]byte
+	discOut outbuf
+	disc    discard
+
+	served     int
+	body       int
+	closeAfter bool
+	reqStart   int64
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	c := connPool.Get().(*conn)
+	c.s, c.nc, c.downW = s, nc, nc
+	c.inBlk = blockPool.Get().(*block)
+	c.in = inbuf{buf: c.inBlk[:], src: nc}
+	c.req.RemoteAddr = nc.RemoteAddr()
+	c.d = Decision{}
+	c.discOut = outbuf{dst: &c.disc}
+	c.served = 0
+	c.state.Store(stateActive)
+	return c
+}
+
+// free returns c to the pool, dropping every reference into buffers that
+// are not pooled with it.
+func (c *conn) free() {
+	if c.inBlk != nil {
+		blockPool.Put(c.inBlk)
+	}
+	if c.outBlk != nil {
+		blockPool.Put(c.outBlk)
+	}
+	c.s, c.nc, c.downW, c.inBlk, c.outBlk = nil, nil, nil, nil, nil
+	c.in, c.out = inbuf{}, outbuf{}
+	c.up.Store(nil)
+	c.req = Request{Fields: c.req.Fields[:0]}
+	clear(c.req.Fields[:cap(c.req.Fields)])
+	clear(c.resp.fields[:cap(c.resp.fields)])
+	c.resp.code, c.resp.host, c.m.host = nil, nil, nil
+	c.d = Decision{}
+	c.res = Result{}
+	connPool.Put(c)
+}
+
+func (c *conn) serveRequest() action {
+	s := c.s
+	start, n, err := c.readHead()
+	if err != nil {
+		if pe, ok := err.(*protoError); ok {
+			c.logReject(pe)
+			c.reject(pe)
+		}
+		return actClose
+	}
+	c.served++
+	err = parseRequest(c.in.buf[start:start+n], s.lim.MaxHeaders, &c.req, &c.m)
+	switch {
+	case err == errPreface, err == nil && c.m.connect:
+		if s.Fallback != nil {
+			return c.handoff(start)
+		}
+		if err == nil {
+			err = errConnect
+		}
+		c.logReject(err.(*protoError))
+		c.reject(err.(*protoError))
+		return actClose
+	case err != nil:
+		c.logReject(err.(*protoError))
+		c.reject(err.(*protoError))
+		return actClose
+	case c.m.upgrade && s.Fallback != nil:
+		return c.handoff(start)
+	}
+	c.in.r = start + n
+	c.reqStart = c.in.consumed() - int64(n)
+	return c.exchange()
+}
+
+// logReject logs a rejected request at debug level; the Router never sees
+// these requests, so this is where they show.
+func (c *conn) logReject(pe *protoError) {
+	if c.s.log.Enabled(context.Background(), slog.LevelDebug) {
+		c.s.log.Debug("rejected request", "remote", c.nc.RemoteAddr(), "status", pe.status, "reason", pe.msg)
+	}
+}
+
+// readHead waits for a complete request head in c.in and returns where it
+// starts and its length. Waiting with nothing buffered is idle time
+// (IdleTimeout; ReadHeaderTimeout for a connection's first request);
+// from the first byte of a head, ReadHeaderTimeout applies. The deadline is
+// cleared once the head is in: a body may take as long as it takes.
+func (c *conn) readHead() (start, n int, err error) {
+	in, lim := &c.in, &c.s.lim
+	deadline := false
+	headerDeadline := false
+	if in.r == in.w {
+		in.r, in.w = 0, 0
+		c.state.Store(stateIdle)
+		if c.s.inShutdown.Load() {
+			c.state.Store(stateActive)
+			return 0, 0, ErrServerClosed
+		}
+		wait := lim.IdleTimeout
+		if c.served == 0 {
+			wait, headerDeadline = lim.ReadHeaderTimeout, true
+		}
+		c.nc.SetReadDeadline(time.Now().Add(wait))
+		deadline = true
+		err := in.fill()
+		c.state.Store(stateActive)
+		if err != nil {
+			return 0, 0, err
+		}
+	}
+	var hs headScan
+	skipped := 0
+	for {
+		// RFC 9112 §2.2: ignore empty lines before a request line (some
+		// clients send a CRLF after a POST body).
+		if hs.off == 0 {
+			for in.w-in.r >= 2 && in.buf[in.r] == '\r' && in.buf[in.r+1] == '\n' {
+				in.r += 2
+				skipped += 2
+			}
+		}
+		if skipped > lim.MaxHeaderBytes {
+			return 0, 0, errHeadTooLarge
+		}
+		if b := in.buf[in.r:in.w]; len(b) > 0 && !(hs.off == 0 && len(b) == 1 && b[0] == '\r') {
+			n, err := hs.scan(b, lim.MaxHeaderBytes-skipped, lim.MaxHeaders)
+			if err != nil {
+				return 0, 0, err
+			}
+			if n > 0 {
+				if deadline {
+					c.nc.SetReadDeadline(time.Time{})
+				}
+				return in.r, n, nil
+			}
+		}
+		if !headerDeadline {
+			c.nc.SetReadDeadline(time.Now().Add(lim.ReadHeaderTimeout))
+			headerDeadline, deadline = true, true
+		}
+		if !grow(in, lim.MaxHeaderBytes) {
+			return 0, 0, errHeadTooLarge
+		}
+		if err := in.fill(); err != nil {
+			return 0, 0, err
+		}
+	}
+}
+
+// grow makes room in a full buffer whose bytes start at 0, up to what a
+// head of limit bytes needs. Heads beyond the pooled buffer's size are
+// rare, so the larger buffer is simply allocated.
+func grow(in *inbuf, limit int) bool {
+	if in.w < len(in.buf) || in.r > 0 {
+		return true
+	}
+	size := min(2*len(in.buf), max(limit+1, len(in.buf)))
+	if size <= len(in.buf) {
+		return false
+	}
+	b := make([]byte, size)
+	in.w = copy(b, in.buf[in.r:in.w])
+	in.r = 0
+	in.buf = b
+	return true
+}
+
+// handoff passes the connection, from the request at start on, to the
+// Fallback.
+func (c *conn) handoff(start int) action {
+	c.nc.SetDeadline(time.Time{})
+	rc := &replayConn{Conn: c.nc, buf: bytes.Clone(c.in.buf[start:c.in.w])}
+	c.in.r, c.in.w = 0, 0
+	c.s.untrack(c)
+	c.s.Fallback(rc)
+	return actHandedOff
+}
+
+// keepMethodHost copies Method and Host out of the read buffer, which the
+// body will overwrite, so they stay valid in Finish.
+func (c *conn) keepMethodHost() {
+	r := &c.req
+	nm := len(r.Method)
+	c.keep = append(append(c.keep[:0], r.Method...), r.Host...)
+	r.Method, r.Host = c.keep[:nm:nm], c.keep[nm:]
+}
+
+func (c *conn) exchange() action {
+	s, req, d, res := c.s, &c.req, &c.d, &c.res
+	*res = Result{Start: time.Now()}
+	c.closeAfter = !req.KeepAlive || s.draining.Load() || s.inShutdown.Load()
+	c.body = bodyDone
+	if req.Chunked || req.ContentLength > 0 {
+		c.body = bodyUnread
+	}
+	d.Addr, d.Set, d.Status, d.Header, d.Body, d.HeaderTimeout = "", nil, 0, nil, nil, 0
+	s.Router.Route(req, d)
+	c.keepMethodHost()
+
+	c.outBlk = blockPool.Get().(*block)
+	c.out = outbuf{buf: c.outBlk[:0], dst: c.downW}
+	c.outDown = true
+	if d.Addr == "" {
+		c.drainBody()
+		res.Status = c.writeAnswer(d.Status, d.Header, d.Body)
+		res.HeadWritten = true
+		if err := c.out.flush(); err != nil {
+			res.Err = fmt.Errorf("%w: %w", ErrDownstream, err)
+			c.closeAfter = true
+		}
+		c.finish()
+	} else {
+		c.forward()
+		pending := res.Err != nil && !res.HeadWritten && !errors.Is(res.Err, ErrDownstream)
+		if pending {
+			d.Status, d.Header, d.Body = 0, nil, nil
+			res.Status = defaultStatus(res.Err)
+		}
+		c.finish()
+		if pending {
+			c.drainBody()
+			c.direct(c.downW, true)
+			if d.Status != 0 {
+				c.writeAnswer(d.Status, d.Header, d.Body)
+			} else {
+				c.writeError(res.Status, errorCode(res.Status), res.Err.Error())
+			}
+			if c.out.flush() != nil {
+				c.closeAfter = true
+			}
+		}
+	}
+	blockPool.Put(c.outBlk)
+	c.outBlk, c.out = nil, outbuf{}
+	if c.closeAfter {
+		return actClose
+	}
+	return actNext
+}
+
+// finish completes the Result and calls the Router's Finish, leaving in
+// req only what stays valid there.
+func (c *conn) finish() {
+	res, req := &c.res, &c.req
+	if c.outDown {
+		res.RespBytes += c.out.n
+		c.out.n = 0
+	}
+	res.ReqBytes = c.in.consumed() - c.reqStart
+	res.End = time.Now()
+	req.Target, req.path, req.Fields = nil, nil, req.Fields[:0]
+	c.s.Router.Finish(req, &c.d, res)
+}
+
+// direct flushes the write buffer and points it at dst. It returns the
+// flush error, which belongs to the previous destination.
+func (c *conn) direct(dst io.Writer, down bool) error {
+	err := c.out.flush()
+	if c.outDown {
+		c.res.RespBytes += c.out.n
+	}
+	c.out.n, c.out.err = 0, nil
+	c.out.dst, c.outDown = dst, down
+	return err
+}
+
+// drainBody reads and drops a request body that was not forwarded, so the
+// connection can carry the next request; when that is not possible or too
+// much, the connection is closed after the answer instead.
+func (c *conn) drainBody() {
+	switch c.body {
+	case bodyDone:
+		return
+	case bodyPartial:
+		c.closeAfter = true
+		return
+	}
+	if c.m.expect100 && c.in.r == c.in.w {
+		// The client holds the body back until it sees 100 Continue.
+		c.closeAfter = true
+		return
+	}
+	c.disc.left = maxDiscard
+	var rerr, werr error
+	if c.req.Chunked {
+		rerr, werr = copyChunked(&c.in, &c.discOut, true, c.chunkLimits())
+	} else {
+		rerr, werr = copyN(&c.in, &c.discOut, c.req.ContentLength)
+	}
+	c.discOut.err = nil
+	if rerr != nil || werr != nil {
+		c.body = bodyPartial
+		c.closeAfter = true
+		return
+	}
+	c.body = bodyDone
+}
+
+func (c *conn) chunkLimits() chunkLimits {
+	return chunkLimits{maxTrailerBytes: c.s.lim.MaxHeaderBytes, maxTrailers: c.s.lim.MaxHeaders}
+}
+
+// forward sends the request upstream and relays the response, trying
+// other addresses (Router.Next) when a dial fails and a fresh connection
+// when a reused one turns out dead before answering.
+func (c *conn) forward() {
+	s, req, d, res := c.s, &c.req, &c.d, &c.res
+	setHost, err := checkFields(d.Set, true)
+	if err != nil {
+		res.Err = err
+		return
+	}
+	retried := false
+	for {
+		res.Attempts++
+		up, err := s.ups.get(d.Addr)
+		if err != nil {
+			if !s.Router.Next(req, d, err) {
+				res.Err = err
+				return
+			}
+			if setHost, err = checkFields(d.Set, true); err != nil {
+				res.Err = err
+				return
+			}
+			continue
+		}
+		c.up.Store(up)
+		res.UpstreamStart = time.Now()
+		retry := c.roundTrip(up, setHost, retried)
+		c.up.Store(nil)
+		if !retry {
+			return
+		}
+		retried = true
+	}
+}
+
+// dropUpstream closes an upstream connection whose state is unknown.
+func (c *conn) dropUpstream(up *upConn) {
+	c.up.Store(nil)
+	up.close()
+}
+
+// roundTrip runs the exchange over up. It reports true (having closed up)
+// when the request should be sent again on a fresh connection: up was a
+// reused connection that failed before a single response byte, and the
+// request can be replayed (no body; an idempotent method, by net/http's
+// rule). The liveness check in get catches most dead connections first;
+// this covers a peer closing in the instant between check and send.
+func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
+	req, d, res, m := &c.req, &c.d, &c.res, &c.m
+	o := &c.out
+	c.direct(up.nc, false)
+	c.writeRequestHead(setHost)
+
+	earlyFinal := false // a final response came before the body was sent
+	var werr error
+	if c.body == bodyUnread {
+		if m.expect100 && c.in.r == c.in.w {
+			if werr = o.flush(); werr == nil {
+				var ok bool
+				if earlyFinal, ok = c.awaitContinue(up); !ok {
+					c.dropUpstream(up)
+					return false
+				}
+				c.direct(up.nc, false)
+			}
+		}
+		if werr == nil && !earlyFinal {
+			c.body = bodyPartial
+			var rerr error
+			if req.Chunked {
+				rerr, werr = copyChunked(&c.in, o, false, c.chunkLimits())
+			} else {
+				rerr, werr = copyN(&c.in, o, req.ContentLength)
+			}
+			if rerr != nil {
+				// The upstream holds half a request: it goes. The client
+				// gets a 400 for a malformed body, or nothing if it left.
+				if pe, ok := rerr.(*protoError); ok {
+					res.Err = fmt.Errorf("%w: %w", ErrBadRequest, pe)
+				} else {
+					res.Err = fmt.Errorf("%w: reading request body: %w", ErrDownstream, rerr)
+				}
+				c.closeAfter = true
+				c.dropUpstream(up)
+				return false
+			}
+			if werr == nil {
+				c.body = bodyDone
+			}
+		}
+	}
+	if werr == nil {
+		werr = o.flush()
+	}
+	if werr != nil {
+		// Read on anyway: an upstream that answers early (413, 401) and
+		// closes makes the write fail while its answer waits to be read.
+		c.closeAfter = true
+	}
+
+	if !earlyFinal {
+		c.direct(c.downW, true)
+		if d.HeaderTimeout > 0 {
+			up.nc.SetReadDeadline(time.Now().Add(d.HeaderTimeout))
+		}
+		down, err := c.readFinalHead(up)
+		if d.HeaderTimeout > 0 && err == nil {
+			up.nc.SetReadDeadline(time.Time{})
+		}
+		if err != nil {
+			if down {
+				res.Err = fmt.Errorf("%w: %w", ErrDownstream, err)
+				c.closeAfter = true
+			} else if werr == nil && !retried && up.reused && up.in.n == 0 && !c.hadBody() && idempotent(req) &&
+				!errors.Is(err, os.ErrDeadlineExceeded) {
+				c.dropUpstream(up)
+				return true
+			} else {
+				res.Err = upstreamError(err, werr)
+			}
+			c.dropUpstream(up)
+			return false
+		}
+	} else {
+		c.direct(c.downW, true)
+		c.closeAfter = true // the client may still send the body
+	}
+	res.UpstreamHeaders = time.Now()
+	resp := &c.resp
+	res.Status = resp.status
+
+	mode := modeNone
+	switch {
+	case bodyless(req.Method, resp.status):
+	case resp.chunked:
+		mode = modeChunked
+	case resp.contentLength >= 0:
+		mode = modeCL
+	default:
+		mode = modeEOF
+	}
+	reusable := werr == nil && !earlyFinal && c.body == bodyDone && mode != modeEOF &&
+		!resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
+	sentBefore := c.out.n // interim responses
+	c.writeResponseHead(mode)
+	res.HeadWritten = true
+	var rerr error
+	werr = nil
+	switch mode {
+	case modeChunked:
+		rerr, werr = copyChunked(&up.in, o, req.ProtoMinor == 0, c.chunkLimits())
+	case modeCL:
+		rerr, werr = copyN(&up.in, o, resp.contentLength)
+	case modeEOF:
+		rerr, werr = copyUntilEOF(&up.in, o, req.ProtoMinor == 1)
+	}
+	switch {
+	case rerr != nil && c.out.n == sentBefore:
+		// Not a byte of the response has left the buffer (a small
+		// response that turned out malformed or cut short): drop it, and
+		// the client gets an error answer instead of a truncated body.
+		c.out.buf = c.out.buf[:0]
+		res.HeadWritten = false
+		res.Err = upstreamError(rerr, nil)
+		c.dropUpstream(up)
+	case rerr != nil:
+		res.Err = upstreamError(rerr, nil)
+		c.closeAfter = true // the downstream cannot be told otherwise
+		c.dropUpstream(up)
+	case werr != nil:
+		res.Err = fmt.Errorf("%w: %w", ErrDownstream, werr)
+		c.closeAfter = true
+		c.dropUpstream(up)
+	default:
+		// The response is read whole: the upstream connection is free
+		// before the last bytes go downstream, so another exchange can
+		// have it while they do.
+		if reusable && up.in.r == up.in.w {
+			c.up.Store(nil)
+			c.s.ups.put(up)
+		} else {
+			c.dropUpstream(up)
+		}
+		if err := o.flush(); err != nil {
+			res.Err = fmt.Errorf("%w: %w", ErrDownstream, err)
+			c.closeAfter = true
+		}
+	}
+	return false
+}
+
+func (c *conn) hadBody() bool { return c.req.Chunked || c.req.ContentLength > 0 }
+
+// idempotent is net/http's rule for replaying a request on a new
+// connection.
+func idempotent(r *Request) bool {
+	switch string(r.Method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return r.Get("Idempotency-Key") != nil || r.Get("X-Idempotency-Key") != nil
+}
+
+// upstreamError wraps a failure reading from the upstream; werr, when set,
+// is the failed request write that caused it.
+func upstreamError(err, werr error) error {
+	if pe, ok := err.(*protoError); ok {
+		return fmt.Errorf("%w: %w", ErrMalformedResponse, pe)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrUpstreamTimeout, err)
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	if werr != nil {
+		return fmt.Errorf("%w: writing request: %w", ErrUpstreamClosed, werr)
+	}
+	return fmt.Errorf("%w: %w", ErrUpstreamClosed, err)
+}
+
+// awaitContinue waits, up to ExpectContinueTimeout, for the upstream's
+// answer to "Expect: 100-continue", relaying interim responses. It reports
+// whether a final response came instead (then the body is not sent), and
+// false in ok after a failure recorded in c.res.
+func (c *conn) awaitContinue(up *upConn) (final, ok bool) {
+	res := &c.res
+	up.nc.SetReadDeadline(time.Now().Add(c.s.lim.ExpectContinueTimeout))
+	defer up.nc.SetReadDeadline(time.Time{})
+	for i := 0; ; i++ {
+		err := c.readResponseHead(up)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return false, true
+		}
+		if err == nil && c.resp.status == 101 {
+			err = errUnexpected101
+		}
+		if err == nil && c.resp.status < 200 && i == maxInterim {
+			err = errInterims
+		}
+		if err != nil {
+			res.Err = upstreamError(err, nil)
+			return false, false
+		}
+		if c.resp.status >= 200 {
+			return true, true
+		}
+		if err := c.relayInterim(); err != nil {
+			res.Err = fmt.Errorf("%w: %w", ErrDownstream, err)
+			c.closeAfter = true
+			return false, false
+		}
+		if c.resp.status == 100 {
+			return false, true
+		}
+	}
+}
+
+var (
+	errUnexpected101 = &protoError{502, "101 Switching Protocols to a request without Upgrade"}
+	errInterims      = &protoError{502, "too many interim responses"}
+)
+
+// readFinalHead reads response heads until a final one, relaying interim
+// ones (100 Continue, 103 Early Hints) in order to an HTTP/1.1 client; down
+// reports that the error was writing downstream.
+func (c *conn) readFinalHead(up *upConn) (down bool, err error) {
+	for i := 0; ; i++ {
+		if err := c.readResponseHead(up); err != nil {
+			return false, err
+		}
+		st := c.resp.status
+		if st >= 200 {
+			return false, nil
+		}
+		if st == 101 {
+			return false, errUnexpected101
+		}
+		if i == maxInterim {
+			return false, errInterims
+		}
+		if err := c.relayInterim(); err != nil {
+			return true, err
+		}
+	}
+}
+
+// relayInterim sends an interim response on at once (an HTTP/1.0 client
+// gets none).
+func (c *conn) relayInterim() error {
+	if c.req.ProtoMinor == 0 {
+		return nil
+	}
+	prev, prevDown := c.out.dst, c.outDown
+	if err := c.direct(c.downW, true); err != nil {
+		return err
+	}
+	o := &c.out
+	o.writeString("HTTP/1.1 ")
+	o.write(c.resp.code)
+	o.writeString("\r\n")
+	writeFields(o, c.resp.fields, c.resp.hop, nil)
+	o.writeString("\r\n")
+	err := o.flush()
+	c.direct(prev, prevDown)
+	return err
+}
+
+// readResponseHead reads and parses the next response head from up.
+func (c *conn) readResponseHead(up *upConn) error {
+	in, lim := &up.in, &c.s.lim
+	var hs headScan
+	for {
+		if in.r < in.w {
+			n, err := hs.scan(in.buf[in.r:in.w], lim.MaxHeaderBytes, lim.MaxHeaders)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				err := parseResponse(in.buf[in.r:in.r+n], lim.MaxHeaders, &c.resp)
+				in.r += n
+				return err
+			}
+		}
+		if !grow(in, lim.MaxHeaderBytes) {
+			return errHeadTooLarge
+		}
+		if err := in.fill(); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,205 @@
+// Package h1 is the sidecar's HTTP/1.1 forwarding engine: it reads requests
+// from a downstream connection, asks a Router where each one goes, and
+// relays it over a pooled upstream connection, one goroutine per downstream
+// connection doing the whole exchange synchronously. It sits where
+// net/http's server, httputil.ReverseProxy and http.Transport sat on the
+// data path, without their per-request allocations and goroutine handoffs;
+// connections it does not handle (HTTP/2 prior knowledge, Upgrade,
+// CONNECT) go to a Fallback, normally an http.Server on a HandoffListener.
+//
+// The package imports nothing from the rest of weft: the Router is where
+// discovery, balancing, mesh errors and telemetry plug in.
+package h1
+
+import (
+	"net"
+	"time"
+)
+
+// Limits bound what a peer can make the engine hold or wait for. They apply
+// to downstream requests and to upstream responses alike: a misbehaving
+// upstream must not make the sidecar allocate without bound either.
+type Limits struct {
+	MaxHeaderBytes     int           // request or response head, start line included; default 64 KiB
+	MaxHeaders         int           // field lines per head (trailers count separately); default 100
+	ReadHeaderTimeout  time.Duration // from the first byte of a request head to its end; default 30s
+	IdleTimeout        time.Duration // keep-alive wait for the next request; default 5m
+	UpstreamIdle       time.Duration // pooled upstream connection idle; default 90s
+	MaxIdlePerUpstream int           // default 256
+	DialTimeout        time.Duration // default 2s
+
+	// ExpectContinueTimeout is how long a request with "Expect:
+	// 100-continue" waits for the upstream's interim or final response
+	// before its body is sent anyway; default 1s. Without it an upstream
+	// that ignores Expect (waiting for a body that the client holds back
+	// until it sees 100 Continue) would deadlock the exchange.
+	ExpectContinueTimeout time.Duration
+}
+
+// Defaults for zero Limits fields.
+const (
+	DefaultMaxHeaderBytes        = 64 << 10
+	DefaultMaxHeaders            = 100
+	DefaultReadHeaderTimeout     = 30 * time.Second
+	DefaultIdleTimeout           = 5 * time.Minute
+	DefaultUpstreamIdle          = 90 * time.Second
+	DefaultMaxIdlePerUpstream    = 256
+	DefaultDialTimeout           = 2 * time.Second
+	DefaultExpectContinueTimeout = time.Second
+)
+
+func (l Limits) withDefaults() Limits {
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	def(&l.MaxHeaders, DefaultMaxHeaders)
+	def(&l.MaxIdlePerUpstream, DefaultMaxIdlePerUpstream)
+	defD(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	defD(&l.IdleTimeout, DefaultIdleTimeout)
+	defD(&l.UpstreamIdle, DefaultUpstreamIdle)
+	defD(&l.DialTimeout, DefaultDialTimeout)
+	defD(&l.ExpectContinueTimeout, DefaultExpectContinueTimeout)
+	return l
+}
+
+// Field is one header field line, name as received (not canonicalized).
+type Field struct{ Name, Value []byte }
+
+// Request is a parsed request head. Its slices alias the connection's read
+// buffer and are valid during Route and Next only. Before the request body
+// is read (which reuses that buffer), the engine copies Method and Host
+// into per-connection storage, so in Finish Method and Host stay valid
+// (until Finish returns) while Target and Fields are nil and Path returns
+// nil. The scalar fields stay valid throughout. A Router that needs more in
+// Finish copies it into Decision.State during Route.
+type Request struct {
+	Method []byte
+	// Target is the request-target as received: origin-form ("/x?y"),
+	// absolute-form ("http://orders/x"), "*" for OPTIONS.
+	Target []byte
+	// Host is the Host header's value, or for an absolute-form target the
+	// target's authority (RFC 9112 §3.2.2: the authority wins).
+	Host       []byte
+	ProtoMinor int     // HTTP/1.<ProtoMinor>; 0 or 1
+	Fields     []Field // in order, hop-by-hop ones included; read-only
+	// ContentLength is the body length; -1 when chunked or when the request
+	// has no Content-Length (then it has no body).
+	ContentLength int64
+	Chunked       bool
+	// KeepAlive is what the client asked for: HTTP/1.1 unless "Connection:
+	// close", HTTP/1.0 only with "Connection: keep-alive".
+	KeepAlive  bool
+	RemoteAddr net.Addr
+
+	path []byte // origin-form path+query; see Path
+}
+
+// Get returns the value of the first field named name (ASCII
+// case-insensitive), or nil.
+func (r *Request) Get(name string) []byte {
+	for i := range r.Fields {
+		if equalFold(r.Fields[i].Name, name) {
+			return r.Fields[i].Value
+		}
+	}
+	return nil
+}
+
+// Path is the origin-form path and query: Target for an origin-form
+// target, the part after the authority for an absolute-form one ("/" when
+// that is empty), "*" for "OPTIONS *".
+func (r *Request) Path() []byte { return r.path }
+
+// Decision is what the Router wants done with one request. The engine
+// keeps one per connection: before each Route it clears every field but
+// State.
+type Decision struct {
+	// Addr is the upstream host:port; "" means answer locally with
+	// Status, Header and Body.
+	Addr string
+	// Set holds fields to add to the forwarded request, replacing any
+	// same-named ones (ASCII case-insensitive), e.g. x-weft-source or
+	// traceparent. The engine only reads Set, until Finish returns, so a
+	// Router may point it at arrays it reuses (kept in State). Set may
+	// name Host (replacing the received one) but not a framing or
+	// hop-by-hop field (Content-Length, Transfer-Encoding, Connection,
+	// Keep-Alive, Proxy-Connection, TE, Upgrade): such a Set, or one with a
+	// name or value that is not valid on the wire, fails the request with
+	// ErrInvalidField rather than risk a smuggled or split request.
+	Set []Field
+
+	// The local answer, for Addr "" or for an engine error (see Result).
+	// Status 0 with Addr "" answers 500. Content-Length is always the
+	// engine's (len(Body)); Header must not hold framing fields.
+	Status int
+	Header []Field
+	Body   []byte
+
+	// HeaderTimeout, when positive, bounds the wait for the upstream's
+	// response head once the request has been sent (a 504 with
+	// ErrUpstreamTimeout when it expires). It is not a total request
+	// timeout: bodies may stream for as long as they like. Added so the
+	// outbound's per-destination timeout can be kept.
+	HeaderTimeout time.Duration
+
+	// State is the Router's per-request state, handed back in Next and
+	// Finish. The engine never writes it except to set it to nil when a
+	// connection starts, so a Router can reuse one object per connection
+	// (allocation-free) instead of allocating per request.
+	State any
+}
+
+// Result describes a finished exchange, for in-flight counts, metrics and
+// tracing.
+type Result struct {
+	// Status is the final status sent downstream. When Err is set and
+	// HeadWritten is false, it is the status the engine will answer with
+	// unless Finish sets Decision.Status.
+	Status int
+	// ReqBytes counts request bytes read from downstream (head and body,
+	// framing included); RespBytes counts bytes written downstream for this
+	// exchange (interim responses included), not counting an error answer
+	// written after Finish.
+	ReqBytes, RespBytes int64
+	// Times on the monotonic clock; zero when not reached. Start is when the
+	// request head had been read, UpstreamStart when an upstream connection
+	// was in hand, UpstreamHeaders when the final response head had been
+	// read, End just before Finish.
+	Start, UpstreamStart, UpstreamHeaders, End time.Time
+	// Err is nil on success. Otherwise it wraps the cause: a dial error
+	// (errors.As *net.OpError with Op "dial"), ErrUpstreamClosed,
+	// ErrUpstreamTimeout, ErrMalformedResponse, ErrDownstream (the client
+	// went away or failed), ErrBadRequest (a malformed request body),
+	// ErrInvalidField.
+	Err error
+	// Attempts counts upstream connections tried (pooled or dialled).
+	Attempts int
+	// HeadWritten is true once the final response head was sent
+	// downstream; after that an error can only close the connection, and a
+	// local answer set in Finish is not used. Added so a Router can tell.
+	HeadWritten bool
+}
+
+// Router decides where requests go. Its methods are called from the
+// connection's goroutine, never concurrently for one connection.
+type Router interface {
+	// Route fills d for req: an upstream address or a local answer.
+	Route(req *Request, d *Decision)
+	// Next is called when dialing d.Addr failed (nothing was sent); it may
+	// set d.Addr to another address and return true to try it, or return
+	// false. The Router is responsible for bounding the attempts.
+	Next(req *Request, d *Decision, err error) bool
+	// Finish is called once per routed request when the exchange is over.
+	// When res.Err is set and res.HeadWritten is false, a Status set in d
+	// here (with Header and Body) is the answer written downstream;
+	// otherwise the engine writes its own (see Server).
+	Finish(req *Request, d *Decision, res *Result)
+}
