@@ -136,6 +136,14 @@ func TestBadInput(t *testing.T) {
 				"--inbound", addr(freePort(t)), "--outbound", busy, "--admin", addr(freePort(t)), "--", appBin}
 		}},
 	}
+	for _, flag := range controlExtraListen {
+		listenCases = append(listenCases, struct {
+			name string
+			args func() []string
+		}{"control/" + flag, func() []string {
+			return []string{"control", "--grpc-addr", addr(freePort(t)), "--http-addr", addr(freePort(t)), "--data-dir", dataDir(), flag, busy}
+		}})
+	}
 	for _, tc := range listenCases {
 		t.Run("port_in_use/"+tc.name, func(t *testing.T) {
 			r := weft(t, 30*time.Second, nil, tc.args()...)

@@ -95,8 +95,23 @@ func testMain(m *testing.M) int {
 			return 1
 		}
 	}
+	// Listen flags beyond the issue's contract that this build has: the
+	// harness pins them to free ports too, so parallel tests never collide
+	// on a default port.
+	if out, err := exec.Command(weftBin, "control", "--help").CombinedOutput(); err == nil {
+		controlExtraListen = nil
+		for _, flag := range []string{"--broker-addr"} {
+			if strings.Contains(string(out), flag+" ") {
+				controlExtraListen = append(controlExtraListen, flag)
+			}
+		}
+	}
 	return m.Run()
 }
+
+// controlExtraListen lists `weft control` listen-address flags outside the
+// contract (e.g. --broker-addr) that this build accepts.
+var controlExtraListen []string
 
 // ---------------------------------------------------------------- ports
 
@@ -301,6 +316,9 @@ func StartControl(t testing.TB, extra ...string) *Control {
 		HTTPAddr: addr(freePort(t)),
 		DataDir:  filepath.Join(t.TempDir(), "data"),
 		extra:    extra,
+	}
+	for _, flag := range controlExtraListen {
+		c.extra = append(c.extra, flag, addr(freePort(t)))
 	}
 	c.URL = "http://" + c.HTTPAddr
 	c.start()

@@ -345,24 +345,45 @@ func TestMeshErrors(t *testing.T) {
 	})
 
 	t.Run("no_ready_instances", func(t *testing.T) {
-		// A sidecar whose app never listens: its instance exists, not ready.
-		s := StartSidecar(t, cp, SidecarOpts{Service: "payments", AppPort: freePort(t), NoWait: true})
+		// A registered instance whose app stops accepting connections: the
+		// service still has an instance, and none of them is ready.
+		port := freePort(t)
+		app := StartApp(t, "payments-1", port)
+		s := StartSidecar(t, cp, SidecarOpts{Service: "payments", AppPort: port})
+		s.WaitRegistered(cp, eventually)
+		mustGet(t, c, "payments", "/before", nil)
+		app.KillGroup()
+		var m map[string][]InstanceJSON
 		ok := poll(eventually, 50*time.Millisecond, func() bool {
-			m, err := cp.Services()
-			return err == nil && len(m["payments"]) > 0
-		})
-		m, _ := cp.Services()
-		if !ok {
-			t.Fatalf("a sidecar whose app is not listening never appeared (not ready) in /api/v1/services: %+v", m)
-		}
-		for _, in := range m["payments"] {
-			if in.Ready {
-				t.Fatalf("instance %+v is ready though nothing listens on app port %d", in, s.AppPort)
+			var err error
+			m, err = cp.Services()
+			if err != nil || len(m["payments"]) == 0 {
+				return false
 			}
+			for _, in := range m["payments"] {
+				if in.Ready {
+					return false
+				}
+			}
+			return true
+		})
+		if !ok {
+			t.Fatalf("after its app died, /api/v1/services never showed payments with instances, none ready, within %s: %+v", eventually, m["payments"])
 		}
-		if code, _, err := httpGet(s.AdminURL() + "/ready"); err == nil && code == 200 {
-			t.Errorf("admin /ready is 200 though the app (port %d) is not listening", s.AppPort)
-		}
-		checkMeshError(t, meshGet(c, "payments", "/", nil), 503, "no_ready_instances", "payments")
+		t.Run("mesh_error", func(t *testing.T) {
+			// The client sidecar learns of it within the propagation bound.
+			time.Sleep(propagation)
+			checkMeshError(t, meshGet(c, "payments", "/", nil), 503, "no_ready_instances", "payments")
+		})
+		t.Run("admin_ready_follows_app", func(t *testing.T) {
+			// "/ready (200 once registered and app ready)": the sidecar has
+			// already told the control plane its app is not ready.
+			if !poll(propagation, 50*time.Millisecond, func() bool {
+				code, _, err := httpGet(s.AdminURL() + "/ready")
+				return err == nil && code != 200
+			}) {
+				t.Errorf("admin /ready still 200 %s after the registry shows the instance not ready (its app on port %d is gone)", propagation, port)
+			}
+		})
 	})
 }
