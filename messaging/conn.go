@@ -126,9 +126,9 @@ func (c *Conn) why(s *Session) error {
 	last := c.lastErr
 	c.mu.Unlock()
 	if last != "" {
-		return fmt.Errorf("%w: %s is %s (%s)", ErrBrokerUnavailable, Redact(s.URL), strings.ToLower(s.NC.Status().String()), last)
+		return fmt.Errorf("%w: cannot reach %s (%s)", ErrBrokerUnavailable, Redact(s.URL), last)
 	}
-	return fmt.Errorf("%w: %s is %s", ErrBrokerUnavailable, Redact(s.URL), strings.ToLower(s.NC.Status().String()))
+	return fmt.Errorf("%w: cannot reach %s (connection %s)", ErrBrokerUnavailable, Redact(s.URL), strings.ToLower(s.NC.Status().String()))
 }
 
 // Run connects, follows URL changes, and closes the connection when ctx
@@ -215,6 +215,7 @@ func (c *Conn) connect(u string) (*Session, error) {
 			setErr(err)
 			log.Warn("disconnected from broker; reconnecting", "err", err)
 		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { setErr(err) }),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			setErr(err)
 			log.Warn("broker error", "err", err)

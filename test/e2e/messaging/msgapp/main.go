@@ -1,0 +1,111 @@
+// Command msgapp is the subscriber app of the messaging end-to-end tests:
+// it serves POST /events*, appends one JSON line per delivery to --record
+// (written with one write call, so a kill -9 loses nothing recorded), and
+// answers according to the body: "retry" → {"status":"RETRY"}, "fail" →
+// 500, "dead" → {"status":"DEADLETTER"}, anything else → 200 (ack). Other
+// paths answer 404. --delay slows every delivery (a slow subscriber).
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+type record struct {
+	ID      string `json:"id"`
+	Key     string `json:"key,omitempty"`
+	Attempt int    `json:"attempt"`
+	Body    string `json:"body"`
+	Inst    string `json:"inst"`
+	Overlap bool   `json:"overlap,omitempty"`
+	Trace   string `json:"traceparent,omitempty"`
+	At      int64  `json:"at"`
+	Path    string `json:"path"`
+	Answer  string `json:"answer"`
+}
+
+func main() {
+	port := flag.String("port", os.Getenv("PORT"), "listen port on 127.0.0.1")
+	recordPath := flag.String("record", "", "append one JSON line per delivery to this file")
+	name := flag.String("name", "app", "instance name recorded")
+	delay := flag.Duration("delay", 0, "time each delivery takes")
+	retryEvery := flag.Int("retry-first-every", 0, "answer RETRY to every Nth first attempt (0: never)")
+	flag.Parse()
+	f, err := os.OpenFile(*recordPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	var mu sync.Mutex
+	inFlight := map[string]bool{}
+	firsts := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /events/", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		key := r.Header.Get("X-Weft-Key")
+		attempt, _ := strconv.Atoi(r.Header.Get("X-Weft-Attempt"))
+		rec := record{ID: r.Header.Get("X-Weft-Message-Id"), Key: key, Attempt: attempt, Body: string(body), Inst: *name,
+			Trace: r.Header.Get("Traceparent"), Path: r.URL.Path}
+		if key != "" {
+			mu.Lock()
+			rec.Overlap = inFlight[key]
+			inFlight[key] = true
+			mu.Unlock()
+			defer func() { mu.Lock(); delete(inFlight, key); mu.Unlock() }()
+		}
+		if *delay > 0 {
+			time.Sleep(*delay)
+		}
+		rec.At = time.Now().UnixNano()
+		mu.Lock()
+		firsts++
+		n := firsts
+		mu.Unlock()
+		switch {
+		case string(body) == "retry", *retryEvery > 0 && attempt == 1 && n%*retryEvery == 0:
+			rec.Answer = "retry"
+		case string(body) == "fail":
+			rec.Answer = "fail"
+		case string(body) == "dead":
+			rec.Answer = "dead"
+		default:
+			rec.Answer = "ack"
+		}
+		line, _ := json.Marshal(rec)
+		mu.Lock()
+		_, _ = f.Write(append(line, '\n'))
+		mu.Unlock()
+		switch rec.Answer {
+		case "retry":
+			w.Write([]byte(`{"status":"RETRY"}`))
+		case "fail":
+			http.Error(w, "boom", http.StatusInternalServerError)
+		case "dead":
+			w.Write([]byte(`{"status":"DEADLETTER"}`))
+		default:
+			w.Write([]byte(`{"status":"SUCCESS"}`))
+		}
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			attempt, _ := strconv.Atoi(r.Header.Get("X-Weft-Attempt"))
+			line, _ := json.Marshal(record{ID: r.Header.Get("X-Weft-Message-Id"), Attempt: attempt, Inst: *name, Path: r.URL.Path, At: time.Now().UnixNano()})
+			mu.Lock()
+			_, _ = f.Write(append(line, '\n'))
+			mu.Unlock()
+		}
+		http.NotFound(w, r)
+	})
+	srv := &http.Server{Addr: "127.0.0.1:" + *port, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	if err := srv.ListenAndServe(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}
