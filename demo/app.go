@@ -1,6 +1,7 @@
 package demo
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -19,8 +20,8 @@ import (
 // Weft asks of an app.
 var TraceHeaders = []string{"traceparent", "tracestate", "b3", "x-b3-traceid", "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "x-request-id"}
 
-// RunApp runs one demo service's app: role is frontend, orders, inventory or
-// loadgen. It listens on $PORT and calls other services through the sidecar
+// RunApp runs one demo service's app: role is frontend, orders, inventory,
+// notifier or loadgen. It listens on $PORT and calls other services through the sidecar
 // named by $HTTP_PROXY, as any app in any language would.
 func RunApp(ctx context.Context, role string, rate float64) error {
 	port := os.Getenv("PORT")
@@ -76,6 +77,10 @@ func RunApp(ctx context.Context, role string, rate float64) error {
 				http.Error(w, err.Error(), http.StatusBadGateway)
 				return
 			}
+			// The event flow: every order is published as order.created
+			// (keyed by user, so one user's events arrive in order) and
+			// the notifier service receives it by callback.
+			publishOrder(r, r.PathValue("id"), id)
 			reply(w, map[string]any{"service": "orders", "order": r.PathValue("id"), "stock": stock})
 		})
 	case "inventory":
@@ -83,10 +88,21 @@ func RunApp(ctx context.Context, role string, rate float64) error {
 			time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond)
 			reply(w, map[string]any{"service": "inventory", "sku": r.PathValue("sku"), "available": rand.IntN(100)})
 		})
+	case "notifier":
+		mux.HandleFunc("POST /events/order-created", func(w http.ResponseWriter, r *http.Request) {
+			var ev map[string]any
+			if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&ev); err != nil {
+				// Not an order: retrying will not make it one.
+				w.Write([]byte(`{"status":"DEADLETTER"}`))
+				return
+			}
+			time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond) // "sending the e-mail"
+			w.Write([]byte(`{"status":"SUCCESS"}`))
+		})
 	case "loadgen":
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("loadgen\n")) })
 	default:
-		return fmt.Errorf("unknown demo role %q (valid: frontend, orders, inventory, loadgen)", role)
+		return fmt.Errorf("unknown demo role %q (valid: frontend, orders, inventory, notifier, loadgen)", role)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:"+port)
 	if err != nil {
@@ -139,5 +155,42 @@ func drive(ctx context.Context, client *http.Client, rate float64) {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}()
+	}
+}
+
+// publishClient posts to the sidecar's own publish endpoint on loopback
+// (no proxy: NO_PROXY covers it, and this says so explicitly).
+var publishClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}}
+
+// publishOrder publishes order.created through the sidecar
+// ($WEFT_PUBLISH_URL), carrying the request's trace context so the
+// delivery to the notifier joins the order's trace. A failed publish is
+// logged, not fatal to the order.
+func publishOrder(r *http.Request, order, instance string) {
+	base := os.Getenv("WEFT_PUBLISH_URL")
+	if base == "" {
+		return
+	}
+	user := r.Header.Get("x-user-id")
+	body, _ := json.Marshal(map[string]any{"order": order, "user": user, "by": instance, "at": time.Now().UTC().Format(time.RFC3339Nano)})
+	req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, base+"/order.created", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if user != "" {
+		req.Header.Set("X-Weft-Key", user)
+	}
+	for _, h := range TraceHeaders {
+		if v := r.Header.Get(h); v != "" {
+			req.Header.Set(h, v)
+		}
+	}
+	resp, err := publishClient.Do(req)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "publish order.created:", err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		fmt.Fprintf(os.Stderr, "publish order.created: %s %s\n", resp.Status, msg)
 	}
 }

@@ -5,6 +5,7 @@
 package demo
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"text/tabwriter"
@@ -47,11 +49,15 @@ type unit struct {
 	last          int64
 }
 
-// The demo mesh: loadgen → frontend → orders ×3 → inventory ×2.
+// The demo mesh: loadgen → frontend → orders ×3 → inventory ×2, and
+// orders publish order.created, which notifier ×2 receive (one instance
+// per message).
 var topology = []struct {
 	service string
 	n       int
-}{{"inventory", 2}, {"orders", 3}, {"frontend", 1}, {"loadgen", 1}}
+	flags   []string
+}{{"inventory", 2, nil}, {"orders", 3, nil}, {"notifier", 2, []string{"--subscribe", "order.created=/events/order-created"}},
+	{"frontend", 1, nil}, {"loadgen", 1, nil}}
 
 // Run runs the demo until ctx is done or the duration passes.
 func Run(ctx context.Context, cfg Config) error {
@@ -109,8 +115,9 @@ func Run(ctx context.Context, cfg Config) error {
 			u.args = []string{"run", "--control", cp.GRPCAddr(), "--service", t.service,
 				"--id", fmt.Sprintf("%s-%d", t.service, i), "--version", "v1", "--label", "demo=true",
 				"--outbound", "127.0.0.1:" + strconv.Itoa(ports[0]), "--admin", u.admin,
-				"--app-port", strconv.Itoa(ports[2]), "--trace-sampling", "1", "--",
-				cfg.Binary, "demo-app", "--role", t.service, "--rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64)}
+				"--app-port", strconv.Itoa(ports[2]), "--trace-sampling", "1"}
+			u.args = append(u.args, t.flags...)
+			u.args = append(u.args, "--", cfg.Binary, "demo-app", "--role", t.service, "--rate", strconv.FormatFloat(cfg.Rate, 'f', -1, 64))
 			if err := u.start(cfg.Binary, logDir); err != nil {
 				return err
 			}
@@ -120,16 +127,18 @@ func Run(ctx context.Context, cfg Config) error {
 	fmt.Fprintf(cfg.Out, `Weft demo: a control plane and %d instances, each a real sidecar + app pair.
 
   loadgen ─▶ frontend ─▶ orders ×3 ─▶ inventory ×2      (%.0f requests/s)
+                           └─ publish order.created ─▶ notifier ×2   (messaging)
 
   control plane API  http://%s   (gRPC %s)
   see the registry   weft get services --server http://%s
   switch balancing   weft apply -f %s --server http://%s
   live metrics       weft stat --server http://%s      (or weft top)
   traces             weft traces --server http://%s, then weft trace ID
+  topics             weft topics --server http://%s      (weft dlq list order.created)
   logs               %s
   stop               Ctrl-C
 
-`, len(units), cfg.Rate, cp.HTTPAddr(), cp.GRPCAddr(), cp.HTTPAddr(), policy, cp.HTTPAddr(), cp.HTTPAddr(), cp.HTTPAddr(), logDir)
+`, len(units), cfg.Rate, cp.HTTPAddr(), cp.GRPCAddr(), cp.HTTPAddr(), policy, cp.HTTPAddr(), cp.HTTPAddr(), cp.HTTPAddr(), cp.HTTPAddr(), logDir)
 
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {
@@ -231,6 +240,11 @@ func report(out io.Writer, units []*unit, every time.Duration) {
 		if u.service == "loadgen" {
 			count, n = st.OutboundRequests, strconv.FormatInt(st.OutboundRequests, 10)+" sent"
 		}
+		if u.service == "notifier" {
+			// Deliveries do not pass the inbound proxy: count the acks.
+			acked := ackedMessages(hc, u.admin)
+			count, n = acked, strconv.FormatInt(acked, 10)+" events"
+		}
 		rate := "-"
 		if every > 0 && err == nil {
 			rate = strconv.FormatFloat(float64(count-u.last)/every.Seconds(), 'f', 1, 64)
@@ -282,4 +296,29 @@ func freePorts(n int) ([]int, error) {
 		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
 	return ports, nil
+}
+
+// ackedMessages reads weft_messages_delivered_total{result="ack"} from a
+// sidecar's /metrics (0 if unreachable).
+func ackedMessages(hc *http.Client, admin string) int64 {
+	resp, err := hc.Get("http://" + admin + "/metrics")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var total float64
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 8<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "weft_messages_delivered_total{") || !strings.Contains(line, `result="ack"`) {
+			continue
+		}
+		if i := strings.LastIndexByte(line, ' '); i > 0 {
+			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+				total += v
+			}
+		}
+	}
+	return int64(total)
 }
