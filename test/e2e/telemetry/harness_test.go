@@ -213,7 +213,8 @@ func startControl(t testing.TB, extra ...string) *control {
 	t.Helper()
 	c := &control{http: addr(freePort(t)), grpc: addr(freePort(t))}
 	c.url = "http://" + c.http
-	args := append([]string{"control", "--http-addr", c.http, "--grpc-addr", c.grpc, "--data-dir", t.TempDir(), "--scrape-interval", "1s"}, extra...)
+	// No messaging: its embedded broker would want a port per control plane.
+	args := append([]string{"control", "--http-addr", c.http, "--grpc-addr", c.grpc, "--data-dir", t.TempDir(), "--scrape-interval", "1s", "--broker", "off"}, extra...)
 	c.p = start(t, "control", weftBin, args...)
 	if !poll(eventually, func() bool { code, _, _ := get(c.url + "/healthz"); return code == 200 || c.p.exited() }) || c.p.exited() {
 		t.Fatal("control plane not healthy")
