@@ -1,0 +1,502 @@
+// Command messaging measures Weft messaging on this machine, with real
+// processes: a control plane (embedded NATS JetStream broker), a publishing
+// sidecar and a subscribing sidecar whose app is this program's HTTP
+// server. It reports
+//
+//   - publish → callback latency (p50/p90/p99/max) at a fixed rate,
+//   - the most messages/s through one publishing and one subscribing sidecar,
+//
+// and the same two figures publishing straight to the same broker with a
+// JetStream client and consuming with a pull consumer (the floor the
+// sidecars add to).
+//
+//	make build && go run ./bench/messaging -weft bin/weft
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func main() {
+	weft := flag.String("weft", "bin/weft", "the weft binary")
+	rate := flag.Int("rate", 1000, "messages/s of the latency run")
+	dur := flag.Duration("duration", 10*time.Second, "length of each run")
+	conc := flag.Int("concurrency", 64, "publishers in flight (throughput runs) and the subscription's concurrency")
+	size := flag.Int("size", 256, "payload bytes")
+	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of both sidecars during the max run to this directory")
+	flag.Parse()
+	if err := run(*weft, *rate, *dur, *conc, *size); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/messaging:", err)
+		os.Exit(1)
+	}
+}
+
+var profileDir string
+
+type env struct {
+	admins   map[string]int // sidecar → admin port
+	dir      string
+	procs    []*exec.Cmd
+	api      string
+	pubURL   string
+	broker   string
+	received chan int64 // publish timestamps (unix ns) of messages the app got
+	appPort  int
+}
+
+func run(weft string, rate int, dur time.Duration, conc, size int) error {
+	if _, err := os.Stat(weft); err != nil {
+		return fmt.Errorf("%s: %w (make build first)", weft, err)
+	}
+	dir, err := os.MkdirTemp("", "weft-bench-msg-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	e := &env{dir: dir, received: make(chan int64, 1<<20)}
+	defer e.stop()
+	if err := e.start(weft, conc); err != nil {
+		return err
+	}
+	fmt.Printf("Weft messaging on this machine: %d CPUs, payload %d bytes, broker %s (embedded)\n\n", numCPU(), size, e.broker)
+
+	pubLat.d = nil
+	lat, err := e.viaSidecars(rate, dur, size, conc, false)
+	if err != nil {
+		return err
+	}
+	pubOnly := result{name: fmt.Sprintf("  of which publish → 200, %d msg/s", rate), rate: lat.rate, lat: pubLat.d}
+	thr, err := e.viaSidecars(0, dur, size, conc, true)
+	if err != nil {
+		return err
+	}
+	dlat, err := e.direct(rate, dur, size, conc, false)
+	if err != nil {
+		return err
+	}
+	dthr, err := e.direct(0, dur, size, conc, true)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%-34s %10s %9s %9s %9s %9s %9s\n", "run", "msg/s", "p50", "p90", "p99", "max", "lost")
+	for _, r := range []result{lat, pubOnly, thr, dlat, dthr} {
+		fmt.Printf("%-34s %10.0f %9s %9s %9s %9s %9d\n", r.name, r.rate, ms(r.p(50)), ms(r.p(90)), ms(r.p(99)), ms(r.p(100)), r.lost)
+	}
+	fmt.Println("\nlatency: from the publish request starting to the subscriber's callback (sidecars)")
+	fmt.Println("or to the consumer receiving it (direct); both clocks are this process's.")
+	fmt.Println("\"publish → 200\" is the app's publish request alone: the broker has stored the message.")
+	if out, err := exec.Command("uptime").Output(); err == nil {
+		fmt.Printf("load while measuring:%s", strings.SplitN(string(out), "load", 2)[1][len(" average"):])
+	}
+	return nil
+}
+
+func numCPU() int {
+	n, _ := strconv.Atoi(strings.TrimSpace(must(exec.Command("nproc").Output())))
+	return n
+}
+
+func must(b []byte, _ error) string { return string(b) }
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microseconds())/1000) }
+
+type result struct {
+	name string
+	rate float64
+	lat  []time.Duration
+	lost int
+}
+
+func (r result) p(q int) time.Duration {
+	if len(r.lat) == 0 {
+		return 0
+	}
+	slices.Sort(r.lat)
+	i := (len(r.lat) - 1) * q / 100
+	return r.lat[i]
+}
+
+func freePort() int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func (e *env) spawn(bin string, args ...string) error {
+	f, err := os.Create(filepath.Join(e.dir, fmt.Sprintf("p%d.log", len(e.procs))))
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	e.procs = append(e.procs, cmd)
+	return nil
+}
+
+func (e *env) stop() {
+	for i := len(e.procs) - 1; i >= 0; i-- {
+		_ = e.procs[i].Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { _ = e.procs[i].Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = syscall.Kill(-e.procs[i].Process.Pid, syscall.SIGKILL)
+		}
+	}
+}
+
+func waitOK(url string) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not OK within 20s", url)
+}
+
+// start runs the control plane, the subscriber app (this process), its
+// sidecar and a publishing sidecar. Sidecars export no spans: the figures
+// are messaging's, not tracing's.
+func (e *env) start(weft string, conc int) error {
+	grpcA, httpA, brokerA := freePort(), freePort(), freePort()
+	e.api = "http://127.0.0.1:" + strconv.Itoa(httpA)
+	if err := e.spawn(weft, "control", "--data-dir", filepath.Join(e.dir, "cp"), "--grpc-addr", "127.0.0.1:"+strconv.Itoa(grpcA),
+		"--http-addr", "127.0.0.1:"+strconv.Itoa(httpA), "--broker-addr", "127.0.0.1:"+strconv.Itoa(brokerA), "--otlp-endpoint", "none"); err != nil {
+		return err
+	}
+	if err := waitOK(e.api + "/healthz"); err != nil {
+		return err
+	}
+	e.broker = "nats://127.0.0.1:" + strconv.Itoa(brokerA)
+
+	e.appPort = freePort()
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(e.appPort))
+	if err != nil {
+		return err
+	}
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if len(body) >= 8 {
+			e.received <- int64(binary.BigEndian.Uint64(body))
+		}
+	}))
+	control := "127.0.0.1:" + strconv.Itoa(grpcA)
+	subAdmin, pubAdmin, pubOut := freePort(), freePort(), freePort()
+	manifest := fmt.Sprintf(`apiVersion: weft.dev/v1alpha1
+kind: Subscription
+metadata: {name: bench}
+spec: {service: sink, topic: bench.sidecar, path: /cb, concurrency: %d}
+`, conc)
+	req, _ := http.NewRequest("POST", e.api+"/api/v1/apply", strings.NewReader(manifest))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("apply: %s", resp.Status)
+	}
+	if err := e.spawn(weft, "sidecar", "--control", control, "--service", "sink", "--app-port", strconv.Itoa(e.appPort),
+		"--outbound", "", "--admin", "127.0.0.1:"+strconv.Itoa(subAdmin), "--otlp-endpoint", "none"); err != nil {
+		return err
+	}
+	if err := e.spawn(weft, "sidecar", "--control", control, "--service", "source",
+		"--outbound", "127.0.0.1:"+strconv.Itoa(pubOut), "--admin", "127.0.0.1:"+strconv.Itoa(pubAdmin), "--otlp-endpoint", "none"); err != nil {
+		return err
+	}
+	e.admins = map[string]int{"subscriber": subAdmin, "publisher": pubAdmin}
+	for _, a := range []int{subAdmin, pubAdmin} {
+		if err := waitOK("http://127.0.0.1:" + strconv.Itoa(a) + "/ready"); err != nil {
+			return err
+		}
+	}
+	e.pubURL = "http://127.0.0.1:" + strconv.Itoa(pubOut) + "/v1/publish/bench.sidecar"
+	// Warm up: the sidecars connect to the broker lazily.
+	for i := 0; i < 50; i++ {
+		if err := e.publishOnce(payload(16)); err != nil {
+			if i == 49 {
+				return err
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	e.drain(5 * time.Second)
+	return nil
+}
+
+var hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1024}}
+
+func payload(size int) []byte {
+	b := make([]byte, max(size, 8))
+	binary.BigEndian.PutUint64(b, uint64(time.Now().UnixNano()))
+	return b
+}
+
+var pubLat = struct {
+	sync.Mutex
+	d []time.Duration
+}{}
+
+func (e *env) publishOnce(body []byte) error {
+	t0 := time.Now()
+	defer func() { pubLat.Lock(); pubLat.d = append(pubLat.d, time.Since(t0)); pubLat.Unlock() }()
+	resp, err := hc.Post(e.pubURL, "application/octet-stream", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != 200 {
+		return errors.New(resp.Status)
+	}
+	return nil
+}
+
+// drain empties received until nothing arrives for quiet.
+func (e *env) drain(quiet time.Duration) {
+	for {
+		select {
+		case <-e.received:
+		case <-time.After(quiet):
+			return
+		}
+	}
+}
+
+// load publishes with fn: open loop at rate (rate > 0) or closed loop with
+// conc publishers, for dur; it returns how many were published.
+func load(rate int, dur time.Duration, conc int, fn func() error) (int64, error) {
+	var n atomic.Int64
+	var firstErr atomic.Pointer[error]
+	ctx, cancel := context.WithTimeout(context.Background(), dur)
+	defer cancel()
+	var wg sync.WaitGroup
+	if rate > 0 {
+		// Open loop: a ticker hands out sends; 64 workers bound in-flight.
+		work := make(chan struct{}, 1024)
+		for range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range work {
+					if err := fn(); err != nil {
+						firstErr.CompareAndSwap(nil, &err)
+						continue
+					}
+					n.Add(1)
+				}
+			}()
+		}
+		interval := time.Second / time.Duration(rate)
+		next := time.Now()
+	loop:
+		for {
+			next = next.Add(interval)
+			if d := time.Until(next); d > 0 {
+				time.Sleep(d)
+			}
+			select {
+			case <-ctx.Done():
+				break loop
+			case work <- struct{}{}:
+			default: // behind: count it as not sent
+			}
+		}
+		close(work)
+	} else {
+		for range conc {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					if err := fn(); err != nil {
+						firstErr.CompareAndSwap(nil, &err)
+						return
+					}
+					n.Add(1)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if p := firstErr.Load(); p != nil {
+		return n.Load(), *p
+	}
+	return n.Load(), nil
+}
+
+// collect gathers latencies of want messages (or until quiet).
+func (e *env) collect(want int64, start time.Time) ([]time.Duration, time.Time) {
+	lat := make([]time.Duration, 0, want)
+	last := start
+	for int64(len(lat)) < want {
+		select {
+		case ts := <-e.received:
+			now := time.Now()
+			lat = append(lat, now.Sub(time.Unix(0, ts)))
+			last = now
+		case <-time.After(10 * time.Second):
+			return lat, last
+		}
+	}
+	return lat, last
+}
+
+func (e *env) viaSidecars(rate int, dur time.Duration, size, conc int, max bool) (result, error) {
+	name := fmt.Sprintf("sidecars, %d msg/s", rate)
+	if max {
+		name = fmt.Sprintf("sidecars, max (%d publishers)", conc)
+	}
+	fmt.Fprintf(os.Stderr, "running: %s for %s…\n", name, dur)
+	start := time.Now()
+	var lat []time.Duration
+	var last time.Time
+	done := make(chan struct{})
+	var sent int64
+	var err error
+	go func() {
+		defer close(done)
+		sent, err = load(rate, dur, conc, func() error { return e.publishOnce(payload(size)) })
+	}()
+	if max && profileDir != "" {
+		for name, port := range e.admins {
+			go func() {
+				resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", port, int(dur.Seconds())-1))
+				if err != nil {
+					return
+				}
+				defer resp.Body.Close()
+				f, _ := os.Create(filepath.Join(profileDir, name+".pprof"))
+				io.Copy(f, resp.Body)
+				f.Close()
+			}()
+		}
+	}
+	// Collect while publishing, then the stragglers.
+	lat, last = e.collectUntil(done)
+	if err != nil {
+		return result{}, fmt.Errorf("%s: %w", name, err)
+	}
+	more, l2 := e.collect(sent-int64(len(lat)), last)
+	lat = append(lat, more...)
+	if len(more) > 0 {
+		last = l2
+	}
+	r := result{name: name, lat: lat, lost: int(sent) - len(lat)}
+	r.rate = float64(len(lat)) / last.Sub(start).Seconds()
+	return r, nil
+}
+
+func (e *env) collectUntil(done <-chan struct{}) ([]time.Duration, time.Time) {
+	var lat []time.Duration
+	var last time.Time
+	for {
+		select {
+		case ts := <-e.received:
+			last = time.Now()
+			lat = append(lat, last.Sub(time.Unix(0, ts)))
+		case <-done:
+			return lat, last
+		}
+	}
+}
+
+// direct publishes to the same broker with a JetStream client (sync
+// publish, acked by the broker) on another subject of the same stream, and
+// consumes with a durable pull consumer, explicit acks — what the sidecars
+// do, minus HTTP and the sidecars.
+func (e *env) direct(rate int, dur time.Duration, size, conc int, max bool) (result, error) {
+	name := fmt.Sprintf("direct JetStream, %d msg/s", rate)
+	if max {
+		name = fmt.Sprintf("direct JetStream, max (%d publishers)", conc)
+	}
+	fmt.Fprintf(os.Stderr, "running: %s for %s…\n", name, dur)
+	pubNC, err := nats.Connect(e.broker)
+	if err != nil {
+		return result{}, err
+	}
+	defer pubNC.Close()
+	subNC, err := nats.Connect(e.broker)
+	if err != nil {
+		return result{}, err
+	}
+	defer subNC.Close()
+	pjs, _ := jetstream.New(pubNC)
+	sjs, _ := jetstream.New(subNC)
+	ctx := context.Background()
+	durable := "bench-direct-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	cons, err := sjs.CreateOrUpdateConsumer(ctx, "WEFT", jetstream.ConsumerConfig{Durable: durable, FilterSubject: "weft.t.bench.direct",
+		AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverNewPolicy, AckWait: 10 * time.Second, MaxAckPending: 20000})
+	if err != nil {
+		return result{}, err
+	}
+	defer sjs.DeleteConsumer(ctx, "WEFT", durable)
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		if d := m.Data(); len(d) >= 8 {
+			e.received <- int64(binary.BigEndian.Uint64(d))
+		}
+		_ = m.Ack()
+	}, jetstream.PullMaxMessages(4*conc))
+	if err != nil {
+		return result{}, err
+	}
+	defer cc.Stop()
+	start := time.Now()
+	done := make(chan struct{})
+	var sent int64
+	go func() {
+		defer close(done)
+		sent, err = load(rate, dur, conc, func() error {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			_, err := pjs.Publish(pctx, "weft.t.bench.direct", payload(size))
+			return err
+		})
+	}()
+	lat, last := e.collectUntil(done)
+	if err != nil {
+		return result{}, fmt.Errorf("%s: %w", name, err)
+	}
+	more, l2 := e.collect(sent-int64(len(lat)), last)
+	lat = append(lat, more...)
+	if len(more) > 0 {
+		last = l2
+	}
+	r := result{name: name, lat: lat, lost: int(sent) - len(lat)}
+	r.rate = float64(len(lat)) / last.Sub(start).Seconds()
+	return r, nil
+}
