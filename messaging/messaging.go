@@ -48,6 +48,10 @@ const (
 	// HeaderRoom is what the stream and the embedded broker allow on top of
 	// the payload limit for headers (the app's, trace context, Weft's).
 	HeaderRoom = 64 << 10
+	// HeldBytes bounds the message bytes a sidecar holds at once: being
+	// published (all publishes together), and pulled for one subscription
+	// but not yet settled.
+	HeldBytes = 64 << 20
 	// MaxAppHeaderBytes bounds the message headers an app sets on publish.
 	MaxAppHeaderBytes = 16 << 10
 	MaxAppHeaders     = 64

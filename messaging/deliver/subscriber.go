@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -51,6 +52,8 @@ type subscriber struct {
 	maxBack time.Duration
 	window  int
 	held    tracker
+	bytes   *messaging.Budget // bytes pulled and not yet settled
+	maxMsg  int64
 }
 
 func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, sess *messaging.Session) *subscriber {
@@ -65,6 +68,8 @@ func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, se
 		initial: initial, maxBack: maxBack,
 		window: window,
 		held:   tracker{msgs: map[jetstream.Msg]time.Time{}},
+		bytes:  messaging.NewBudget(messaging.HeldBytes),
+		maxMsg: int64(maxMessageBytes(m)),
 		client: &http.Client{Transport: &http.Transport{
 			Proxy:               nil, // the app is on loopback, never behind HTTP_PROXY
 			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
@@ -192,19 +197,35 @@ func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, slots ch
 				break more
 			}
 		}
+		// And bytes: enough for the largest message, then all that is free.
+		room, err := s.bytes.AcquireAll(ctx, s.maxMsg+2*messaging.HeaderRoom)
+		if err != nil {
+			for ; want > 0; want-- {
+				<-slots
+			}
+			return nil
+		}
 		fctx, cancel := context.WithTimeout(ctx, fetchWait)
-		batch, err := cons.Fetch(want, jetstream.FetchContext(fctx))
-		got := 0
+		began := time.Now()
+		batch, err := cons.Fetch(want, jetstream.FetchContext(fctx), jetstream.FetchMaxBytes(int(min(room, math.MaxInt32))))
+		got, used := 0, int64(0)
 		if err == nil {
 			for msg := range batch.Messages() {
 				got++
+				used += msgSize(msg)
 				s.dispatch(msg, queues, keyless)
 			}
 			err = batch.Error()
 		}
 		cancel()
+		s.bytes.Release(room - min(used, room))
 		for ; got < want; got++ {
 			<-slots
+		}
+		if got == 0 && err == nil && time.Since(began) < 50*time.Millisecond {
+			// An immediate empty answer (e.g. a message larger than the
+			// room): do not spin.
+			sleep(ctx, 50*time.Millisecond)
 		}
 		if ctx.Err() != nil {
 			return nil
@@ -252,6 +273,7 @@ func (s *subscriber) worker(ctx, hard context.Context, own, keyless <-chan jetst
 			}
 		}
 		s.handle(ctx, hard, msg)
+		s.bytes.Release(msgSize(msg))
 		s.held.remove(msg)
 		s.m.cfg.Metrics.InFlight.WithLabelValues(s.label).Dec()
 		<-slots
@@ -515,4 +537,22 @@ func messageID(h nats.Header) string {
 		return id
 	}
 	return h.Get(messaging.HdrMsgID)
+}
+
+// msgSize is what a held message counts against the byte budget.
+func msgSize(m jetstream.Msg) int64 {
+	n := int64(len(m.Data()) + len(m.Subject()) + len(m.Reply()))
+	for k, vs := range m.Headers() {
+		for _, v := range vs {
+			n += int64(len(k) + len(v) + 4)
+		}
+	}
+	return n
+}
+
+func maxMessageBytes(m *Manager) int {
+	if f := m.cfg.MaxMessageBytes; f != nil && f() > 0 {
+		return f()
+	}
+	return messaging.DefaultMaxMessageBytes
 }

@@ -42,6 +42,7 @@ const (
 	CodeBrokerError       = "broker_error"
 	CodeNotFound          = "not_found"
 	CodeMethod            = "method_not_allowed"
+	CodeBusy              = "too_many_in_flight"
 )
 
 // Limits on the request beyond the payload.
@@ -76,9 +77,10 @@ type Config struct {
 
 // Publisher serves publishes. Safe for concurrent use.
 type Publisher struct {
-	cfg   Config
-	log   *slog.Logger
-	spans messaging.Spans
+	cfg    Config
+	log    *slog.Logger
+	spans  messaging.Spans
+	budget *messaging.Budget // bytes of publishes in flight
 }
 
 // New returns a Publisher.
@@ -92,7 +94,7 @@ func New(cfg Config) *Publisher {
 	if cfg.Spans == nil {
 		cfg.Spans = messaging.DefaultSpans()
 	}
-	return &Publisher{cfg: cfg, log: cfg.Logger, spans: cfg.Spans}
+	return &Publisher{cfg: cfg, log: cfg.Logger, spans: cfg.Spans, budget: messaging.NewBudget(messaging.HeldBytes)}
 }
 
 // Result is the JSON answer to a successful publish.
@@ -189,6 +191,20 @@ func (p *Publisher) publishRequest(w http.ResponseWriter, r *http.Request, topic
 	if r.ContentLength > int64(max) {
 		return Result{}, tooLarge(r.ContentLength, max)
 	}
+	// Bound the memory of publishes in flight: a body of unknown length
+	// may be as large as the limit.
+	hold := int64(max)
+	if r.ContentLength >= 0 {
+		hold = r.ContentLength
+	}
+	wctx, cancel := context.WithTimeout(r.Context(), p.cfg.Timeout)
+	err := p.budget.Acquire(wctx, hold)
+	cancel()
+	if err != nil {
+		return Result{}, &Error{Status: http.StatusServiceUnavailable, Code: CodeBusy,
+			Message: fmt.Sprintf("publishes in flight hold the sidecar's %d bytes for %s; retry later", messaging.HeldBytes, p.cfg.Timeout)}
+	}
+	defer p.budget.Release(hold)
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
 	if err != nil {
 		return Result{}, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: "reading the message body", Err: err}
