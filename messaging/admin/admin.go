@@ -144,14 +144,20 @@ func (a *Admin) Run(ctx context.Context) error {
 func (a *Admin) configureStream(ctx context.Context, sess *messaging.Session) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	_, err := sess.JS.CreateOrUpdateStream(ctx, messaging.StreamConfig(a.cfg.MaxMessageBytes))
+	st, err := messaging.EnsureStream(ctx, sess.JS, a.cfg.MaxMessageBytes)
 	if err != nil {
-		// Keep whatever stream exists (e.g. one an operator tuned).
-		if _, err2 := messaging.EnsureStream(ctx, sess.JS, a.cfg.MaxMessageBytes); err2 == nil {
-			a.log.Warn("stream exists with settings that could not be updated; using it as it is", "err", err)
-			return nil
-		}
 		return err
+	}
+	// An existing stream keeps its settings (an operator may have made it
+	// with 3 replicas or other limits); only a too small message size is
+	// raised to fit --max-message-bytes.
+	cfg := st.CachedInfo().Config
+	want := messaging.StreamConfig(a.cfg.MaxMessageBytes).MaxMsgSize
+	if cfg.MaxMsgSize > 0 && cfg.MaxMsgSize < want {
+		cfg.MaxMsgSize = want
+		if _, err := sess.JS.UpdateStream(ctx, cfg); err != nil {
+			a.log.Warn("could not raise the stream's max message size", "stream", messaging.StreamName, "want", want, "err", err)
+		}
 	}
 	return nil
 }
