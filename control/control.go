@@ -250,6 +250,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	errc := make(chan error, 2)
+	s.reg.StartGrace(s.cfg.SyncGrace)
 	go func() { errc <- gs.Serve(s.grpcLn) }()
 	go func() {
 		if err := hs.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {

@@ -248,6 +248,15 @@ func (r *Registry) Subscribe(sub *Subscriber, names ...string) {
 	}
 }
 
+// StartGrace (re)starts the sync grace from now. The control plane calls it
+// when it begins serving, so that time spent starting up (opening the store,
+// starting the broker) does not use up the grace.
+func (r *Registry) StartGrace(d time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.syncUntil = time.Now().Add(d)
+}
+
 // EndGrace answers every subscription still held by the sync grace. The
 // control plane calls it when the grace ends.
 func (r *Registry) EndGrace() {
