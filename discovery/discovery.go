@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
@@ -170,6 +171,13 @@ func (c *Client) Cached(service string) (*Destination, bool) {
 	return d, ok
 }
 
+// CachedBytes is Cached for a name held as bytes (the fast path's Host),
+// without allocating.
+func (c *Client) CachedBytes(service []byte) (*Destination, bool) {
+	d, ok := (*c.table.Load())[string(service)]
+	return d, ok
+}
+
 // Lookup returns the destination, subscribing and waiting for its first
 // update when the app calls a service for the first time.
 func (c *Client) Lookup(ctx context.Context, service string) (*Destination, error) {
@@ -300,6 +308,12 @@ func (c *Client) Run(ctx context.Context) error {
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+		// gRPC's own reconnect backoff grows to 120 s by default; a sidecar
+		// must find a restarted control plane within about a second.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 	)
 	if err != nil {
 		return fmt.Errorf("control plane %s: %w", c.cfg.ControlAddr, err)
