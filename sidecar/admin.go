@@ -76,12 +76,12 @@ func (s *Sidecar) ready(w http.ResponseWriter, r *http.Request) {
 	case !s.disc.Connected():
 		reason = "not connected to the control plane at " + s.cfg.Control
 	case s.inLn != nil:
-		select {
-		case <-s.appReady:
-			if in := s.disc.Instance(); in == nil {
-				reason = "deregistered (shutting down)"
-			}
-		default:
+		// The probe's latest answer, not only the first: an app that stops
+		// accepting makes the instance not ready.
+		switch in := s.disc.Instance(); {
+		case in == nil:
+			reason = "deregistered (shutting down)"
+		case !in.Ready:
 			reason = "app not accepting connections on 127.0.0.1:" + strconv.Itoa(s.cfg.AppPort)
 		}
 	}
