@@ -92,6 +92,9 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 	return o
 }
 
+// Local is the handler for requests addressed to the sidecar itself.
+func (o *Outbound) Local() http.Handler { return o.local }
+
 // CloseIdle closes pooled connections to other sidecars.
 func (o *Outbound) CloseIdle() { o.tr.closeIdle() }
 

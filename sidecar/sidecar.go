@@ -23,6 +23,7 @@ import (
 	"github.com/weftmesh/weft/bind"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/proxy"
+	"github.com/weftmesh/weft/proxy/h1"
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/accesslog"
@@ -35,6 +36,9 @@ type Config struct {
 	Control string
 	Service string
 	AppPort int // 0: a pure client, no inbound
+	// NoFastPath serves everything with net/http instead of the HTTP/1.1
+	// fast path (proxy/h1); for comparison and as an escape hatch.
+	NoFastPath bool
 	// AppProtocol is what the sidecar speaks to the app: auto, http1, h2c.
 	AppProtocol string
 	Inbound     string // where other sidecars reach this instance
@@ -94,7 +98,8 @@ type Sidecar struct {
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
-	outSrv, inSrv        *http.Server
+	outFront, inFront    *front
+	localSrv             *http.Server // the outbound's Local handler, for the fast path
 	adminSrv             *http.Server
 
 	appReady  chan struct{} // closed when the app first accepts connections
@@ -310,12 +315,32 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	// Discovery outlives ctx until the drain has deregistered.
 	goRun("discovery", func() error { return s.disc.Run(bg) })
 	if s.outLn != nil {
-		s.outSrv = newServer(s.out)
-		goRun("outbound", func() error { return serve(s.outSrv, s.outLn) })
+		var router h1.Router
+		if !s.cfg.NoFastPath {
+			localAddr := ""
+			if h := s.out.Local(); h != nil {
+				// The fast path forwards requests for the sidecar itself
+				// (messaging's /v1/publish) to this loopback listener.
+				ln, lerr := net.Listen("tcp", "127.0.0.1:0")
+				if lerr != nil {
+					return fmt.Errorf("local API listener: %w", lerr)
+				}
+				s.localSrv = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
+				localAddr = ln.Addr().String()
+				goRun("local API", func() error { return serve(s.localSrv, ln) })
+			}
+			router = s.out.Fast(localAddr)
+		}
+		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"))
+		s.outFront.run(goRun, "outbound")
 	}
 	if s.inLn != nil {
-		s.inSrv = newServer(s.in)
-		goRun("inbound", func() error { return serve(s.inSrv, s.inLn) })
+		var router h1.Router
+		if !s.cfg.NoFastPath {
+			router = s.in.Fast()
+		}
+		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"))
+		s.inFront.run(goRun, "inbound")
 		goRun("probe", func() error { s.probe(bg); return nil })
 	}
 	if s.adminLn != nil {
@@ -350,7 +375,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	stopBG()
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	for _, srv := range []*http.Server{s.outSrv, s.adminSrv} {
+	if s.outFront != nil {
+		_ = s.outFront.shutdown(sctx)
+		s.outFront.close()
+	}
+	for _, srv := range []*http.Server{s.localSrv, s.adminSrv} {
 		if srv != nil {
 			_ = srv.Shutdown(sctx)
 		}
@@ -393,14 +422,17 @@ func (s *Sidecar) Drain(ctx context.Context) error {
 		cancel()
 		s.stopDeliveries()
 		s.in.Drain()
+		if s.inFront != nil {
+			s.inFront.setDraining()
+		}
 		select {
 		case <-time.After(s.cfg.Propagation):
 		case <-ctx.Done():
 		}
-		if s.inSrv != nil {
-			if err := s.inSrv.Shutdown(ctx); err != nil {
+		if s.inFront != nil {
+			if err := s.inFront.shutdown(ctx); err != nil {
 				s.drainErr = fmt.Errorf("drain: in-flight requests still running after the grace: %w", err)
-				s.inSrv.Close()
+				s.inFront.close()
 			}
 		}
 		done := make(chan struct{})

@@ -25,6 +25,7 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.StringVar(&s.cfg.Control, "control", sidecar.DefaultControl, "control plane gRPC address")
 	f.StringVar(&s.cfg.Service, "service", "", "name of the service this instance belongs to (required)")
 	f.IntVar(&s.cfg.AppPort, "app-port", 0, "the app's port on 127.0.0.1 (omit for a pure client)")
+	f.BoolVar(&s.cfg.NoFastPath, "no-fast-path", false, "serve HTTP/1.1 with net/http instead of the allocation-free fast path")
 	f.StringVar(&s.cfg.AppProtocol, "app-protocol", "auto", "what the app speaks: auto (gRPC over h2c, the rest HTTP/1.1), http1 or h2c")
 	f.StringVar(&s.cfg.Inbound, "inbound", sidecar.DefaultInbound, "where other sidecars reach this instance (port 0: any free port)")
 	f.StringVar(&s.cfg.Outbound, "outbound", outboundDefault, "where the app sends its calls (HTTP_PROXY); empty disables")

@@ -1,0 +1,492 @@
+package proxy
+
+import (
+	"bytes"
+	"net/url"
+
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/textproto"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/proxy/h1"
+	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/telemetry/metrics"
+)
+
+// The fast path: plain HTTP/1.1 requests are served by proxy/h1, a
+// purpose-built forwarding engine that allocates nothing per request,
+// through the routers below; everything else (h2c and gRPC, Upgrade,
+// CONNECT) is handed to the net/http path (Outbound, Inbound) on the same
+// listener. Both paths produce the same routing, errors and telemetry.
+
+// cachedResolver is the allocation-free lookup the fast path prefers.
+type cachedResolver interface {
+	CachedBytes(service []byte) (*discovery.Destination, bool)
+}
+
+// FastOutbound routes the app's HTTP/1.1 calls for the h1 engine.
+type FastOutbound struct {
+	o *Outbound
+	// LocalAddr is where requests addressed to the sidecar itself go (a
+	// loopback listener serving Outbound's Local handler); "" answers 404.
+	LocalAddr string
+	source    []byte
+}
+
+var _ h1.Router = (*FastOutbound)(nil)
+
+// Fast returns the fast-path router sharing o's resolver, telemetry and
+// counters.
+func (o *Outbound) Fast(localAddr string) *FastOutbound {
+	return &FastOutbound{o: o, LocalAddr: localAddr, source: []byte(o.source)}
+}
+
+// fastState is one connection's per-request state, reused across requests.
+type fastState struct {
+	dest     *discovery.Destination
+	ep, last *balancer.Endpoint
+	tries    int
+	local    bool
+	weftErr  string
+	set      []h1.Field
+	tel      *telemetry.Fast
+}
+
+var fieldSource = []byte(HeaderSource)
+
+func (f *FastOutbound) state(d *h1.Decision) *fastState {
+	st, _ := d.State.(*fastState)
+	if st == nil {
+		st = &fastState{set: make([]h1.Field, 0, 4), tel: f.o.tel.NewFast()}
+		d.State = st
+	}
+	st.dest, st.ep, st.last, st.tries, st.local, st.weftErr = nil, nil, nil, 0, false, ""
+	st.set = st.set[:0]
+	return st
+}
+
+// Route implements h1.Router.
+func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
+	f.o.Requests.Add(1)
+	st := f.state(d)
+	host := hostOnly(req.Host)
+	if len(host) == 0 {
+		st.fail(d, &MeshError{Status: http.StatusBadRequest, Code: CodeBadRequest,
+			Message: "no Host: name the service to call (Host: orders, or an absolute URL http://orders/...)"})
+		return
+	}
+	if isLocalHostBytes(host) {
+		st.local = true
+		if f.LocalAddr == "" {
+			st.fail(d, &MeshError{Status: http.StatusNotFound, Code: CodeBadRequest, Message: "nothing is served on the sidecar's own address"})
+			return
+		}
+		d.Addr = f.LocalAddr
+		return
+	}
+	dest, ok := (*discovery.Destination)(nil), false
+	if cr, yes := f.o.resolver.(cachedResolver); yes {
+		dest, ok = cr.CachedBytes(host)
+	}
+	if !ok {
+		var err error
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		dest, err = f.o.resolver.Lookup(ctx, serviceName(string(host)))
+		cancel()
+		if err != nil {
+			st.begin(f.o, req, string(host), false)
+			st.fail(d, lookupError(serviceName(string(host)), err))
+			return
+		}
+	}
+	st.dest = dest
+	st.begin(f.o, req, dest.Service, dest.Exists)
+	if !dest.Exists {
+		st.fail(d, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeUnknownService, Service: dest.Service,
+			Message: fmt.Sprintf("no service %q is registered with the control plane", dest.Service)})
+		return
+	}
+	ep, err := dest.Picker.Pick(fastPickInfo(req, dest.HashKey))
+	if err != nil {
+		msg := fmt.Sprintf("service %q has no instances", dest.Service)
+		if n := len(dest.Instances); n > 0 {
+			msg = fmt.Sprintf("service %q has %d instance(s), none ready", dest.Service, n)
+		}
+		st.fail(d, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeNoReadyInstances, Service: dest.Service, Message: msg})
+		return
+	}
+	st.use(d, ep)
+	d.HeaderTimeout = dest.Timeout
+	st.set = append(st.set, h1.Field{Name: fieldSource, Value: f.source})
+	if st.tel != nil {
+		st.tel.Inject()
+		for k, v := range st.tel.Out {
+			if len(v) > 0 {
+				st.set = append(st.set, h1.Field{Name: []byte(k), Value: []byte(v[0])})
+			}
+		}
+	}
+	d.Set = st.set
+}
+
+func (st *fastState) use(d *h1.Decision, ep *balancer.Endpoint) {
+	st.ep, st.last = ep, ep
+	st.tries++
+	ep.InFlight.Add(1)
+	d.Addr = ep.Address
+}
+
+// begin starts the request's telemetry (client side).
+func (st *fastState) begin(o *Outbound, req *h1.Request, dst string, known bool) {
+	if st.tel == nil {
+		return
+	}
+	clear(st.tel.In)
+	for _, fl := range req.Fields {
+		if isTraceField(fl.Name) {
+			st.tel.In[textproto.CanonicalMIMEHeaderKey(string(fl.Name))] = []string{string(fl.Value)}
+		}
+	}
+	if !known {
+		dst = metrics.Unknown
+	}
+	st.tel.Begin(metrics.Client, methodString(req.Method), o.source, dst, time.Now())
+}
+
+func (st *fastState) fail(d *h1.Decision, e *MeshError) {
+	d.Addr = ""
+	d.Status = e.Status
+	d.Header, d.Body = meshErrorAnswer(e)
+	st.weftErr = e.Code
+}
+
+// Next implements h1.Router: a refused connection is tried on another
+// instance (nothing was sent).
+func (f *FastOutbound) Next(req *h1.Request, d *h1.Decision, err error) bool {
+	st := d.State.(*fastState)
+	if st.local || st.dest == nil {
+		return false
+	}
+	st.ep.InFlight.Add(-1)
+	st.ep = nil
+	if st.tries >= maxAttempts {
+		return false
+	}
+	ep, perr := st.dest.Picker.Pick(balancer.PickInfo{})
+	for i := 0; perr == nil && ep == st.last && i < 4 && len(st.dest.Endpoints) > 1; i++ {
+		ep, perr = st.dest.Picker.Pick(balancer.PickInfo{})
+	}
+	if perr != nil {
+		return false
+	}
+	st.use(d, ep)
+	return true
+}
+
+// Finish implements h1.Router.
+func (f *FastOutbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
+	st := d.State.(*fastState)
+	if st.ep != nil {
+		st.ep.InFlight.Add(-1)
+	}
+	if res.Err != nil && !res.HeadWritten && st.dest != nil {
+		var op *net.OpError
+		switch {
+		case errors.As(res.Err, &op) && op.Op == "dial":
+			st.fail(d, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeConnectFailed, Service: st.dest.Service,
+				Message: fmt.Sprintf("could not reach an instance of %q", st.dest.Service), Err: res.Err})
+		case errors.Is(res.Err, h1.ErrUpstreamTimeout):
+			st.fail(d, &MeshError{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, Service: st.dest.Service,
+				Message: fmt.Sprintf("no response within %s", st.dest.Timeout)})
+		case errors.Is(res.Err, h1.ErrBadRequest), errors.Is(res.Err, h1.ErrDownstream):
+		default:
+			st.fail(d, &MeshError{Status: http.StatusBadGateway, Code: CodeUpstreamReset, Service: st.dest.Service,
+				Message: "the upstream failed the request", Err: res.Err})
+		}
+		res.Status = d.Status
+	}
+	if st.tel != nil && !st.local {
+		end(st.tel, st.weftErr, req, res, st.ep)
+	}
+}
+
+// FastInbound routes other sidecars' HTTP/1.1 calls to the app.
+type FastInbound struct {
+	in *Inbound
+}
+
+var _ h1.Router = (*FastInbound)(nil)
+
+// Fast returns the inbound's fast-path router.
+func (in *Inbound) Fast() *FastInbound { return &FastInbound{in: in} }
+
+type inState struct {
+	weftErr string
+	tel     *telemetry.Fast
+	set     []h1.Field
+}
+
+// Route implements h1.Router.
+func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
+	f.in.Requests.Add(1)
+	st, _ := d.State.(*inState)
+	if st == nil {
+		st = &inState{tel: f.in.Telemetry.NewFast()}
+		d.State = st
+	}
+	st.weftErr = ""
+	d.Addr = f.in.appAddr
+	if st.tel != nil {
+		clear(st.tel.In)
+		src := metrics.Unknown
+		for _, fl := range req.Fields {
+			if isTraceField(fl.Name) {
+				st.tel.In[textproto.CanonicalMIMEHeaderKey(string(fl.Name))] = []string{string(fl.Value)}
+			} else if equalFold(fl.Name, fieldSource) && metrics.ValidName(string(fl.Value)) {
+				src = string(fl.Value)
+			}
+		}
+		st.tel.Begin(metrics.Server, methodString(req.Method), src, "", time.Now())
+		// The app's outbound calls continue this hop's span.
+		st.tel.Inject()
+		st.set = st.set[:0]
+		for k, v := range st.tel.Out {
+			if len(v) > 0 {
+				st.set = append(st.set, h1.Field{Name: []byte(k), Value: []byte(v[0])})
+			}
+		}
+		d.Set = st.set
+	}
+}
+
+// Next implements h1.Router: there is one app.
+func (f *FastInbound) Next(*h1.Request, *h1.Decision, error) bool { return false }
+
+// Finish implements h1.Router.
+func (f *FastInbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
+	st := d.State.(*inState)
+	if res.Err != nil && !res.HeadWritten {
+		var op *net.OpError
+		if errors.As(res.Err, &op) && op.Op == "dial" {
+			e := &MeshError{Status: http.StatusServiceUnavailable, Code: CodeAppUnavailable, Service: string(hostOnly(req.Host)),
+				Message: fmt.Sprintf("the app at %s is not accepting connections", f.in.appAddr)}
+			d.Status = e.Status
+			d.Header, d.Body = meshErrorAnswer(e)
+			st.weftErr = e.Code
+			res.Status = d.Status
+		}
+	}
+	if st.tel != nil {
+		end(st.tel, st.weftErr, req, res, nil)
+	}
+}
+
+func end(tel *telemetry.Fast, weftErr string, req *h1.Request, res *h1.Result, ep *balancer.Endpoint) {
+	e := telemetry.FastEnd{Status: res.Status, End: res.End, WeftError: weftErr, ReqBytes: res.ReqBytes, RespBytes: res.RespBytes}
+	if e.End.IsZero() {
+		e.End = time.Now()
+	}
+	if !res.UpstreamStart.IsZero() {
+		e.Upstream = e.End.Sub(res.UpstreamStart)
+		if !res.UpstreamHeaders.IsZero() {
+			// The relay of the response body after its head is the
+			// sidecar's work; the wait for the head is the upstream's.
+			e.Upstream = res.UpstreamHeaders.Sub(res.UpstreamStart)
+		}
+	}
+	if tel.WantsStrings() {
+		e.Method, e.Host = string(req.Method), string(req.Host)
+		if ep != nil {
+			e.PeerID, e.PeerAddr = ep.ID, ep.Address
+		}
+	}
+	tel.End(&e)
+}
+
+// meshErrorAnswer renders a mesh error as the engine's local answer.
+func meshErrorAnswer(e *MeshError) ([]h1.Field, []byte) {
+	rec := &bodyRecorder{h: http.Header{}}
+	e.Write(rec)
+	fields := make([]h1.Field, 0, len(rec.h))
+	for k, v := range rec.h {
+		fields = append(fields, h1.Field{Name: []byte(k), Value: []byte(v[0])})
+	}
+	return fields, rec.body
+}
+
+type bodyRecorder struct {
+	h    http.Header
+	body []byte
+}
+
+func (b *bodyRecorder) Header() http.Header { return b.h }
+func (b *bodyRecorder) WriteHeader(int)     {}
+func (b *bodyRecorder) Write(p []byte) (int, error) {
+	b.body = append(b.body, p...)
+	return len(p), nil
+}
+
+// hostOnly strips a port and a trailing dot and lowercases in place (the
+// Host aliases the connection's buffer; host names are case-insensitive).
+func hostOnly(h []byte) []byte {
+	if i := lastColon(h); i >= 0 && (len(h) == 0 || h[0] != '[' || h[i-1] == ']') {
+		h = h[:i]
+	}
+	if n := len(h); n > 0 && h[n-1] == '.' {
+		h = h[:n-1]
+	}
+	for i, c := range h {
+		if 'A' <= c && c <= 'Z' {
+			h[i] = c + 'a' - 'A'
+		}
+	}
+	return h
+}
+
+func lastColon(b []byte) int {
+	for i := len(b) - 1; i >= 0; i-- {
+		switch b[i] {
+		case ':':
+			return i
+		case ']':
+			return -1
+		}
+	}
+	return -1
+}
+
+func isLocalHostBytes(h []byte) bool {
+	switch string(h) {
+	case "127.0.0.1", "localhost", "::1", "[::1]":
+		return true
+	}
+	return false
+}
+
+var traceFields = [][]byte{[]byte("traceparent"), []byte("tracestate"), []byte("b3"),
+	[]byte("x-b3-traceid"), []byte("x-b3-spanid"), []byte("x-b3-parentspanid"), []byte("x-b3-sampled"), []byte("x-b3-flags")}
+
+func isTraceField(name []byte) bool {
+	for _, t := range traceFields {
+		if equalFold(name, t) {
+			return true
+		}
+	}
+	return false
+}
+
+func equalFold(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+var methods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodPatch, http.MethodOptions}
+
+// methodString returns a constant for the common methods (no allocation).
+func methodString(m []byte) string {
+	for _, s := range methods {
+		if string(m) == s {
+			return s
+		}
+	}
+	return string(m)
+}
+
+// fastPickInfo is pickInfo for the fast path's request.
+func fastPickInfo(req *h1.Request, k resource.HashKey) balancer.PickInfo {
+	var key []byte
+	switch k.Source {
+	case resource.HashNone:
+		return balancer.PickInfo{}
+	case resource.HashHeader:
+		key = req.Get(k.Name)
+	case resource.HashCookie:
+		key = cookieValue(req.Get("Cookie"), k.Name)
+	case resource.HashQuery:
+		key = queryValue(req.Path(), k.Name)
+	case resource.HashSourceIP:
+		if a, ok := req.RemoteAddr.(*net.TCPAddr); ok {
+			return hashKey(a.IP.String())
+		}
+	}
+	if len(key) == 0 {
+		return balancer.PickInfo{}
+	}
+	return hashKeyBytes(key)
+}
+
+func hashKey(s string) balancer.PickInfo {
+	return balancer.PickInfo{Hash: xxhash.Sum64String(s), HasHash: true}
+}
+
+func hashKeyBytes(b []byte) balancer.PickInfo {
+	return balancer.PickInfo{Hash: xxhash.Sum64(b), HasHash: true}
+}
+
+// cookieValue finds name's value in a Cookie header ("a=1; b=2").
+func cookieValue(h []byte, name string) []byte {
+	for len(h) > 0 {
+		var part []byte
+		if i := bytes.IndexByte(h, ';'); i >= 0 {
+			part, h = h[:i], h[i+1:]
+		} else {
+			part, h = h, nil
+		}
+		part = bytes.TrimSpace(part)
+		if k, v, ok := bytes.Cut(part, []byte("=")); ok && string(k) == name {
+			return bytes.Trim(v, `"`)
+		}
+	}
+	return nil
+}
+
+// queryValue finds name's first value in the query of path, unescaped as
+// url.Query would (so both paths hash a key alike).
+func queryValue(path []byte, name string) []byte {
+	_, q, ok := bytes.Cut(path, []byte("?"))
+	if !ok {
+		return nil
+	}
+	for len(q) > 0 {
+		var part []byte
+		if i := bytes.IndexByte(q, '&'); i >= 0 {
+			part, q = q[:i], q[i+1:]
+		} else {
+			part, q = q, nil
+		}
+		k, v, _ := bytes.Cut(part, []byte("="))
+		if string(k) != name {
+			continue
+		}
+		if bytes.ContainsAny(v, "%+") {
+			if s, err := url.QueryUnescape(string(v)); err == nil {
+				return []byte(s)
+			}
+		}
+		return v
+	}
+	return nil
+}
