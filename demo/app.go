@@ -160,7 +160,7 @@ func drive(ctx context.Context, client *http.Client, rate float64) {
 
 // publishClient posts to the sidecar's own publish endpoint on loopback
 // (no proxy: NO_PROXY covers it, and this says so explicitly).
-var publishClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}}
+var publishClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}}
 
 // publishOrder publishes order.created through the sidecar
 // ($WEFT_PUBLISH_URL), carrying the request's trace context so the

@@ -19,6 +19,9 @@ import (
 // not yet heard from the control plane, or messaging turned off).
 var ErrNoBroker = errors.New("no broker configured (the control plane has not handed one out yet)")
 
+// ErrMessagingOff is returned when the control plane runs without messaging.
+var ErrMessagingOff = errors.New("messaging is off: the control plane runs without a broker (weft control --broker off)")
+
 // ErrBrokerUnavailable is returned when the broker cannot be reached.
 var ErrBrokerUnavailable = errors.New("broker unavailable")
 
@@ -27,6 +30,9 @@ type ConnConfig struct {
 	// URL returns the broker URL(s) to use now, "" while unknown. It is
 	// read again every Poll, so the URL may arrive late or change.
 	URL func() string
+	// Known reports whether URL's source has answered, so that an empty
+	// URL means "messaging off" rather than "not yet" (nil: never known).
+	Known func() bool
 	// Name is the client name the broker shows.
 	Name   string
 	Logger *slog.Logger
@@ -98,10 +104,19 @@ func (c *Conn) Changed() <-chan struct{} {
 	return c.changed
 }
 
+// Off reports that messaging is known to be off: no broker URL, from a
+// source that has answered.
+func (c *Conn) Off() bool {
+	return c.cfg.Known != nil && c.cfg.Known() && c.cfg.URL() == ""
+}
+
 // Wait returns a session whose connection is up, waiting for one until ctx
 // ends; the error then says why there is none.
 func (c *Conn) Wait(ctx context.Context) (*Session, error) {
 	for {
+		if c.Off() {
+			return nil, ErrMessagingOff
+		}
 		s := c.Session()
 		if s != nil && s.Connected() {
 			return s, nil

@@ -47,7 +47,7 @@ func (s *Sidecar) newMessaging() error {
 	spans := messaging.MeshSpans(s.tracer)
 	m := &sidecarMessaging{done: make(chan struct{})}
 	m.conn = messaging.NewConn(messaging.ConnConfig{URL: func() string { return s.disc.Setting(messaging.SettingBroker) },
-		Name: cfg.ID, Logger: log, Lazy: true})
+		Known: s.disc.Connected, Name: cfg.ID, Logger: log, Lazy: true})
 	m.pub = publish.New(publish.Config{Conn: m.conn, Source: cfg.Service, MaxMessageBytes: maxBytes, Metrics: metrics, Spans: spans, Logger: log})
 	if cfg.AppPort > 0 {
 		m.deliver, err = deliver.New(deliver.Config{Service: cfg.Service, AppAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)),

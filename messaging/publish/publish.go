@@ -212,6 +212,10 @@ func (p *Publisher) publishRequest(w http.ResponseWriter, r *http.Request, topic
 	if len(body) > max {
 		return Result{}, tooLarge(-1, max)
 	}
+	if o, ok := p.cfg.Conn.(interface{ Off() bool }); ok && o.Off() {
+		// Fail at once, and without a span: nothing was attempted.
+		return Result{}, &Error{Status: http.StatusServiceUnavailable, Code: CodeBrokerUnavailable, Message: messaging.ErrMessagingOff.Error()}
+	}
 	hdr, err := Headers(r.Header)
 	if err != nil {
 		return Result{}, &Error{Status: http.StatusBadRequest, Code: CodeBadRequest, Message: err.Error()}
