@@ -162,10 +162,15 @@ func drive(ctx context.Context, client *http.Client, rate float64) {
 // (no proxy: NO_PROXY covers it, and this says so explicitly).
 var publishClient = &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 16}}
 
+// publishing bounds the publishes in flight: when the broker is slow or
+// away, orders go on and events beyond the bound are dropped (and logged).
+var publishing = make(chan struct{}, 64)
+
 // publishOrder publishes order.created through the sidecar
 // ($WEFT_PUBLISH_URL), carrying the request's trace context so the
-// delivery to the notifier joins the order's trace. A failed publish is
-// logged, not fatal to the order.
+// delivery to the notifier joins the order's trace. It does not hold up the
+// order: the publish runs after the handler returns, and a failed publish
+// is logged, not fatal to the order.
 func publishOrder(r *http.Request, order, instance string) {
 	base := os.Getenv("WEFT_PUBLISH_URL")
 	if base == "" {
@@ -173,7 +178,7 @@ func publishOrder(r *http.Request, order, instance string) {
 	}
 	user := r.Header.Get("x-user-id")
 	body, _ := json.Marshal(map[string]any{"order": order, "user": user, "by": instance, "at": time.Now().UTC().Format(time.RFC3339Nano)})
-	req, _ := http.NewRequestWithContext(r.Context(), http.MethodPost, base+"/order.created", bytes.NewReader(body))
+	req, _ := http.NewRequestWithContext(context.WithoutCancel(r.Context()), http.MethodPost, base+"/order.created", bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if user != "" {
 		req.Header.Set("X-Weft-Key", user)
@@ -183,14 +188,23 @@ func publishOrder(r *http.Request, order, instance string) {
 			req.Header.Set(h, v)
 		}
 	}
-	resp, err := publishClient.Do(req)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "publish order.created:", err)
+	select {
+	case publishing <- struct{}{}:
+	default:
+		fmt.Fprintln(os.Stderr, "publish order.created: too many publishes in flight; event dropped")
 		return
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		fmt.Fprintf(os.Stderr, "publish order.created: %s %s\n", resp.Status, msg)
-	}
+	go func() {
+		defer func() { <-publishing }()
+		resp, err := publishClient.Do(req)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "publish order.created:", err)
+			return
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			msg, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+			fmt.Fprintf(os.Stderr, "publish order.created: %s %s\n", resp.Status, msg)
+		}
+	}()
 }
