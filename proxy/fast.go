@@ -57,6 +57,7 @@ type fastState struct {
 	tries    int
 	local    bool
 	weftErr  string
+	path     string // for spans and the access log only (the engine empties the target before Finish)
 	set      []h1.Field
 	tel      *telemetry.Fast
 }
@@ -69,7 +70,7 @@ func (f *FastOutbound) state(d *h1.Decision) *fastState {
 		st = &fastState{set: make([]h1.Field, 0, 4), tel: f.o.tel.NewFast()}
 		d.State = st
 	}
-	st.dest, st.ep, st.last, st.tries, st.local, st.weftErr = nil, nil, nil, 0, false, ""
+	st.dest, st.ep, st.last, st.tries, st.local, st.weftErr, st.path = nil, nil, nil, 0, false, "", ""
 	st.set = st.set[:0]
 	return st
 }
@@ -160,6 +161,17 @@ func (st *fastState) begin(o *Outbound, req *h1.Request, dst string, known bool)
 		dst = metrics.Unknown
 	}
 	st.tel.Begin(metrics.Client, methodString(req.Method), o.source, dst, time.Now())
+	if st.tel.WantsStrings() {
+		st.path = pathOnly(req.Path())
+	}
+}
+
+// pathOnly is the path without its query, as the access log records it.
+func pathOnly(p []byte) string {
+	if i := bytes.IndexByte(p, '?'); i >= 0 {
+		p = p[:i]
+	}
+	return string(p)
 }
 
 func (st *fastState) fail(d *h1.Decision, e *MeshError) {
@@ -215,7 +227,7 @@ func (f *FastOutbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 		res.Status = d.Status
 	}
 	if st.tel != nil && !st.local {
-		end(st.tel, st.weftErr, req, res, st.ep)
+		end(st.tel, st.weftErr, st.path, req, res, st.ep)
 	}
 }
 
@@ -231,6 +243,7 @@ func (in *Inbound) Fast() *FastInbound { return &FastInbound{in: in} }
 
 type inState struct {
 	weftErr string
+	path    string
 	tel     *telemetry.Fast
 	set     []h1.Field
 }
@@ -256,6 +269,10 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 			}
 		}
 		st.tel.Begin(metrics.Server, methodString(req.Method), src, "", time.Now())
+		st.path = ""
+		if st.tel.WantsStrings() {
+			st.path = pathOnly(req.Path())
+		}
 		// The app's outbound calls continue this hop's span.
 		st.tel.Inject()
 		st.set = st.set[:0]
@@ -286,11 +303,11 @@ func (f *FastInbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 		}
 	}
 	if st.tel != nil {
-		end(st.tel, st.weftErr, req, res, nil)
+		end(st.tel, st.weftErr, st.path, req, res, nil)
 	}
 }
 
-func end(tel *telemetry.Fast, weftErr string, req *h1.Request, res *h1.Result, ep *balancer.Endpoint) {
+func end(tel *telemetry.Fast, weftErr, path string, req *h1.Request, res *h1.Result, ep *balancer.Endpoint) {
 	e := telemetry.FastEnd{Status: res.Status, End: res.End, WeftError: weftErr, ReqBytes: res.ReqBytes, RespBytes: res.RespBytes}
 	if e.End.IsZero() {
 		e.End = time.Now()
@@ -304,7 +321,7 @@ func end(tel *telemetry.Fast, weftErr string, req *h1.Request, res *h1.Result, e
 		}
 	}
 	if tel.WantsStrings() {
-		e.Method, e.Host = string(req.Method), string(req.Host)
+		e.Method, e.Host, e.Path = string(req.Method), string(req.Host), path
 		if ep != nil {
 			e.PeerID, e.PeerAddr = ep.ID, ep.Address
 		}

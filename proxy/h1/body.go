@@ -6,6 +6,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"time"
 )
 
 // bufSize is the size of every pooled buffer: a downstream connection's
@@ -72,11 +73,15 @@ type outbuf struct {
 	dst io.Writer
 	n   int64 // bytes written to dst
 	err error
+	// last is when the latest write to dst began: the moment its bytes
+	// were handed to the kernel (see Result.End).
+	last time.Time
 }
 
 func (o *outbuf) flush() error {
 	if o.err == nil && len(o.buf) > 0 {
 		var n int
+		o.last = time.Now()
 		n, o.err = o.dst.Write(o.buf)
 		o.n += int64(n)
 	}
@@ -94,6 +99,7 @@ func (o *outbuf) write(p []byte) {
 	}
 	if len(p) >= cap(o.buf)/2 {
 		var n int
+		o.last = time.Now()
 		n, o.err = o.dst.Write(p)
 		o.n += int64(n)
 		return

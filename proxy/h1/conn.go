@@ -332,6 +332,12 @@ func (c *conn) finish() {
 	}
 	res.ReqBytes = c.in.consumed() - c.reqStart
 	res.End = time.Now()
+	if c.outDown && !c.out.last.IsZero() {
+		// The start of the last write downstream: a server's End then never
+		// falls after its caller's, however the scheduler delays this
+		// goroutine once the bytes are on their way.
+		res.End = c.out.last
+	}
 	req.Target, req.path, req.Fields = nil, nil, req.Fields[:0]
 	c.s.Router.Finish(req, &c.d, res)
 }

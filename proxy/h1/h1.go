@@ -172,7 +172,8 @@ type Result struct {
 	// Times on the monotonic clock; zero when not reached. Start is when the
 	// request head had been read, UpstreamStart when an upstream connection
 	// was in hand, UpstreamHeaders when the final response head had been
-	// read, End just before Finish.
+	// read, End when the last bytes were handed to the downstream's socket
+	// (just before Finish when nothing was written).
 	Start, UpstreamStart, UpstreamHeaders, End time.Time
 	// Err is nil on success. Otherwise it wraps the cause: a dial error
 	// (errors.As *net.OpError with Op "dial"), ErrUpstreamClosed,
