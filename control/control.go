@@ -61,8 +61,8 @@ type Config struct {
 	// BrokerAddr, stored under DataDir/broker), nats://host:port[,…] an
 	// external NATS cluster, "off" no messaging. Sidecars get its URL.
 	Broker string
-	// BrokerAddr is the embedded broker's address (default 127.0.0.1:0;
-	// the CLI's default is 127.0.0.1:15222).
+	// BrokerAddr is the embedded broker's address; empty: 127.0.0.1:15222,
+	// or any free port if that one is taken.
 	BrokerAddr string
 	// MaxMessageBytes is the largest message payload (default 1 MiB).
 	MaxMessageBytes int

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -36,13 +37,26 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 	url := cfg.Broker
 	if url == "" {
 		addr := cfg.BrokerAddr
+		bcfg := broker.Config{Addr: addr, StoreDir: filepath.Join(cfg.DataDir, "broker"),
+			MaxPayload: max + messaging.HeaderRoom, Logger: s.log.With("component", "broker")}
 		if addr == "" {
-			addr = "127.0.0.1:0"
+			// Not chosen: the usual port, or any free one if it is taken
+			// (another control plane on this host). Sidecars learn the
+			// URL from the Hello, and follow it if it changes on restart.
+			bcfg.Addr = broker.DefaultAddr
 		}
-		b, err := broker.New(broker.Config{Addr: addr, StoreDir: filepath.Join(cfg.DataDir, "broker"),
-			MaxPayload: max + messaging.HeaderRoom, Logger: s.log.With("component", "broker")})
+		b, err := broker.New(bcfg)
+		if err != nil && addr == "" && errors.Is(err, broker.ErrAddrInUse) {
+			s.log.Info("broker port in use; the embedded broker takes any free port", "port", broker.DefaultAddr)
+			addr = "127.0.0.1:0"
+			bcfg.Addr = addr
+			b, err = broker.New(bcfg)
+		}
 		if err != nil {
 			return err
+		}
+		if addr == "" {
+			addr = broker.DefaultAddr
 		}
 		s.broker = b
 		_, port, _ := net.SplitHostPort(b.URL()[len("nats://"):])

@@ -22,6 +22,9 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			cfg.Logger = log.With("component", "control")
+			if !cmd.Flags().Changed("broker-addr") {
+				cfg.BrokerAddr = "" // the default port, or any free one if it is taken
+			}
 			s, err := control.New(cfg)
 			if err != nil {
 				return err
@@ -39,7 +42,7 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 	f.DurationVar(&cfg.ScrapeInterval, "scrape-interval", aggregator.DefaultInterval, "how often every sidecar's /metrics is scraped for weft stat and weft top")
 	f.IntVar(&cfg.MaxTraces, "max-traces", tracestore.DefaultMaxTraces, "most recent traces kept in memory for weft traces")
 	f.StringVar(&cfg.Broker, "broker", "", "message broker handed to sidecars: nats://HOST:PORT[,nats://…] for an external NATS cluster with JetStream, off for no messaging (default: the embedded broker)")
-	f.StringVar(&cfg.BrokerAddr, "broker-addr", broker.DefaultAddr, "where the embedded broker listens (NATS protocol; its store is DATA-DIR/broker)")
+	f.StringVar(&cfg.BrokerAddr, "broker-addr", broker.DefaultAddr, "where the embedded broker listens (NATS protocol; its store is DATA-DIR/broker); when not given and the default port is taken, any free port (sidecars learn it from the control plane)")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", messaging.DefaultMaxMessageBytes, "largest message payload a publish may carry")
 	return cmd
 }

@@ -93,12 +93,13 @@ func (a *Admin) SetSubscriptions(objs []resource.Object) {
 // Run connects, configures the stream, keeps consumers in step with the
 // Subscription resources and samples counts for rates, until ctx ends.
 func (a *Admin) Run(ctx context.Context) error {
+	// The connection outlives the loop: a request in flight when ctx ends
+	// gets its answer before the connection closes (see reconcile).
+	connCtx, stopConn := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	defer func() { stopConn(); wg.Wait() }()
 	wg.Add(1)
-	go func() { defer wg.Done(); _ = a.cfg.Conn.Run(ctx) }()
+	go func() { defer wg.Done(); _ = a.cfg.Conn.Run(connCtx) }()
 
 	var configured *messaging.Session
 	pending := true
@@ -142,7 +143,7 @@ func (a *Admin) Run(ctx context.Context) error {
 }
 
 func (a *Admin) configureStream(ctx context.Context, sess *messaging.Session) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	st, err := messaging.EnsureStream(ctx, sess.JS, a.cfg.MaxMessageBytes)
 	if err != nil {
@@ -163,10 +164,14 @@ func (a *Admin) configureStream(ctx context.Context, sess *messaging.Session) er
 }
 
 // reconcile creates or updates the consumer of every Subscription and
-// deletes consumers of Subscriptions that were deleted. Consumers of
+// deletes consumers of Subscriptions that were deleted. Like
+// configureStream it is not cut short when Run's ctx ends: Run returns
+// only once the broker has answered, so the embedded broker, stopped right
+// after, is never shut down mid-creation (which leaves the new stream's
+// goroutines running). Consumers of
 // --subscribe flags (origin local) are the sidecars' business.
 func (a *Admin) reconcile(ctx context.Context, sess *messaging.Session) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	a.mu.Lock()
 	desired := maps.Clone(a.desired)

@@ -13,6 +13,8 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -23,6 +25,9 @@ import (
 // DefaultAddr is the embedded broker's listen address: loopback, and not
 // NATS's usual 4222, so it never collides with a NATS server already there.
 const DefaultAddr = "127.0.0.1:15222"
+
+// ErrAddrInUse is wrapped by New when the address is taken.
+var ErrAddrInUse = errors.New("address in use")
 
 // Config configures the embedded broker.
 type Config struct {
@@ -69,6 +74,9 @@ func New(cfg Config) (*Broker, error) {
 	// turns it into the same one-line error as every other Weft listener.
 	ln, err := bind.TCP(cfg.Flag, cfg.Addr)
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "already in use") {
+			return nil, fmt.Errorf("%w (%w)", err, ErrAddrInUse)
+		}
 		return nil, err
 	}
 	ln.Close()
