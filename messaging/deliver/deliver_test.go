@@ -351,3 +351,38 @@ func TestDeadLetter(t *testing.T) {
 		t.Errorf("the message after the poison one with its key: %d deliveries", attempts["after-poison"])
 	}
 }
+
+// --subscribe flags and Subscription resources merge by topic; on the
+// same topic the resource wins, and the flag comes back when it goes.
+func TestLocalAndResourceMerge(t *testing.T) {
+	e := newEnv(t)
+	addr := strings.TrimPrefix(e.app.URL, "http://")
+	m, err := deliver.New(deliver.Config{Service: "sub", AppAddr: addr, Conn: e.conn, Discovery: e.watch, AppReady: e.ready,
+		Local: map[string]string{"a": "/flag-a", "b": "/flag-b"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	state := func() string {
+		var parts []string
+		for _, s := range m.Subscriptions() {
+			parts = append(parts, s.Topic+"="+s.Spec.Path+"("+s.Origin+")")
+		}
+		return strings.Join(parts, " ")
+	}
+	e.watch.push(spec("b", func(s *resource.SubscriptionSpec) { s.Path = "/resource-b" }))
+	want := "a=/flag-a(local) b=/resource-b(resource)"
+	waitFor(t, 5*time.Second, want, func() bool { return state() == want })
+	e.watch.push()
+	want = "a=/flag-a(local) b=/flag-b(local)"
+	waitFor(t, 5*time.Second, want, func() bool { return state() == want })
+
+	for _, bad := range []map[string]string{{"a..b": "/x"}, {"a": "x"}} {
+		if _, err := deliver.New(deliver.Config{Service: "sub", AppAddr: addr, Local: bad}); err == nil {
+			t.Errorf("Local %v accepted", bad)
+		}
+	}
+}
