@@ -1,0 +1,333 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"text/template"
+	"time"
+)
+
+// Path names.
+const (
+	PathDirect  = "direct"
+	PathWeft    = "weft"
+	PathHAProxy = "haproxy"
+	PathNginx   = "nginx"
+)
+
+// AllPaths is every path, in the order rounds interleave them.
+var AllPaths = []string{PathDirect, PathWeft, PathHAProxy, PathNginx}
+
+// Env is what a path needs to start.
+type Env struct {
+	Starter     *Starter
+	Dir         string // scratch directory for configs, pid files, data
+	BackendAddr string
+	ProxyCPU    string // taskset list for the proxies under test ("" = unpinned)
+	WeftBin     string
+	HAProxyBin  string
+	NginxBin    string
+	ReadyWait   time.Duration // how long a path may take to answer 200
+}
+
+// Topology is a started path.
+type Topology struct {
+	Target Target
+	// Hops are the proxy processes under test, in request order: their CPU
+	// and RSS are the proxy's cost. Each is the root of its process tree.
+	Hops []*Proc
+	// Aux are other processes of the path (weft's control plane), reported
+	// separately.
+	Aux   []*Proc
+	procs []*Proc
+}
+
+// Stop stops the path's processes.
+func (t *Topology) Stop(s *Starter) {
+	for i := len(t.procs) - 1; i >= 0; i-- {
+		t.procs[i].Stop(2 * time.Second)
+	}
+	s.Forget(t.procs...)
+}
+
+// Dead returns an error naming a process of the path that has exited.
+func (t *Topology) Dead() error {
+	for _, p := range t.procs {
+		if done, err := p.Exited(); done {
+			return fmt.Errorf("%s exited (%v): %s", p.Name, err, p.LogTail(6))
+		}
+	}
+	return nil
+}
+
+// StartPath starts the named path, retrying twice with fresh ports when a
+// process fails to come up (a port taken between probe and bind, say).
+func StartPath(ctx context.Context, name string, env *Env, round int) (*Topology, error) {
+	var lastErr error
+	for attempt := 0; attempt < 3; attempt++ {
+		dir := filepath.Join(env.Dir, fmt.Sprintf("%s-r%d-a%d", name, round, attempt))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+		var t *Topology
+		var err error
+		switch name {
+		case PathDirect:
+			t = &Topology{Target: Target{Addr: env.BackendAddr, Host: "backend"}}
+		case PathHAProxy:
+			t, err = startHAProxy(ctx, env, dir, name)
+		case PathNginx:
+			t, err = startNginx(ctx, env, dir, name)
+		case PathWeft:
+			t, err = startWeft(ctx, env, dir, name)
+		default:
+			return nil, fmt.Errorf("unknown path %q", name)
+		}
+		if err == nil {
+			return t, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	return nil, lastErr
+}
+
+// readyThrough waits until a GET through the whole path answers 200.
+func readyThrough(ctx context.Context, env *Env, t *Topology) error {
+	wait := env.ReadyWait
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+	return WaitHTTP(ctx, t.Target.url(), t.Target.Host, wait, t.procs...)
+}
+
+func writeTemplate(path string, tmpl *template.Template, data any) error {
+	var b strings.Builder
+	if err := tmpl.Execute(&b, data); err != nil {
+		return err
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
+}
+
+// hop is one proxy instance of a two-hop chain.
+type hop struct {
+	Name     string
+	Listen   string
+	Upstream string
+	Dir      string
+	Root     bool // running as root (nginx: set the worker user)
+}
+
+var haproxyTmpl = template.Must(template.New("haproxy").Parse(`# meshbench: {{.Name}}
+global
+    nbthread 1
+    maxconn 4096
+    pidfile {{.Dir}}/{{.Name}}.pid
+    # no "log" line: nothing is logged, to disk or syslog
+
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+
+frontend in
+    bind {{.Listen}}
+    default_backend next
+
+backend next
+    server next {{.Upstream}}
+`))
+
+func startHAProxy(ctx context.Context, env *Env, dir, name string) (*Topology, error) {
+	if env.HAProxyBin == "" {
+		return nil, fmt.Errorf("haproxy not found (run scripts/deps.sh)")
+	}
+	ports, err := FreePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	hops := []hop{
+		{Name: name + "-1", Listen: addr(ports[0]), Upstream: addr(ports[1]), Dir: dir},
+		{Name: name + "-2", Listen: addr(ports[1]), Upstream: env.BackendAddr, Dir: dir},
+	}
+	t := &Topology{Target: Target{Addr: hops[0].Listen, Host: "backend"}}
+	// Start the far hop first so the near one never sees a refused upstream.
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := hops[i]
+		cfg := filepath.Join(dir, h.Name+".cfg")
+		if err := writeTemplate(cfg, haproxyTmpl, h); err != nil {
+			return nil, err
+		}
+		// -db: stay in the foreground, no daemon, no master-worker.
+		p, err := env.Starter.Start(ProcSpec{Name: h.Name, Argv: []string{env.HAProxyBin, "-db", "-f", cfg}, Dir: dir, CPU: env.ProxyCPU})
+		if err != nil {
+			t.Stop(env.Starter)
+			return nil, err
+		}
+		t.procs = append(t.procs, p)
+	}
+	t.Hops = []*Proc{t.procs[1], t.procs[0]}
+	if err := readyThrough(ctx, env, t); err != nil {
+		t.Stop(env.Starter)
+		return nil, err
+	}
+	return t, nil
+}
+
+var nginxTmpl = template.Must(template.New("nginx").Parse(`# meshbench: {{.Name}}
+{{if .Root}}user root root;
+{{end}}daemon off;
+master_process on;
+worker_processes 1;
+pid {{.Dir}}/{{.Name}}.pid;
+error_log {{.Dir}}/{{.Name}}.error.log warn;
+
+events {
+    worker_connections 8192;
+    multi_accept on;
+}
+
+http {
+    access_log off;
+    client_body_temp_path {{.Dir}}/{{.Name}}-body;
+    proxy_temp_path {{.Dir}}/{{.Name}}-proxy;
+    fastcgi_temp_path {{.Dir}}/{{.Name}}-fastcgi;
+    uwsgi_temp_path {{.Dir}}/{{.Name}}-uwsgi;
+    scgi_temp_path {{.Dir}}/{{.Name}}-scgi;
+    keepalive_timeout 60s;
+    keepalive_requests 10000000;
+
+    upstream next {
+        server {{.Upstream}};
+        keepalive 128;
+        keepalive_requests 10000000;
+        keepalive_timeout 60s;
+    }
+
+    server {
+        listen {{.Listen}};
+        location / {
+            proxy_pass http://next;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }
+    }
+}
+`))
+
+func startNginx(ctx context.Context, env *Env, dir, name string) (*Topology, error) {
+	if env.NginxBin == "" {
+		return nil, fmt.Errorf("nginx not found (run scripts/deps.sh)")
+	}
+	ports, err := FreePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	root := os.Geteuid() == 0
+	hops := []hop{
+		{Name: name + "-1", Listen: addr(ports[0]), Upstream: addr(ports[1]), Dir: dir, Root: root},
+		{Name: name + "-2", Listen: addr(ports[1]), Upstream: env.BackendAddr, Dir: dir, Root: root},
+	}
+	t := &Topology{Target: Target{Addr: hops[0].Listen, Host: "backend"}}
+	for i := len(hops) - 1; i >= 0; i-- {
+		h := hops[i]
+		cfg := filepath.Join(dir, h.Name+".conf")
+		if err := writeTemplate(cfg, nginxTmpl, h); err != nil {
+			return nil, err
+		}
+		// -e: the error log before the configuration is read (the default
+		// is under /var/log); -p: relative paths under dir.
+		argv := []string{env.NginxBin, "-p", dir + "/", "-c", cfg, "-e", filepath.Join(dir, h.Name+".startup.log")}
+		p, err := env.Starter.Start(ProcSpec{Name: h.Name, Argv: argv, Dir: dir, CPU: env.ProxyCPU})
+		if err != nil {
+			t.Stop(env.Starter)
+			return nil, err
+		}
+		t.procs = append(t.procs, p)
+	}
+	t.Hops = []*Proc{t.procs[1], t.procs[0]}
+	if err := readyThrough(ctx, env, t); err != nil {
+		t.Stop(env.Starter)
+		return nil, err
+	}
+	return t, nil
+}
+
+func startWeft(ctx context.Context, env *Env, dir, name string) (*Topology, error) {
+	if env.WeftBin == "" {
+		return nil, fmt.Errorf("no weft binary given")
+	}
+	if _, err := exec.LookPath(env.WeftBin); err != nil {
+		return nil, fmt.Errorf("weft binary: %w", err)
+	}
+	ports, err := FreePorts(7)
+	if err != nil {
+		return nil, err
+	}
+	grpcAddr, httpAddr := addr(ports[0]), addr(ports[1])
+	inbound, serverOut, serverAdmin := addr(ports[2]), addr(ports[3]), addr(ports[4])
+	clientOut, clientAdmin := addr(ports[5]), addr(ports[6])
+	_, backendPort, _ := strings.Cut(env.BackendAddr, ":")
+	weftEnv := []string{"GOMAXPROCS=1"}
+	wait := env.ReadyWait
+	if wait <= 0 {
+		wait = 30 * time.Second
+	}
+
+	t := &Topology{Target: Target{Addr: clientOut, Host: "backend"}}
+	fail := func(err error) (*Topology, error) {
+		t.Stop(env.Starter)
+		return nil, err
+	}
+	start := func(pname string, args ...string) (*Proc, error) {
+		p, err := env.Starter.Start(ProcSpec{Name: pname, Argv: append([]string{env.WeftBin}, args...), Env: weftEnv, Dir: dir, CPU: env.ProxyCPU})
+		if err != nil {
+			return nil, err
+		}
+		t.procs = append(t.procs, p)
+		return p, nil
+	}
+
+	control, err := start(name+"-control", "control", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "control-data"))
+	if err != nil {
+		return fail(err)
+	}
+	if err := WaitHTTP(ctx, "http://"+httpAddr+"/healthz", "", wait, control); err != nil {
+		return fail(fmt.Errorf("control plane: %w", err))
+	}
+	server, err := start(name+"-server-sidecar", "sidecar", "--control", grpcAddr, "--service", "backend",
+		"--app-port", backendPort, "--inbound", inbound, "--outbound", serverOut, "--admin", serverAdmin)
+	if err != nil {
+		return fail(err)
+	}
+	client, err := start(name+"-client-sidecar", "sidecar", "--control", grpcAddr, "--service", "loadgen",
+		"--outbound", clientOut, "--admin", clientAdmin)
+	if err != nil {
+		return fail(err)
+	}
+	for _, s := range []struct {
+		p     *Proc
+		admin string
+	}{{server, serverAdmin}, {client, clientAdmin}} {
+		if err := WaitHTTP(ctx, "http://"+s.admin+"/ready", "", wait, t.procs...); err != nil {
+			return fail(fmt.Errorf("%s: %w", s.p.Name, err))
+		}
+	}
+	t.Hops = []*Proc{client, server}
+	t.Aux = []*Proc{control}
+	if err := readyThrough(ctx, env, t); err != nil {
+		return fail(fmt.Errorf("weft path: %w", err))
+	}
+	return t, nil
+}

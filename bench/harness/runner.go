@@ -1,0 +1,526 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is one benchmark.
+type Config struct {
+	Paths    []string
+	Rates    []int // open-model rates, req/s
+	Duration time.Duration
+	Warmup   time.Duration // unrecorded load before each measured run
+	Rounds   int
+	Max      bool // closed-loop max-throughput run after the rates
+	MaxConns int  // connections of the closed-loop run
+
+	WeftBin    string
+	HAProxyBin string
+	NginxBin   string
+	// Self is an executable that becomes the backend when started with
+	// backendEnv (meshbench itself, or the test binary); default: this one.
+	Self string
+
+	Workdir   string // scratch; logs and configs stay there
+	Pin       bool   // taskset: load generator + backend on LoadCPU, proxies on ProxyCPU
+	LoadCPU   string
+	ProxyCPU  string
+	ReadyWait time.Duration
+
+	Log     io.Writer // progress lines; nil = discard
+	Command string    // recorded in the report
+}
+
+// RunKind distinguishes open-model runs from the closed-loop max run.
+const (
+	KindOpen   = "open"
+	KindClosed = "closed"
+)
+
+// RunResult is one measured run of one path at one rate in one round.
+type RunResult struct {
+	Round    int     `json:"round"`
+	Path     string  `json:"path"`
+	Kind     string  `json:"kind"`
+	Rate     int     `json:"rate"` // target req/s; 0 for the max run
+	Conns    int     `json:"conns,omitempty"`
+	Latency  Latency `json:"latency"`
+	Sent     int64   `json:"sent"`
+	OK       int64   `json:"ok"`
+	Errors   int64   `json:"errors"`
+	ErrorMsg string  `json:"error_kinds,omitempty"`
+	Achieved float64 `json:"achieved_rps"`
+	Elapsed  float64 `json:"elapsed_s"`
+	// Proxy CPU: utime+stime of the hops' process trees over the run.
+	ProxyCPUSeconds float64 `json:"proxy_cpu_s"`
+	ProxyCPUPerReq  Num     `json:"proxy_cpu_us_per_req"`
+	ProxyCPUUtil    Num     `json:"proxy_cpu_cores"` // CPU seconds per wall second
+	AuxCPUPerReq    Num     `json:"aux_cpu_us_per_req,omitempty"`
+	// Resident memory at the end of the run, bytes.
+	HopRSS []int64          `json:"hop_rss_bytes,omitempty"` // per hop (process tree summed)
+	RSS    map[string]int64 `json:"rss_bytes,omitempty"`     // per process
+	AuxRSS map[string]int64 `json:"aux_rss_bytes,omitempty"`
+	// Added latency vs direct at the same rate in the same round.
+	AddedP50 Num `json:"added_p50_ms"`
+	AddedP99 Num `json:"added_p99_ms"`
+}
+
+// PathFailure is a path that could not be started or died in a round.
+type PathFailure struct {
+	Round int    `json:"round"`
+	Path  string `json:"path"`
+	Error string `json:"error"`
+}
+
+// Meta describes the machine and the run.
+type Meta struct {
+	Date       string   `json:"date"`
+	Command    string   `json:"command"`
+	NProc      int      `json:"nproc"`
+	CPUModel   string   `json:"cpu_model"`
+	Kernel     string   `json:"kernel"`
+	GoVersion  string   `json:"go_version"`
+	HAProxy    string   `json:"haproxy_version,omitempty"`
+	Nginx      string   `json:"nginx_version,omitempty"`
+	WeftBin    string   `json:"weft_bin,omitempty"`
+	Placement  string   `json:"placement"`
+	Paths      []string `json:"paths"`
+	Rates      []int    `json:"rates"`
+	Duration   string   `json:"duration"`
+	Warmup     string   `json:"warmup"`
+	Rounds     int      `json:"rounds"`
+	MaxConns   int      `json:"max_conns,omitempty"`
+	ClockTicks int64    `json:"clock_ticks_per_s"`
+	BodyBytes  int      `json:"body_bytes"`
+	// /proc/loadavg when the run started and ended: other work on the
+	// machine shows here.
+	LoadAvgStart string `json:"loadavg_start"`
+	LoadAvgEnd   string `json:"loadavg_end,omitempty"`
+}
+
+// Report is the outcome of Run.
+type Report struct {
+	Meta     Meta          `json:"meta"`
+	Runs     []*RunResult  `json:"runs"`
+	Failures []PathFailure `json:"failures,omitempty"`
+	Summary  []SummaryRow  `json:"summary"`
+	Max      []MaxRow      `json:"max,omitempty"`
+	Ratios   []RatioRow    `json:"ratios,omitempty"`
+}
+
+func (c *Config) defaults() error {
+	if len(c.Paths) == 0 {
+		c.Paths = AllPaths
+	}
+	if c.Rounds <= 0 {
+		c.Rounds = 1
+	}
+	if c.Duration <= 0 {
+		c.Duration = 5 * time.Second
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 32
+	}
+	if c.Log == nil {
+		c.Log = io.Discard
+	}
+	if c.Self == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		c.Self = exe
+	}
+	if c.LoadCPU == "" {
+		c.LoadCPU = "0"
+	}
+	if c.ProxyCPU == "" {
+		c.ProxyCPU = "1"
+	}
+	seen := map[string]bool{}
+	for _, p := range c.Paths {
+		if seen[p] {
+			return fmt.Errorf("path %q given twice (rounds already repeat every path)", p)
+		}
+		seen[p] = true
+		ok := false
+		for _, q := range AllPaths {
+			ok = ok || p == q
+		}
+		if !ok {
+			return fmt.Errorf("unknown path %q (want some of %s)", p, strings.Join(AllPaths, ","))
+		}
+	}
+	for _, r := range c.Rates {
+		if r <= 0 {
+			return fmt.Errorf("rate %d must be positive", r)
+		}
+	}
+	if len(c.Rates) == 0 && !c.Max {
+		return fmt.Errorf("nothing to run: no rates and no max run")
+	}
+	return nil
+}
+
+// LookBinary finds a program on PATH or in /usr/sbin and /sbin (Debian puts
+// haproxy and nginx there, often not on a non-root PATH).
+func LookBinary(name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/local/sbin"} {
+		p := filepath.Join(d, name)
+		if st, err := os.Stat(p); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// Run runs the benchmark: rounds of every path in turn, each path at every
+// rate and then closed-loop, with fresh proxy processes per path per round.
+// A path that fails is recorded in Failures and the others go on.
+func Run(ctx context.Context, cfg Config) (*Report, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	workdir := cfg.Workdir
+	if workdir == "" {
+		d, err := os.MkdirTemp("", "meshbench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(d)
+		workdir = d
+	}
+	if err := os.MkdirAll(workdir, 0o755); err != nil {
+		return nil, err
+	}
+	logs := filepath.Join(workdir, "logs")
+	if err := os.MkdirAll(logs, 0o755); err != nil {
+		return nil, err
+	}
+
+	st := &Starter{LogDir: logs}
+	defer st.StopAll()
+
+	placement := "unpinned"
+	loadCPU, proxyCPU := "", ""
+	if cfg.Pin {
+		if ts := LookBinary("taskset"); ts == "" {
+			placement = "unpinned (no taskset)"
+		} else if runtime.NumCPU() < 2 && numOnlineCPUs() < 2 {
+			placement = "unpinned (fewer than 2 CPUs)"
+		} else {
+			st.Taskset = ts
+			loadCPU, proxyCPU = cfg.LoadCPU, cfg.ProxyCPU
+			placement = fmt.Sprintf("load generator + backend on CPU %s, proxies on CPU %s, GOMAXPROCS=1", loadCPU, proxyCPU)
+		}
+	}
+
+	rep := &Report{Meta: machineMeta(cfg, placement)}
+
+	bport, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	backendAddr := addr(bport)
+	var backend *Proc
+	for attempt := 0; ; attempt++ {
+		backend, err = st.Start(ProcSpec{Name: "backend", Argv: []string{cfg.Self}, Env: backendEnv(backendAddr), Dir: logs, CPU: loadCPU})
+		if err != nil {
+			return nil, err
+		}
+		err = WaitHTTP(ctx, "http://"+backendAddr+"/", "", 10*time.Second, backend)
+		if err == nil {
+			break
+		}
+		backend.Stop(time.Second)
+		if attempt == 2 || ctx.Err() != nil {
+			return nil, fmt.Errorf("backend: %w", err)
+		}
+		if bport, err = FreePort(); err != nil {
+			return nil, err
+		}
+		backendAddr = addr(bport)
+	}
+	fmt.Fprintf(cfg.Log, "backend pid %d on %s; %s\n", backend.PID(), backendAddr, placement)
+
+	env := &Env{
+		Starter:     st,
+		Dir:         workdir,
+		BackendAddr: backendAddr,
+		ProxyCPU:    proxyCPU,
+		WeftBin:     cfg.WeftBin,
+		HAProxyBin:  cfg.HAProxyBin,
+		NginxBin:    cfg.NginxBin,
+		ReadyWait:   cfg.ReadyWait,
+	}
+
+	for round := 1; round <= cfg.Rounds; round++ {
+		for _, path := range cfg.Paths {
+			if ctx.Err() != nil {
+				return rep, ctx.Err()
+			}
+			runs, err := runPath(ctx, cfg, env, path, round)
+			rep.Runs = append(rep.Runs, runs...)
+			if err != nil {
+				if ctx.Err() != nil {
+					return rep, ctx.Err()
+				}
+				fmt.Fprintf(cfg.Log, "round %d %-8s FAILED: %v\n", round, path, err)
+				rep.Failures = append(rep.Failures, PathFailure{Round: round, Path: path, Error: err.Error()})
+			}
+			if done, err := backend.Exited(); done {
+				return rep, fmt.Errorf("backend exited (%v): %s", err, backend.LogTail(6))
+			}
+		}
+	}
+	Finish(rep)
+	return rep, nil
+}
+
+// loadAvg is the first three fields of /proc/loadavg.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) > 3 {
+		f = f[:3]
+	}
+	return strings.Join(f, " ")
+}
+
+// runPath starts a path, runs every rate and the max run, and stops it.
+func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) ([]*RunResult, error) {
+	t0 := time.Now()
+	topo, err := StartPath(ctx, path, env, round)
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	defer topo.Stop(env.Starter)
+	fmt.Fprintf(cfg.Log, "round %d %-8s up in %v\n", round, path, time.Since(t0).Round(time.Millisecond))
+
+	var out []*RunResult
+	maxInflight := 1024
+	client := NewClient(topo.Target, maxInflight, 10*time.Second, BodySize)
+	defer client.Close()
+
+	measure := func(kind string, rate int) (*RunResult, error) {
+		if cfg.Warmup > 0 {
+			var err error
+			if kind == KindOpen {
+				_, err = OpenLoop(ctx, client, float64(rate), cfg.Warmup, maxInflight)
+			} else {
+				_, err = ClosedLoop(ctx, client, cfg.MaxConns, cfg.Warmup, closedLoopCap(cfg.Warmup))
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		roots := pids(topo.Hops)
+		aux := pids(topo.Aux)
+		before, auxBefore := SnapshotCPU(roots), SnapshotCPU(aux)
+		var res *LoadResult
+		var err error
+		if kind == KindOpen {
+			res, err = OpenLoop(ctx, client, float64(rate), cfg.Duration, maxInflight)
+		} else {
+			res, err = ClosedLoop(ctx, client, cfg.MaxConns, cfg.Duration, closedLoopCap(cfg.Duration))
+		}
+		after, auxAfter := SnapshotCPU(roots), SnapshotCPU(aux)
+		if err != nil {
+			return nil, err
+		}
+		r := &RunResult{
+			Round: round, Path: path, Kind: kind, Rate: rate,
+			Latency: Summarize(res.Hist), Sent: res.Sent, OK: res.OK, Errors: res.Errors,
+			ErrorMsg: res.ErrorSummary(), Achieved: res.Achieved(), Elapsed: res.Elapsed.Seconds(),
+			ProxyCPUPerReq: NaN(), ProxyCPUUtil: NaN(), AuxCPUPerReq: NaN(),
+			AddedP50: NaN(), AddedP99: NaN(),
+		}
+		if kind == KindClosed {
+			r.Conns = cfg.MaxConns
+		}
+		if len(roots) > 0 {
+			cpu := CPUDelta(before, after)
+			r.ProxyCPUSeconds = cpu
+			r.ProxyCPUPerReq = Num(PerRequestMicros(cpu, res.Completed()))
+			if res.Elapsed > 0 {
+				r.ProxyCPUUtil = Num(cpu / res.Elapsed.Seconds())
+			}
+			r.RSS = map[string]int64{}
+			for _, h := range topo.Hops {
+				var sum int64
+				for _, p := range Descendants(h.PID()) {
+					if v, err := ReadRSS(p); err == nil {
+						sum += v
+						name := h.Name
+						if p != h.PID() {
+							name = fmt.Sprintf("%s/worker-%d", h.Name, p)
+						}
+						r.RSS[name] = v
+					}
+				}
+				r.HopRSS = append(r.HopRSS, sum)
+			}
+		}
+		if len(aux) > 0 {
+			r.AuxCPUPerReq = Num(PerRequestMicros(CPUDelta(auxBefore, auxAfter), res.Completed()))
+			r.AuxRSS = map[string]int64{}
+			for _, p := range topo.Aux {
+				if v, err := ReadRSS(p.PID()); err == nil {
+					r.AuxRSS[p.Name] = v
+				}
+			}
+		}
+		if err := topo.Dead(); err != nil {
+			return r, err
+		}
+		return r, nil
+	}
+
+	steps := make([]struct {
+		kind string
+		rate int
+	}, 0, len(cfg.Rates)+1)
+	for _, r := range cfg.Rates {
+		steps = append(steps, struct {
+			kind string
+			rate int
+		}{KindOpen, r})
+	}
+	if cfg.Max {
+		steps = append(steps, struct {
+			kind string
+			rate int
+		}{KindClosed, 0})
+	}
+	for _, s := range steps {
+		r, err := measure(s.kind, s.rate)
+		if r != nil {
+			out = append(out, r)
+			fmt.Fprintf(cfg.Log, "round %d %-8s %-6s %s\n", round, path, rateLabel(r.Kind, r.Rate), progressLine(r))
+		}
+		if err != nil {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+// closedLoopCap bounds a closed-loop run's request count as well as its
+// time: 200k req/s is far beyond what one loopback core reaches.
+func closedLoopCap(d time.Duration) int64 { return int64(d.Seconds()*200_000) + 1000 }
+
+func progressLine(r *RunResult) string {
+	s := fmt.Sprintf("achieved %7.0f/s  p50 %.3f  p99 %.3f  p99.9 %.3f ms", r.Achieved, r.Latency.P50, r.Latency.P99, r.Latency.P999)
+	if !math.IsNaN(float64(r.ProxyCPUPerReq)) {
+		s += fmt.Sprintf("  proxy CPU %.0f µs/req (%.2f cores)", float64(r.ProxyCPUPerReq), float64(r.ProxyCPUUtil))
+	}
+	s += fmt.Sprintf("  errors %d", r.Errors)
+	if r.Errors > 0 {
+		s += " [" + truncate(r.ErrorMsg, 160) + "]"
+	}
+	return s
+}
+
+func rateLabel(kind string, rate int) string {
+	if kind == KindClosed {
+		return "max"
+	}
+	return strconv.Itoa(rate)
+}
+
+func pids(ps []*Proc) []int {
+	out := make([]int, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, p.PID())
+	}
+	return out
+}
+
+func numOnlineCPUs() int {
+	b, err := os.ReadFile("/sys/devices/system/cpu/online")
+	if err != nil {
+		return runtime.NumCPU()
+	}
+	n := 0
+	for _, part := range strings.Split(strings.TrimSpace(string(b)), ",") {
+		lo, hi, ok := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		if !ok {
+			if err1 == nil {
+				n++
+			}
+			continue
+		}
+		b, err2 := strconv.Atoi(hi)
+		if err1 == nil && err2 == nil && b >= a {
+			n += b - a + 1
+		}
+	}
+	return n
+}
+
+func machineMeta(cfg Config, placement string) Meta {
+	m := Meta{
+		Date:       time.Now().UTC().Format(time.RFC3339),
+		Command:    cfg.Command,
+		NProc:      numOnlineCPUs(),
+		GoVersion:  runtime.Version(),
+		WeftBin:    cfg.WeftBin,
+		Placement:  placement,
+		Paths:      cfg.Paths,
+		Rates:      cfg.Rates,
+		Duration:   cfg.Duration.String(),
+		Warmup:     cfg.Warmup.String(),
+		Rounds:     cfg.Rounds,
+		ClockTicks: ClockTicks(),
+		BodyBytes:  BodySize,
+
+		LoadAvgStart: loadAvg(),
+	}
+	if cfg.Max {
+		m.MaxConns = cfg.MaxConns
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if cfg.HAProxyBin != "" {
+		if out, err := exec.Command(cfg.HAProxyBin, "-v").CombinedOutput(); err == nil {
+			m.HAProxy = firstLine(string(out))
+		}
+	}
+	if cfg.NginxBin != "" {
+		if out, err := exec.Command(cfg.NginxBin, "-v").CombinedOutput(); err == nil {
+			m.Nginx = firstLine(string(out))
+		}
+	}
+	return m
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(s)
+}
