@@ -86,7 +86,7 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	if err != nil {
 		return err
 	}
-	pubOnly := result{name: "  of which: publish request → 200", rate: lat.rate, lat: pubLat.d}
+	pubOnly := result{name: "  of which: publish request → 200", pub: lat.pub, rate: lat.rate, lat: pubLat.d}
 	thr, err := e.viaSidecars(0, dur, size, conc, true)
 	if err != nil {
 		return err
@@ -99,9 +99,9 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("%-34s %10s %9s %9s %9s %9s %9s\n", "run", "msg/s", "p50", "p90", "p99", "max", "lost")
+	fmt.Printf("%-34s %11s %10s %9s %9s %9s %9s %6s\n", "run", "published/s", "received/s", "p50", "p90", "p99", "max", "lost")
 	for _, r := range []result{lat, pubOnly, thr, dlat, dthr} {
-		fmt.Printf("%-34s %10.0f %9s %9s %9s %9s %9d\n", r.name, r.rate, ms(r.p(50)), ms(r.p(90)), ms(r.p(99)), ms(r.p(100)), r.lost)
+		fmt.Printf("%-34s %11.0f %10.0f %9s %9s %9s %9s %6d\n", r.name, r.pub, r.rate, ms(r.p(50)), ms(r.p(90)), ms(r.p(99)), ms(r.p(100)), r.lost)
 	}
 	fmt.Println("\nlatency: from the publish request starting to the subscriber's callback (sidecars)")
 	fmt.Println("or to the consumer receiving it (direct); both clocks are this process's.")
@@ -125,6 +125,7 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2fms", float64(d.Microse
 
 type result struct {
 	name string
+	pub  float64 // published per second while publishing
 	rate float64
 	lat  []time.Duration
 	lost int
@@ -418,7 +419,7 @@ func (e *env) viaSidecars(rate int, dur time.Duration, size, conc int, max bool)
 	if len(more) > 0 {
 		last = l2
 	}
-	r := result{name: name, lat: lat, lost: int(sent) - len(lat)}
+	r := result{name: name, lat: lat, lost: int(sent) - len(lat), pub: float64(sent) / dur.Seconds()}
 	r.rate = float64(len(lat)) / last.Sub(start).Seconds()
 	return r, nil
 }
@@ -498,7 +499,7 @@ func (e *env) direct(rate int, dur time.Duration, size, conc int, max bool) (res
 	if len(more) > 0 {
 		last = l2
 	}
-	r := result{name: name, lat: lat, lost: int(sent) - len(lat)}
+	r := result{name: name, lat: lat, lost: int(sent) - len(lat), pub: float64(sent) / dur.Seconds()}
 	r.rate = float64(len(lat)) / last.Sub(start).Seconds()
 	return r, nil
 }
