@@ -121,7 +121,9 @@ func (s *Server) messagingRoutes(mux *http.ServeMux) {
 		s.msg.Register(mux)
 		return
 	}
-	mux.HandleFunc("/api/v1/topics", func(w http.ResponseWriter, r *http.Request) {
+	off := func(w http.ResponseWriter, r *http.Request) {
 		writeErr(w, http.StatusServiceUnavailable, fmt.Errorf("messaging is off (weft control --broker %s)", BrokerOff))
-	})
+	}
+	mux.HandleFunc("/api/v1/topics", off)
+	mux.HandleFunc("/api/v1/topics/", off)
 }
