@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/http"
 	"strings"
+	"sync"
 )
 
 // grpcTrailersOnly rewrites a gRPC "trailers-only" response (status in the
@@ -25,3 +26,12 @@ func grpcTrailersOnly(resp *http.Response) error {
 	}
 	return nil
 }
+
+// bufferPool lends the net/http path's reverse proxies their copy buffers;
+// without one, httputil.ReverseProxy allocates 32 KiB per request.
+type bufferPool struct{ p sync.Pool }
+
+var copyBuffers = &bufferPool{p: sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}}
+
+func (b *bufferPool) Get() []byte  { return *(b.p.Get().(*[]byte)) }
+func (b *bufferPool) Put(p []byte) { b.p.Put(&p) }

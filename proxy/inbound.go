@@ -85,6 +85,7 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 		},
 		Transport:      inboundTransport{in},
 		ModifyResponse: grpcTrailersOnly,
+		BufferPool:     copyBuffers,
 		ErrorHandler:   in.errorHandler,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}

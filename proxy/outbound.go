@@ -86,6 +86,7 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 		},
 		Transport:      o.tr,
 		ModifyResponse: grpcTrailersOnly,
+		BufferPool:     copyBuffers,
 		ErrorHandler:   o.errorHandler,
 		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
