@@ -157,28 +157,50 @@ func deadLetterJSON(m jetstream.Msg, meta *jetstream.MsgMetadata, dlqTopic strin
 	return d
 }
 
+// dlqCall is what both DLQ endpoints start from: the topic, the limit, a
+// broker session, a bounded context and the dead letter topics to read.
+type dlqCall struct {
+	topic  string
+	limit  int
+	sess   *messaging.Session
+	ctx    context.Context
+	cancel context.CancelFunc
+	topics []string
+}
+
+// startDLQ validates a DLQ request and opens what it needs; on false it
+// has answered the error already.
+func (a *Admin) startDLQ(w http.ResponseWriter, r *http.Request, defLimit int, timeout time.Duration) (*dlqCall, bool) {
+	c := &dlqCall{topic: r.PathValue("topic")}
+	if err := messaging.ValidateTopic(c.topic); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return nil, false
+	}
+	var err error
+	if c.limit, err = limitParam(r, defLimit); err != nil {
+		writeErr(w, http.StatusBadRequest, err)
+		return nil, false
+	}
+	var ok bool
+	if c.sess, ok = a.session(w, r); !ok {
+		return nil, false
+	}
+	c.ctx, c.cancel = context.WithTimeout(r.Context(), timeout)
+	if c.topics, err = a.dlqTopics(c.ctx, c.sess, r, c.topic); err != nil {
+		c.cancel()
+		writeErr(w, http.StatusBadRequest, err)
+		return nil, false
+	}
+	return c, true
+}
+
 func (a *Admin) listDLQ(w http.ResponseWriter, r *http.Request) {
-	topic := r.PathValue("topic")
-	if err := messaging.ValidateTopic(topic); err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return
-	}
-	limit, err := limitParam(r, DefaultDLQLimit)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return
-	}
-	sess, ok := a.session(w, r)
+	c, ok := a.startDLQ(w, r, DefaultDLQLimit, 20*time.Second)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second)
-	defer cancel()
-	topics, err := a.dlqTopics(ctx, sess, r, topic)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return
-	}
+	defer c.cancel()
+	topic, limit, sess, ctx, topics := c.topic, c.limit, c.sess, c.ctx, c.topics
 	out := DeadLettersJSON{Topic: topic, DeadLetterTopics: topics, Messages: []DeadLetterJSON{}}
 	snap, err := a.collect(ctx, sess)
 	if err != nil {
@@ -207,27 +229,12 @@ func (a *Admin) listDLQ(w http.ResponseWriter, r *http.Request) {
 // skip a replayed message), and removes each from the dead letter topic
 // once it is stored again.
 func (a *Admin) replayDLQ(w http.ResponseWriter, r *http.Request) {
-	topic := r.PathValue("topic")
-	if err := messaging.ValidateTopic(topic); err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return
-	}
-	limit, err := limitParam(r, MaxDLQLimit)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return
-	}
-	sess, ok := a.session(w, r)
+	c, ok := a.startDLQ(w, r, MaxDLQLimit, 60*time.Second)
 	if !ok {
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
-	defer cancel()
-	topics, err := a.dlqTopics(ctx, sess, r, topic)
-	if err != nil {
-		writeErr(w, http.StatusBadRequest, err)
-		return
-	}
+	defer c.cancel()
+	topic, limit, sess, ctx, topics := c.topic, c.limit, c.sess, c.ctx, c.topics
 	stream, err := sess.JS.Stream(ctx, messaging.StreamName)
 	if err != nil {
 		writeErr(w, http.StatusBadGateway, err)
