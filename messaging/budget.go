@@ -44,15 +44,17 @@ func (b *Budget) Acquire(ctx context.Context, n int64) error {
 	}
 }
 
-// AcquireAll waits until at least least bytes are free, then takes every
-// free byte and returns how many; the caller gives back what it did not use.
-func (b *Budget) AcquireAll(ctx context.Context, least int64) (int64, error) {
+// AcquireAll waits until at least least bytes are free, then takes the
+// free bytes, at most most, and returns how many; the caller gives back
+// what it did not use.
+func (b *Budget) AcquireAll(ctx context.Context, least, most int64) (int64, error) {
 	least = min(least, b.size)
+	most = max(most, least)
 	for {
 		b.mu.Lock()
 		if b.free >= least {
-			n := b.free
-			b.free = 0
+			n := min(b.free, most)
+			b.free -= n
 			b.mu.Unlock()
 			return n, nil
 		}

@@ -7,8 +7,11 @@
 // header names, the durable consumer each subscription uses, the broker
 // connection that follows a changing URL, metrics and trace propagation.
 //
-//	app ─POST /v1/publish/T─▶ sidecar ─JetStream publish─▶ stream WEFT (subject weft.t.T)
-//	stream ─durable consumer per (service, T)─▶ sidecar of S ─POST path─▶ app of S
+//	app ─POST /v1/publish/T─▶ sidecar ─JetStream publish─▶ stream WEFT
+//	    subject weft.t.T (keyless) or weft.t.T.~P (key in partition P)
+//	stream ─durable consumers per (service, T): one keyless, shared by the
+//	    instances; one per partition, delivered by the lease holder─▶
+//	    sidecar of S ─POST path─▶ app of S
 package messaging
 
 import (
@@ -22,6 +25,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/weftmesh/weft/messaging/partition"
 	"github.com/weftmesh/weft/resource"
 )
 
@@ -50,7 +54,8 @@ const (
 	HeaderRoom = 64 << 10
 	// HeldBytes bounds the message bytes a sidecar holds at once: being
 	// published (all publishes together), and pulled for one subscription
-	// but not yet settled.
+	// but not yet settled (for a subscription, raised to room for one
+	// largest message per pull loop when messages may be that large).
 	HeldBytes = 64 << 20
 	// MaxAppHeaderBytes bounds the message headers an app sets on publish.
 	MaxAppHeaderBytes = 16 << 10
@@ -72,7 +77,36 @@ const (
 	// LocalInactiveThreshold removes a consumer declared only by
 	// `--subscribe` flags after its service has been gone this long.
 	LocalInactiveThreshold = 7 * 24 * time.Hour
+	// LeaseTTL is how long an instance holds a partition without renewing
+	// its lease, so how long the partitions of an instance that died stay
+	// undelivered before another instance takes them over. Holders renew
+	// every LeaseTTL/4 and stop delivering LeaseMargin before it runs out.
+	LeaseTTL    = 10 * time.Second
+	LeaseMargin = 2 * time.Second
 )
+
+// LeaseBucket is the key-value bucket (on the broker) holding one lease per
+// partition of each subscription: key LeaseKey, value the holder's id.
+const LeaseBucket = "weft-partition-leases"
+
+// LeaseKey is the lease of partition p of a (service, topic).
+func LeaseKey(service, topic string, p int) string {
+	return ConsumerName(service, topic) + ".p" + strconv.Itoa(p)
+}
+
+// LeaseBucketConfig is the lease bucket: a lease not renewed within
+// LeaseTTL is gone; file-backed, so leases outlive a broker restart and
+// nobody takes over a partition whose holder is still delivering.
+func LeaseBucketConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      LeaseBucket,
+		Description: "Weft: which instance delivers each partition of a subscription",
+		History:     1,
+		TTL:         LeaseTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    1,
+	}
+}
 
 // Header names on broker messages. NATS headers are case-sensitive; these
 // are the exact keys.
@@ -112,12 +146,36 @@ const (
 	HTTPSequence    = "X-Weft-Sequence"
 )
 
-// Subject is the broker subject of a topic (already validated).
+// Subject is the broker subject of a topic's keyless messages (topic
+// already validated).
 func Subject(topic string) string { return SubjectPrefix + topic }
 
-// TopicOf returns the topic of a broker subject.
+// PartitionMark starts the last token of a keyed message's subject; topics
+// cannot contain it, so the subject still names its topic unambiguously.
+const PartitionMark = "~"
+
+// PartitionSubject is the subject of a topic's keyed messages that fall in
+// partition p: weft.t.<topic>.~<p>.
+func PartitionSubject(topic string, p int) string {
+	return SubjectPrefix + topic + "." + PartitionMark + strconv.Itoa(p)
+}
+
+// SubjectFor is where a message of topic with ordering key goes: keyed
+// messages to their key's partition (delivered by one instance at a time,
+// see messaging/partition), keyless ones to the topic's own subject.
+func SubjectFor(topic, key string) string {
+	if key == "" {
+		return Subject(topic)
+	}
+	return PartitionSubject(topic, partition.Of(key))
+}
+
+// TopicOf returns the topic of a broker subject (keyed or not).
 func TopicOf(subject string) (string, bool) {
 	t, ok := strings.CutPrefix(subject, SubjectPrefix)
+	if i := strings.LastIndexByte(t, '.'); i >= 0 && strings.HasPrefix(t[i+1:], PartitionMark) {
+		t = t[:i]
+	}
 	return t, ok && t != ""
 }
 
@@ -201,10 +259,33 @@ func sanitize(s string, max int) string {
 // Redelivery is the sidecar's job (it counts attempts and dead-letters), so
 // the broker's own MaxDeliver is unlimited.
 func ConsumerConfig(service string, spec resource.SubscriptionSpec, origin string) jetstream.ConsumerConfig {
+	return consumerConfig(service, spec, origin, -1)
+}
+
+// PartitionConsumerName is the durable consumer of one partition of a
+// (service, topic).
+func PartitionConsumerName(service, topic string, p int) string {
+	return ConsumerName(service, topic) + "_p" + strconv.Itoa(p)
+}
+
+// PartitionConsumerConfig is the durable consumer of partition p of a
+// subscription: like ConsumerConfig, over the partition's subject. Only
+// the instance holding the partition's lease pulls from it.
+func PartitionConsumerConfig(service string, spec resource.SubscriptionSpec, origin string, p int) jetstream.ConsumerConfig {
+	return consumerConfig(service, spec, origin, p)
+}
+
+func consumerConfig(service string, spec resource.SubscriptionSpec, origin string, p int) jetstream.ConsumerConfig {
+	d := Description{Service: service, Topic: spec.Topic, DeadLetterTopic: spec.DeadLetterTopic, Origin: origin}
+	name, subject := ConsumerName(service, spec.Topic), Subject(spec.Topic)
+	if p >= 0 {
+		d.Partition = strconv.Itoa(p)
+		name, subject = PartitionConsumerName(service, spec.Topic, p), PartitionSubject(spec.Topic, p)
+	}
 	cfg := jetstream.ConsumerConfig{
-		Durable:       ConsumerName(service, spec.Topic),
-		Description:   Description{Service: service, Topic: spec.Topic, DeadLetterTopic: spec.DeadLetterTopic, Origin: origin}.String(),
-		FilterSubject: Subject(spec.Topic),
+		Durable:       name,
+		Description:   d.String(),
+		FilterSubject: subject,
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       AckWait,
@@ -222,12 +303,19 @@ func ConsumerConfig(service string, spec resource.SubscriptionSpec, origin strin
 // create (those of --subscribe flags).
 type Description struct {
 	Service, Topic, DeadLetterTopic, Origin string
+	// Partition is set on the consumer of one partition of the
+	// subscription's keyed messages; empty on the keyless one.
+	Partition string
 }
 
 const descPrefix = "weft subscription"
 
 func (d Description) String() string {
-	return fmt.Sprintf("%s service=%s topic=%s dlq=%s origin=%s", descPrefix, d.Service, d.Topic, d.DeadLetterTopic, d.Origin)
+	s := fmt.Sprintf("%s service=%s topic=%s dlq=%s origin=%s", descPrefix, d.Service, d.Topic, d.DeadLetterTopic, d.Origin)
+	if d.Partition != "" {
+		s += " partition=" + d.Partition
+	}
+	return s
 }
 
 // ParseDescription reads a consumer description written by String.
@@ -248,6 +336,8 @@ func ParseDescription(s string) (Description, bool) {
 			d.DeadLetterTopic = v
 		case "origin":
 			d.Origin = v
+		case "partition":
+			d.Partition = v
 		}
 	}
 	return d, d.Service != "" && d.Topic != ""
@@ -261,4 +351,19 @@ func Backoff(attempt int, initial, max time.Duration) time.Duration {
 		d *= 2
 	}
 	return min(d, max)
+}
+
+// EnsurePartitionConsumers creates the partition consumers of a
+// subscription that do not exist yet, so keyed messages published before
+// any instance holds a partition are kept for it. Existing ones are left
+// as they are: their holder may have reset them to another start.
+func EnsurePartitionConsumers(ctx context.Context, js jetstream.JetStream, service string, spec resource.SubscriptionSpec, origin string) error {
+	var errs []error
+	for p := range partition.Count {
+		_, err := js.CreateConsumer(ctx, StreamName, PartitionConsumerConfig(service, spec, origin, p))
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
+			errs = append(errs, fmt.Errorf("consumer of partition %d: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
 }

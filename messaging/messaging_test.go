@@ -122,14 +122,56 @@ func TestBudget(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	n, err := b.AcquireAll(ctx, 10)
+	n, err := b.AcquireAll(ctx, 10, 1000)
 	if err != nil || n != 50 {
 		t.Fatalf("AcquireAll = %d %v, want the 50 free", n, err)
+	}
+	b.Release(n)
+	// At most most: the rest stays free for others.
+	if n, err = b.AcquireAll(ctx, 10, 20); err != nil || n != 20 {
+		t.Fatalf("AcquireAll(10, 20) = %d %v, want 20", n, err)
 	}
 	b.Release(n)
 	b.Release(50)
 	// More than the whole budget takes the whole budget.
 	if err := b.Acquire(ctx, 1000); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestSubjectsOfKeyedMessages(t *testing.T) {
+	for _, tc := range []struct{ topic, key string }{
+		{"orders", ""},
+		{"order.created", ""},
+		{"order.created", "cust-42"},
+		{"a.b.c", "x"},
+	} {
+		subj := SubjectFor(tc.topic, tc.key)
+		got, ok := TopicOf(subj)
+		if !ok || got != tc.topic {
+			t.Errorf("TopicOf(%q) = %q %v, want %q", subj, got, ok, tc.topic)
+		}
+		if keyed := strings.Contains(subj, "."+PartitionMark); keyed != (tc.key != "") {
+			t.Errorf("SubjectFor(%q, %q) = %q", tc.topic, tc.key, subj)
+		}
+		if tc.key != "" && subj != SubjectFor(tc.topic, tc.key) {
+			t.Errorf("one key must always land in one partition")
+		}
+	}
+	// A topic token is never taken for a partition.
+	if got, _ := TopicOf(Subject("order.p3")); got != "order.p3" {
+		t.Errorf("TopicOf = %q", got)
+	}
+}
+
+func TestDescriptionKeepsThePartition(t *testing.T) {
+	d := Description{Service: "notifier", Topic: "order.created", DeadLetterTopic: "order.created.dlq", Origin: OriginResource, Partition: "7"}
+	got, ok := ParseDescription(d.String())
+	if !ok || got != d {
+		t.Fatalf("ParseDescription(%q) = %+v %v", d.String(), got, ok)
+	}
+	d.Partition = ""
+	if got, _ := ParseDescription(d.String()); got != d || strings.Contains(d.String(), "partition") {
+		t.Fatalf("keyless consumer description %q parsed as %+v", d.String(), got)
 	}
 }

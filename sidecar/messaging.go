@@ -50,7 +50,7 @@ func (s *Sidecar) newMessaging() error {
 		Known: s.disc.Connected, Name: cfg.ID, Logger: log, Lazy: true})
 	m.pub = publish.New(publish.Config{Conn: m.conn, Source: cfg.Service, MaxMessageBytes: maxBytes, Metrics: metrics, Spans: spans, Logger: log})
 	if cfg.AppPort > 0 {
-		m.deliver, err = deliver.New(deliver.Config{Service: cfg.Service, AppAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)),
+		m.deliver, err = deliver.New(deliver.Config{Service: cfg.Service, Instance: cfg.ID, AppAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)),
 			Local: cfg.Subscribe, Conn: m.conn, Discovery: s.disc, AppReady: s.appReady, MaxMessageBytes: maxBytes,
 			Grace: min(cfg.Drain, 5*time.Second), Metrics: metrics, Spans: spans, Logger: log})
 		if err != nil {

@@ -183,6 +183,9 @@ func (a *Admin) reconcile(ctx context.Context, sess *messaging.Session) error {
 		if _, err := sess.JS.CreateOrUpdateConsumer(ctx, messaging.StreamName, cfg); err != nil {
 			errs = append(errs, fmt.Errorf("subscription of %s to %s: %w", spec.Service, spec.Topic, err))
 		}
+		if err := messaging.EnsurePartitionConsumers(ctx, sess.JS, spec.Service, spec, messaging.OriginResource); err != nil {
+			errs = append(errs, fmt.Errorf("subscription of %s to %s: %w", spec.Service, spec.Topic, err))
+		}
 	}
 	s, err := sess.JS.Stream(ctx, messaging.StreamName)
 	if err != nil {
@@ -194,7 +197,7 @@ func (a *Admin) reconcile(ctx context.Context, sess *messaging.Session) error {
 		if !ok || d.Origin != messaging.OriginResource {
 			continue
 		}
-		if _, want := desired[ci.Name]; !want {
+		if _, want := desired[messaging.ConsumerName(d.Service, d.Topic)]; !want {
 			if err := s.DeleteConsumer(ctx, ci.Name); err != nil {
 				errs = append(errs, err)
 			} else {
@@ -352,21 +355,39 @@ func (a *Admin) topics(w http.ResponseWriter, r *http.Request) {
 			t.Rate = rate(prev.subjects[name], n, now.at.Sub(prev.at))
 		}
 	}
+	// A subscription is its keyless consumer and one per partition (see
+	// messaging/partition): reported as one, figures summed.
+	subs, subTopic := map[string]*SubscriptionJSON{}, map[string]string{}
 	for _, c := range now.consumers {
-		t := topic(c.desc.Topic)
-		sj := SubscriptionJSON{Service: c.desc.Service, Consumer: c.info.Name, Origin: c.desc.Origin, DeadLetterTopic: c.desc.DeadLetterTopic,
-			Lag: c.info.NumPending, InFlight: c.info.NumAckPending, Redelivered: c.info.NumRedelivered, Delivered: c.info.Delivered.Consumer}
-		if prev != nil {
-			sj.Rate = rate(prev.delivered[c.info.Name], c.info.Delivered.Consumer, now.at.Sub(prev.at))
-		}
-		if c.desc.DeadLetterTopic != "" {
-			counts, err := a.dlqCounts(ctx, sess, c.desc.DeadLetterTopic, now.subjects[c.desc.DeadLetterTopic])
-			if err != nil {
-				a.log.Warn("counting dead letters", "topic", c.desc.DeadLetterTopic, "err", err)
+		base := messaging.ConsumerName(c.desc.Service, c.desc.Topic)
+		sj := subs[base]
+		if sj == nil {
+			subTopic[base] = c.desc.Topic
+			sj = &SubscriptionJSON{Service: c.desc.Service, Consumer: base, Origin: c.desc.Origin, DeadLetterTopic: c.desc.DeadLetterTopic}
+			subs[base] = sj
+			if c.desc.DeadLetterTopic != "" {
+				counts, err := a.dlqCounts(ctx, sess, c.desc.DeadLetterTopic, now.subjects[c.desc.DeadLetterTopic])
+				if err != nil {
+					a.log.Warn("counting dead letters", "topic", c.desc.DeadLetterTopic, "err", err)
+				}
+				sj.DeadLettered = counts[c.desc.Service]
 			}
-			sj.DeadLettered = counts[c.desc.Service]
 		}
-		t.Subscriptions = append(t.Subscriptions, sj)
+		if c.desc.Partition == "" {
+			sj.Origin, sj.DeadLetterTopic = c.desc.Origin, c.desc.DeadLetterTopic
+		}
+		sj.Lag += c.info.NumPending
+		sj.InFlight += c.info.NumAckPending
+		sj.Redelivered += c.info.NumRedelivered
+		sj.Delivered += c.info.Delivered.Consumer
+		if prev != nil {
+			sj.Rate += rate(prev.delivered[c.info.Name], c.info.Delivered.Consumer, now.at.Sub(prev.at))
+		}
+	}
+	for _, base := range slices.Sorted(maps.Keys(subs)) {
+		sj := subs[base]
+		t := topic(subTopic[base])
+		t.Subscriptions = append(t.Subscriptions, *sj)
 	}
 	for _, name := range slices.Sorted(maps.Keys(byName)) {
 		t := byName[name]

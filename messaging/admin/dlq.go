@@ -294,7 +294,7 @@ func replayOne(ctx context.Context, js jetstream.JetStream, stream jetstream.Str
 	h.Set(messaging.HdrMsgID, "replay:"+strconv.FormatUint(meta.Sequence.Stream, 10)+":"+src.Get(messaging.HdrID))
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := js.PublishMsg(pctx, &nats.Msg{Subject: messaging.Subject(to), Data: m.Data(), Header: h}, jetstream.WithExpectStream(messaging.StreamName)); err != nil {
+	if _, err := js.PublishMsg(pctx, &nats.Msg{Subject: messaging.SubjectFor(to, h.Get(messaging.HdrKey)), Data: m.Data(), Header: h}, jetstream.WithExpectStream(messaging.StreamName)); err != nil {
 		return err
 	}
 	return stream.DeleteMsg(pctx, meta.Sequence.Stream)

@@ -5,11 +5,18 @@
 // each message to the app. The app's answer decides: ack, retry with
 // exponential backoff, or dead letter.
 //
-// Ordering: messages are spread over `concurrency` workers by a hash of
-// their key, each worker delivering in the order the broker handed them
-// out and retrying a keyed message in place, so messages with one key are
-// delivered one at a time, in publish order, by one instance. Keyless
-// messages go to any free worker and are retried through the broker.
+// Ordering: keyed messages are published to one of partition.Count
+// partitions of their topic, and each partition is delivered by one
+// instance of the service at a time, the holder of its lease (see
+// partitions.go: leases in a key-value bucket on the broker, spread evenly
+// over the live instances, handed over through a consumer reset so nothing
+// unfinished is overtaken). Within an instance, messages are spread over
+// `concurrency` workers by a hash of their key, each worker delivering in
+// the order the broker handed them out and retrying a keyed message in
+// place, so messages with one key are delivered one at a time, in publish
+// order, across all the instances. Keyless messages come from one consumer
+// shared by the instances, go to any free worker and are retried through
+// the broker.
 package deliver
 
 import (
@@ -19,6 +26,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -47,6 +55,9 @@ var _ Sessions = (*messaging.Conn)(nil)
 // Config configures a Manager.
 type Config struct {
 	Service string
+	// Instance is this instance's id, unique among the service's
+	// instances: it names the holder of a partition's lease.
+	Instance string
 	// AppAddr is the app's host:port; messages are POSTed there.
 	AppAddr string
 	// Local are the subscriptions of --subscribe flags: topic → path. A
@@ -112,6 +123,10 @@ func ParseFlag(v string) (topic, path string, err error) {
 func New(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Instance == "" {
+		host, _ := os.Hostname()
+		cfg.Instance = fmt.Sprintf("%s-%d", host, os.Getpid())
 	}
 	if cfg.Grace <= 0 {
 		cfg.Grace = 5 * time.Second

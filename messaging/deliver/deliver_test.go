@@ -20,6 +20,7 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/messaging"
+	"github.com/weftmesh/weft/messaging/partition"
 	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/messaging/deliver"
 	"github.com/weftmesh/weft/messaging/publish"
@@ -109,16 +110,24 @@ func (f *fakeWatcher) push(specs ...resource.SubscriptionSpec) {
 // resources, and waits until its consumers exist.
 func (e *env) subscribe(specs ...resource.SubscriptionSpec) {
 	e.t.Helper()
+	e.subscribeAs("", e.watch, specs...)
+}
+
+// subscribeAs runs a Manager as instance id of service "sub"; stop ends it
+// (also at cleanup).
+func (e *env) subscribeAs(id string, w *fakeWatcher, specs ...resource.SubscriptionSpec) (stop func()) {
+	e.t.Helper()
 	addr := strings.TrimPrefix(e.app.URL, "http://")
-	m, err := deliver.New(deliver.Config{Service: "sub", AppAddr: addr, Conn: e.conn, Discovery: e.watch, AppReady: e.ready, Grace: time.Second})
+	m, err := deliver.New(deliver.Config{Service: "sub", Instance: id, AppAddr: addr, Conn: e.conn, Discovery: w, AppReady: e.ready, Grace: time.Second})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.watch.push(specs...)
+	w.push(specs...)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = m.Run(ctx) }()
-	e.t.Cleanup(func() { cancel(); <-done })
+	stop = sync.OnceFunc(func() { cancel(); <-done })
+	e.t.Cleanup(stop)
 	sess, err := e.conn.Wait(ctxT(e.t, 5*time.Second))
 	if err != nil {
 		e.t.Fatal(err)
@@ -130,6 +139,7 @@ func (e *env) subscribe(specs ...resource.SubscriptionSpec) {
 			return err == nil
 		})
 	}
+	return stop
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -385,4 +395,53 @@ func TestLocalAndResourceMerge(t *testing.T) {
 			t.Errorf("Local %v accepted", bad)
 		}
 	}
+}
+
+// leases returns who holds each partition of (sub, topic).
+func (e *env) leases(topic string) map[string]int {
+	sess, err := e.conn.Wait(ctxT(e.t, 5*time.Second))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	kv, err := sess.JS.KeyValue(ctxT(e.t, time.Second), messaging.LeaseBucket)
+	if err != nil {
+		return nil
+	}
+	out := map[string]int{}
+	for p := range partition.Count {
+		if en, err := kv.Get(ctxT(e.t, time.Second), messaging.LeaseKey("sub", topic, p)); err == nil {
+			out[string(en.Value())]++
+		}
+	}
+	return out
+}
+
+// Partitions are spread over the instances and handed over at once when
+// one stops (it gives its leases up, rather than letting them run out);
+// keyed messages published meanwhile all arrive.
+func TestPartitionsSpreadAndHandOver(t *testing.T) {
+	e := newEnv(t)
+	sp := spec("moves", nil)
+	e.subscribeAs("a", &fakeWatcher{ch: make(chan *discovery.Destination, 1)}, sp)
+	waitFor(t, 10*time.Second, "a holding all 16 partitions", func() bool { return e.leases("moves")["a"] == partition.Count })
+	stopB := e.subscribeAs("b", &fakeWatcher{ch: make(chan *discovery.Destination, 1)}, sp)
+	waitFor(t, 10*time.Second, "a and b holding 8 each", func() bool {
+		l := e.leases("moves")
+		return l["a"] == partition.Count/2 && l["b"] == partition.Count/2
+	})
+	for i := range 100 {
+		e.publish("moves", fmt.Sprint("k", i%10), fmt.Sprint("m", i), fmt.Sprint(i))
+	}
+	began := time.Now()
+	stopB()
+	// Well within LeaseTTL: b gave its leases up.
+	waitFor(t, messaging.LeaseTTL/2, "a holding all 16 again", func() bool { return e.leases("moves")["a"] == partition.Count })
+	t.Logf("handover after b stopped: %s", time.Since(began).Round(time.Millisecond))
+	waitFor(t, 10*time.Second, "all 100 delivered", func() bool {
+		ids := map[string]bool{}
+		for _, d := range e.deliveries() {
+			ids[d.ID] = true
+		}
+		return len(ids) == 100
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/weftmesh/weft/messaging"
+	"github.com/weftmesh/weft/messaging/partition"
 	"github.com/weftmesh/weft/resource"
 )
 
@@ -54,12 +56,26 @@ type subscriber struct {
 	held    tracker
 	bytes   *messaging.Budget // bytes pulled and not yet settled
 	maxMsg  int64
+	// busy counts the pull loops (the keyless one and one per held
+	// partition) whose last fetch found messages: they share the window
+	// and the byte budget. An idle loop waits for one message at a time,
+	// on a slot of its own, so idle partitions hold nothing back.
+	busy  atomic.Int32
+	lagMu sync.Mutex
+	lag   map[string]uint64 // per consumer
+}
+
+// item is a pulled message on its way to a worker; pt is its partition
+// (nil: from the keyless consumer).
+type item struct {
+	msg jetstream.Msg
+	pt  *part
 }
 
 func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, sess *messaging.Session) *subscriber {
 	initial, maxBack := spec.BackoffDurations()
 	window := min(maxWindow, max(minWindow, windowPerWorker*spec.Concurrency))
-	return &subscriber{
+	s := &subscriber{
 		m: m, spec: spec, origin: origin, sess: sess,
 		log:     m.log.With("topic", spec.Topic),
 		url:     "http://" + m.cfg.AppAddr + spec.Path,
@@ -68,7 +84,7 @@ func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, se
 		initial: initial, maxBack: maxBack,
 		window: window,
 		held:   tracker{msgs: map[jetstream.Msg]time.Time{}},
-		bytes:  messaging.NewBudget(messaging.HeldBytes),
+		lag:    map[string]uint64{},
 		maxMsg: int64(maxMessageBytes(m)),
 		client: &http.Client{Transport: &http.Transport{
 			Proxy:               nil, // the app is on loopback, never behind HTTP_PROXY
@@ -78,7 +94,15 @@ func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, se
 			DisableCompression:  true,
 		}},
 	}
+	// Every pull loop (keyless, one per partition) waits on a fetch room
+	// for the largest message, so the budget must hold all of them at
+	// once: HeldBytes, or more when messages may be large.
+	s.bytes = messaging.NewBudget(max(messaging.HeldBytes, int64(partition.Count+2)*s.fetchLeast()))
+	return s
 }
+
+// fetchLeast is the byte room a fetch needs: the largest message.
+func (s *subscriber) fetchLeast() int64 { return s.maxMsg + 2*messaging.HeaderRoom }
 
 // run sets the consumer up and consumes, starting over after any failure
 // (broker restart, consumer deleted), until ctx ends.
@@ -86,7 +110,7 @@ func (s *subscriber) run(ctx context.Context) {
 	defer s.client.CloseIdleConnections()
 	backoff := 250 * time.Millisecond
 	for {
-		cons, err := s.setup(ctx)
+		cons, kv, err := s.setup(ctx)
 		if err == nil {
 			select {
 			case <-s.m.cfg.AppReady:
@@ -94,7 +118,7 @@ func (s *subscriber) run(ctx context.Context) {
 				return
 			}
 			backoff = 250 * time.Millisecond
-			err = s.consume(ctx, cons)
+			err = s.consume(ctx, cons, kv)
 		}
 		if ctx.Err() != nil {
 			return
@@ -107,7 +131,7 @@ func (s *subscriber) run(ctx context.Context) {
 	}
 }
 
-func (s *subscriber) setup(ctx context.Context) (jetstream.Consumer, error) {
+func (s *subscriber) setup(ctx context.Context) (jetstream.Consumer, jetstream.KeyValue, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	maxBytes := messaging.DefaultMaxMessageBytes
@@ -115,7 +139,16 @@ func (s *subscriber) setup(ctx context.Context) (jetstream.Consumer, error) {
 		maxBytes = f()
 	}
 	if _, err := messaging.EnsureStream(ctx, s.sess.JS, maxBytes); err != nil {
-		return nil, err
+		return nil, nil, err
+	}
+	kv, err := s.sess.JS.CreateOrUpdateKeyValue(ctx, messaging.LeaseBucketConfig())
+	if err != nil {
+		if kv, err = s.sess.JS.KeyValue(ctx, messaging.LeaseBucket); err != nil {
+			return nil, nil, fmt.Errorf("partition lease bucket %s: %w", messaging.LeaseBucket, err)
+		}
+	}
+	if err := messaging.EnsurePartitionConsumers(ctx, s.sess.JS, s.m.cfg.Service, s.spec, s.origin); err != nil {
+		return nil, nil, err
 	}
 	cfg := messaging.ConsumerConfig(s.m.cfg.Service, s.spec, s.origin)
 	cons, err := s.sess.JS.CreateOrUpdateConsumer(ctx, messaging.StreamName, cfg)
@@ -124,27 +157,30 @@ func (s *subscriber) setup(ctx context.Context) (jetstream.Consumer, error) {
 		// use it as it is rather than not deliver at all.
 		if c, gerr := s.sess.JS.Consumer(ctx, messaging.StreamName, cfg.Durable); gerr == nil {
 			s.log.Warn("using the existing consumer as it is; its settings could not be updated", "consumer", cfg.Durable, "err", err)
-			return c, nil
+			return c, kv, nil
 		}
-		return nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
+		return nil, nil, fmt.Errorf("consumer %s: %w", cfg.Durable, err)
 	}
-	return cons, nil
+	return cons, kv, nil
 }
 
-// consume pulls as many messages as the window has room for and hands each
-// to the worker its key hashes to (keyless: any worker). It returns when
-// ctx ends (after in-flight deliveries finish, bounded by Grace) or the
-// consumer fails.
-func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer) error {
+// consume pulls as many messages as the window has room for, from the
+// keyless consumer and from every partition this instance holds, and hands
+// each to the worker its key hashes to (keyless: any worker). It returns
+// when ctx ends (after in-flight deliveries finish, bounded by Grace) or
+// the keyless consumer fails.
+func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, kv jetstream.KeyValue) error {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	hard, stopHard := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopHard()
 	n := s.spec.Concurrency
-	slots := make(chan struct{}, s.window)
-	queues := make([]chan jetstream.Msg, n)
-	keyless := make(chan jetstream.Msg, s.window)
+	slots := make(chan struct{}, s.window+1+partition.Count)
+	queues := make([]chan item, n)
+	keyless := make(chan item, s.window)
 	var workers sync.WaitGroup
 	for i := range queues {
-		queues[i] = make(chan jetstream.Msg, s.window)
+		queues[i] = make(chan item, s.window)
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
@@ -159,7 +195,20 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer) error
 		s.extend(progressDone)
 	}()
 
-	err := s.pull(ctx, cons, slots, queues, keyless)
+	pull := func(ctx context.Context, c jetstream.Consumer, pt *part) error {
+		return s.pull(ctx, c, pt, slots, queues, keyless)
+	}
+	ps := &partitions{s: s, kv: kv, self: s.m.cfg.Instance, pull: pull, hard: hard,
+		member: memberPrefix(s.m.cfg.Service, s.spec.Topic) + memberToken(s.m.cfg.Instance)}
+	var owner sync.WaitGroup
+	owner.Add(1)
+	go func() {
+		defer owner.Done()
+		ps.run(ctx)
+	}()
+	err := pull(ctx, cons, nil)
+	stop()
+	owner.Wait() // no pull loop is left to send to the queues
 
 	for _, q := range queues {
 		close(q)
@@ -174,14 +223,31 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer) error
 		stopHard()
 		<-finished
 	}
+	ps.releaseAll()
 	close(progressDone)
 	progress.Wait()
 	return err
 }
 
-func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, slots chan struct{}, queues []chan jetstream.Msg, keyless chan jetstream.Msg) error {
+// pull fetches from one consumer (a partition's when pt is set) until ctx
+// ends or the consumer fails. While the consumer has messages, each fetch
+// asks for this loop's share of the window and byte budget (shared with
+// the other busy loops); once a fetch comes back empty, the loop waits for
+// a single message, so the long poll of an idle consumer holds back one
+// slot, not the window.
+func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, pt *part, slots chan struct{}, queues []chan item, keyless chan item) error {
+	idle := true
+	defer func() {
+		if !idle {
+			s.busy.Add(-1)
+		}
+	}()
 	for {
-		// Wait for one free slot, then take every other free one.
+		share := 1
+		if !idle {
+			share = max(1, s.window/int(max(1, s.busy.Load())))
+		}
+		// Wait for one free slot, then take free ones up to the share.
 		select {
 		case slots <- struct{}{}:
 		case <-ctx.Done():
@@ -189,7 +255,7 @@ func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, slots ch
 		}
 		want := 1
 	more:
-		for want < s.window {
+		for want < share {
 			select {
 			case slots <- struct{}{}:
 				want++
@@ -197,8 +263,15 @@ func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, slots ch
 				break more
 			}
 		}
-		// And bytes: enough for the largest message, then all that is free.
-		room, err := s.bytes.AcquireAll(ctx, s.maxMsg+2*messaging.HeaderRoom)
+		// And bytes: enough for the largest message; a busy loop takes up
+		// to half the budget shared among the busy loops, the rest stays
+		// for the idle ones (each holds one message's worth, see newSubscriber).
+		least := s.fetchLeast()
+		most := least
+		if !idle {
+			most = max(least, s.bytes.Size()/int64(2*max(1, s.busy.Load())))
+		}
+		room, err := s.bytes.AcquireAll(ctx, least, most)
 		if err != nil {
 			for ; want > 0; want-- {
 				<-slots
@@ -213,14 +286,22 @@ func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, slots ch
 			for msg := range batch.Messages() {
 				got++
 				used += msgSize(msg)
-				s.dispatch(msg, queues, keyless)
+				s.dispatch(item{msg: msg, pt: pt}, queues, keyless)
 			}
 			err = batch.Error()
 		}
 		cancel()
 		s.bytes.Release(room - min(used, room))
-		for ; got < want; got++ {
+		for range want - got {
 			<-slots
+		}
+		switch {
+		case got > 0 && idle:
+			idle = false
+			s.busy.Add(1)
+		case got == 0 && !idle && err == nil:
+			idle = true
+			s.busy.Add(-1)
 		}
 		if got == 0 && err == nil && time.Since(began) < 50*time.Millisecond {
 			// An immediate empty answer (e.g. a message larger than the
@@ -245,48 +326,81 @@ func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, slots ch
 	}
 }
 
-func (s *subscriber) dispatch(msg jetstream.Msg, queues []chan jetstream.Msg, keyless chan jetstream.Msg) {
-	s.held.add(msg)
+func (s *subscriber) dispatch(it item, queues []chan item, keyless chan item) {
+	s.held.add(it.msg)
 	s.m.cfg.Metrics.InFlight.WithLabelValues(s.label).Inc()
-	key := msg.Headers().Get(messaging.HdrKey)
+	key := it.msg.Headers().Get(messaging.HdrKey)
 	if key == "" {
-		keyless <- msg
+		keyless <- it
 		return
 	}
-	queues[xxhash.Sum64String(key)%uint64(len(queues))] <- msg
+	queues[xxhash.Sum64String(key)%uint64(len(queues))] <- it
 }
 
-func (s *subscriber) worker(ctx, hard context.Context, own, keyless <-chan jetstream.Msg, slots chan struct{}) {
+func (s *subscriber) worker(ctx, hard context.Context, own, keyless <-chan item, slots chan struct{}) {
 	for own != nil || keyless != nil {
-		var msg jetstream.Msg
+		var it item
 		var ok bool
 		select {
-		case msg, ok = <-own:
+		case it, ok = <-own:
 			if !ok {
 				own = nil
 				continue
 			}
-		case msg, ok = <-keyless:
+		case it, ok = <-keyless:
 			if !ok {
 				keyless = nil
 				continue
 			}
 		}
-		s.handle(ctx, hard, msg)
-		s.bytes.Release(msgSize(msg))
-		s.held.remove(msg)
+		switch {
+		case it.pt == nil:
+			s.handle(ctx, hard, it.msg, nil)
+		case it.pt.begin():
+			s.handle(ctx, it.pt.lost, it.msg, it.pt)
+			it.pt.end()
+		default:
+			// The partition is no longer held here: its next holder
+			// delivers the message again, in order.
+		}
+		s.bytes.Release(msgSize(it.msg))
+		s.held.remove(it.msg)
 		s.m.cfg.Metrics.InFlight.WithLabelValues(s.label).Dec()
 		<-slots
 	}
 }
 
+// setLag records one consumer's pending count; the gauge is their sum.
+func (s *subscriber) setLag(consumer string, pending uint64) {
+	s.lagMu.Lock()
+	s.lag[consumer] = pending
+	var sum uint64
+	for _, n := range s.lag {
+		sum += n
+	}
+	s.lagMu.Unlock()
+	s.m.cfg.Metrics.Lag.WithLabelValues(s.label).Set(float64(sum))
+}
+
 // handle settles one message: deliver it (retrying a keyed message in
 // place so that later messages with its key wait), then ack, dead-letter
 // or hand it back. Once ctx ends, messages not yet delivered are handed
-// back at once.
-func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg) {
+// back at once. A message of a partition (pt set) is never handed back:
+// the broker would redeliver it after newer ones. It is retried in place
+// while the partition is held, and dropped when it no longer is; the
+// partition's next holder delivers it again (see partitions.go).
+func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg, pt *part) {
+	giveBack := func(delay time.Duration) {
+		switch {
+		case pt != nil:
+		case delay > 0:
+			_ = msg.NakWithDelay(delay)
+		default:
+			_ = msg.Nak()
+		}
+	}
 	if ctx.Err() != nil {
-		_ = msg.Nak()
+		giveBack(0)
 		return
 	}
 	meta, err := msg.Metadata()
@@ -300,33 +414,37 @@ func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg) {
 		_ = msg.Ack() // replayed for another subscriber of the topic
 		return
 	}
-	s.m.cfg.Metrics.Lag.WithLabelValues(s.label).Set(float64(meta.NumPending))
+	s.setLag(meta.Consumer, meta.NumPending)
 	key := h.Get(messaging.HdrKey)
 	attempt := int(meta.NumDelivered)
 	if attempt > s.spec.MaxDeliveries {
-		s.deadLetter(hard, msg, meta, attempt-1, "handed out more than maxDeliveries times without an answer (instances stopped mid-delivery)")
+		s.deadLetter(ctx, hard, msg, meta, pt, attempt-1, "handed out more than maxDeliveries times without an answer (instances stopped mid-delivery)")
 		return
 	}
 	var unreachableSince time.Time
 	for {
+		if pt != nil && !pt.holds() {
+			return
+		}
 		v, reason, delivered := s.deliver(hard, msg, meta, attempt)
 		if !delivered {
 			// Nothing reached the app: not an attempt. Wait for it, but
-			// not for ever: after AckWait let another instance try.
+			// (keyless) not for ever: after AckWait let another instance
+			// try.
 			if ctx.Err() != nil {
-				_ = msg.Nak()
+				giveBack(0)
 				return
 			}
 			if unreachableSince.IsZero() {
 				unreachableSince = time.Now()
 				s.log.Warn("app not accepting deliveries; waiting", "url", s.url, "err", reason)
 			}
-			if time.Since(unreachableSince) > messaging.AckWait {
-				_ = msg.NakWithDelay(time.Second)
+			if pt == nil && time.Since(unreachableSince) > messaging.AckWait {
+				giveBack(time.Second)
 				return
 			}
 			if !sleep(ctx, unreachableRetry) {
-				_ = msg.Nak()
+				giveBack(0)
 				return
 			}
 			continue
@@ -340,21 +458,21 @@ func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg) {
 			}
 			return
 		case DeadLetter:
-			s.deadLetter(hard, msg, meta, attempt, reason)
+			s.deadLetter(ctx, hard, msg, meta, pt, attempt, reason)
 			return
 		}
 		if attempt >= s.spec.MaxDeliveries {
-			s.deadLetter(hard, msg, meta, attempt, fmt.Sprintf("%d attempts failed; last: %s", attempt, reason))
+			s.deadLetter(ctx, hard, msg, meta, pt, attempt, fmt.Sprintf("%d attempts failed; last: %s", attempt, reason))
 			return
 		}
 		s.m.cfg.Metrics.Delivered.WithLabelValues(s.label, messaging.ResultRetry).Inc()
 		delay := messaging.Backoff(attempt, s.initial, s.maxBack)
-		if key == "" {
-			_ = msg.NakWithDelay(delay)
+		if key == "" && pt == nil {
+			giveBack(delay)
 			return
 		}
 		if !sleep(ctx, delay) {
-			_ = msg.Nak()
+			giveBack(0)
 			return
 		}
 		attempt++
@@ -444,8 +562,27 @@ func (s *subscriber) deliver(hard context.Context, msg jetstream.Msg, meta *jets
 
 // deadLetter publishes the message to the dead letter topic with why, then
 // acks the original. If the dead letter cannot be stored, the original is
-// handed back for later: nothing is dropped.
-func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, attempts int, reason string) {
+// handed back for later (a partition's: tried again in place while the
+// partition is held): nothing is dropped.
+func (s *subscriber) deadLetter(stop, ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, pt *part, attempts int, reason string) {
+	for try := 1; ; try++ {
+		err := s.storeDeadLetter(ctx, msg, meta, attempts, reason)
+		if err == nil {
+			return
+		}
+		s.log.Error("could not store the dead letter; the message will be redelivered", "id", messageID(msg.Headers()), "dead_letter_topic", s.spec.DeadLetterTopic, "err", err)
+		delay := messaging.Backoff(try, s.initial, s.maxBack)
+		if pt == nil {
+			_ = msg.NakWithDelay(delay)
+			return
+		}
+		if !sleep(stop, delay) || !pt.holds() {
+			return
+		}
+	}
+}
+
+func (s *subscriber) storeDeadLetter(ctx context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, attempts int, reason string) error {
 	if len(reason) > 1024 {
 		reason = reason[:1024]
 	}
@@ -471,13 +608,12 @@ func (s *subscriber) deadLetter(ctx context.Context, msg jetstream.Msg, meta *je
 	defer cancel()
 	dl := &nats.Msg{Subject: messaging.Subject(s.spec.DeadLetterTopic), Data: msg.Data(), Header: h}
 	if _, err := s.sess.JS.PublishMsg(pctx, dl, jetstream.WithExpectStream(messaging.StreamName)); err != nil {
-		s.log.Error("could not store the dead letter; the message will be redelivered", "id", id, "dead_letter_topic", s.spec.DeadLetterTopic, "err", err)
-		_ = msg.NakWithDelay(messaging.Backoff(attempts, s.initial, s.maxBack))
-		return
+		return err
 	}
 	_ = msg.Ack()
 	s.m.cfg.Metrics.Delivered.WithLabelValues(s.label, messaging.ResultDeadLetter).Inc()
 	s.log.Warn("message dead-lettered", "id", id, "attempts", attempts, "dead_letter_topic", s.spec.DeadLetterTopic, "reason", reason)
+	return nil
 }
 
 // extend tells the broker, for every message held longer than a third of

@@ -324,7 +324,7 @@ func (p *Publisher) publish(ctx context.Context, topic string, body []byte, hdr 
 		hdr.Set(messaging.HdrID, hdr.Get(messaging.HdrMsgID))
 	}
 	p.spans.Inject(ctx, http.Header(hdr))
-	msg := &nats.Msg{Subject: messaging.Subject(topic), Data: body, Header: hdr}
+	msg := &nats.Msg{Subject: messaging.SubjectFor(topic, hdr.Get(messaging.HdrKey)), Data: body, Header: hdr}
 	id := hdr.Get(messaging.HdrMsgID)
 
 	sess, err := p.cfg.Conn.Wait(ctx)
