@@ -20,9 +20,9 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/messaging"
-	"github.com/weftmesh/weft/messaging/partition"
 	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/messaging/deliver"
+	"github.com/weftmesh/weft/messaging/partition"
 	"github.com/weftmesh/weft/messaging/publish"
 	"github.com/weftmesh/weft/resource"
 )
