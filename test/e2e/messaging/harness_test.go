@@ -465,6 +465,7 @@ type record struct {
 	Inst    string `json:"inst"`
 	Overlap bool   `json:"overlap"`
 	Trace   string `json:"traceparent"`
+	Start   int64  `json:"start"`
 	At      int64  `json:"at"`
 	Path    string `json:"path"`
 	Answer  string `json:"answer"`

@@ -26,7 +26,8 @@ type record struct {
 	Inst    string `json:"inst"`
 	Overlap bool   `json:"overlap,omitempty"`
 	Trace   string `json:"traceparent,omitempty"`
-	At      int64  `json:"at"`
+	Start   int64  `json:"start"` // unix ns when the delivery arrived
+	At      int64  `json:"at"`    // unix ns when it was answered
 	Path    string `json:"path"`
 	Answer  string `json:"answer"`
 }
@@ -48,10 +49,11 @@ func main() {
 	firsts := 0
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /events/", func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now().UnixNano()
 		body, _ := io.ReadAll(r.Body)
 		key := r.Header.Get("X-Weft-Key")
 		attempt, _ := strconv.Atoi(r.Header.Get("X-Weft-Attempt"))
-		rec := record{ID: r.Header.Get("X-Weft-Message-Id"), Key: key, Attempt: attempt, Body: string(body), Inst: *name,
+		rec := record{ID: r.Header.Get("X-Weft-Message-Id"), Key: key, Attempt: attempt, Body: string(body), Inst: *name, Start: start,
 			Trace: r.Header.Get("Traceparent"), Path: r.URL.Path}
 		if key != "" {
 			mu.Lock()
