@@ -364,7 +364,7 @@ func load(rate int, dur time.Duration, conc int, fn func() error) (int64, error)
 
 // collect gathers latencies of want messages (or until quiet).
 func (e *env) collect(want int64, start time.Time) ([]time.Duration, time.Time) {
-	lat := make([]time.Duration, 0, want)
+	lat := make([]time.Duration, 0, max(want, 0))
 	last := start
 	for int64(len(lat)) < want {
 		select {
