@@ -21,7 +21,8 @@ import (
 // instance is killed -9 and replaced, and the control plane (with the
 // embedded broker) is restarted, once gracefully and once by kill -9:
 // every message the publishing sidecar answered 200 for is acked at least
-// once.
+// once. Half carry a key, so partition leases and their handover (the
+// killed instance's leases run out) are under the same test.
 func TestDurableThroughKillAndRestart(t *testing.T) {
 	const total = 10000
 	c := startControl(t)
@@ -50,7 +51,11 @@ func TestDurableThroughKillAndRestart(t *testing.T) {
 			defer wg.Done()
 			for i := range ids {
 				<-tick.C
-				failed, err := publishRetrying(pub.outbound, "stream.test", fmt.Sprintf("m-%05d", i), "", strconv.Itoa(i), 60*time.Second)
+				key := "" // half keyless (one shared consumer), half keyed (partitions)
+				if i%2 == 0 {
+					key = fmt.Sprintf("k%02d", i%50)
+				}
+				failed, err := publishRetrying(pub.outbound, "stream.test", fmt.Sprintf("m-%05d", i), key, strconv.Itoa(i), 60*time.Second)
 				retries.Add(int64(failed))
 				if err != nil {
 					errs <- err
