@@ -45,6 +45,7 @@ func main() {
 	conc := flag.Int("concurrency", 64, "publishers in flight (throughput runs) and the subscription's concurrency")
 	size := flag.Int("size", 256, "payload bytes")
 	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of both sidecars during the max run to this directory")
+	flag.IntVar(&keys, "keys", 0, "publish through the sidecars with ordering keys, rotating over this many (0: no key)")
 	flag.Parse()
 	if err := run(*weft, *rate, *dur, *conc, *size); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/messaging:", err)
@@ -79,7 +80,11 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	if err := e.start(weft, conc); err != nil {
 		return err
 	}
-	fmt.Printf("Weft messaging on this machine: %d CPUs, payload %d bytes, broker %s (embedded)\n\n", numCPU(), size, e.broker)
+	keyNote := "no ordering key"
+	if keys > 0 {
+		keyNote = fmt.Sprintf("ordering keys rotating over %d (through the sidecars)", keys)
+	}
+	fmt.Printf("Weft messaging on this machine: %d CPUs, payload %d bytes, %s, broker %s (embedded)\n\n", numCPU(), size, keyNote, e.broker)
 
 	pubLat.d = nil
 	lat, err := e.viaSidecars(rate, dur, size, conc, false)
@@ -274,10 +279,25 @@ var pubLat = struct {
 	d []time.Duration
 }{}
 
+// keys > 0 makes every publish carry one of that many ordering keys, so
+// deliveries go through the partitions (one holder each) and per-key order.
+var (
+	keys   int
+	keySeq atomic.Uint64
+)
+
 func (e *env) publishOnce(body []byte) error {
 	t0 := time.Now()
 	defer func() { pubLat.Lock(); pubLat.d = append(pubLat.d, time.Since(t0)); pubLat.Unlock() }()
-	resp, err := hc.Post(e.pubURL, "application/octet-stream", bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, e.pubURL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/octet-stream")
+	if keys > 0 {
+		req.Header.Set("X-Weft-Key", "key-"+strconv.FormatUint(keySeq.Add(1)%uint64(keys), 10))
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		return err
 	}
