@@ -449,7 +449,7 @@ func (a *Admin) collect(ctx context.Context, sess *messaging.Session) (snapshot,
 	}
 	for subj, n := range info.State.Subjects {
 		if t, ok := messaging.TopicOf(subj); ok {
-			snap.subjects[t] = n
+			snap.subjects[t] += n // a topic is one subject, or one per partition
 		}
 	}
 	l := s.ListConsumers(ctx)

@@ -101,6 +101,16 @@ func TestAdmin(t *testing.T) {
 		t.Fatalf("publish: %v %v", resp, err)
 	}
 	resp.Body.Close()
+	// Keyed ones land on partition subjects: still the topic's messages.
+	for _, key := range []string{"user-1", "user-2"} {
+		req, _ := http.NewRequest("POST", srv.URL+"/api/v1/topics/order.created/publish", strings.NewReader(`{"id":2}`))
+		req.Header.Set("X-Weft-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("publish with key: %v %v", resp, err)
+		}
+		resp.Body.Close()
+	}
 	dl := &nats.Msg{Subject: messaging.Subject("order.created.dlq"), Data: []byte(strings.Repeat("p", 1000)), Header: nats.Header{}}
 	dl.Header.Set(messaging.HdrID, "o-1")
 	dl.Header.Set(messaging.HdrDLQTopic, "order.created")
@@ -112,7 +122,7 @@ func TestAdmin(t *testing.T) {
 	}
 	var topics admin.TopicsJSON
 	getJSON(t, srv.URL+"/api/v1/topics", &topics)
-	if !topics.Connected || len(topics.Topics) != 2 || topics.Topics[0].Name != "order.created" || topics.Topics[0].Messages != 1 ||
+	if !topics.Connected || len(topics.Topics) != 2 || topics.Topics[0].Name != "order.created" || topics.Topics[0].Messages != 3 ||
 		topics.Topics[0].DeadLetters != 1 || len(topics.Topics[0].Subscriptions) != 2 {
 		t.Fatalf("topics: %+v", topics)
 	}
