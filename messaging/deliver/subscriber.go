@@ -427,6 +427,9 @@ func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg, pt *pa
 			return
 		}
 		v, reason, delivered := s.deliver(hard, msg, meta, attempt)
+		if !delivered && pt != nil && !pt.holds() {
+			return // the partition went elsewhere mid-delivery (see partitions.go)
+		}
 		if !delivered {
 			// Nothing reached the app: not an attempt. Wait for it, but
 			// (keyless) not for ever: after AckWait let another instance
