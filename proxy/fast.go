@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/textproto"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -129,14 +128,27 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 	d.HeaderTimeout = dest.Timeout
 	st.set = append(st.set, h1.Field{Name: fieldSource, Value: f.source})
 	if st.tel != nil {
-		st.tel.Inject()
-		for k, v := range st.tel.Out {
-			if len(v) > 0 {
-				st.set = append(st.set, h1.Field{Name: []byte(k), Value: []byte(v[0])})
-			}
-		}
+		st.set = appendTraceFields(st.set, st.tel)
 	}
 	d.Set = st.set
+}
+
+var fieldTraceparent = []byte("traceparent")
+
+// appendTraceFields adds the trace headers for the next hop: a new trace's
+// traceparent without allocating, or a recorded span's (the SDK's header,
+// converted).
+func appendTraceFields(set []h1.Field, tel *telemetry.Fast) []h1.Field {
+	tel.Inject()
+	if tp := tel.Traceparent(); tp != nil {
+		return append(set, h1.Field{Name: fieldTraceparent, Value: tp})
+	}
+	for k, v := range tel.Out {
+		if len(v) > 0 {
+			set = append(set, h1.Field{Name: []byte(k), Value: []byte(v[0])})
+		}
+	}
+	return set
 }
 
 func (st *fastState) use(d *h1.Decision, ep *balancer.Endpoint) {
@@ -151,11 +163,8 @@ func (st *fastState) begin(o *Outbound, req *h1.Request, dst string, known bool)
 	if st.tel == nil {
 		return
 	}
-	clear(st.tel.In)
 	for _, fl := range req.Fields {
-		if isTraceField(fl.Name) {
-			st.tel.In[textproto.CanonicalMIMEHeaderKey(string(fl.Name))] = []string{string(fl.Value)}
-		}
+		st.tel.TraceField(fl.Name, fl.Value)
 	}
 	if !known {
 		dst = metrics.Unknown
@@ -259,12 +268,9 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	st.weftErr = ""
 	d.Addr = f.in.appAddr
 	if st.tel != nil {
-		clear(st.tel.In)
 		src := metrics.Unknown
 		for _, fl := range req.Fields {
-			if isTraceField(fl.Name) {
-				st.tel.In[textproto.CanonicalMIMEHeaderKey(string(fl.Name))] = []string{string(fl.Value)}
-			} else if equalFold(fl.Name, fieldSource) && metrics.ValidName(string(fl.Value)) {
+			if !st.tel.TraceField(fl.Name, fl.Value) && equalFold(fl.Name, fieldSource) && metrics.ValidName(string(fl.Value)) {
 				src = string(fl.Value)
 			}
 		}
@@ -274,13 +280,7 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 			st.path = pathOnly(req.Path())
 		}
 		// The app's outbound calls continue this hop's span.
-		st.tel.Inject()
-		st.set = st.set[:0]
-		for k, v := range st.tel.Out {
-			if len(v) > 0 {
-				st.set = append(st.set, h1.Field{Name: []byte(k), Value: []byte(v[0])})
-			}
-		}
+		st.set = appendTraceFields(st.set[:0], st.tel)
 		d.Set = st.set
 	}
 }
@@ -385,18 +385,6 @@ func isLocalHostBytes(h []byte) bool {
 	switch string(h) {
 	case "127.0.0.1", "localhost", "::1", "[::1]":
 		return true
-	}
-	return false
-}
-
-var traceFields = [][]byte{[]byte("traceparent"), []byte("tracestate"), []byte("b3"),
-	[]byte("x-b3-traceid"), []byte("x-b3-spanid"), []byte("x-b3-parentspanid"), []byte("x-b3-sampled"), []byte("x-b3-flags")}
-
-func isTraceField(name []byte) bool {
-	for _, t := range traceFields {
-		if equalFold(name, t) {
-			return true
-		}
 	}
 	return false
 }

@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"time"
@@ -16,13 +17,14 @@ import (
 
 // Fast records one request of the proxy's HTTP/1.1 fast path (proxy/h1),
 // which has no http.Request or ResponseWriter. The proxy keeps one Fast per
-// connection and reuses it, so an unsampled request costs the metrics
-// update and, for a request that starts a new trace, one traceparent.
+// connection and reuses it, so that an unsampled request costs the metrics
+// update and nothing else: its trace fields are read in place, a caller's
+// unsampled traceparent passes on untouched, and a new trace's traceparent
+// is written into the Fast itself. Only a sampled request (a span) goes
+// through the tracing SDK and its http.Header.
 type Fast struct {
-	// In holds the request's trace headers (Traceparent, Tracestate, B3,
-	// X-B3-*), canonical keys; the caller fills it before Begin.
-	In http.Header
-	// Out receives what the next hop needs (see Inject).
+	// Out receives a recorded span's trace headers to send to the next hop
+	// (see Inject); it is empty for an unsampled request.
 	Out http.Header
 
 	t        *Telemetry
@@ -31,33 +33,80 @@ type Fast struct {
 	start    time.Time
 	trace    tracing.Request
 	span     trace.Span
+	// in holds the request's trace fields by traceFields index, aliasing
+	// the request; set by TraceField, read and cleared by Begin.
+	in  [len(traceFields)][]byte
+	hdr http.Header // in as the SDK reads it, built only when it must
 }
+
+// traceFields are the trace context fields the tracer reads, with the keys
+// the SDK's propagators look them up by.
+var traceFields = [...]string{"Traceparent", "Tracestate", "B3",
+	"X-B3-Traceid", "X-B3-Spanid", "X-B3-Parentspanid", "X-B3-Sampled", "X-B3-Flags"}
+
+var traceFieldNames = func() (b [len(traceFields)][]byte) {
+	for i, k := range traceFields {
+		b[i] = []byte(k)
+	}
+	return b
+}()
+
+const (
+	fieldTraceparent = 0
+	fieldTracestate  = 1
+)
 
 // NewFast returns a reusable recorder for t (nil when telemetry is off).
 func (t *Telemetry) NewFast() *Fast {
 	if t == nil {
 		return nil
 	}
-	return &Fast{t: t, In: http.Header{}, Out: http.Header{}}
+	return &Fast{t: t, Out: http.Header{}, hdr: http.Header{}}
+}
+
+// TraceField hands Begin one field of the request if it is trace context
+// (name is matched ASCII case-insensitively) and reports whether it was.
+// value is read in place, until Begin returns; a repeated field keeps its
+// last value.
+func (f *Fast) TraceField(name, value []byte) bool {
+	for i, k := range traceFieldNames {
+		if len(name) == len(k) && bytes.EqualFold(name, k) {
+			f.in[i] = value
+			return true
+		}
+	}
+	return false
 }
 
 // Begin starts recording a request as rep sees it; src and dst as in
 // Exchange (metrics.Unknown when not known; a server's destination is
-// always its own service). In must hold the trace headers.
+// always its own service). The request's trace fields must have been
+// handed to TraceField.
 func (f *Fast) Begin(rep metrics.Reporter, method, src, dst string, start time.Time) {
 	if rep == metrics.Server {
 		dst = f.t.service
 	}
 	f.rep, f.Src, f.Dst, f.start, f.span = rep, src, dst, start, nil
+	f.trace = tracing.Request{}
 	clear(f.Out)
+	defer clear(f.in[:]) // drop the aliases into the request
 	if f.t.tracer == nil {
 		return
+	}
+	if f.passesOn() {
+		return // the caller's unsampled context goes on as it came
+	}
+	clear(f.hdr)
+	for i, v := range f.in {
+		if v != nil {
+			f.hdr[traceFields[i]] = []string{string(v)}
+		}
 	}
 	kind := trace.SpanKindClient
 	if rep == metrics.Server {
 		kind = trace.SpanKindServer
 	}
-	f.trace = f.t.tracer.Begin(context.Background(), f.In, method, kind, start)
+	f.trace = f.t.tracer.Begin(context.Background(), f.hdr, method, kind, start)
 	if f.span = f.trace.Span(); f.span != nil {
 		name := method + " " + dst
 		if rep == metrics.Server {
@@ -67,12 +116,30 @@ func (f *Fast) Begin(rep metrics.Reporter, method, src, dst string, start time.T
 	}
 }
 
-// Inject fills Out with the trace headers to send to the next hop.
+// passesOn reports whether the request's trace context is a W3C one that
+// is not sampled, which the tracer would pass on unchanged (checked here on
+// the fields in place, without building a header for it).
+func (f *Fast) passesOn() bool {
+	for i, v := range f.in {
+		if v != nil && i != fieldTraceparent && i != fieldTracestate {
+			return false
+		}
+	}
+	return f.in[fieldTraceparent] != nil && tracing.PassesOn(f.in[fieldTraceparent])
+}
+
+// Inject prepares the trace headers to send to the next hop: a recorded
+// span's in Out; a new unsampled trace's traceparent is Traceparent.
 func (f *Fast) Inject() {
-	if f.t.tracer != nil {
+	if f.span != nil {
 		f.t.tracer.InjectRequest(&f.trace, f.Out)
 	}
 }
+
+// Traceparent is the traceparent to send to the next hop for a request
+// that starts a new, unsampled trace, or nil. It is the Fast's own memory,
+// valid until the next Begin.
+func (f *Fast) Traceparent() []byte { return f.trace.NewTraceparent() }
 
 // FastEnd is what the fast path knows of a finished request.
 type FastEnd struct {

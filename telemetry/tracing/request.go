@@ -71,6 +71,24 @@ func (t *Tracer) Begin(ctx context.Context, h http.Header, name string, kind tra
 	return r
 }
 
+// NewTraceparent is the traceparent to send on for a new, unsampled trace,
+// as bytes of r itself (valid as long as r is and until r is reused), or
+// nil: the request has a span (InjectRequest its context) or its own trace
+// headers pass on unchanged. This is how the fast path forwards it without
+// allocating.
+func (r *Request) NewTraceparent() []byte {
+	if r.tp[0] == 0 {
+		return nil
+	}
+	return r.tp[:]
+}
+
+// PassesOn reports whether a request whose trace headers are this
+// traceparent (and perhaps a tracestate) passes them on unchanged, as
+// Begin would decide: a well-formed, version-00, unsampled traceparent.
+// It reads the raw bytes and allocates nothing.
+func PassesOn(traceparent []byte) bool { return unsampledTraceparent(traceparent) }
+
 // Inject writes what the next hop needs into h (the forwarded request's
 // headers): the span's context, or the new unsampled traceparent, or
 // nothing when the incoming headers pass on unchanged.
@@ -103,7 +121,7 @@ func encodings(h http.Header) Encoding {
 // traceparent with the sampled flag clear — the common case at a low
 // sampling ratio, checked without the propagator. Anything else (sampled,
 // other versions, malformed) goes the propagator's way.
-func unsampledTraceparent(v string) bool {
+func unsampledTraceparent[T string | []byte](v T) bool {
 	if len(v) != traceparentLen || v[0] != '0' || v[1] != '0' || v[2] != '-' || v[35] != '-' || v[52] != '-' {
 		return false
 	}
@@ -112,7 +130,7 @@ func unsampledTraceparent(v string) bool {
 	return v[53] == '0' && v[54] == '0' && lowerHex(v[3:35]) && lowerHex(v[36:52]) && !allZero(v[3:35]) && !allZero(v[36:52])
 }
 
-func lowerHex(s string) bool {
+func lowerHex[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
@@ -122,7 +140,7 @@ func lowerHex(s string) bool {
 	return true
 }
 
-func allZero(s string) bool {
+func allZero[T string | []byte](s T) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] != '0' {
 			return false
