@@ -71,6 +71,12 @@ type Config struct {
 	// Subscribe maps a topic to the app path its messages are POSTed to
 	// (--subscribe); a Subscription resource for the topic wins.
 	Subscribe map[string]string
+	// TrimExecutable drops the process's mappings of the executable's
+	// read-only pages after start-up and then periodically, so that its
+	// resident set is its working set (see trimLoop; Linux only). It acts
+	// on the whole process: meant for the weft binary, not for a program
+	// embedding a sidecar.
+	TrimExecutable bool
 }
 
 // Defaults.
@@ -351,6 +357,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		goRun("upstream "+u.Service, func() error { return u.Run(bg) })
 	}
 	s.runMessaging(bg, goRun)
+	if s.cfg.TrimExecutable {
+		goRun("trim", func() error { s.trimLoop(bg); return nil })
+	}
 	// The access log outlives the listeners, so the last requests get
 	// written; the tracer is shut down (flushing what it holds) after both.
 	alCtx, stopAL := context.WithCancel(context.Background())

@@ -40,6 +40,7 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.StringVar(&s.cfg.OTLPEndpoint, "otlp-endpoint", "", "where spans are exported: http://HOST:PORT[/PATH] (OTLP/HTTP) or grpc://HOST:PORT (OTLP/gRPC); none disables tracing (default: the control plane's own receiver)")
 	f.Float64Var(&s.cfg.TraceSampling, "trace-sampling", tracing.DefaultSampling, "ratio of new traces sampled, 0 to 1 (a request arriving with a trace context keeps its caller's decision; 0 disables tracing)")
 	f.StringVar(&s.cfg.AccessLog, "access-log", "", "write one JSON line per request to this file (- for standard output); off by default")
+	f.BoolVar(&s.cfg.TrimExecutable, "trim-executable", true, "after start-up and then every 30s, unmap the weft binary's read-only pages from this process (they stay in the page cache), so that only the pages in use count as resident (Linux)")
 	f.BoolVar(&s.telemetry, "telemetry", true, "record per-request metrics, spans and access logs (false: only to measure their cost)")
 	_ = f.MarkHidden("telemetry")
 }

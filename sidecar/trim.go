@@ -1,0 +1,72 @@
+package sidecar
+
+import (
+	"context"
+	"time"
+)
+
+// Trimming the executable's pages.
+//
+// Most of a sidecar's resident set is not its heap but pages of the weft
+// binary itself (29 MB, with the control plane, the broker and the CLI in
+// it): start-up touches init code, flag parsing and registrations spread
+// over the text, and the pclntab and rodata, and each read fault on a file
+// mapping maps up to 16 neighbouring page-cache pages (the kernel's
+// fault-around, 64 KiB), so a page touched once brings its neighbours.
+// Those pages stay mapped for the life of the process. Measured with
+// meshbench on Linux 6.18 (VmRSS per sidecar after 5 s at 500 req/s and
+// 5 s at 1000 req/s): 25.9 MiB, of which 19.3 MiB file-backed, before;
+// 20.2 MiB, 14.9 MiB file-backed, when trimmed after start-up. An idle
+// sidecar goes from 21.4 to 10.5 MiB.
+//
+// So once start-up is over, and then every trimInterval, the sidecar drops
+// its mappings of the binary's read-only pages (MADV_DONTNEED on the r-xp
+// and r--p mappings of /proc/self/exe): the pages stay in the page cache,
+// shared with every other process running the binary, and whatever the
+// sidecar still uses faults back in as a minor fault. What is resident is
+// then the working set, not the start-up. Safety: only private read-only
+// mappings of the executable holding no private (copy-on-write) pages are
+// touched, so dropping a page can only ever re-read the same file bytes;
+// nothing writable and no anonymous memory is touched. A trim costs about
+// 2 ms of CPU (BenchmarkTrimExecutable: reading smaps, the madvise, and the
+// minor faults that bring the working set back), nothing per request.
+//
+// What was measured and not kept: MADV_RANDOM does not stop fault-around
+// on 6.18 (one read still maps 16 pages); MADV_COLD and MADV_PAGEOUT do
+// not unmap (COLD) or evict the page cache other processes share
+// (PAGEOUT), which costs them disk reads. Lowering GOGC does not help: the
+// heap sits at the runtime's 4 MiB minimum goal either way.
+const (
+	// trimDelay is how long after Run starts the first trim waits, for
+	// start-up (listeners, the first connection to the control plane) to
+	// be over.
+	trimDelay = time.Second
+	// trimInterval is how often the trim repeats, dropping pages that
+	// one-off work (the first export, a config change, an admin request)
+	// touched since.
+	trimInterval = 30 * time.Second
+)
+
+// trimLoop trims the executable's pages after start-up and then every
+// trimInterval until ctx is done.
+func (s *Sidecar) trimLoop(ctx context.Context) {
+	t := time.NewTimer(trimDelay)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		start := time.Now()
+		released, err := trimExecutable()
+		if err != nil {
+			// Not fatal and not worth repeating: the platform or the
+			// sandbox (no /proc) does not allow it.
+			s.log.Debug("not trimming the executable's pages", "err", err)
+			return
+		}
+		s.log.Debug("trimmed the executable's pages", "released_bytes", released, "took", time.Since(start))
+		t.Reset(trimInterval)
+	}
+}
