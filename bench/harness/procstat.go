@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // ProcStat holds the fields of /proc/<pid>/stat the harness uses.
@@ -117,21 +118,64 @@ func ReadStat(pid int) (ProcStat, error) {
 	return ParseStat(string(b))
 }
 
-// ParseVmRSS extracts VmRSS, in bytes, from the contents of
-// /proc/<pid>/status.
-func ParseVmRSS(status string) (int64, error) {
-	for _, line := range strings.Split(status, "\n") {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
+// Mem is what a process holds in memory, in bytes.
+type Mem struct {
+	RSS  int64 // VmRSS: every page mapped, shared or not
+	Anon int64 // RssAnon: heap, stacks (0 when the kernel does not say)
+	File int64 // RssFile: mapped file pages, the executable's included
+	// PSS is the proportional set size (smaps_rollup): each page divided
+	// by the number of processes mapping it, so the executable's pages,
+	// shared by every process running it, count once across them. -1 when
+	// unreadable.
+	PSS int64
+}
+
+// ParseStatusMem extracts VmRSS, RssAnon and RssFile, in bytes, from the
+// contents of /proc/<pid>/status; VmRSS is required. PSS is left at -1.
+func ParseStatusMem(status string) (Mem, error) {
+	m := Mem{PSS: -1}
+	rss, ok, err := kbField(status, "VmRSS:")
+	if err != nil {
+		return m, err
+	}
+	if !ok {
+		return m, errors.New("procstat: no VmRSS line")
+	}
+	m.RSS = rss
+	if m.Anon, _, err = kbField(status, "RssAnon:"); err != nil {
+		return m, err
+	}
+	if m.File, _, err = kbField(status, "RssFile:"); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// ParsePSS extracts Pss, in bytes, from the contents of
+// /proc/<pid>/smaps_rollup.
+func ParsePSS(rollup string) (int64, error) {
+	v, ok, err := kbField(rollup, "Pss:")
+	if err == nil && !ok {
+		err = errors.New("procstat: no Pss line")
+	}
+	return v, err
+}
+
+// kbField finds the line starting with key ("VmRSS:") and returns its value
+// in bytes (the kernel writes "1234 kB").
+func kbField(text, key string) (int64, bool, error) {
+	for _, line := range strings.Split(text, "\n") {
+		rest, ok := strings.CutPrefix(line, key)
 		if !ok {
 			continue
 		}
 		f := strings.Fields(rest)
 		if len(f) < 1 {
-			break
+			return 0, false, nil
 		}
 		v, err := strconv.ParseInt(f[0], 10, 64)
 		if err != nil {
-			return 0, fmt.Errorf("procstat: VmRSS: %w", err)
+			return 0, false, fmt.Errorf("procstat: %s %w", key, err)
 		}
 		unit := int64(1)
 		if len(f) > 1 {
@@ -142,18 +186,29 @@ func ParseVmRSS(status string) (int64, error) {
 				unit = 1024 * 1024
 			}
 		}
-		return v * unit, nil
+		return v * unit, true, nil
 	}
-	return 0, errors.New("procstat: no VmRSS line")
+	return 0, false, nil
 }
 
-// ReadRSS returns the resident set size of pid in bytes.
-func ReadRSS(pid int) (int64, error) {
+// ReadMem reads pid's resident memory from /proc/<pid>/status and its PSS
+// from /proc/<pid>/smaps_rollup (PSS -1 when that is unreadable: kernels
+// before 4.14, or no permission).
+func ReadMem(pid int) (Mem, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, err
+		return Mem{}, err
 	}
-	return ParseVmRSS(string(b))
+	m, err := ParseStatusMem(string(b))
+	if err != nil {
+		return m, err
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid)); err == nil {
+		if pss, err := ParsePSS(string(b)); err == nil {
+			m.PSS = pss
+		}
+	}
+	return m, nil
 }
 
 // Descendants returns pid and all of its live descendants (children,
@@ -247,4 +302,56 @@ func CPUDelta(before, after CPUSnapshot) float64 {
 		}
 	}
 	return float64(ticks) / float64(ClockTicks())
+}
+
+// MemSampler records the highest RSS and PSS of a set of processes while a
+// run lasts. A process whose resident set moves within the run (a weft
+// sidecar drops its mappings of the executable's pages periodically, and
+// they fault back as they are used) is then reported at its highest, not
+// wherever the run happens to end.
+type MemSampler struct {
+	stop chan struct{}
+	done chan struct{}
+	peak map[int]Mem // written by the sampling goroutine until done
+}
+
+// SampleMem reads the memory of pids every interval until Stop.
+func SampleMem(pids []int, interval time.Duration) *MemSampler {
+	s := &MemSampler{stop: make(chan struct{}), done: make(chan struct{}), peak: map[int]Mem{}}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			for _, p := range pids {
+				m, err := ReadMem(p)
+				if err != nil {
+					continue
+				}
+				if old, ok := s.peak[p]; ok {
+					m = PeakMem(old, m)
+				}
+				s.peak[p] = m
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends the sampling and returns the highest figures seen per pid.
+func (s *MemSampler) Stop() map[int]Mem {
+	close(s.stop)
+	<-s.done
+	return s.peak
+}
+
+// PeakMem is the field-wise maximum of a and b (PSS -1, unknown, loses to
+// any known figure).
+func PeakMem(a, b Mem) Mem {
+	return Mem{RSS: max(a.RSS, b.RSS), Anon: max(a.Anon, b.Anon), File: max(a.File, b.File), PSS: max(a.PSS, b.PSS)}
 }

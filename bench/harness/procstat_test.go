@@ -3,7 +3,9 @@ package harness
 import (
 	"encoding/binary"
 	"os"
+	"runtime"
 	"testing"
+	"time"
 )
 
 // statLine builds a /proc/<pid>/stat line with the given comm, ppid, utime,
@@ -98,33 +100,46 @@ func TestReadStatSelf(t *testing.T) {
 	if st.PID != os.Getpid() || st.PPID != os.Getppid() {
 		t.Fatalf("ReadStat(self) = %+v, want pid %d ppid %d", st, os.Getpid(), os.Getppid())
 	}
-	if rss, err := ReadRSS(os.Getpid()); err != nil || rss <= 0 {
-		t.Fatalf("ReadRSS(self) = %d, %v", rss, err)
+	if m, err := ReadMem(os.Getpid()); err != nil || m.RSS <= 0 || m.Anon <= 0 || m.File <= 0 || m.PSS <= 0 || m.PSS > m.RSS {
+		t.Fatalf("ReadMem(self) = %+v, %v", m, err)
 	}
 	if ClockTicks() <= 0 {
 		t.Fatalf("ClockTicks() = %d", ClockTicks())
 	}
 }
 
-func TestParseVmRSS(t *testing.T) {
+func TestParseStatusMem(t *testing.T) {
 	tests := []struct {
 		name    string
 		status  string
-		want    int64
+		want    Mem
 		wantErr bool
 	}{
-		{name: "kB", status: "Name:\tnginx\nVmHWM:\t   20000 kB\nVmRSS:\t   15360 kB\nRssAnon:\t 1 kB\n", want: 15360 * 1024},
-		{name: "no unit", status: "VmRSS: 10\n", want: 10},
+		{name: "kB", status: "Name:\tnginx\nVmHWM:\t   20000 kB\nVmRSS:\t   15360 kB\nRssAnon:\t 1 kB\nRssFile:\t   15359 kB\n",
+			want: Mem{RSS: 15360 * 1024, Anon: 1024, File: 15359 * 1024, PSS: -1}},
+		{name: "no unit, no split", status: "VmRSS: 10\n", want: Mem{RSS: 10, PSS: -1}},
 		{name: "kernel thread", status: "Name:\tkthreadd\nState:\tS\n", wantErr: true},
 		{name: "garbage", status: "VmRSS:\tlots kB\n", wantErr: true},
+		{name: "garbage anon", status: "VmRSS:\t1 kB\nRssAnon:\tx kB\n", wantErr: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseVmRSS(tt.status)
-			if (err != nil) != tt.wantErr || got != tt.want {
-				t.Fatalf("ParseVmRSS = %d, %v; want %d, err %v", got, err, tt.want, tt.wantErr)
+			got, err := ParseStatusMem(tt.status)
+			if (err != nil) != tt.wantErr || !tt.wantErr && got != tt.want {
+				t.Fatalf("ParseStatusMem = %+v, %v; want %+v, err %v", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestParsePSS(t *testing.T) {
+	rollup := "00400000-7ffd1a9f6000 ---p 00000000 00:00 0                          [rollup]\n" +
+		"Rss:               24592 kB\nPss:               12045 kB\nPss_Dirty:          5400 kB\nPss_Anon:           5376 kB\n"
+	if got, err := ParsePSS(rollup); err != nil || got != 12045*1024 {
+		t.Fatalf("ParsePSS = %d, %v; want %d", got, err, 12045*1024)
+	}
+	if _, err := ParsePSS("Rss: 1 kB\n"); err == nil {
+		t.Fatal("ParsePSS without a Pss line: no error")
 	}
 }
 
@@ -176,5 +191,27 @@ func TestCPUDelta(t *testing.T) {
 				t.Fatalf("CPUDelta = %v s, want %v s", got, tt.wantTicks/hz)
 			}
 		})
+	}
+}
+
+func TestMemSamplerPeak(t *testing.T) {
+	start, err := ReadMem(os.Getpid())
+	if err != nil {
+		t.Skipf("no /proc: %v", err)
+	}
+	s := SampleMem([]int{os.Getpid(), -1}, time.Millisecond)
+	// Grow the resident set by 32 MiB while sampling.
+	b := make([]byte, 32<<20)
+	for i := range b {
+		b[i] = 1
+	}
+	time.Sleep(20 * time.Millisecond)
+	peak := s.Stop()
+	runtime.KeepAlive(b)
+	if len(peak) != 1 || peak[os.Getpid()].RSS < start.RSS+24<<20 {
+		t.Fatalf("peaks = %+v, want one for self with RSS >= %d", peak, start.RSS+24<<20)
+	}
+	if got := PeakMem(Mem{RSS: 5, PSS: -1}, Mem{RSS: 3, Anon: 2, PSS: 7}); got != (Mem{RSS: 5, Anon: 2, PSS: 7}) {
+		t.Fatalf("PeakMem = %+v", got)
 	}
 }

@@ -52,10 +52,12 @@ type SummaryRow struct {
 	Achieved  Stat   `json:"achieved_rps"`
 	CPUPerReq Stat   `json:"proxy_cpu_us_per_req"`
 	CPUUtil   Stat   `json:"proxy_cpu_cores"`
-	PerCore   Stat   `json:"rps_per_proxy_core"` // achieved / proxy cores busy
-	HopRSSMiB []Stat `json:"hop_rss_mib,omitempty"`
+	PerCore   Stat   `json:"rps_per_proxy_core"`         // achieved / proxy cores busy
+	HopRSSMiB []Stat `json:"hop_rss_peak_mib,omitempty"` // highest during the run
+	HopPSSMiB []Stat `json:"hop_pss_peak_mib,omitempty"`
 	AuxCPU    Stat   `json:"aux_cpu_us_per_req"`
 	AuxRSSMiB Stat   `json:"aux_rss_mib"`
+	AuxPSSMiB Stat   `json:"aux_pss_mib"`
 	OK        int64  `json:"ok"`
 	Errors    int64  `json:"errors"`
 }
@@ -162,27 +164,16 @@ func Summaries(runs []*RunResult, pathOrder []string) (open []SummaryRow, closed
 			return r.Achieved / u
 		})
 		row.AuxCPU = col(func(r *RunResult) float64 { return float64(r.AuxCPUPerReq) })
-		row.AuxRSSMiB = col(func(r *RunResult) float64 {
-			if len(r.AuxRSS) == 0 {
-				return math.NaN()
-			}
-			var s int64
-			for _, v := range r.AuxRSS {
-				s += v
-			}
-			return mib(s)
-		})
+		row.AuxRSSMiB = col(func(r *RunResult) float64 { return sumMiB(r.AuxRSS) })
+		row.AuxPSSMiB = col(func(r *RunResult) float64 { return sumMiB(r.AuxPSS) })
 		hops := 0
 		for _, r := range rs {
-			hops = max(hops, len(r.HopRSS))
+			hops = max(hops, len(r.HopRSSPeak))
 		}
+		// Memory is reported at its peak during the run.
 		for h := 0; h < hops; h++ {
-			row.HopRSSMiB = append(row.HopRSSMiB, col(func(r *RunResult) float64 {
-				if h >= len(r.HopRSS) {
-					return math.NaN()
-				}
-				return mib(r.HopRSS[h])
-			}))
+			row.HopRSSMiB = append(row.HopRSSMiB, col(func(r *RunResult) float64 { return hopMiB(r.HopRSSPeak, h) }))
+			row.HopPSSMiB = append(row.HopPSSMiB, col(func(r *RunResult) float64 { return hopMiB(r.HopPSSPeak, h) }))
 		}
 		for _, r := range rs {
 			row.OK += r.OK
@@ -205,6 +196,26 @@ func okOr(r *RunResult, v float64) float64 {
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+// hopMiB is hop h's figure in MiB, NaN when absent or unknown (0).
+func hopMiB(perHop []int64, h int) float64 {
+	if h >= len(perHop) || perHop[h] <= 0 {
+		return math.NaN()
+	}
+	return mib(perHop[h])
+}
+
+// sumMiB is the sum over processes in MiB, NaN when there are none.
+func sumMiB(perProc map[string]int64) float64 {
+	if len(perProc) == 0 {
+		return math.NaN()
+	}
+	var s int64
+	for _, v := range perProc {
+		s += v
+	}
+	return mib(s)
+}
 
 // Ratios compares weft with haproxy and nginx per rate and for the max run.
 func Ratios(open []SummaryRow, closed []MaxRow) []RatioRow {
@@ -326,29 +337,29 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 
 	if len(rep.Summary) > 0 {
 		fmt.Fprintf(w, "### Constant rate (open model): median over rounds ± half the min–max range\n\n")
-		fmt.Fprintln(w, "| path | rate/s | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | +p50 ms | +p99 ms | proxy CPU µs/req | RSS MiB per hop | errors |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+		fmt.Fprintln(w, "| path | rate/s | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | +p50 ms | +p99 ms | proxy CPU µs/req | RSS MiB per hop | PSS MiB per hop | errors |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
 		for _, r := range rep.Summary {
-			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+			fmt.Fprintf(w, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
 				r.Path, r.Rate, fmtStat(r.Achieved, 0, false),
 				fmtStat(r.P50, 3, true), fmtStat(r.P90, 3, false), fmtStat(r.P99, 3, true), fmtStat(r.P999, 3, false),
 				fmtStat(r.AddedP50, 3, true), fmtStat(r.AddedP99, 3, true),
-				fmtStat(r.CPUPerReq, 0, true), fmtRSS(r.HopRSSMiB), r.Errors)
+				fmtStat(r.CPUPerReq, 0, true), fmtRSS(r.HopRSSMiB), fmtRSS(r.HopPSSMiB), r.Errors)
 		}
 		for _, p := range failedOnly(rep) {
-			fmt.Fprintf(w, "| %s | – | FAILED (see below) | | | | | | | | | |\n", p)
+			fmt.Fprintf(w, "| %s | – | FAILED (see below) | | | | | | | | | | |\n", p)
 		}
 		fmt.Fprintln(w)
 	}
 	if len(rep.Max) > 0 {
 		conns := m.MaxConns
 		fmt.Fprintf(w, "### Max throughput (closed loop, %d connections)\n\n", conns)
-		fmt.Fprintln(w, "| path | req/s | proxy CPU cores busy | req/s per proxy core | proxy CPU µs/req | p50 ms | p99 ms | RSS MiB per hop | errors |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---|---:|")
+		fmt.Fprintln(w, "| path | req/s | proxy CPU cores busy | req/s per proxy core | proxy CPU µs/req | p50 ms | p99 ms | RSS MiB per hop | PSS MiB per hop | errors |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|---|---|---:|")
 		for _, r := range rep.Max {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |\n",
 				r.Path, fmtStat(r.Achieved, 0, true), fmtStat(r.CPUUtil, 2, false), fmtStat(r.PerCore, 0, true),
-				fmtStat(r.CPUPerReq, 0, true), fmtStat(r.P50, 3, false), fmtStat(r.P99, 3, false), fmtRSS(r.HopRSSMiB), r.Errors)
+				fmtStat(r.CPUPerReq, 0, true), fmtStat(r.P50, 3, false), fmtStat(r.P99, 3, false), fmtRSS(r.HopRSSMiB), fmtRSS(r.HopPSSMiB), r.Errors)
 		}
 		fmt.Fprintln(w)
 	}
@@ -373,11 +384,11 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 		if _, ok := auxByPath[r.Path]; !ok {
 			auxPaths = append(auxPaths, r.Path)
 		}
-		auxByPath[r.Path] = append(auxByPath[r.Path], fmt.Sprintf("%s: %s MiB, %s µs/req",
-			rateLabel(r.Kind, r.Rate), fmtStat(r.AuxRSSMiB, 1, false), fmtStat(r.AuxCPU, 1, false)))
+		auxByPath[r.Path] = append(auxByPath[r.Path], fmt.Sprintf("%s: %s / %s MiB, %s µs/req",
+			rateLabel(r.Kind, r.Rate), fmtStat(r.AuxRSSMiB, 1, false), fmtStat(r.AuxPSSMiB, 1, false), fmtStat(r.AuxCPU, 1, false)))
 	}
 	for _, p := range auxPaths {
-		fmt.Fprintf(w, "%s control plane (not counted as proxy above), RSS and CPU per request by rate: %s\n\n", p, strings.Join(auxByPath[p], "; "))
+		fmt.Fprintf(w, "%s control plane (not counted as proxy above), RSS / PSS and CPU per request by rate: %s\n\n", p, strings.Join(auxByPath[p], "; "))
 	}
 	if len(rep.Failures) > 0 {
 		fmt.Fprintf(w, "### Failed paths\n\n")

@@ -44,6 +44,13 @@ func TestFinish(t *testing.T) {
 		run(1, PathWeft, 0, 4, 9, 130),
 		run(1, PathHAProxy, 0, 1, 3, 30),
 	}
+	// Memory per hop: weft's second hop lost its PSS in round 2 (0), so its
+	// median is over the other two rounds.
+	for i, hop := range [][2]int64{{20 << 20, 22 << 20}, {21 << 20, 23 << 20}, {19 << 20, 24 << 20}} {
+		runs[1+4*i].HopRSSPeak = hop[:]
+		runs[1+4*i].HopPSSPeak = []int64{hop[0] / 2, hop[1] / 2}
+	}
+	runs[5].HopPSSPeak[1] = 0
 	rep := &Report{Meta: Meta{Paths: AllPaths}, Runs: runs}
 	Finish(rep)
 
@@ -92,6 +99,9 @@ func TestFinish(t *testing.T) {
 		{"weft cpu", w.CPUPerReq, Stat{Median: 310, Min: 300, Max: 320, N: 3}},
 		{"haproxy cpu", rep.Summary[2].CPUPerReq, Stat{Median: 120, Min: 100, Max: 140, N: 3}},
 		{"haproxy added p50", rep.Summary[2].AddedP50, Stat{Median: 0.20, Min: 0.18, Max: 0.20, N: 3}},
+		{"weft hop 1 rss", w.HopRSSMiB[0], Stat{Median: 20, Min: 19, Max: 21, N: 3}},
+		{"weft hop 1 pss", w.HopPSSMiB[0], Stat{Median: 10, Min: 9.5, Max: 10.5, N: 3}},
+		{"weft hop 2 pss", w.HopPSSMiB[1], Stat{Median: 11.5, Min: 11, Max: 12, N: 2}},
 	}
 	for _, tt := range sumTests {
 		g := tt.got
@@ -133,7 +143,7 @@ func TestFinish(t *testing.T) {
 	// Rendering does not fail and JSON has no NaN in it.
 	var md bytes.Buffer
 	WriteMarkdown(&md, rep)
-	if !strings.Contains(md.String(), "| weft | 500 |") {
+	if !strings.Contains(md.String(), "| weft | 500 |") || !strings.Contains(md.String(), "| 20.0 / 23.0 | 10.0 / 11.5 |") {
 		t.Errorf("markdown lacks the weft row:\n%s", md.String())
 	}
 	if _, err := json.Marshal(rep); err != nil {

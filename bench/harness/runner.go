@@ -66,13 +66,68 @@ type RunResult struct {
 	ProxyCPUPerReq  Num     `json:"proxy_cpu_us_per_req"`
 	ProxyCPUUtil    Num     `json:"proxy_cpu_cores"` // CPU seconds per wall second
 	AuxCPUPerReq    Num     `json:"aux_cpu_us_per_req,omitempty"`
-	// Resident memory at the end of the run, bytes.
-	HopRSS []int64          `json:"hop_rss_bytes,omitempty"` // per hop (process tree summed)
-	RSS    map[string]int64 `json:"rss_bytes,omitempty"`     // per process
-	AuxRSS map[string]int64 `json:"aux_rss_bytes,omitempty"`
+	// Resident memory, bytes: at the end of the run, and the highest seen
+	// during it (sampled every memSampleInterval, and at the end). PSS
+	// counts a page shared by n processes (the executable's, mostly) as 1/n
+	// in each, so it is what a process costs on a host running several of
+	// it. A hop's figure sums its process tree; its PSS is 0 when a
+	// process's was unreadable.
+	HopRSS     []int64          `json:"hop_rss_bytes,omitempty"`
+	HopRSSPeak []int64          `json:"hop_rss_peak_bytes,omitempty"`
+	HopPSS     []int64          `json:"hop_pss_bytes,omitempty"`
+	HopPSSPeak []int64          `json:"hop_pss_peak_bytes,omitempty"`
+	RSS        map[string]int64 `json:"rss_bytes,omitempty"` // per process
+	RSSPeak    map[string]int64 `json:"rss_peak_bytes,omitempty"`
+	PSS        map[string]int64 `json:"pss_bytes,omitempty"`
+	PSSPeak    map[string]int64 `json:"pss_peak_bytes,omitempty"`
+	RSSAnon    map[string]int64 `json:"rss_anon_bytes,omitempty"` // at the end
+	RSSFile    map[string]int64 `json:"rss_file_bytes,omitempty"`
+	AuxRSS     map[string]int64 `json:"aux_rss_bytes,omitempty"`
+	AuxPSS     map[string]int64 `json:"aux_pss_bytes,omitempty"`
 	// Added latency vs direct at the same rate in the same round.
 	AddedP50 Num `json:"added_p50_ms"`
 	AddedP99 Num `json:"added_p99_ms"`
+}
+
+// memSampleInterval is how often the hops' memory is read during a run.
+const memSampleInterval = 250 * time.Millisecond
+
+// recordMem reads the hops' memory at the end of a run and folds in the
+// peaks sampled during it.
+func (r *RunResult) recordMem(hops []*Proc, peaks map[int]Mem) {
+	r.RSS, r.RSSPeak, r.PSS, r.PSSPeak = map[string]int64{}, map[string]int64{}, map[string]int64{}, map[string]int64{}
+	r.RSSAnon, r.RSSFile = map[string]int64{}, map[string]int64{}
+	for _, h := range hops {
+		var end, peak Mem // sums over the hop's processes; PSS -1 once one is unknown
+		for _, p := range Descendants(h.PID()) {
+			m, err := ReadMem(p)
+			if err != nil {
+				continue
+			}
+			pk := m
+			if s, ok := peaks[p]; ok {
+				pk = PeakMem(s, m)
+			}
+			name := h.Name
+			if p != h.PID() {
+				name = fmt.Sprintf("%s/worker-%d", h.Name, p)
+			}
+			r.RSS[name], r.RSSPeak[name], r.RSSAnon[name], r.RSSFile[name] = m.RSS, pk.RSS, m.Anon, m.File
+			end.RSS += m.RSS
+			peak.RSS += pk.RSS
+			if m.PSS >= 0 && end.PSS >= 0 {
+				r.PSS[name], r.PSSPeak[name] = m.PSS, pk.PSS
+				end.PSS += m.PSS
+				peak.PSS += pk.PSS
+			} else {
+				end.PSS, peak.PSS = -1, -1
+			}
+		}
+		r.HopRSS = append(r.HopRSS, end.RSS)
+		r.HopRSSPeak = append(r.HopRSSPeak, peak.RSS)
+		r.HopPSS = append(r.HopPSS, max(end.PSS, 0))
+		r.HopPSSPeak = append(r.HopPSSPeak, max(peak.PSS, 0))
+	}
 }
 
 // PathFailure is a path that could not be started or died in a round.
@@ -332,6 +387,11 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 		}
 		roots := pids(topo.Hops)
 		aux := pids(topo.Aux)
+		var hopPIDs []int
+		for _, r := range roots {
+			hopPIDs = append(hopPIDs, Descendants(r)...)
+		}
+		sampler := SampleMem(hopPIDs, memSampleInterval)
 		before, auxBefore := SnapshotCPU(roots), SnapshotCPU(aux)
 		var res *LoadResult
 		var err error
@@ -341,6 +401,7 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 			res, err = ClosedLoop(ctx, client, cfg.MaxConns, cfg.Duration, closedLoopCap(cfg.Duration))
 		}
 		after, auxAfter := SnapshotCPU(roots), SnapshotCPU(aux)
+		peaks := sampler.Stop()
 		if err != nil {
 			return nil, err
 		}
@@ -361,28 +422,17 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 			if res.Elapsed > 0 {
 				r.ProxyCPUUtil = Num(cpu / res.Elapsed.Seconds())
 			}
-			r.RSS = map[string]int64{}
-			for _, h := range topo.Hops {
-				var sum int64
-				for _, p := range Descendants(h.PID()) {
-					if v, err := ReadRSS(p); err == nil {
-						sum += v
-						name := h.Name
-						if p != h.PID() {
-							name = fmt.Sprintf("%s/worker-%d", h.Name, p)
-						}
-						r.RSS[name] = v
-					}
-				}
-				r.HopRSS = append(r.HopRSS, sum)
-			}
+			r.recordMem(topo.Hops, peaks)
 		}
 		if len(aux) > 0 {
 			r.AuxCPUPerReq = Num(PerRequestMicros(CPUDelta(auxBefore, auxAfter), res.Completed()))
-			r.AuxRSS = map[string]int64{}
+			r.AuxRSS, r.AuxPSS = map[string]int64{}, map[string]int64{}
 			for _, p := range topo.Aux {
-				if v, err := ReadRSS(p.PID()); err == nil {
-					r.AuxRSS[p.Name] = v
+				if m, err := ReadMem(p.PID()); err == nil {
+					r.AuxRSS[p.Name] = m.RSS
+					if m.PSS >= 0 {
+						r.AuxPSS[p.Name] = m.PSS
+					}
 				}
 			}
 		}
