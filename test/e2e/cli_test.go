@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
 // badExit checks the rule for bad input: non-zero exit and exactly
@@ -133,10 +135,10 @@ func TestBadInput(t *testing.T) {
 		}},
 		{"run/--outbound", func() []string {
 			return []string{"run", "--control", cp.GRPCAddr, "--service", "busy", "--app-port", strconv.Itoa(freePort(t)),
-				"--inbound", addr(freePort(t)), "--outbound", busy, "--admin", addr(freePort(t)), "--", appBin}
+				"--inbound", addr(freePort(t)), "--outbound", busy, "--admin", addr(freePort(t)), "--", bins.App}
 		}},
 	}
-	for _, flag := range controlExtraListen {
+	for _, flag := range harness.ControlListenFlags(bins.Weft) {
 		listenCases = append(listenCases, struct {
 			name string
 			args func() []string

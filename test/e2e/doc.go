@@ -7,6 +7,9 @@
 // changes without restart, graceful and ungraceful instance loss, control
 // plane loss, and the CLI's handling of bad input. No mocks.
 //
+// Building, ports and processes come from ./harness, which the messaging
+// and telemetry suites (./messaging, ./telemetry) use too.
+//
 // Run: go test -count=1 -v ./test/e2e/...
 // Set WEFT_E2E_BIN to test an already built weft binary instead.
 package e2e

@@ -1,19 +1,17 @@
 package e2e
 
-// The harness: builds the binaries once, hands out loopback ports, and starts
-// real processes (control plane, sidecars, `weft run` units, backends), each
-// in its own process group with its output in files under the test's temp
-// dir, dumped into the test log when the test fails and killed in Cleanup.
+// The suite's side of the harness: the mesh as these tests see it — control
+// planes and their JSON API, sidecars and `weft run` units with the testapp,
+// requests through the mesh, the CLI. Building, ports and processes are
+// test/e2e/harness's.
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -26,6 +24,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
 // Contract bounds (from the issue) and the harness's patience. The box is a
@@ -46,324 +46,37 @@ const (
 	settle = 500 * time.Millisecond
 )
 
-var (
-	weftBin string
-	appBin  string
-	modRoot string
-)
+// bins are weft and the testapp, built once for the package's tests.
+var bins harness.Binaries
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
+	os.Exit(harness.Main(m, "./test/e2e/testapp", &bins))
 }
 
-func testMain(m *testing.M) int {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	gomod := strings.TrimSpace(string(out))
-	if err != nil || gomod == "" || gomod == os.DevNull {
-		fmt.Fprintf(os.Stderr, "e2e: cannot find the module root (go env GOMOD: %q, %v)\n", gomod, err)
-		return 1
-	}
-	modRoot = filepath.Dir(gomod)
-	tmp, err := os.MkdirTemp("", "weft-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	defer os.RemoveAll(tmp)
-
-	build := func(out, pkg string) error {
-		cmd := exec.Command("go", "build", "-o", out, pkg)
-		cmd.Dir = modRoot
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		b, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-		}
-		return nil
-	}
-	appBin = filepath.Join(tmp, "testapp")
-	if err := build(appBin, "./test/e2e/testapp"); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	if b := os.Getenv("WEFT_E2E_BIN"); b != "" {
-		weftBin, _ = filepath.Abs(b)
-	} else {
-		weftBin = filepath.Join(tmp, "weft")
-		if err := build(weftBin, "./cmd/weft"); err != nil {
-			fmt.Fprintln(os.Stderr, "e2e:", err)
-			return 1
-		}
-	}
-	// Listen flags beyond the issue's contract that this build has: the
-	// harness pins them to free ports too, so parallel tests never collide
-	// on a default port.
-	if out, err := exec.Command(weftBin, "control", "--help").CombinedOutput(); err == nil {
-		controlExtraListen = nil
-		for _, flag := range []string{"--broker-addr"} {
-			if strings.Contains(string(out), flag+" ") {
-				controlExtraListen = append(controlExtraListen, flag)
-			}
-		}
-	}
-	return m.Run()
-}
-
-// controlExtraListen lists `weft control` listen-address flags outside the
-// contract (e.g. --broker-addr) that this build accepts.
-var controlExtraListen []string
-
-// ---------------------------------------------------------------- ports
-
+// Short names for the harness's helpers, which the tests use on most lines.
 var (
-	portMu    sync.Mutex
-	portNext  int
-	portsUsed = map[int]bool{}
+	freePort = harness.FreePort
+	addr     = harness.Addr
+	dialable = harness.Dialable
+	poll     = harness.PollEvery
+	httpGet  = harness.Get
+	// plainClient makes requests straight to a listener, no proxy.
+	plainClient = harness.Client
 )
-
-// freePort returns a loopback port that is free now and was never handed out
-// before in this run. Ports come from 20000–31999, below Linux's ephemeral
-// range (32768+), so outgoing connections' source ports never take them.
-func freePort(t testing.TB) int {
-	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	if portNext == 0 {
-		portNext = 20000 + rand.IntN(10000)
-	}
-	for range 12000 {
-		p := portNext
-		portNext++
-		if portNext >= 32000 {
-			portNext = 20000
-		}
-		if portsUsed[p] {
-			continue
-		}
-		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		ln.Close()
-		portsUsed[p] = true
-		return p
-	}
-	t.Fatal("no free loopback port")
-	return 0
-}
-
-func addr(port int) string { return fmt.Sprintf("127.0.0.1:%d", port) }
-
-// ---------------------------------------------------------------- processes
-
-// Proc is one started process, leader of its own process group.
-type Proc struct {
-	t       testing.TB
-	Name    string
-	Args    []string
-	Stdout  string // file paths
-	Stderr  string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	Started time.Time
-}
-
-var procSeq struct {
-	sync.Mutex
-	n int
-}
-
-func startProc(t testing.TB, name string, env []string, bin string, args ...string) *Proc {
-	t.Helper()
-	procSeq.Lock()
-	procSeq.n++
-	seq := procSeq.n
-	procSeq.Unlock()
-	dir := t.TempDir()
-	p := &Proc{
-		t: t, Name: name, Args: args,
-		Stdout: filepath.Join(dir, fmt.Sprintf("%s-%d.stdout", name, seq)),
-		Stderr: filepath.Join(dir, fmt.Sprintf("%s-%d.stderr", name, seq)),
-		done:   make(chan struct{}),
-	}
-	outF, err := os.Create(p.Stdout)
-	if err != nil {
-		t.Fatal(err)
-	}
-	errF, err := os.Create(p.Stderr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outF.Close()
-	defer errF.Close()
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), env...)
-	cmd.Stdout = outF
-	cmd.Stderr = errF
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	p.cmd = cmd
-	p.Started = time.Now()
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		p.KillGroup()
-		if !p.WaitExit(10 * time.Second) {
-			t.Errorf("%s (pid %d) did not die after SIGKILL", p.Name, p.Pid())
-		}
-		if t.Failed() {
-			p.Dump()
-		}
-	})
-	return p
-}
-
-func (p *Proc) Pid() int { return p.cmd.Process.Pid }
-
-// Signal sends sig to the process itself (not its group).
-func (p *Proc) Signal(sig syscall.Signal) {
-	if err := syscall.Kill(p.Pid(), sig); err != nil && !errors.Is(err, syscall.ESRCH) {
-		p.t.Errorf("signal %v to %s: %v", sig, p.Name, err)
-	}
-}
-
-// KillGroup sends SIGKILL to the whole process group (e.g. sidecar and app).
-func (p *Proc) KillGroup() {
-	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
-	_ = syscall.Kill(p.Pid(), syscall.SIGKILL)
-}
-
-// WaitExit waits up to d for the process to exit.
-func (p *Proc) WaitExit(d time.Duration) bool {
-	select {
-	case <-p.done:
-		return true
-	case <-time.After(d):
-		return false
-	}
-}
-
-func (p *Proc) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// ExitCode is the exit status (-1 if killed by a signal or still running).
-func (p *Proc) ExitCode() int {
-	if !p.Exited() {
-		return -1
-	}
-	return p.cmd.ProcessState.ExitCode()
-}
-
-func (p *Proc) ReadStdout() string { b, _ := os.ReadFile(p.Stdout); return string(b) }
-func (p *Proc) ReadStderr() string { b, _ := os.ReadFile(p.Stderr); return string(b) }
-
-// Dump writes the tail of the process's output to the test log.
-func (p *Proc) Dump() {
-	for _, f := range []struct{ what, path string }{{"stdout", p.Stdout}, {"stderr", p.Stderr}} {
-		b, _ := os.ReadFile(f.path)
-		p.t.Logf("----- %s %s (%s %s) -----\n%s", p.Name, f.what, filepath.Base(weftOr(p)), strings.Join(p.Args, " "), tail(string(b), 120, 24<<10))
-	}
-}
-
-func weftOr(p *Proc) string {
-	if p.cmd != nil {
-		return p.cmd.Path
-	}
-	return "?"
-}
-
-func tail(s string, lines, maxBytes int) string {
-	if len(s) > maxBytes {
-		s = "…" + s[len(s)-maxBytes:]
-	}
-	ls := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(ls) > lines {
-		ls = append([]string{fmt.Sprintf("… (%d earlier lines)", len(ls)-lines)}, ls[len(ls)-lines:]...)
-	}
-	return strings.Join(ls, "\n")
-}
 
 // ---------------------------------------------------------------- control plane
 
-// Control is a running `weft control`.
+// Control is a running `weft control` and the view of its JSON API the
+// tests read.
 type Control struct {
-	t        testing.TB
-	GRPCAddr string
-	HTTPAddr string
-	DataDir  string
-	URL      string
-	extra    []string
-	Proc     *Proc
-	starts   int
+	*harness.Control
+	t testing.TB
 }
 
 // StartControl starts a control plane on fresh ports and waits for /healthz.
 func StartControl(t testing.TB, extra ...string) *Control {
 	t.Helper()
-	c := &Control{
-		t:        t,
-		GRPCAddr: addr(freePort(t)),
-		HTTPAddr: addr(freePort(t)),
-		DataDir:  filepath.Join(t.TempDir(), "data"),
-		extra:    extra,
-	}
-	for _, flag := range controlExtraListen {
-		c.extra = append(c.extra, flag, addr(freePort(t)))
-	}
-	c.URL = "http://" + c.HTTPAddr
-	c.start()
-	return c
-}
-
-func (c *Control) start() {
-	c.t.Helper()
-	c.starts++
-	args := append([]string{"control", "--grpc-addr", c.GRPCAddr, "--http-addr", c.HTTPAddr, "--data-dir", c.DataDir}, c.extra...)
-	c.Proc = startProc(c.t, fmt.Sprintf("control%d", c.starts), nil, weftBin, args...)
-	c.WaitHealthy(eventually)
-}
-
-// WaitHealthy waits for GET /healthz → 200.
-func (c *Control) WaitHealthy(d time.Duration) {
-	c.t.Helper()
-	var last string
-	ok := poll(d, 50*time.Millisecond, func() bool {
-		if c.Proc.Exited() {
-			last = fmt.Sprintf("control plane exited with code %d", c.Proc.ExitCode())
-			return true
-		}
-		code, body, err := httpGet(c.URL + "/healthz")
-		last = fmt.Sprintf("status %d body %q err %v", code, body, err)
-		return err == nil && code == 200
-	})
-	if !ok || c.Proc.Exited() {
-		c.t.Fatalf("control plane at %s not healthy within %s: %s", c.HTTPAddr, d, last)
-	}
-}
-
-// Kill SIGKILLs the control plane's process group and waits for it to die.
-func (c *Control) Kill() {
-	c.t.Helper()
-	c.Proc.KillGroup()
-	if !c.Proc.WaitExit(10 * time.Second) {
-		c.t.Fatal("control plane did not die after SIGKILL")
-	}
-}
-
-// Restart starts the control plane again with the same ports and data dir.
-func (c *Control) Restart() {
-	c.t.Helper()
-	c.start()
+	return &Control{Control: harness.StartControl(t, bins.Weft, eventually, extra...), t: t}
 }
 
 // API wire types, as the issue gives them.
@@ -481,9 +194,9 @@ type Sidecar struct {
 	Inbound  int
 	Outbound int
 	Admin    int
-	Proc     *Proc  // the weft process (leader of its group)
-	App      *Proc  // the app, when started separately (sidecar mode)
-	AppLog   string // the testapp's --log file (its "listening"/"first" lines)
+	Proc     *harness.Proc // the weft process (leader of its group)
+	App      *harness.Proc // the app, when started separately (sidecar mode)
+	AppLog   string        // the testapp's --log file (its "listening"/"first" lines)
 }
 
 // AppLogText returns the testapp's log so far.
@@ -546,14 +259,14 @@ func StartRun(t testing.TB, cp *Control, o RunOpts) *Sidecar {
 		args = append(args, o.Command...)
 	} else {
 		s.AppLog = filepath.Join(t.TempDir(), s.Name+".applog")
-		args = append(args, appBin, "--name", s.Name, "--log", s.AppLog)
+		args = append(args, bins.App, "--name", s.Name, "--log", s.AppLog)
 		args = append(args, o.AppArgs...)
 	}
-	s.Proc = startProc(t, "run-"+s.Name, nil, weftBin, args...)
+	s.Proc = harness.Start(t, "run-"+s.Name, bins.Weft, args...)
 	if s.AppLog != "" {
 		t.Cleanup(func() {
 			if t.Failed() {
-				t.Logf("----- %s app log -----\n%s", s.Name, tail(s.AppLogText(), 60, 8<<10))
+				t.Logf("----- %s app log -----\n%s", s.Name, harness.Tail(s.AppLogText(), 60, 8<<10))
 			}
 		})
 	}
@@ -587,7 +300,7 @@ func StartSidecar(t testing.TB, cp *Control, o SidecarOpts) *Sidecar {
 		args = append(args, "--upstream", fmt.Sprintf("%s=%s", name, addr(port)))
 	}
 	args = append(args, o.Flags...)
-	s.Proc = startProc(t, "sidecar-"+o.Service, nil, weftBin, args...)
+	s.Proc = harness.Start(t, "sidecar-"+o.Service, bins.Weft, args...)
 	if !o.NoWait {
 		s.WaitReady(eventually)
 	}
@@ -603,33 +316,17 @@ func StartClient(t testing.TB, cp *Control, upstreams map[string]int) *Sidecar {
 
 // StartApp starts the testapp directly (for `weft sidecar --app-port`) and
 // waits until it accepts connections.
-func StartApp(t testing.TB, name string, port int, args ...string) *Proc {
+func StartApp(t testing.TB, name string, port int, args ...string) *harness.Proc {
 	t.Helper()
-	p := startProc(t, "app-"+name, nil, appBin, append([]string{"--port", strconv.Itoa(port), "--name", name}, args...)...)
-	if !poll(eventually, 20*time.Millisecond, func() bool { return dialable(addr(port)) || p.Exited() }) || p.Exited() {
-		t.Fatalf("testapp %s did not listen on %d", name, port)
-	}
+	p := harness.Start(t, "app-"+name, bins.App, append([]string{"--port", strconv.Itoa(port), "--name", name}, args...)...)
+	harness.WaitListening(t, p, addr(port), eventually)
 	return p
 }
 
 // WaitReady waits for the admin GET /ready → 200.
 func (s *Sidecar) WaitReady(d time.Duration) {
 	s.t.Helper()
-	var last string
-	ok := poll(d, 50*time.Millisecond, func() bool {
-		if s.Proc.Exited() {
-			return true
-		}
-		code, body, err := httpGet(s.AdminURL() + "/ready")
-		last = fmt.Sprintf("status %d body %q err %v", code, body, err)
-		return err == nil && code == 200
-	})
-	if s.Proc.Exited() {
-		s.t.Fatalf("%s exited with code %d before becoming ready; stderr:\n%s", s.Proc.Name, s.Proc.ExitCode(), tail(s.Proc.ReadStderr(), 20, 4096))
-	}
-	if !ok {
-		s.t.Fatalf("%s: admin /ready not 200 within %s: %s", s.Proc.Name, d, last)
-	}
+	harness.WaitUp(s.t, s.Proc, s.AdminURL()+"/ready", d)
 }
 
 // Registered reports whether the control plane lists this sidecar's instance
@@ -948,7 +645,7 @@ func weft(t testing.TB, d time.Duration, env []string, args ...string) CLIResult
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, weftBin, args...)
+	cmd := exec.CommandContext(ctx, bins.Weft, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -1006,45 +703,6 @@ func applyPolicy(t testing.TB, cp *Control, service, algorithm, hashKey string) 
 }
 
 // ---------------------------------------------------------------- small helpers
-
-// poll calls cond every interval until it returns true or d passes; it
-// reports whether cond returned true.
-func poll(d, interval time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		if interval > 0 {
-			time.Sleep(interval)
-		}
-	}
-}
-
-var plainClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
-
-// httpGet GETs a URL directly (no proxy).
-func httpGet(u string) (int, string, error) {
-	resp, err := plainClient.Get(u)
-	if err != nil {
-		return 0, "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b), err
-}
-
-func dialable(a string) bool {
-	c, err := net.DialTimeout("tcp", a, time.Second)
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
-}
 
 func keys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
