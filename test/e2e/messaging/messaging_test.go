@@ -3,7 +3,6 @@ package messaging
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
 // 10,000 messages published at about 1,000/s while one subscriber
@@ -66,21 +67,22 @@ func TestDurableThroughKillAndRestart(t *testing.T) {
 		}()
 	}
 	waitPublished := func(n int64) {
-		if !poll(60*time.Second, func() bool { return published.Load() >= n }) {
+		if !harness.Poll(60*time.Second, func() bool { return published.Load() >= n }) {
 			t.Fatalf("only %d of %d published", published.Load(), n)
 		}
 	}
 	waitPublished(3000)
 	t.Logf("kill -9 of sink-1 after %d published", published.Load())
-	subs[0].p.kill()
+	subs[0].p.Kill()
 	subs = append(subs, startSub(t, c, "sink", "sink-1b", nil))
 	waitPublished(5000)
 	t.Logf("restarting the control plane and its broker (SIGTERM) after %d published", published.Load())
-	c.restart()
+	c.Stop(20 * time.Second)
+	c.Restart()
 	waitPublished(7500)
 	t.Logf("kill -9 of the control plane and its broker after %d published; starting it again", published.Load())
-	c.p.kill()
-	c.start()
+	c.Kill()
+	c.Restart()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -91,7 +93,7 @@ func TestDurableThroughKillAndRestart(t *testing.T) {
 	files := []string{subs[0].record, subs[1].record, subs[2].record}
 	var got map[string]int
 	var dups int
-	if !poll(90*time.Second, func() bool {
+	if !harness.Poll(90*time.Second, func() bool {
 		got, dups = acked(records(t, files...))
 		return len(got) == total
 	}) {
@@ -109,7 +111,7 @@ func TestDurableThroughKillAndRestart(t *testing.T) {
 	}
 	t.Logf("every one of %d messages acked; %d duplicate deliveries (at-least-once: redelivered after the kill or the restart); deliveries per instance: %v", total, dups, per)
 	// Nothing left behind: no lag, nothing in flight.
-	if !poll(eventually, func() bool {
+	if !harness.Poll(eventually, func() bool {
 		ok, lag, inFlight := c.subscriptionState("stream.test", "sink")
 		return ok && lag == 0 && inFlight == 0
 	}) {
@@ -152,7 +154,7 @@ func TestPerKeyOrder(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if !poll(60*time.Second, func() bool { got, _ := acked(records(t, sub.record)); return len(got) == keys*per }) {
+	if !harness.Poll(60*time.Second, func() bool { got, _ := acked(records(t, sub.record)); return len(got) == keys*per }) {
 		got, _ := acked(records(t, sub.record))
 		t.Fatalf("%d of %d acked", len(got), keys*per)
 	}
@@ -233,7 +235,7 @@ func TestDeadLetters(t *testing.T) {
 		return res.Messages
 	}
 	var got map[string]dl
-	if !poll(eventually, func() bool {
+	if !harness.Poll(eventually, func() bool {
 		got = map[string]dl{}
 		for _, topic := range []string{"poison", "misrouted"} {
 			for _, m := range list(topic) {
@@ -261,7 +263,7 @@ func TestDeadLetters(t *testing.T) {
 			t.Errorf("%s: dead letter %+v, want %d attempts and a reason with %q", cs.id, m, cs.attempts, cs.reason)
 		}
 	}
-	if !poll(eventually, func() bool { return len(attempts2(t, sub, "after-fail")) == 1 }) {
+	if !harness.Poll(eventually, func() bool { return len(attempts2(t, sub, "after-fail")) == 1 }) {
 		t.Errorf("the message after the poison one with its key was not delivered")
 	}
 	table, err := c.weft("dlq", "list", "poison")
@@ -280,7 +282,7 @@ func TestDeadLetters(t *testing.T) {
 	if err != nil || !strings.Contains(out, "replayed 1 dead letters") {
 		t.Fatalf("weft dlq replay: %v\n%s", err, out)
 	}
-	if !poll(eventually, func() bool {
+	if !harness.Poll(eventually, func() bool {
 		for _, r := range records(t, sub.record) {
 			if r.ID == "lost" && r.Path == "/events/fixed" && r.Answer == "ack" {
 				return true
@@ -343,7 +345,7 @@ func TestQueueGroupFanOutAndSlowSubscriber(t *testing.T) {
 		t.Fatalf("%d publishes failed", failed.Load())
 	}
 	var slowAtBetaDone int
-	if !poll(60*time.Second, func() bool {
+	if !harness.Poll(60*time.Second, func() bool {
 		got, _ := acked(records(t, b.record))
 		if len(got) == total {
 			s, _ := acked(records(t, slow.record))
@@ -361,7 +363,7 @@ func TestQueueGroupFanOutAndSlowSubscriber(t *testing.T) {
 	}
 	t.Logf("publishing %d took %s; beta had all after %s, when slow gamma had %d", total, publishTook.Round(time.Millisecond), betaTook.Round(time.Millisecond), slowAtBetaDone)
 
-	if !poll(60*time.Second, func() bool { got, _ := acked(records(t, a1.record, a2.record)); return len(got) == total }) {
+	if !harness.Poll(60*time.Second, func() bool { got, _ := acked(records(t, a1.record, a2.record)); return len(got) == total }) {
 		got, _ := acked(records(t, a1.record, a2.record))
 		t.Fatalf("alpha's instances acked %d of %d", len(got), total)
 	}
@@ -430,12 +432,10 @@ func TestExternalNATS(t *testing.T) {
 			t.Fatal("nats-server not installed in CI: scripts/deps.sh should have installed it")
 		}
 	}
-	port := freePort(t)
-	nats := start(t, "nats-server", bin, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", t.TempDir())
-	url := "nats://" + addr(port)
-	if !poll(eventually, func() bool { return dialable(addr(port)) || nats.exited() }) || nats.exited() {
-		t.Fatalf("nats-server did not start:\n%s", nats.log())
-	}
+	port := harness.FreePort(t)
+	nats := harness.Start(t, "nats-server", bin, "-js", "-a", "127.0.0.1", "-p", strconv.Itoa(port), "-sd", t.TempDir())
+	url := "nats://" + harness.Addr(port)
+	harness.WaitListening(t, nats, harness.Addr(port), eventually)
 	c := startControl(t, "--broker", url)
 	c.apply(subscription("ext", "worker", "jobs.new", "/events/jobs", "  concurrency: 2\n  maxDeliveries: 2\n  backoff: {initial: 50ms}\n"))
 	c.waitSubscription("jobs.new", "worker")
@@ -448,7 +448,7 @@ func TestExternalNATS(t *testing.T) {
 		}
 	}
 	publish(pub.outbound, "jobs.new", "j-dead", "", "dead", nil)
-	if !poll(eventually, func() bool { got, _ := acked(records(t, w.record)); return len(got) == total }) {
+	if !harness.Poll(eventually, func() bool { got, _ := acked(records(t, w.record)); return len(got) == total }) {
 		got, _ := acked(records(t, w.record))
 		t.Fatalf("%d of %d acked through %s", len(got), total, url)
 	}
@@ -456,7 +456,7 @@ func TestExternalNATS(t *testing.T) {
 	if err != nil || ts.Broker != url || !ts.Connected {
 		t.Fatalf("topics: %+v %v", ts, err)
 	}
-	if !poll(eventually, func() bool {
+	if !harness.Poll(eventually, func() bool {
 		out, err := c.weft("dlq", "list", "jobs.new")
 		return err == nil && strings.Contains(out, "j-dead")
 	}) {
@@ -465,14 +465,6 @@ func TestExternalNATS(t *testing.T) {
 	}
 	out, _ := c.weft("topics")
 	t.Logf("weft topics against %s (nats-server %s):\n%s", url, natsVersion(bin), out)
-}
-
-func dialable(a string) bool {
-	c, err := net.DialTimeout("tcp", a, time.Second)
-	if err == nil {
-		c.Close()
-	}
-	return err == nil
 }
 
 func natsVersion(bin string) string {
@@ -503,7 +495,7 @@ func TestBadInput(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			code, body, err := httpDo(tt.method, "http://"+addr(pub.outbound)+tt.path, []byte(tt.body), nil)
+			code, body, err := httpDo(tt.method, "http://"+harness.Addr(pub.outbound)+tt.path, []byte(tt.body), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -534,7 +526,7 @@ func TestBadInput(t *testing.T) {
 		{"sidecar", "--service", "s", "--subscribe", "t=/x"},
 		{"publish", "a b", "x"},
 	} {
-		out, err := exec.Command(weftBin, args...).CombinedOutput()
+		out, err := exec.Command(bins.Weft, args...).CombinedOutput()
 		if err == nil || !strings.Contains(string(out), "weft: ") {
 			t.Errorf("weft %v: %v\n%s", args, err, out)
 		} else {
@@ -544,7 +536,7 @@ func TestBadInput(t *testing.T) {
 
 	// Broker unreachable: a clear 503 within the publish timeout, and
 	// `weft topics` says why.
-	dead := startControl(t, "--broker", "nats://"+addr(freePort(t)))
+	dead := startControl(t, "--broker", "nats://"+harness.FreeAddr(t))
 	lonely := startPub(t, dead, "client")
 	begin := time.Now()
 	r := publish(lonely.outbound, "ok", "", "", "x", nil)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
 // Per-key order holds across the instances of a service, not just within
@@ -59,12 +61,12 @@ func TestKeyOrderAcrossInstances(t *testing.T) {
 		}()
 	}
 
-	if !poll(60*time.Second, func() bool { return ackedNow() >= total/4 }) {
+	if !harness.Poll(60*time.Second, func() bool { return ackedNow() >= total/4 }) {
 		t.Fatalf("only %d of %d acked before the kill", ackedNow(), total)
 	}
-	subs[1].p.kill()
+	subs[1].p.Kill()
 	t.Logf("killed ledger-2 (-9) at %d acked", ackedNow())
-	if !poll(60*time.Second, func() bool { return ackedNow() >= total/2 }) {
+	if !harness.Poll(60*time.Second, func() bool { return ackedNow() >= total/2 }) {
 		t.Fatalf("only %d of %d acked after the kill: ledger-2's partitions were not taken over", ackedNow(), total)
 	}
 	subs = append(subs, startSub(t, c, "ledger", "ledger-4", nil, app...))
@@ -74,7 +76,7 @@ func TestKeyOrderAcrossInstances(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	if !poll(120*time.Second, func() bool { return ackedNow() == total }) {
+	if !harness.Poll(120*time.Second, func() bool { return ackedNow() == total }) {
 		t.Fatalf("%d of %d acked", ackedNow(), total)
 	}
 
