@@ -24,6 +24,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
 // TestChain sends exactly N requests through client → frontend → orders →
@@ -64,7 +66,7 @@ func TestChain(t *testing.T) {
 
 	t.Run("requests_total is N on both reporters of every edge", func(t *testing.T) {
 		// A request is recorded as its response ends: allow the last ones to land.
-		poll(5*time.Second, func() bool {
+		harness.Poll(5*time.Second, func() bool {
 			for _, e := range edges {
 				if edgeCount(scrape(t, e.u.adminURL), e.rep, e.src, e.dst) < N {
 					return false
@@ -107,8 +109,8 @@ func TestChain(t *testing.T) {
 
 	t.Run("trace spans and parent links across hops", func(t *testing.T) {
 		var tr traceJSON
-		ok := poll(10*time.Second, func() bool {
-			return getJSON(t, c.url+"/api/v1/traces/"+traceID, &tr) == 200 && len(tr.Spans) >= 6
+		ok := harness.Poll(10*time.Second, func() bool {
+			return getJSON(t, c.URL+"/api/v1/traces/"+traceID, &tr) == 200 && len(tr.Spans) >= 6
 		})
 		if !ok {
 			t.Fatalf("trace %s: %d spans after 10s, want 6: %+v", traceID, len(tr.Spans), tr.Spans)
@@ -138,14 +140,14 @@ func TestChain(t *testing.T) {
 			}
 			cur = s.SpanID
 		}
-		out := runCLI(t, "trace", traceID, "--server", c.url)
+		out := runCLI(t, "trace", traceID, "--server", c.URL)
 		for _, want := range []string{"└─", "inventory", "orders", "frontend", "GET inventory"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("weft trace output lacks %q:\n%s", want, out)
 			}
 		}
 		t.Logf("weft trace:\n%s", out)
-		list := runCLI(t, "traces", "--service", "inventory", "--limit", "1000", "--server", c.url)
+		list := runCLI(t, "traces", "--service", "inventory", "--limit", "1000", "--server", c.URL)
 		if !strings.Contains(list, traceID) {
 			t.Errorf("weft traces --service inventory does not list %s", traceID)
 		}
@@ -174,8 +176,8 @@ func TestChain(t *testing.T) {
 			return nil, nil
 		}
 		var st stats
-		ok := poll(10*time.Second, func() bool {
-			getJSON(t, c.url+"/api/v1/stats?window=5m", &st)
+		ok := harness.Poll(10*time.Second, func() bool {
+			getJSON(t, c.URL+"/api/v1/stats?window=5m", &st)
 			for _, p := range [][2]string{{"frontend", "orders"}, {"orders", "inventory"}} {
 				cv, sv := find(st, p[0], p[1])
 				if cv == nil || sv == nil || cv.Requests < N || sv.Requests < N {
@@ -196,7 +198,7 @@ func TestChain(t *testing.T) {
 		if cv, sv := find(st, "client", "frontend"); cv != nil || sv == nil || sv.Requests != N {
 			t.Errorf("client→frontend: client view %+v (pure client, not scraped: want none), server %+v", cv, sv)
 		}
-		out := runCLI(t, "stat", "--server", c.url, "--window", "5m")
+		out := runCLI(t, "stat", "--server", c.URL, "--window", "5m")
 		for _, want := range []string{"CLIENT VIEW", "SERVER VIEW", "orders", "→ inventory", "100.00%"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("weft stat lacks %q:\n%s", want, out)
@@ -204,10 +206,10 @@ func TestChain(t *testing.T) {
 		}
 		t.Logf("weft stat:\n%s", out)
 		var js map[string]any
-		if err := json.Unmarshal([]byte(runCLI(t, "stat", "orders", "-o", "json", "--server", c.url)), &js); err != nil {
+		if err := json.Unmarshal([]byte(runCLI(t, "stat", "orders", "-o", "json", "--server", c.URL)), &js); err != nil {
 			t.Errorf("weft stat -o json: %v", err)
 		}
-		top := runCLI(t, "top", "-n", "1", "--server", c.url, "--window", "5m")
+		top := runCLI(t, "top", "-n", "1", "--server", c.URL, "--window", "5m")
 		if !strings.Contains(top, "→ orders") {
 			t.Errorf("weft top lacks the frontend → orders edge:\n%s", top)
 		}
@@ -215,7 +217,7 @@ func TestChain(t *testing.T) {
 
 	t.Run("access log", func(t *testing.T) {
 		var lines []map[string]any
-		poll(5*time.Second, func() bool {
+		harness.Poll(5*time.Second, func() bool {
 			lines = readJSONLines(t, accessLog)
 			return len(lines) >= 2*N
 		})
@@ -284,7 +286,7 @@ func TestSamplingZero(t *testing.T) {
 	}
 	time.Sleep(2500 * time.Millisecond) // > the 1 s batch timeout
 	var list traceList
-	getJSON(t, c.url+"/api/v1/traces?limit=1000", &list)
+	getJSON(t, c.URL+"/api/v1/traces?limit=1000", &list)
 	if len(list.Traces) != 0 {
 		t.Fatalf("sampling 0 exported %d traces", len(list.Traces))
 	}
@@ -321,8 +323,8 @@ func TestDeadCollector(t *testing.T) {
 	c := startControl(t)
 	dead := "http://" + hole.Addr().String() + "/v1/traces"
 	// Mesh A exports nowhere; mesh B exports every span to the black hole.
-	startUnit(t, c, "inv-a", []string{"--otlp-endpoint", "none"}, weftBin, "demo-app", "--role", "inventory")
-	startUnit(t, c, "inv-b", []string{"--otlp-endpoint", dead, "--trace-sampling", "1"}, weftBin, "demo-app", "--role", "inventory")
+	startUnit(t, c, "inv-a", []string{"--otlp-endpoint", "none"}, bins.Weft, "demo-app", "--role", "inventory")
+	startUnit(t, c, "inv-b", []string{"--otlp-endpoint", dead, "--trace-sampling", "1"}, bins.Weft, "demo-app", "--role", "inventory")
 	ca := startUnit(t, c, "client-a", []string{"--otlp-endpoint", "none"}).client()
 	cb := startUnit(t, c, "client-b", []string{"--otlp-endpoint", dead, "--trace-sampling", "1"}).client()
 	const M = 400
@@ -367,10 +369,10 @@ func pct(ds []time.Duration, q float64) time.Duration {
 // headers, and spoofed x-weft-source values, leave the series bounded.
 func TestSeriesBounded(t *testing.T) {
 	c := startControl(t)
-	ord := startUnit(t, c, "orders", nil, appBin)
+	ord := startUnit(t, c, "orders", nil, bins.App)
 	cl := startUnit(t, c, "client", nil)
 	var inbound string
-	poll(eventually, func() bool {
+	harness.Poll(eventually, func() bool {
 		var sv struct {
 			Services []struct {
 				Name      string `json:"name"`
@@ -380,7 +382,7 @@ func TestSeriesBounded(t *testing.T) {
 				} `json:"instances"`
 			} `json:"services"`
 		}
-		getJSON(t, c.url+"/api/v1/services", &sv)
+		getJSON(t, c.URL+"/api/v1/services", &sv)
 		for _, s := range sv.Services {
 			if s.Name == "orders" && len(s.Instances) == 1 && s.Instances[0].Ready {
 				inbound = s.Instances[0].Address
@@ -472,8 +474,8 @@ scrape_configs:
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	web := addr(freePort(t))
-	start(t, "prometheus", prom, "--config.file="+filepath.Join(dir, "prometheus.yml"),
+	web := harness.FreeAddr(t)
+	harness.Start(t, "prometheus", prom, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), "--web.listen-address="+web)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -496,7 +498,7 @@ scrape_configs:
 				Result []result `json:"result"`
 			} `json:"data"`
 		}
-		code, body, err := get("http://" + web + "/api/v1/query?query=" + urlEscape(q))
+		code, body, err := harness.Get("http://" + web + "/api/v1/query?query=" + urlEscape(q))
 		if err != nil || code != 200 {
 			return nil
 		}
@@ -505,7 +507,7 @@ scrape_configs:
 	}
 	q := `histogram_quantile(0.9, sum by (le, destination_service) (rate(weft_request_duration_seconds_bucket{reporter="server"}[10s])))`
 	var res []result
-	ok := poll(40*time.Second, func() bool {
+	ok := harness.Poll(40*time.Second, func() bool {
 		res = query(q)
 		for _, r := range res {
 			if r.Metric["destination_service"] == "inventory" {
@@ -535,21 +537,21 @@ func urlEscape(s string) string {
 // receiver, over gRPC and over HTTP — here a second control plane.
 func TestOTLPToAnotherReceiver(t *testing.T) {
 	c1, c2 := startControl(t), startControl(t)
-	demoUnit(t, c1, "inventory", "--trace-sampling", "1", "--otlp-endpoint", "grpc://"+c2.grpc)
-	cl := startUnit(t, c1, "client", []string{"--trace-sampling", "1", "--otlp-endpoint", "http://" + c2.http + "/v1/traces"})
+	demoUnit(t, c1, "inventory", "--trace-sampling", "1", "--otlp-endpoint", "grpc://"+c2.GRPCAddr)
+	cl := startUnit(t, c1, "client", []string{"--trace-sampling", "1", "--otlp-endpoint", "http://" + c2.HTTPAddr + "/v1/traces"})
 	traceID := randomHex(32)
 	h := http.Header{"Traceparent": {"00-" + traceID + "-" + randomHex(16) + "-01"}}
 	if code, err := call(cl.client(), "inventory", "/stock/sku-9", h); err != nil || code != 200 {
 		t.Fatalf("request: %d %v", code, err)
 	}
 	var tr traceJSON
-	if !poll(10*time.Second, func() bool {
-		return getJSON(t, c2.url+"/api/v1/traces/"+traceID, &tr) == 200 && len(tr.Spans) == 2
+	if !harness.Poll(10*time.Second, func() bool {
+		return getJSON(t, c2.URL+"/api/v1/traces/"+traceID, &tr) == 200 && len(tr.Spans) == 2
 	}) {
 		t.Fatalf("second control plane holds %+v, want the client (HTTP) and server (gRPC) spans", tr)
 	}
 	var none traceList
-	getJSON(t, c1.url+"/api/v1/traces", &none)
+	getJSON(t, c1.URL+"/api/v1/traces", &none)
 	if len(none.Traces) != 0 {
 		t.Errorf("the first control plane received %d traces; --otlp-endpoint should win", len(none.Traces))
 	}
@@ -560,9 +562,9 @@ func TestOTLPToAnotherReceiver(t *testing.T) {
 // count connections and bytes.
 func TestGRPCAndTCP(t *testing.T) {
 	c := startControl(t)
-	echo := startUnit(t, c, "echo-grpc", nil, appBin, "--grpc")
-	tcp := startUnit(t, c, "echo-tcp", nil, appBin, "--tcp-echo")
-	up := addr(freePort(t))
+	echo := startUnit(t, c, "echo-grpc", nil, bins.App, "--grpc")
+	tcp := startUnit(t, c, "echo-tcp", nil, bins.App, "--tcp-echo")
+	up := harness.FreeAddr(t)
 	cl := startUnit(t, c, "client", []string{"--upstream", "echo-tcp=" + up})
 
 	cc, err := grpc.NewClient(cl.out, grpc.WithAuthority("echo-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -600,7 +602,7 @@ func TestGRPCAndTCP(t *testing.T) {
 		rep string
 	}{{cl, "client"}, {echo, "server"}} {
 		var got map[string]float64
-		poll(5*time.Second, func() bool { got = grpcCounts(x.u, x.rep); return fmt.Sprint(got) == fmt.Sprint(want) })
+		harness.Poll(5*time.Second, func() bool { got = grpcCounts(x.u, x.rep); return fmt.Sprint(got) == fmt.Sprint(want) })
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s reporter: grpc_status counts %v, want %v", x.rep, got, want)
 		}
@@ -621,7 +623,7 @@ func TestGRPCAndTCP(t *testing.T) {
 		u   *unit
 		rep string
 	}{{cl, "client"}, {tcp, "server"}} {
-		ok := poll(5*time.Second, func() bool {
+		ok := harness.Poll(5*time.Second, func() bool {
 			mfs := scrape(t, x.u.adminURL)
 			conns, bytesSent := 0.0, 0.0
 			for _, m := range mfs["weft_tcp_connections_total"].GetMetric() {
