@@ -77,7 +77,10 @@ func TestRequestThroughTwoSidecarsAndCleanStop(t *testing.T) {
 
 	server, serverRun := runSidecar(t, sidecar.Config{Control: ctl.GRPCAddr(), Service: "orders", AppPort: app.Addr().(*net.TCPAddr).Port,
 		Inbound: "127.0.0.1:0", Admin: "127.0.0.1:0", Drain: 2 * time.Second})
-	client, clientRun := runSidecar(t, sidecar.Config{Control: ctl.GRPCAddr(), Service: "web", Outbound: "127.0.0.1:0", Admin: "127.0.0.1:0"})
+	// The client trims the (test) binary's pages as weft's does: it keeps
+	// working, and its trim goroutine ends with Run.
+	client, clientRun := runSidecar(t, sidecar.Config{Control: ctl.GRPCAddr(), Service: "web", Outbound: "127.0.0.1:0", Admin: "127.0.0.1:0",
+		TrimExecutable: true})
 
 	hc := &http.Client{Timeout: 5 * time.Second}
 	defer hc.CloseIdleConnections()
