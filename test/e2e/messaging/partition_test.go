@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strconv"
@@ -81,8 +82,24 @@ func TestKeyOrderAcrossInstances(t *testing.T) {
 	}
 
 	rs := records(t, files()...)
+	dups, perInst := checkKeyOrder(t, rs)
+	t.Logf("%d deliveries for %d messages over %d keys (%d again after a handover or retry), per instance %v", len(rs), total, keys, dups, perInst)
+	for _, name := range []string{"ledger-1", "ledger-3", "ledger-4"} {
+		if perInst[name] == 0 {
+			t.Errorf("%s delivered nothing: the partitions are not shared (%v)", name, perInst)
+		}
+	}
+}
+
+// checkKeyOrder fails t if two deliveries of one key overlapped in time
+// (on any instances), or a message of a key (its body: its number within
+// the key, from 0) was delivered before every earlier one of the key had
+// been. It returns how many deliveries repeated a message, and deliveries
+// per instance.
+func checkKeyOrder(t *testing.T, rs []record) (dups int, perInst map[string]int) {
+	t.Helper()
 	byKey := map[string][]record{}
-	perInst := map[string]int{}
+	perInst = map[string]int{}
 	for _, r := range rs {
 		if r.Key == "" {
 			t.Fatalf("a delivery without its key: %+v", r)
@@ -90,9 +107,8 @@ func TestKeyOrderAcrossInstances(t *testing.T) {
 		byKey[r.Key] = append(byKey[r.Key], r)
 		perInst[r.Inst]++
 	}
-	dups := 0
 	for key, ds := range byKey {
-		slices.SortFunc(ds, func(a, b record) int { return int(a.Start - b.Start) })
+		slices.SortFunc(ds, func(a, b record) int { return cmp.Compare(a.Start, b.Start) })
 		seen := map[int]bool{}
 		for i, r := range ds {
 			n, _ := strconv.Atoi(r.Body)
@@ -111,10 +127,5 @@ func TestKeyOrderAcrossInstances(t *testing.T) {
 			seen[n] = true
 		}
 	}
-	t.Logf("%d deliveries for %d messages over %d keys (%d again after a handover or retry), per instance %v", len(rs), total, keys, dups, perInst)
-	for _, name := range []string{"ledger-1", "ledger-3", "ledger-4"} {
-		if perInst[name] == 0 {
-			t.Errorf("%s delivered nothing: the partitions are not shared (%v)", name, perInst)
-		}
-	}
+	return dups, perInst
 }
