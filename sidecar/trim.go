@@ -14,11 +14,11 @@ import (
 // mapping maps up to 16 neighbouring page-cache pages (the kernel's
 // fault-around, 64 KiB), so a page touched once brings its neighbours.
 // Those pages stay mapped for the life of the process. Measured with
-// meshbench on Linux 6.18 (peak VmRSS per sidecar during 5 s at 1000
-// req/s, after 5 s at 500): 24.8 MiB, of which 19.4 MiB file-backed,
-// before; trimmed after start-up, 15.8 MiB for the client sidecar (11.9
-// file-backed) and 20.0 for the server one (14.9), which the control
-// plane also scrapes. An idle sidecar goes from 21.4 to about 10 MiB.
+// make bench on Linux 6.18 (peak VmRSS per sidecar at 1000 req/s, median
+// of 3 rounds): 24.5 and 24.7 MiB before, of which about 19 MiB
+// file-backed; 15.7 MiB for the client sidecar and 17.2 for the server
+// one (which the control plane also scrapes) when trimmed after start-up
+// (bench/README.md). An idle sidecar goes from 21.4 to about 10 MiB.
 //
 // So once start-up is over, and then every trimInterval, the sidecar drops
 // its mappings of the binary's read-only pages (MADV_DONTNEED on the r-xp
