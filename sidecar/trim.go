@@ -33,10 +33,13 @@ import (
 // minor faults that bring the working set back), nothing per request.
 //
 // What was measured and not kept: MADV_RANDOM does not stop fault-around
-// on 6.18 (one read still maps 16 pages); MADV_COLD and MADV_PAGEOUT do
-// not unmap (COLD) or evict the page cache other processes share
-// (PAGEOUT), which costs them disk reads. Lowering GOGC does not help: the
-// heap sits at the runtime's 4 MiB minimum goal either way.
+// on 6.18 (one read still maps 16 pages). MADV_COLD and MADV_PAGEOUT left
+// an idle sidecar at 21.3 MiB: COLD only ages the pages, and PAGEOUT skips
+// pages another process maps (the other weft processes) and would
+// otherwise evict them from the page cache everyone shares. Lowering GOGC
+// does not help: at 1000 req/s the heap stays under the runtime's 4 MiB
+// minimum goal (one collection at most in the first 11 s), so more
+// collections free nothing resident and touch more of the pclntab.
 const (
 	// trimSettle is how long after the first connection to the control
 	// plane (start-up's last step: listeners are up by then) the first
