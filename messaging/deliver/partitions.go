@@ -44,7 +44,6 @@ const (
 type part struct {
 	p          int
 	key        string
-	consumer   string
 	rev        uint64
 	renewed    time.Time
 	loopCancel context.CancelFunc
@@ -301,7 +300,7 @@ func (ps *partitions) take(ctx context.Context, p int) {
 		_ = ps.kv.Delete(kctx, key, jetstream.LastRevision(rev))
 		return
 	}
-	pt := &part{p: p, key: key, consumer: name, rev: rev, renewed: sent, validUntil: sent.Add(messaging.LeaseTTL - messaging.LeaseMargin),
+	pt := &part{p: p, key: key, rev: rev, renewed: sent, validUntil: sent.Add(messaging.LeaseTTL - messaging.LeaseMargin),
 		loopDone: make(chan struct{}), idle: make(chan struct{}), released: make(chan struct{})}
 	pt.lost, pt.lose = context.WithCancel(ps.hard)
 	var lctx context.Context

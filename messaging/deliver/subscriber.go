@@ -60,9 +60,10 @@ type subscriber struct {
 	// partition) whose last fetch found messages: they share the window
 	// and the byte budget. An idle loop waits for one message at a time,
 	// on a slot of its own, so idle partitions hold nothing back.
-	busy  atomic.Int32
-	lagMu sync.Mutex
-	lag   map[string]uint64 // per consumer
+	busy   atomic.Int32
+	lagMu  sync.Mutex
+	lag    map[string]uint64 // per consumer
+	lagSum uint64
 }
 
 // item is a pulled message on its way to a worker; pt is its partition
@@ -373,11 +374,9 @@ func (s *subscriber) worker(ctx, hard context.Context, own, keyless <-chan item,
 // setLag records one consumer's pending count; the gauge is their sum.
 func (s *subscriber) setLag(consumer string, pending uint64) {
 	s.lagMu.Lock()
+	s.lagSum += pending - s.lag[consumer] // wraps correctly when it shrinks
 	s.lag[consumer] = pending
-	var sum uint64
-	for _, n := range s.lag {
-		sum += n
-	}
+	sum := s.lagSum
 	s.lagMu.Unlock()
 	s.m.cfg.Metrics.Lag.WithLabelValues(s.label).Set(float64(sum))
 }
