@@ -270,7 +270,7 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	if st.tel != nil {
 		src := metrics.Unknown
 		for _, fl := range req.Fields {
-			if !st.tel.TraceField(fl.Name, fl.Value) && equalFold(fl.Name, fieldSource) && metrics.ValidName(string(fl.Value)) {
+			if !st.tel.TraceField(fl.Name, fl.Value) && h1.EqualFold(fl.Name, fieldSource) && metrics.ValidName(string(fl.Value)) {
 				src = string(fl.Value)
 			}
 		}
@@ -387,25 +387,6 @@ func isLocalHostBytes(h []byte) bool {
 		return true
 	}
 	return false
-}
-
-func equalFold(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 var methods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodHead, http.MethodPatch, http.MethodOptions}

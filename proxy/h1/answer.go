@@ -26,7 +26,7 @@ func writeFields(o *outbuf, fields []Field, hop []bool, set []Field) {
 
 func inSet(set []Field, name []byte) bool {
 	for i := range set {
-		if equalFoldBytes(set[i].Name, name) {
+		if EqualFold(set[i].Name, name) {
 			return true
 		}
 	}

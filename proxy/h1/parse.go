@@ -98,7 +98,9 @@ func equalFold(b []byte, s string) bool {
 	return true
 }
 
-func equalFoldBytes(a, b []byte) bool {
+// EqualFold reports whether a equals b, ASCII case-insensitively (header
+// names), without allocating.
+func EqualFold(a, b []byte) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -409,7 +411,7 @@ func dropConnectionListed(fields []Field, hop []bool) {
 				continue
 			}
 			for j := range fields {
-				if !hop[j] && equalFoldBytes(fields[j].Name, tok) {
+				if !hop[j] && EqualFold(fields[j].Name, tok) {
 					hop[j] = true
 				}
 			}
