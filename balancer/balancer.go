@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Endpoint is one ready instance of a destination service as the balancer sees
@@ -28,6 +29,8 @@ type Endpoint struct {
 	// InFlight counts requests sent to this endpoint and not yet finished. The
 	// proxy increments it around each request; least_request reads it.
 	InFlight atomic.Int64
+
+	lastRTT atomic.Int64 // nanoseconds; see Observe
 }
 
 // PickInfo is what a picker may know of the request. It is passed by value and
@@ -118,3 +121,22 @@ func (empty) Pick(PickInfo) (*Endpoint, error) { return nil, ErrNoEndpoints }
 
 // Empty returns a picker that always fails with ErrNoEndpoints.
 func Empty() Picker { return empty{} }
+
+// LoadHeader is the response header in which an instance's sidecar reports
+// the instance's load to its callers (like gRPC's ORCA): the inbound sidecar
+// adds it to every response, the calling sidecar hands its value to
+// Endpoint.ReportLoad. Its format belongs to the load_aware balancer.
+const LoadHeader = "x-weft-load"
+
+// Observe records one finished exchange with this endpoint: the time to its
+// response head and whether the attempt failed. The request pipeline calls
+// it once per attempt; latency-aware pickers read what it keeps. It must not
+// block or allocate.
+func (e *Endpoint) Observe(rtt time.Duration, failed bool) {
+	e.lastRTT.Store(int64(rtt))
+}
+
+// ReportLoad records the value of a LoadHeader the endpoint sent. The
+// pipeline calls it with the raw header value; it must not block or
+// allocate, and ignores values it cannot read.
+func (e *Endpoint) ReportLoad(v []byte) {}
