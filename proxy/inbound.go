@@ -52,6 +52,11 @@ type Inbound struct {
 	// Set before serving.
 	Telemetry *telemetry.Telemetry
 
+	// Load, when set, appends this instance's current load report (the
+	// value of balancer.LoadHeader) to dst; the inbound adds it to every
+	// response it sends back to a calling sidecar. Set before serving.
+	Load func(dst []byte) []byte
+
 	Requests atomic.Int64
 }
 
