@@ -9,6 +9,14 @@ declare -A want=(
   [nginx]=nginx
   [prometheus]=prometheus
   [nats-server]=nats-server
+  # containers: the image's CA bundle (make image), the capture test's
+  # network namespace (ip), app (curl, as another uid with setpriv) and
+  # rule listing (nft; the rules themselves go through netlink).
+  [update-ca-certificates]=ca-certificates
+  [ip]=iproute2
+  [curl]=curl
+  [setpriv]=util-linux
+  [nft]=nftables
 )
 
 missing=()

@@ -77,6 +77,8 @@ type Config struct {
 	// on the whole process: meant for the weft binary, not for a program
 	// embedding a sidecar.
 	TrimExecutable bool
+	// Capture is transparent capture (capture.go).
+	Capture CaptureConfig
 }
 
 // Defaults.
@@ -101,6 +103,7 @@ type Sidecar struct {
 	tracer  *tracing.Tracer   // nil: not tracing
 	access  *accesslog.Logger // nil: no access log
 	msg     *sidecarMessaging
+	capture *sidecarCapture // nil without --capture
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
@@ -210,6 +213,10 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
+	}
+	if err = s.newCapture(); err != nil {
+		_ = s.tracer.Shutdown(context.Background())
+		return nil, err
 	}
 	return s, nil
 }
@@ -357,6 +364,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		goRun("upstream "+u.Service, func() error { return u.Run(bg) })
 	}
 	s.runMessaging(bg, goRun)
+	s.runCapture(bg, goRun)
 	if s.cfg.TrimExecutable {
 		goRun("trim", func() error { s.trimLoop(bg); return nil })
 	}
@@ -388,6 +396,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		_ = s.outFront.shutdown(sctx)
 		s.outFront.close()
 	}
+	s.stopCapture(sctx)
 	for _, srv := range []*http.Server{s.localSrv, s.adminSrv} {
 		if srv != nil {
 			_ = srv.Shutdown(sctx)
