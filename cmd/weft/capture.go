@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
@@ -11,6 +12,10 @@ import (
 	"github.com/weftmesh/weft/capture"
 	"github.com/weftmesh/weft/sidecar"
 )
+
+// errCaptureRun: capture excludes the sidecar's uid, and weft run's app
+// runs under it, so nothing of the app's would be captured.
+var errCaptureRun = errors.New("--capture does not work with weft run: the app runs under the sidecar's uid, whose connections capture leaves alone; run the app under another uid beside `weft sidecar --capture`")
 
 func addCaptureFlags(f *pflag.FlagSet, c *sidecar.CaptureConfig) {
 	f.BoolVar(&c.Enabled, "capture", false, "transparent capture: install nftables rules in this network namespace redirecting the app's outbound TCP to this sidecar (needs CAP_NET_ADMIN; Linux), mesh HTTP to known services, pass the rest through")
@@ -38,6 +43,9 @@ itself needs no capability. Rules go through netlink; no iptables binary.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if remove {
 				return capture.Remove()
+			}
+			if port <= 0 || port > 65535 {
+				return fmt.Errorf("--port %d: not a port number", port)
 			}
 			if uid < 0 {
 				return fmt.Errorf("--exclude-uid is required: the sidecar's uid, whose connections must not be redirected")

@@ -27,6 +27,9 @@ exits with the app's exit code.`,
 			if err != nil {
 				return err
 			}
+			if cfg.Capture.Enabled {
+				return errCaptureRun
+			}
 			log, err := g.logger()
 			if err != nil {
 				return err
