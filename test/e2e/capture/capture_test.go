@@ -224,3 +224,23 @@ func TestCaptureInNetns(t *testing.T) {
 		t.Errorf("after weft capture --remove: %s", got)
 	}
 }
+
+// TestCaptureBadInput: every wrong use of the capture flags is refused
+// with an error naming the flag and saying why (no root needed).
+func TestCaptureBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"sidecar", "--service", "web", "--capture", "--capture-addr", "10.0.0.1:15002", "--admin", "", "--outbound", ""},
+			`--capture-addr "10.0.0.1:15002": want 127.0.0.1:PORT`},
+		{[]string{"run", "--service", "web", "--capture", "--", "true"}, "--capture does not work with weft run"},
+		{[]string{"capture"}, "--exclude-uid is required"},
+		{[]string{"capture", "--port", "0", "--exclude-uid", "0"}, "--port 0: not a port number"},
+	} {
+		out, err := exec.Command(bins.Weft, tc.args...).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("weft %s: err %v, want an error with %q, got:\n%s", strings.Join(tc.args, " "), err, tc.want, out)
+		}
+	}
+}
