@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 
 	"github.com/weftmesh/weft/bind"
 	"github.com/weftmesh/weft/capture"
 	"github.com/weftmesh/weft/proxy/h1"
+	"github.com/weftmesh/weft/resource"
 )
 
 // Default capture settings.
@@ -63,6 +65,9 @@ func (s *Sidecar) newCapture() error {
 	}
 	c := &sidecarCapture{srv: &capture.Server{Listener: ln, Log: s.log.With("component", "capture"),
 		Known: func(ctx context.Context, host string) bool {
+			if net.ParseIP(strings.Trim(host, "[]")) != nil || resource.ValidateName(host) != nil {
+				return false // an address or no possible service name: no need to ask
+			}
 			d, err := s.disc.Lookup(ctx, host)
 			return err == nil && d.Exists
 		}}}
