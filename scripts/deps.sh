@@ -19,6 +19,10 @@ declare -A want=(
   [nft]=nftables
 )
 
+# Docker Compose v2 for the compose e2e test (Debian ships only 1.29):
+# built from the Go module proxy once, cached outside the clone.
+bash "$(dirname "$0")/compose-v2.sh" >/dev/null || echo "deps: compose v2 not built; the compose e2e runs under docker-compose 1.29 only" >&2
+
 missing=()
 for bin in "${!want[@]}"; do
   if ! command -v "$bin" >/dev/null 2>&1 && [ ! -x "/usr/sbin/$bin" ]; then

@@ -13,10 +13,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -165,8 +167,7 @@ func TestImage(t *testing.T) {
 	}
 }
 
-// compose runs Docker Compose v2 (`docker compose`) if present, else
-// Debian's docker-compose (v1).
+// compose runs one Docker Compose implementation on the example.
 type compose struct {
 	t       *testing.T
 	argv    []string
@@ -175,17 +176,38 @@ type compose struct {
 	env     []string
 }
 
-func newCompose(t *testing.T, file, project string, env ...string) *compose {
-	t.Helper()
-	c := &compose{t: t, file: file, project: project, env: append(os.Environ(), env...)}
-	if exec.Command("docker", "compose", "version").Run() == nil {
-		c.argv = []string{"docker", "compose"}
-	} else if p, err := exec.LookPath("docker-compose"); err == nil {
-		c.argv = []string{p}
-	} else {
-		t.Skip("skipped: neither `docker compose` nor docker-compose is installed")
+// composes finds every Compose this machine has, keyed by its version:
+// the `docker compose` plugin, docker-compose on PATH (Debian's is 1.29),
+// and the v2 that scripts/compose-v2.sh builds into the tools cache
+// ($WEFT_COMPOSE_V2 to name another binary).
+func composes() map[string][]string {
+	found := map[string][]string{}
+	add := func(argv ...string) {
+		out, err := exec.Command(argv[0], append(argv[1:], "version", "--short")...).Output()
+		if v := strings.TrimSpace(string(out)); err == nil && v != "" {
+			if _, dup := found[v]; !dup {
+				found[v] = argv
+			}
+		}
 	}
-	return c
+	add("docker", "compose")
+	if p, err := exec.LookPath("docker-compose"); err == nil {
+		add(p)
+	}
+	v2 := os.Getenv("WEFT_COMPOSE_V2")
+	if v2 == "" {
+		if out, err := exec.Command("bash", "-c", `echo "${WEFT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weft-tools}/compose-v5.6.0/docker-compose"`).Output(); err == nil {
+			v2 = strings.TrimSpace(string(out))
+		}
+	}
+	if st, err := os.Stat(v2); err == nil && !st.IsDir() {
+		add(v2)
+	}
+	return found
+}
+
+func newCompose(t *testing.T, argv []string, file, project string, env ...string) *compose {
+	return &compose{t: t, argv: argv, file: file, project: project, env: append(os.Environ(), env...)}
 }
 
 func (c *compose) cmd(ctx context.Context, args ...string) *exec.Cmd {
@@ -314,12 +336,24 @@ func grepLines(s, sub string) string {
 	return strings.Join(out, "\n")
 }
 
+// TestComposeMesh runs the example under every Compose found (Debian's
+// docker-compose 1.29 and a v2), one after the other.
 func TestComposeMesh(t *testing.T) {
 	needDocker(t)
+	found := composes()
+	if len(found) == 0 {
+		t.Skip("skipped: no Docker Compose: neither `docker compose` nor docker-compose is installed (scripts/compose-v2.sh builds a v2)")
+	}
 	_, _, version := buildImages(t)
+	for _, v := range slices.Sorted(maps.Keys(found)) {
+		t.Run("compose-"+v, func(t *testing.T) { testComposeMesh(t, found[v], version) })
+	}
+}
+
+func testComposeMesh(t *testing.T, argv []string, version string) {
 	root := moduleRoot(t)
 	project := fmt.Sprintf("weft-e2e-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
-	c := newCompose(t, filepath.Join(root, "examples/compose/docker-compose.yml"), project, "VERSION="+version, "RATE=50")
+	c := newCompose(t, argv, filepath.Join(root, "examples/compose/docker-compose.yml"), project, "VERSION="+version, "RATE=50")
 	t.Logf("compose: %s, project %s", strings.Join(c.argv, " "), project)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
