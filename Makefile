@@ -28,7 +28,7 @@ vet:
 
 # image builds weft:$(VERSION) (Dockerfile, FROM scratch) and the compose
 # example's app image from binaries built here; fails past 30 MB.
-image: deps build
+image: build
 	VERSION=$(VERSION) GO=$(GO) bash scripts/image.sh $(BIN)
 
 bench: build
