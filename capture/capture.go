@@ -75,12 +75,14 @@ func (s *Server) init() {
 func (s *Server) Mesh() net.Listener { s.init(); return s.mesh }
 
 // Run accepts until ctx is done, then closes the listener, ends the
-// passed-through connections and waits for its goroutines.
+// passed-through connections and waits for its goroutines. The Mesh
+// listener is left to whoever serves it: its server closes it at shutdown
+// (closed earlier, that server would take it for a failure).
 func (s *Server) Run(ctx context.Context) error {
 	s.init()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { <-ctx.Done(); s.Listener.Close(); s.mesh.Close() }()
+	go func() { <-ctx.Done(); s.Listener.Close() }()
 	var err error
 	for {
 		c, aerr := s.Listener.Accept()

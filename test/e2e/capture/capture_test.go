@@ -200,6 +200,10 @@ func TestCaptureInNetns(t *testing.T) {
 
 	// The sidecar removes its rules when it stops.
 	web.Stop(15 * time.Second)
+	if code := web.ExitCode(); code != 0 {
+		web.Dump()
+		t.Errorf("sidecar with --capture exited %d on SIGTERM, want 0", code)
+	}
 	if got := n.tables(); strings.Contains(got, "table ip weft") {
 		t.Errorf("after the sidecar stopped, the namespace still has: %s", got)
 	}
