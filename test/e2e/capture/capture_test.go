@@ -180,6 +180,12 @@ func TestCaptureInNetns(t *testing.T) {
 		t.Errorf("orders sidecar: weft_requests_total server from web 200 = %v, want 1", v)
 	}
 
+	// HTTP/2 with prior knowledge (h2c, what gRPC speaks): meshed by its
+	// :authority.
+	if out, code := n.curlAs(appUID, "--http2-prior-knowledge", "http://orders/h2"); code != 0 || !strings.Contains(out, `"path":"/h2"`) {
+		t.Errorf("app calling http://orders/h2 over h2c: curl exit %d:\n%s", code, out)
+	}
+
 	// A host that is no service: passed through to the original
 	// destination (by the sidecar, whose own connection is not captured
 	// again — else this would loop).
@@ -188,8 +194,8 @@ func TestCaptureInNetns(t *testing.T) {
 		t.Errorf("app calling http://plain.example/ (not a service): curl exit %d, want the control plane's answer:\n%s", code, out)
 	}
 	if m, p := n.metric("127.0.0.1:15020", "weft_capture_connections_total", `route="mesh"`),
-		n.metric("127.0.0.1:15020", "weft_capture_connections_total", `route="passthrough"`); m != 1 || p != 1 {
-		t.Errorf("weft_capture_connections_total: mesh %v, passthrough %v; want 1 and 1", m, p)
+		n.metric("127.0.0.1:15020", "weft_capture_connections_total", `route="passthrough"`); m != 2 || p != 1 {
+		t.Errorf("weft_capture_connections_total: mesh %v, passthrough %v; want 2 (HTTP/1.1, h2c) and 1", m, p)
 	}
 
 	// The sidecar's uid (root here) is not captured: its call to orders:80
