@@ -9,6 +9,7 @@ declare -A want=(
   [nginx]=nginx
   [prometheus]=prometheus
   [nats-server]=nats-server
+  [chromium]=chromium # the dashboard's e2e suite drives it headless
 )
 
 missing=()
