@@ -36,7 +36,7 @@ export function lineChart(opts) {
   const step = [10, 15, 30, 60, 120, 300, 600].map((x) => x * 1000).find((st) => span / st <= 6) || 900000;
   for (let back = 0; back <= span + 1; back += step) {
     const t = to - back;
-    const label = back === 0 ? 'now' : back < 60000 ? `−${back / 1000}s` : `−${back / 60000}m`;
+    const label = back === 0 ? 'now' : back % 60000 ? `−${back / 1000}s` : `−${back / 60000}m`;
     svg.append(s('line', { class: 'axis', x1: x(t), x2: x(t), y1: H - B, y2: H - B + 4 }),
       s('text', { x: x(t), y: H - 8, 'text-anchor': back === 0 ? 'end' : 'middle' }, label));
   }

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -582,4 +585,41 @@ func randomHex(n int) string {
 	}
 	b[0] = '1'
 	return string(b)
+}
+
+// TestDashboardCommand: `weft dashboard` prints the dashboard's URL once
+// the control plane answers, says why when it does not, and with --open
+// starts $BROWSER on the URL.
+func TestDashboardCommand(t *testing.T) {
+	c := harness.StartControl(t, bins.Weft, eventually, "--broker", "off")
+	run := func(env []string, args ...string) (string, error) {
+		cmd := exec.Command(bins.Weft, append([]string{"dashboard"}, args...)...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := run(nil, "--server", c.URL); err != nil || strings.TrimSpace(out) != c.URL+"/ui/" {
+		t.Errorf("weft dashboard: %q %v, want %s/ui/", out, err, c.URL)
+	}
+	dead := "http://" + harness.FreeAddr(t)
+	if out, err := run(nil, "--server", dead); err == nil || !strings.Contains(out, "unreachable") || !strings.Contains(out, "weft control") {
+		t.Errorf("weft dashboard with no control plane: %q %v, want an error saying it is unreachable", out, err)
+	}
+	dir := t.TempDir()
+	opened := filepath.Join(dir, "opened")
+	script := filepath.Join(dir, "browser")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" > "+opened+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := run([]string{"BROWSER=" + script}, "--open", "--server", c.URL); err != nil {
+		t.Fatalf("weft dashboard --open: %v %s", err, out)
+	}
+	var got []byte
+	harness.Poll(5*time.Second, func() bool { got, _ = os.ReadFile(opened); return len(got) > 0 })
+	if strings.TrimSpace(string(got)) != c.URL+"/ui/" {
+		t.Errorf("the browser was started on %q, want %s/ui/", got, c.URL)
+	}
+	if out, err := run([]string{"BROWSER=/nonexistent/browser"}, "--open", "--server", c.URL); err != nil || !strings.Contains(out, "not opened") {
+		t.Errorf("weft dashboard --open with no browser: %q %v, want the URL and a note", out, err)
+	}
 }
