@@ -337,7 +337,8 @@ func checkService(t *testing.T, b *browser, c *harness.Control) {
 					above++
 				}
 			}
-			if above < 3 {
+			// Latency plots scale to their p99, so p50 may sit on the axis.
+			if (plot == "rate" || plot == "success" || strings.HasSuffix(name, "p99")) && above < 3 {
 				t.Errorf("plot %s, %s: only %d of %d points above zero: %s", plot, name, above, len(pts), p.D)
 			}
 			if plot == "success" && pts[len(pts)-1][1] > 11 {
@@ -345,6 +346,22 @@ func checkService(t *testing.T, b *browser, c *harness.Control) {
 			}
 			if plot != "rate" && math.Abs(float64(len(pts)-withData)) > 3 {
 				t.Errorf("plot %s, %s: %d points drawn, the API has %d intervals with data", plot, name, len(pts), withData)
+			}
+		}
+	}
+	// Quantiles are ordered at every interval: p50 ≤ p95 ≤ p99 (in SVG
+	// coordinates, y grows downwards).
+	for _, side := range []string{"client", "server"} {
+		ys := map[string]map[float64]float64{}
+		for _, q := range []string{"p50", "p95", "p99"} {
+			ys[q] = map[float64]float64{}
+			for _, pt := range xy(got["latency-"+side+"/"+side+" "+q].D) {
+				ys[q][pt[0]] = pt[1]
+			}
+		}
+		for x, y50 := range ys["p50"] {
+			if y95, y99 := ys["p95"][x], ys["p99"][x]; y99 > y95+0.2 || y95 > y50+0.2 {
+				t.Errorf("%s latency at x=%v: y p50 %v, p95 %v, p99 %v; want p99 highest", side, x, y50, y95, y99)
 			}
 		}
 	}

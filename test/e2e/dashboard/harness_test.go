@@ -309,10 +309,37 @@ func (b *browser) clean(t *testing.T, page string) {
 	for _, p := range b.w.take() {
 		t.Errorf("%s page: %s", page, p)
 	}
+	// Every control has a name a screen reader can say.
+	unnamed := eval[[]string](t, b, `[...document.querySelectorAll('input, select, textarea, button, a[href]')].filter(e =>
+		!(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim()).map(e => e.outerHTML.slice(0, 80))`)
+	for _, u := range unnamed {
+		t.Errorf("%s page: a control without a label or text: %s", page, u)
+	}
+	for _, c := range eval[[]string](t, b, lowContrast) {
+		t.Errorf("%s page: text below 4.5:1 contrast: %s", page, c)
+	}
 	if alert := eval[string](t, b, `document.getElementById('alert').hidden ? '' : document.getElementById('alert').textContent`); alert != "" {
 		t.Errorf("%s page shows an error: %s", page, alert)
 	}
 }
+
+// lowContrast lists the HTML elements whose own text has less than the
+// 4.5:1 contrast against its background that WCAG AA asks of body text.
+const lowContrast = `(() => {
+	const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+	const lum = ([r, g, b]) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+	const bg = (e) => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor); if (c.length === 3 || c[3] > 0.5) return c.slice(0, 3); } return [255, 255, 255]; };
+	const out = [];
+	for (const e of document.querySelectorAll('body *:not(svg):not(svg *)')) {
+		if (![...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim()) || !e.getClientRects().length) continue;
+		const st = getComputedStyle(e);
+		if (st.visibility === 'hidden' || (e.closest('dialog') && !e.closest('dialog').open)) continue;
+		const a = lum(rgb(st.color)), b = lum(bg(e));
+		const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+		if (ratio < 4.5) out.push(e.tagName.toLowerCase() + ' "' + e.textContent.trim().slice(0, 30) + '" ' + ratio.toFixed(2) + ':1');
+	}
+	return out;
+})()`
 
 func jsString(s string) string {
 	b, _ := json.Marshal(s)
