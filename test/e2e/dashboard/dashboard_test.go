@@ -139,11 +139,18 @@ func TestDashboard(t *testing.T) {
 	if code, err := get(ctx, hc, "http://frontend/traced", http.Header{"Traceparent": {"00-" + traceID + "-" + parent + "-01"}}); err != nil || code != 200 {
 		t.Fatalf("traced request: %d %v", code, err)
 	}
-	if !harness.Poll(eventually, func() bool {
-		code, body, _ := harness.Get(c.URL + "/api/v1/traces/" + traceID)
-		return code == 200 && strings.Count(body, `"spanId"`) >= 6
-	}) {
-		t.Fatalf("trace %s never had its 6 spans", traceID)
+	// And one that fails: a service nobody runs.
+	errID := randomHex(32)
+	if code, err := get(ctx, hc, "http://nosuch/x", http.Header{"Traceparent": {"00-" + errID + "-" + randomHex(16) + "-01"}}); err != nil || code != http.StatusServiceUnavailable {
+		t.Fatalf("request to an unknown service: %d %v, want 503", code, err)
+	}
+	for _, id := range []string{traceID, errID} {
+		if !harness.Poll(eventually, func() bool {
+			code, body, _ := harness.Get(c.URL + "/api/v1/traces/" + id)
+			return code == 200 && (id == errID || strings.Count(body, `"spanId"`) >= 6)
+		}) {
+			t.Fatalf("trace %s never reached the control plane", id)
+		}
 	}
 
 	b := newBrowser(t, 1280, 1000)
@@ -177,7 +184,7 @@ func TestDashboard(t *testing.T) {
 	})
 	t.Run("service page plots 15 minutes per reporter", func(t *testing.T) { checkService(t, b, c) })
 	t.Run("topology shows the call graph", func(t *testing.T) { checkTopology(t, b) })
-	t.Run("traces list and a waterfall of client and server spans", func(t *testing.T) { checkTraces(t, b, traceID, parent) })
+	t.Run("traces list and a waterfall of client and server spans", func(t *testing.T) { checkTraces(t, b, traceID, parent, errID) })
 	t.Run("topics: lag, dead letters and replay", func(t *testing.T) { checkTopics(t, b, c) })
 	t.Run("resources and the latest apply", func(t *testing.T) { checkResources(t, b) })
 	t.Run("API token asked for on 401 and sent as a bearer token", func(t *testing.T) { checkAuth(t, c) })
@@ -427,7 +434,7 @@ func checkTopology(t *testing.T, b *browser) {
 	b.clean(t, "topology")
 }
 
-func checkTraces(t *testing.T, b *browser, traceID, parent string) {
+func checkTraces(t *testing.T, b *browser, traceID, parent, errID string) {
 	row := `document.querySelector('tr[data-trace="` + traceID + `"]')`
 	b.show(t, "#/traces?service=inventory&limit=1000", row)
 	if n := eval[int](t, b, `document.querySelectorAll('#trace-list tr[data-trace]').length`); n < 10 {
@@ -442,6 +449,14 @@ func checkTraces(t *testing.T, b *browser, traceID, parent string) {
 	}
 	b.do(t, "clearing the filter", chromedp.SetValue(chromedp.ID("f-min"), ""), chromedp.Click(chromedp.CSS(`form[role=search] button[type=submit]`)))
 	until(t, b, "the unfiltered list", row, 10*time.Second)
+	// Errors only, of any service: the failed call, and nothing that succeeded.
+	b.do(t, "asking for errors only", chromedp.Evaluate[chromedp.Void](`document.getElementById('f-service').value = ''`), chromedp.Click(chromedp.ID("f-errors")))
+	until(t, b, "the failed trace", `document.querySelector('tr[data-trace="`+errID+`"]') && !document.querySelector('tr[data-trace="`+traceID+`"]')`, 10*time.Second)
+	if st := eval[[]string](t, b, `[...document.querySelectorAll('#trace-list tr[data-trace] td:last-child')].map(td => td.textContent)`); slices.ContainsFunc(st, func(s string) bool { return s != "error" }) {
+		t.Errorf("errors only lists traces with status %q", st)
+	}
+	b.view(t, "traces-errors")
+	b.show(t, "#/traces?service=inventory&limit=1000", row)
 	b.do(t, "opening the trace", chromedp.Click(chromedp.CSS(`tr[data-trace="`+traceID+`"] a`)))
 	until(t, b, "the waterfall", `document.querySelectorAll('#waterfall > li').length >= 6`, eventually)
 	type span struct {
