@@ -13,9 +13,15 @@ export class APIError extends Error {
 }
 
 let asking = null; // one dialog for all the calls that were refused
+let dismissed = false; // closed without a token: not asked again until the next page
+
+// askAgain lets the next refused call ask for a token again, after the user
+// closed the dialog without one (called on every navigation).
+export function askAgain() { dismissed = false; }
 
 function askToken(reason) {
   if (asking) return asking;
+  if (dismissed) return Promise.resolve(false);
   const dialog = document.getElementById('token-dialog');
   const input = document.getElementById('token-input');
   document.getElementById('token-why').textContent = reason;
@@ -25,6 +31,7 @@ function askToken(reason) {
       input.value = '';
       asking = null;
       if (tok) sessionStorage.setItem(TOKEN_KEY, tok);
+      else dismissed = true;
       resolve(Boolean(tok));
     }, { once: true });
   });

@@ -8,6 +8,7 @@ import * as traces from './pages/traces.js';
 import * as trace from './pages/trace.js';
 import * as topics from './pages/topics.js';
 import * as resources from './pages/resources.js';
+import { askAgain } from './api.js';
 
 const pages = { services, service, topology, traces, trace, topics, resources };
 // Which nav entry a page belongs to.
@@ -56,6 +57,7 @@ async function route() {
   timers.forEach(clearInterval);
   timers = [];
   clearError();
+  askAgain();
   const r = parseHash();
   const page = pages[r.name];
   for (const a of document.querySelectorAll('#nav a')) {

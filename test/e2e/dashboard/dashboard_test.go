@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
@@ -187,7 +188,7 @@ func TestDashboard(t *testing.T) {
 	t.Run("traces list and a waterfall of client and server spans", func(t *testing.T) { checkTraces(t, b, traceID, parent, errID) })
 	t.Run("topics: lag, dead letters and replay", func(t *testing.T) { checkTopics(t, b, c) })
 	t.Run("resources and the latest apply", func(t *testing.T) { checkResources(t, b) })
-	t.Run("API token asked for on 401 and sent as a bearer token", func(t *testing.T) { checkAuth(t, c) })
+	t.Run("API token asked for on 401 and sent as a bearer token", func(t *testing.T) { checkAuth(t, c, b) })
 }
 
 func checkServices(t *testing.T, b *browser, c *harness.Control) {
@@ -550,7 +551,7 @@ func checkResources(t *testing.T, b *browser) {
 // checkAuth puts a proxy that demands a bearer token in front of the
 // control plane's API, as the API's own auth will: the page must ask for
 // the token, send it, and keep it for the tab.
-func checkAuth(t *testing.T, c *harness.Control) {
+func checkAuth(t *testing.T, c *harness.Control, first *browser) {
 	const token = "s3cret-token"
 	target, _ := url.Parse(c.URL)
 	rp := httputil.NewSingleHostReverseProxy(target)
@@ -573,21 +574,36 @@ func checkAuth(t *testing.T, c *harness.Control) {
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
 
-	b := newBrowser(t, 1000, 700)
+	b := first.tab(t)
 	b.w.allow = func(u string, status int64) bool { return status == 401 }
 	b.do(t, "opening the dashboard", chromedp.Navigate("http://"+ln.Addr().String()+"/#/services"))
 	until(t, b, "the token dialog", `document.getElementById('token-dialog').open`, eventually)
+	// Closed without a token: the page says why it is empty, and does not
+	// ask again on every refresh.
+	b.do(t, "dismissing the dialog", chromedp.KeyEvent(kb.Escape))
+	until(t, b, "the refusal shown", `!document.getElementById('token-dialog').open && /401/.test(document.getElementById('alert').textContent)`, 10*time.Second)
+	time.Sleep(6 * time.Second) // past the services page's next refresh
+	if eval[bool](t, b, `document.getElementById('token-dialog').open`) {
+		t.Error("the token dialog came back on a refresh after it was dismissed")
+	}
+	b.w.take()
+	// The next page asks again.
+	b.do(t, "going to topology", chromedp.Evaluate[chromedp.Void](`location.hash = '#/topology'`))
+	until(t, b, "the token dialog again", `document.getElementById('token-dialog').open`, eventually)
 	b.shot(t, "token")
 	b.do(t, "entering the token", chromedp.SendKeys(chromedp.ID("token-input"), token), chromedp.Click(chromedp.ID("token-submit")))
-	until(t, b, "the services, with the token", `document.querySelector('#services tbody tr[data-service="orders"]')`, eventually)
+	until(t, b, "the topology, with the token", `document.querySelector('#graph g.edge')`, eventually)
 	if accepted.Load() == 0 || refused.Load() == 0 {
 		t.Errorf("API calls: %d refused, %d with the token", refused.Load(), accepted.Load())
 	}
 	n := refused.Load()
-	b.do(t, "going to topology", chromedp.Evaluate[chromedp.Void](`location.hash = '#/topology'`))
-	until(t, b, "the topology, with the token", `document.querySelector('#graph g.edge')`, eventually)
+	b.do(t, "going to services", chromedp.Evaluate[chromedp.Void](`location.hash = '#/services'`))
+	until(t, b, "the services, with the token", `document.querySelector('#services tbody tr[data-service="orders"]')`, eventually)
 	if refused.Load() != n {
 		t.Errorf("after the token was given, %d more API calls went without it", refused.Load()-n)
+	}
+	if tok := eval[string](t, b, `sessionStorage.getItem('weft.token') || ''`); tok != token {
+		t.Errorf("sessionStorage holds %q, want the token", tok)
 	}
 	if open := eval[bool](t, b, `document.getElementById('token-dialog').open`); open {
 		t.Error("the token dialog is still open")

@@ -216,13 +216,25 @@ func newBrowser(t *testing.T, width, height int) *browser {
 	)
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
-	ctx, cancelTimeout := context.WithTimeout(ctx, 90*time.Second)
+	ctx, cancelTimeout := context.WithTimeout(ctx, 3*time.Minute) // generous: the machine may be loaded
 	t.Cleanup(func() { cancelTimeout(); cancelTab(); cancelAlloc() })
 	b := &browser{ctx: ctx, w: &watch{}, shots: screenshotDir(t)}
 	if err := chromedp.Listen(ctx, b.w.on); err != nil {
 		t.Fatalf("starting %s: %v", exe, err)
 	}
 	return b
+}
+
+// tab opens another tab in b's browser, with its own watch.
+func (b *browser) tab(t *testing.T) *browser {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(b.ctx)
+	t.Cleanup(cancel)
+	nb := &browser{ctx: ctx, w: &watch{}, shots: b.shots}
+	if err := chromedp.Listen(ctx, nb.w.on); err != nil {
+		t.Fatalf("opening a tab: %v", err)
+	}
+	return nb
 }
 
 func screenshotDir(t *testing.T) string {
