@@ -30,6 +30,11 @@ const Prefix = "/ui/"
 const contentSecurity = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
 	"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
+// Public says whether path is one of the dashboard's own pages or assets,
+// which an API guard should let through without a token: they hold no
+// data, and the page must load to ask the user for the token the API wants.
+func Public(path string) bool { return path == "/" || strings.HasPrefix(path, Prefix) }
+
 // Register mounts the dashboard on mux at / and /ui/.
 func Register(mux *http.ServeMux) {
 	h := Handler()

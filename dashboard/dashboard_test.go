@@ -91,3 +91,11 @@ func TestModulesResolve(t *testing.T) {
 		}
 	}
 }
+
+func TestPublic(t *testing.T) {
+	for p, want := range map[string]bool{"/": true, "/ui/": true, "/ui/js/app.js": true, "/api/v1/stats": false, "/uix": false, "/healthz": false} {
+		if got := Public(p); got != want {
+			t.Errorf("Public(%q) = %v, want %v", p, got, want)
+		}
+	}
+}
