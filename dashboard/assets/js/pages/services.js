@@ -1,7 +1,7 @@
 // Services: every service with its instances ready/total and its golden
 // metrics over a window, client side and server side; sortable; live.
 
-import { h, replace, table } from '../dom.js';
+import { h, replace } from '../dom.js';
 import { get } from '../api.js';
 import { rps, pct, ms, successClass } from '../format.js';
 
