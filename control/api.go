@@ -71,6 +71,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/traces/{traceID}", s.getTrace)
 	// Messaging: topics, publish, dead letters.
 	s.messagingRoutes(mux)
+	// The web dashboard at / and /ui/, and the API only it uses.
+	s.dashboardRoutes(mux)
 	return mux
 }
 
@@ -183,6 +185,7 @@ func (s *Server) apply(w http.ResponseWriter, objs []resource.Object) {
 		return resource.CheckConflicts(all)
 	})
 	if err != nil {
+		s.applies.record("apply", nil, err)
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
@@ -193,6 +196,7 @@ func (s *Server) apply(w http.ResponseWriter, objs []resource.Object) {
 		out.Results = append(out.Results, AppliedJSON{Kind: o.Kind, Name: o.Metadata.Name, Result: results[i]})
 		s.log.Info("resource applied", "kind", o.Kind, "name", o.Metadata.Name, "result", results[i])
 	}
+	s.applies.record("apply", out.Results, nil)
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -220,6 +224,7 @@ func (s *Server) delete(w http.ResponseWriter, refs []resource.Ref) {
 		if errors.Is(err, store.ErrNotFound) {
 			code = http.StatusNotFound
 		}
+		s.applies.record("delete", nil, err)
 		writeErr(w, code, err)
 		return
 	}
@@ -235,6 +240,7 @@ func (s *Server) delete(w http.ResponseWriter, refs []resource.Ref) {
 		out.Results = append(out.Results, AppliedJSON{Kind: r.Kind, Name: r.Name, Result: "deleted"})
 		s.log.Info("resource deleted", "ref", r.String())
 	}
+	s.applies.record("delete", out.Results, nil)
 	writeJSON(w, http.StatusOK, out)
 }
 

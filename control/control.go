@@ -102,6 +102,8 @@ type Server struct {
 	// and the topics/DLQ API (nil with messaging off).
 	broker *broker.Broker
 	msg    *admin.Admin
+
+	applies applyLog // the latest applies, for the dashboard
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad

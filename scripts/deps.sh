@@ -17,6 +17,7 @@ declare -A want=(
   [curl]=curl
   [setpriv]=util-linux
   [nft]=nftables
+  [chromium]=chromium # the dashboard's e2e suite drives it headless
 )
 
 # Docker Compose v2 for the compose e2e test (Debian ships only 1.29):

@@ -44,6 +44,7 @@ plane pushes every change to the sidecars.
 		newStatCmd(), newTopCmd(), newTracesCmd(), newTraceCmd(),
 		newTopicsCmd(), newPublishCmd(), newDLQCmd(),
 		newCaptureCmd(),
+		newDashboardCmd(),
 	)
 	return root
 }

@@ -224,3 +224,58 @@ func TestFailedScrapesKeepBaseline(t *testing.T) {
 		t.Fatalf("requests %v after the outage, want 11", got)
 	}
 }
+
+// TestSeries: one point per scrape round, oldest first, each with only
+// that interval's requests, per reporter, and only the asked service's.
+func TestSeries(t *testing.T) {
+	sc := newSidecars(t, "frontend-1", "orders-1")
+	a := newAgg(sc, true)
+	fe, or := sc.recs["frontend-1"], sc.recs["orders-1"]
+	for round, n := range []int{10, 0, 30} {
+		for i := range n {
+			code := 200
+			if round == 2 && i%3 == 0 {
+				code = 500
+			}
+			fe.Request(metrics.Client, "frontend", "orders", code, "", 2*time.Millisecond, 0)
+			or.Request(metrics.Server, "frontend", "orders", code, "", time.Millisecond, 0)
+		}
+		or.Request(metrics.Client, "orders", "inventory", 200, "", time.Millisecond, 0)
+		time.Sleep(5 * time.Millisecond)
+		a.Scrape(context.Background())
+	}
+	s := a.Series("orders", time.Minute)
+	if len(s.Points) != 3 {
+		t.Fatalf("%d points, want 3: %+v", len(s.Points), s.Points)
+	}
+	for i, p := range s.Points {
+		if i > 0 && !p.At.After(s.Points[i-1].At) {
+			t.Errorf("point %d at %v is not after point %d", i, p.At, i-1)
+		}
+		if p.Seconds <= 0 {
+			t.Errorf("point %d covers %vs", i, p.Seconds)
+		}
+	}
+	if p := s.Points[0]; p.Client == nil || p.Client.Requests != 10 || p.Server == nil || p.Server.Requests != 10 {
+		t.Errorf("point 0: client %+v server %+v, want 10 each", p.Client, p.Server)
+	}
+	if p := s.Points[1]; p.Client != nil || p.Server != nil {
+		t.Errorf("point 1 (no request to orders): client %+v server %+v, want none", p.Client, p.Server)
+	}
+	p := s.Points[2]
+	if p.Client == nil || p.Client.Requests != 30 || math.Abs(p.Client.SuccessRate-0.6666666) > 1e-3 {
+		t.Fatalf("point 2: client %+v, want 30 requests, success 2/3", p.Client)
+	}
+	if want := 30 / p.Seconds; math.Abs(p.Client.RPS-want) > 1e-9 {
+		t.Errorf("point 2: rps %v, want %v", p.Client.RPS, want)
+	}
+	if p.Server.P50Ms > p.Client.P50Ms {
+		t.Errorf("point 2: server p50 %v above client p50 %v", p.Server.P50Ms, p.Client.P50Ms)
+	}
+	if got := a.Series("inventory", time.Minute); len(got.Points) != 3 || got.Points[1].Client == nil || got.Points[1].Client.Requests != 1 {
+		t.Errorf("inventory series %+v", got.Points)
+	}
+	if got := a.Series("nobody", time.Minute); len(got.Points) != 3 || got.Points[0].Client != nil {
+		t.Errorf("series of an unknown service: %+v", got.Points)
+	}
+}
