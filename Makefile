@@ -5,8 +5,15 @@ export CGO_ENABLED ?= 0
 
 .PHONY: build demo test test-unit test-e2e deps bench proto fmt vet
 
+# What `weft version` prints, stamped into the binary (package version).
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+VERSION_PKG := github.com/weftmesh/weft/version
+LDFLAGS := -s -w -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT) -X $(VERSION_PKG).date=$(DATE)
+
 build:
-	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN) ./cmd/weft
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/weft
 
 demo: build
 	./$(BIN) demo
