@@ -107,18 +107,18 @@ func newGetCmd() *cobra.Command {
   weft get config orders-7f3a9c      # one sidecar's destinations, endpoints, policies`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return errors.New("weft get what? want one of: services, resources, config INSTANCE")
+				return errors.New("get what? want one of: services, resources, config INSTANCE")
 			}
 			switch canonicalGet(args[0]) {
 			case "":
 				return fmt.Errorf("unknown object %q: want one of: services, resources, config INSTANCE", args[0])
 			case "config":
 				if len(args) != 2 {
-					return errors.New("weft get config INSTANCE: want one instance id (see weft get services)")
+					return errors.New("get config: want one instance id (see weft get services)")
 				}
 			default:
 				if len(args) != 1 {
-					return fmt.Errorf("weft get %s takes no further arguments, got %q", args[0], args[1:])
+					return fmt.Errorf("get %s: no further arguments, got %q", args[0], args[1:])
 				}
 			}
 			return nil

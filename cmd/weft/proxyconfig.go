@@ -33,7 +33,7 @@ traffic, the policy and other objects applied to it, and which control plane
 		Example: "  weft proxy-config orders-7f3a9c\n  weft proxy-config orders-7f3a9c -o json",
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) != 1 {
-				return fmt.Errorf("weft proxy-config INSTANCE: want one instance id (see weft get services), got %d arguments", len(args))
+				return fmt.Errorf("proxy-config: want one instance id (see weft get services), got %d arguments", len(args))
 			}
 			return nil
 		},
