@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -198,4 +200,67 @@ func TestInspectInstances(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^shop$`).MatchString(comp.Stdout) {
 		t.Errorf("completion of stat: want service shop:\n%s", comp)
 	}
+}
+
+// TestExamples: each example app (no Weft code) serves under weft run on
+// the PORT it is given and calls another service through its sidecar by
+// plain http_proxy / HTTP_PROXY: python → go → node → python.
+func TestExamples(t *testing.T) {
+	t.Parallel()
+	root := moduleRoot(t)
+	goApp := filepath.Join(t.TempDir(), "hello-go")
+	if out, err := exec.Command("go", "build", "-o", goApp, filepath.Join(root, "examples", "go")).CombinedOutput(); err != nil {
+		t.Fatalf("go build ./examples/go: %v\n%s", err, out)
+	}
+	apps := []struct {
+		service, lang string
+		cmd           []string
+	}{
+		{"py", "python", []string{"python3", filepath.Join(root, "examples", "python", "app.py")}},
+		{"gosvc", "go", []string{goApp}},
+		{"js", "node", []string{"node", filepath.Join(root, "examples", "node", "app.js")}},
+	}
+	cp := StartControl(t)
+	var started []string
+	units := map[string]*Sidecar{}
+	for _, a := range apps {
+		if _, err := exec.LookPath(a.cmd[0]); err != nil {
+			t.Logf("%s not installed: the %s example is not run", a.cmd[0], a.lang)
+			continue
+		}
+		// No --app-port: PORT is chosen by weft run, as the README shows.
+		units[a.service] = StartRun(t, cp, RunOpts{Service: a.service, Command: a.cmd, NoWait: true, Flags: []string{"--app-port", "0"}})
+		started = append(started, a.service)
+	}
+	for _, s := range started {
+		if !poll(eventually, 50*time.Millisecond, func() bool { r, _ := cp.ReadyInstances(s); return len(r) == 1 }) {
+			t.Fatalf("%s did not register ready; its output ends:\n%s", s, units[s].Proc.Tail(30))
+		}
+	}
+	for i, from := range started {
+		to := started[(i+1)%len(started)]
+		c := proxyClient(units[from].OutboundAddr())
+		resp, err := c.Get("http://" + from + "/call/" + to)
+		if err != nil {
+			t.Fatalf("%s → %s: %v", from, to, err)
+		}
+		var v struct {
+			From   struct{ Service, Lang string }
+			Answer struct{ Service, Lang string }
+		}
+		err = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || v.From.Service != from || v.Answer.Service != to {
+			t.Errorf("GET http://%s/call/%s: status %d, %+v, %v; want %s's answer relayed by %s", from, to, resp.StatusCode, v, err, to, from)
+		}
+	}
+}
+
+func moduleRoot(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Dir(strings.TrimSpace(string(out)))
 }
