@@ -264,3 +264,21 @@ func moduleRoot(t *testing.T) string {
 	}
 	return filepath.Dir(strings.TrimSpace(string(out)))
 }
+
+// TestCheckSaysWhatToFix: with no control plane behind --server, weft
+// check fails that line, says how to fix it, and exits 1.
+func TestCheckSaysWhatToFix(t *testing.T) {
+	t.Parallel()
+	dead := "http://" + addr(freePort(t))
+	r := weft(t, 30*time.Second, nil, "check", "--server", dead, "--data-dir", filepath.Join(t.TempDir(), "data"))
+	if r.Code != 1 {
+		t.Errorf("want exit 1:\n%s", r)
+	}
+	re := regexp.MustCompile(`(?m)^FAIL\s+control plane\s+` + regexp.QuoteMeta(dead) + ` does not answer: .*→ start it: weft control & \(or pass --server / set WEFT_SERVER\)$`)
+	if !re.MatchString(r.Stdout) {
+		t.Errorf("want a FAIL line for the control plane with its fix (%s):\n%s", re, r)
+	}
+	if !regexp.MustCompile(`(?m)^OK\s+loopback\s`).MatchString(r.Stdout) {
+		t.Errorf("the machine's checks should still run:\n%s", r)
+	}
+}
