@@ -9,6 +9,9 @@ declare -A want=(
   [nginx]=nginx
   [prometheus]=prometheus
   [nats-server]=nats-server
+  # the README walk-through (test/e2e/readme_test.go) pastes curl and python3 lines
+  [curl]=curl
+  [python3]=python3
 )
 
 missing=()
