@@ -52,6 +52,7 @@ exits with the app's exit code. A second instance on one host needs its own
 	}
 	f := cmd.Flags()
 	sf.add(f, sidecar.DefaultOutbound)
+	f.Lookup("app-port").Usage = "the port the app listens on, on 127.0.0.1 (default: a free one, passed to the app in PORT)"
 	f.DurationVar(&rc.StopTimeout, "stop-timeout", 10e9, "after the drain, how long the app has to exit on SIGTERM before it is killed")
 	f.SetInterspersed(false)
 	return cmd
