@@ -5,12 +5,18 @@ export CGO_ENABLED ?= 0
 # grpcnotrace drops grpc's golang.org/x/net/trace (/debug/requests, never
 # enabled by weft), and with it html/template: 4.3 MB of the binary.
 TAGS    ?= grpcnotrace
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build demo test test-unit test-e2e deps bench proto fmt vet image
 
+# What `weft version` prints, stamped into the binary (package version).
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
+COMMIT  ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+VERSION_PKG := github.com/weftmesh/weft/version
+LDFLAGS := -s -w -X $(VERSION_PKG).version=$(VERSION) -X $(VERSION_PKG).commit=$(COMMIT) -X $(VERSION_PKG).date=$(DATE)
+
 build:
-	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '-s -w' -o $(BIN) ./cmd/weft
+	$(GO) build -trimpath -tags '$(TAGS)' -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/weft
 
 demo: build
 	./$(BIN) demo

@@ -9,6 +9,10 @@ import (
 	"syscall"
 )
 
+// ErrInUse is wrapped by TCP's error when the port is taken, so callers can
+// add a hint of their own.
+var ErrInUse = errors.New("port already in use")
+
 // TCP listens on addr; flag names the option the address came from.
 func TCP(flag, addr string) (net.Listener, error) {
 	if _, _, err := net.SplitHostPort(addr); err != nil {
@@ -18,7 +22,7 @@ func TCP(flag, addr string) (net.Listener, error) {
 	if err != nil {
 		switch {
 		case errors.Is(err, syscall.EADDRINUSE):
-			return nil, fmt.Errorf("%s %s: port already in use (is another weft running?)", flag, addr)
+			return nil, fmt.Errorf("%s %s: %w (is another weft running?)", flag, addr, ErrInUse)
 		case errors.Is(err, syscall.EADDRNOTAVAIL):
 			return nil, fmt.Errorf("%s %s: no such local address", flag, addr)
 		case errors.Is(err, syscall.EACCES):

@@ -13,6 +13,7 @@ import (
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/store"
 	"github.com/weftmesh/weft/telemetry/tracestore"
+	"github.com/weftmesh/weft/version"
 )
 
 // The JSON API's wire types. They are the contract `weft get` and users'
@@ -25,6 +26,10 @@ type (
 		Version string            `json:"version"`
 		Labels  map[string]string `json:"labels"`
 		Zone    string            `json:"zone,omitempty"`
+		// Where the CLI and the app reach the sidecar (-o wide, weft get config).
+		Outbound    string `json:"outbound,omitempty"`
+		Admin       string `json:"admin,omitempty"`
+		WeftVersion string `json:"weftVersion,omitempty"`
 	}
 	ServiceJSON struct {
 		Name      string         `json:"name"`
@@ -55,6 +60,7 @@ func (s *Server) routes() http.Handler {
 		w.Write([]byte("ok\n"))
 	})
 	mux.HandleFunc("GET /api/v1/services", s.getServices)
+	mux.HandleFunc("GET /api/v1/version", func(w http.ResponseWriter, r *http.Request) { writeJSON(w, http.StatusOK, version.Get()) })
 	mux.HandleFunc("GET /api/v1/resources", s.listResources)
 	mux.HandleFunc("GET /api/v1/resources/{kind}", s.listResources)
 	mux.HandleFunc("GET /api/v1/resources/{kind}/{name}", s.getResource)
@@ -97,7 +103,8 @@ func (s *Server) getServices(w http.ResponseWriter, r *http.Request) {
 			if labels == nil {
 				labels = map[string]string{}
 			}
-			sj.Instances = append(sj.Instances, InstanceJSON{ID: in.Id, Address: in.Address, Ready: in.Ready, Version: in.Version, Labels: labels, Zone: in.Zone})
+			sj.Instances = append(sj.Instances, InstanceJSON{ID: in.Id, Address: in.Address, Ready: in.Ready, Version: in.Version, Labels: labels, Zone: in.Zone,
+				Outbound: in.OutboundAddress, Admin: in.AdminAddress, WeftVersion: in.WeftVersion})
 		}
 		out.Services = append(out.Services, sj)
 	}

@@ -241,8 +241,9 @@ func (s *Server) Run(ctx context.Context) error {
 	aggCtx, stopAgg := context.WithCancel(context.Background())
 	aggDone := make(chan struct{})
 	go func() { defer close(aggDone); _ = s.agg.Run(aggCtx) }()
-	defer func() { stopAgg(); <-aggDone }()
-	defer s.runMessaging()()
+	defer s.waitFor("the metrics scraper", func() { stopAgg(); <-aggDone })
+	stopMessaging := s.runMessaging()
+	defer s.waitFor("messaging and the embedded broker", stopMessaging)
 	hs := &http.Server{
 		Handler:           s.routes(),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -279,18 +280,27 @@ loop:
 			break loop
 		}
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	_ = hs.Shutdown(sctx)
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-sctx.Done():
-		// Streams are long-lived: after the grace, cut them.
-		gs.Stop()
-		<-stopped
-	}
+	s.log.Info("control plane stopping")
+	// Sidecars' Connect streams never end on their own and sidecars
+	// reconnect (to the next control plane) by themselves, so waiting long
+	// for them only delays a restart, which needs this process's store lock.
+	s.waitFor("the JSON API's requests in flight", func() {
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if hs.Shutdown(sctx) != nil {
+			_ = hs.Close() // a request still running after the grace (a long poll) is cut
+		}
+	})
+	s.waitFor("gRPC streams to close", func() {
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(200 * time.Millisecond):
+			gs.Stop()
+			<-stopped
+		}
+	})
 	for ; running > 0; running-- {
 		if e := <-errc; err == nil && e != nil && !errors.Is(e, grpc.ErrServerStopped) {
 			err = e
@@ -298,6 +308,25 @@ loop:
 	}
 	return err
 }
+
+// waitFor runs one shutdown step; when it takes longer than shutdownNote,
+// it says what the control plane is waiting for, so a slow exit is never
+// silent.
+func (s *Server) waitFor(what string, step func()) {
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { defer close(done); step() }()
+	select {
+	case <-done:
+	case <-time.After(shutdownNote):
+		s.log.Info("shutting down: waiting for "+what, "waited", time.Since(start).Round(time.Millisecond))
+		<-done
+	}
+	s.log.Debug("shutdown step done", "step", what, "took", time.Since(start).Round(time.Millisecond))
+}
+
+// shutdownNote is how long a shutdown step runs before it is logged.
+const shutdownNote = 300 * time.Millisecond
 
 // serviceConfig groups stored objects by the service they configure, in
 // the store's order (kind, then name).

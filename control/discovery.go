@@ -15,6 +15,7 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/registry"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/version"
 )
 
 // Limits on what one sidecar may ask of the control plane.
@@ -192,7 +193,7 @@ func causeText(ctx context.Context) string {
 }
 
 func (d *discoveryServer) write(ctx context.Context, stream pb.Discovery_ConnectServer, sub *registry.Subscriber, ackc <-chan struct{}) error {
-	if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Hello{Hello: &pb.Hello{ControlId: d.id, Settings: d.settings}}}); err != nil {
+	if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Hello{Hello: &pb.Hello{ControlId: d.id, Settings: d.settings, ControlVersion: version.Short()}}}); err != nil {
 		return err
 	}
 	for {

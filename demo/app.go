@@ -124,8 +124,11 @@ func RunApp(ctx context.Context, role string, rate float64) error {
 	return nil
 }
 
-// drive sends requests to the frontend at a steady rate, each as a
-// different user so hash algorithms have keys to spread.
+// drive sends requests to the frontend at a steady rate, each as one of
+// demoUsers users: enough keys for a hash algorithm to spread, few enough
+// that the shares it gives each instance visibly differ from round robin's.
+const demoUsers = 6
+
 func drive(ctx context.Context, client *http.Client, rate float64) {
 	if rate <= 0 {
 		rate = 20
@@ -147,7 +150,7 @@ func drive(ctx context.Context, client *http.Client, rate float64) {
 		go func() {
 			defer func() { <-sem }()
 			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://frontend/", nil)
-			req.Header.Set("x-user-id", "user-"+strconv.Itoa(rand.IntN(50)))
+			req.Header.Set("x-user-id", "user-"+strconv.Itoa(rand.IntN(demoUsers)))
 			resp, err := client.Do(req)
 			if err != nil {
 				return

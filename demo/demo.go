@@ -132,6 +132,7 @@ func Run(ctx context.Context, cfg Config) error {
   control plane API  http://%s   (gRPC %s)
   see the registry   weft get services --server http://%s
   switch balancing   weft apply -f %s --server http://%s
+                     (orders' SHARE column then follows the users: each sticks to one instance)
   live metrics       weft stat --server http://%s      (or weft top)
   traces             weft traces --server http://%s, then weft trace ID
   topics             weft topics --server http://%s      (weft dlq list order.created)
@@ -154,7 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 			fmt.Fprintln(cfg.Out, "\nstopping the demo…")
 			return nil
 		case <-deadline:
-			report(cfg.Out, units, 0)
+			report(cfg.Out, units, 0, balancing(cp))
 			fmt.Fprintln(cfg.Out, "\ndemo duration reached; stopping…")
 			return nil
 		case <-tick.C:
@@ -165,7 +166,7 @@ func Run(ctx context.Context, cfg Config) error {
 				default:
 				}
 			}
-			report(cfg.Out, units, 2*time.Second)
+			report(cfg.Out, units, 2*time.Second, balancing(cp))
 		}
 	}
 }
@@ -226,10 +227,47 @@ func stopUnits(units []*unit, out io.Writer) {
 	fmt.Fprintf(out, "stopped %d instances\n", len(units))
 }
 
-func report(out io.Writer, units []*unit, every time.Duration) {
+// balancing is how callers balance over each service, as the control
+// plane's applied TrafficPolicies say: "round_robin" when none does.
+func balancing(cp *control.Server) map[string]string {
+	out := map[string]string{}
+	for _, s := range cp.Registry().Services() {
+		for _, o := range s.Config {
+			if o.Kind != "TrafficPolicy" {
+				continue
+			}
+			var spec struct {
+				LoadBalancer struct {
+					Algorithm string `json:"algorithm"`
+					HashKey   string `json:"hashKey"`
+				} `json:"loadBalancer"`
+			}
+			if json.Unmarshal(o.SpecJson, &spec) == nil && spec.LoadBalancer.Algorithm != "" {
+				out[s.Name] = spec.LoadBalancer.Algorithm
+				if spec.LoadBalancer.HashKey != "" {
+					out[s.Name] += " by " + spec.LoadBalancer.HashKey
+				}
+			}
+		}
+	}
+	return out
+}
+
+// report prints one line per instance: its requests, its rate over the
+// last interval and its SHARE of its service's requests in that interval,
+// under the balancing its callers use — so a `weft apply` of another
+// algorithm shows in the next lines (round_robin: even shares; a hash:
+// shares follow the keys).
+func report(out io.Writer, units []*unit, every time.Duration, lb map[string]string) {
 	hc := &http.Client{Timeout: time.Second}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "%s\tSERVICE\tINSTANCE\tREQUESTS\tREQ/S\tSTATE\n", time.Now().Format("15:04:05"))
+	fmt.Fprintf(tw, "%s\tSERVICE\tINSTANCE\tREQUESTS\tREQ/S\tSHARE\tSTATE\tBALANCING\n", time.Now().Format("15:04:05"))
+	type line struct {
+		n, rate, state string
+		delta          int64
+	}
+	lines := make([]line, len(units))
+	total := map[string]int64{}
 	for i, u := range units {
 		st, err := stats(hc, u.admin)
 		state := "ready"
@@ -249,8 +287,24 @@ func report(out io.Writer, units []*unit, every time.Duration) {
 		if every > 0 && err == nil {
 			rate = strconv.FormatFloat(float64(count-u.last)/every.Seconds(), 'f', 1, 64)
 		}
+		lines[i] = line{n: n, rate: rate, state: state, delta: count - u.last}
+		total[u.service] += count - u.last
 		u.last = count
-		fmt.Fprintf(tw, "\t%s\t%s-%d\t%s\t%s\t%s\n", u.service, u.service, instanceNo(units, i), n, rate, state)
+	}
+	for i, u := range units {
+		l := lines[i]
+		share := "-"
+		if t := total[u.service]; every > 0 && t > 0 && u.service != "loadgen" {
+			share = strconv.FormatFloat(100*float64(l.delta)/float64(t), 'f', 0, 64) + "%"
+		}
+		algo := "-"
+		if u.service != "loadgen" && u.service != "notifier" { // notifier: messages go by partition
+			algo = lb[u.service]
+			if algo == "" {
+				algo = "round_robin"
+			}
+		}
+		fmt.Fprintf(tw, "\t%s\t%s-%d\t%s\t%s\t%s\t%s\t%s\n", u.service, u.service, instanceNo(units, i), l.n, l.rate, share, l.state, algo)
 	}
 	tw.Flush()
 	fmt.Fprintln(out)

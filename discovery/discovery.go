@@ -86,9 +86,12 @@ type Client struct {
 	announced bool
 	stream    *streamState // nil while disconnected
 	settings  map[string]string
+	hello     *pb.Hello // the latest stream's Hello (control id, version); nil before the first
 	connected atomic.Bool
-	acks      chan struct{}
-	watchers  map[string]map[chan *Destination]struct{}
+	// everConnected: a stream has been up once, so there is a view to keep.
+	everConnected atomic.Bool
+	acks          chan struct{}
+	watchers      map[string]map[chan *Destination]struct{}
 
 	updates atomic.Int64
 }
@@ -146,6 +149,17 @@ func (c *Client) Instance() *pb.Instance {
 		return nil
 	}
 	return proto.CloneOf(c.instance)
+}
+
+// ControlPlane returns the id and version of the control plane the latest
+// stream was opened to ("" before the first).
+func (c *Client) ControlPlane() (id, version string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.hello == nil {
+		return "", ""
+	}
+	return c.hello.ControlId, c.hello.ControlVersion
 }
 
 // Setting returns a mesh-wide setting from the control plane's Hello.
@@ -331,7 +345,11 @@ func (c *Client) Run(ctx context.Context) error {
 		if time.Since(start) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
-		c.log.Warn("control plane stream lost; serving the last known view", "control", c.cfg.ControlAddr, "err", err, "retry_in", backoff)
+		if c.everConnected.Load() {
+			c.log.Warn("control plane stream lost; serving the last known view", "control", c.cfg.ControlAddr, "err", err, "retry_in", backoff)
+		} else {
+			c.log.Warn("control plane not reachable yet; calls to other services fail until it is (is weft control running, and is --control right?)", "control", c.cfg.ControlAddr, "err", err, "retry_in", backoff)
+		}
 		// Jitter spreads the reconnects of many sidecars after a restart.
 		sleep := backoff/2 + rand.N(backoff/2+1)
 		select {
@@ -413,8 +431,10 @@ func (c *Client) session(ctx context.Context, client pb.DiscoveryClient) error {
 		case *pb.ControlMessage_Hello:
 			c.mu.Lock()
 			c.settings = msg.Hello.Settings
+			c.hello = msg.Hello
 			c.mu.Unlock()
 			c.connected.Store(true)
+			c.everConnected.Store(true)
 			c.log.Info("connected to control plane", "control", c.cfg.ControlAddr, "control_id", msg.Hello.ControlId)
 		case *pb.ControlMessage_Update:
 			c.apply(msg.Update)

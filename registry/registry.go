@@ -189,7 +189,18 @@ func (r *Registry) Remove(serviceName, id string, owner any, reason string) bool
 	s.version++
 	r.log.Info("instance removed", "service", serviceName, "id", id, "reason", reason)
 	r.publish(s, &pb.ServiceUpdate{Service: s.name, Version: s.version, Exists: true, Removes: []string{id}})
+	r.forgetIfUnused(s)
 	return true
+}
+
+// forgetIfUnused drops a service that has no instance, no configuration and
+// no subscriber left, so the registry does not keep every name it ever saw.
+// A service that is still subscribed to stays (its version keeps counting);
+// Services hides it while it has no instances. Called with r.mu held.
+func (r *Registry) forgetIfUnused(s *service) {
+	if len(s.instances) == 0 && len(s.config) == 0 && len(r.subs[s.name]) == 0 {
+		delete(r.services, s.name)
+	}
 }
 
 // SetConfig replaces every service's configuration at once: config maps a
@@ -204,6 +215,7 @@ func (r *Registry) SetConfig(config map[string][]*pb.ConfigObject) {
 			s.version++
 			r.log.Info("config changed", "service", name, "objects", 0)
 			r.publish(s, &pb.ServiceUpdate{Service: name, Version: s.version, Exists: true, ConfigChanged: true})
+			r.forgetIfUnused(s)
 		}
 	}
 	for name, objs := range config {
@@ -295,6 +307,9 @@ func (r *Registry) unsubscribe(sub *Subscriber, name string) {
 		delete(m, sub)
 		if len(m) == 0 {
 			delete(r.subs, name)
+			if s := r.services[name]; s != nil {
+				r.forgetIfUnused(s)
+			}
 		}
 	}
 	sub.mu.Lock()
@@ -326,13 +341,18 @@ type ServiceView struct {
 	Config    []*pb.ConfigObject
 }
 
-// Services returns every known service with its instances, sorted.
+// Services returns every service that has instances, with its instances,
+// sorted. A service whose last instance went away is not listed (its
+// policy, if any, is still among the applied resources).
 func (r *Registry) Services() []ServiceView {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]ServiceView, 0, len(r.services))
 	for _, name := range slices.Sorted(maps.Keys(r.services)) {
 		s := r.services[name]
+		if len(s.instances) == 0 {
+			continue
+		}
 		v := ServiceView{Name: name, Config: s.config}
 		for _, id := range slices.Sorted(maps.Keys(s.instances)) {
 			v.Instances = append(v.Instances, proto.CloneOf(s.instances[id].inst))

@@ -168,3 +168,47 @@ func TestSyncGraceHoldsEmptyServices(t *testing.T) {
 		t.Fatalf("after grace = %v, want ghost exists=false", u)
 	}
 }
+
+func names(vs []ServiceView) []string {
+	var out []string
+	for _, v := range vs {
+		out = append(out, v.Name)
+	}
+	return out
+}
+
+// A service whose last instance goes away disappears from the view
+// (weft get services), whether or not someone still subscribes to it, and
+// comes back with its next instance.
+func TestServiceWithoutInstancesDisappears(t *testing.T) {
+	r := New(Options{})
+	owner := new(int)
+	r.Upsert(inst("orders", "o1", true), owner)
+	r.Upsert(inst("web", "w1", true), owner)
+	sub := NewSubscriber(0, nil)
+	r.Subscribe(sub, "web")
+	recv(t, sub)
+	if got := names(r.Services()); len(got) != 2 {
+		t.Fatalf("services = %v, want orders and web", got)
+	}
+	r.Remove("orders", "o1", owner, "test")
+	r.Remove("web", "w1", owner, "test")
+	if got := names(r.Services()); len(got) != 0 {
+		t.Fatalf("services after the last instances left = %v, want none", got)
+	}
+	if u := recv(t, sub); len(u.Removes) != 1 || u.Removes[0] != "w1" {
+		t.Fatalf("subscriber got %v, want the removal of w1", u)
+	}
+	r.mu.Lock()
+	_, kept := r.services["web"]
+	_, leaked := r.services["orders"]
+	r.mu.Unlock()
+	if !kept || leaked {
+		t.Fatalf("internal: web (subscribed) kept=%v, orders (unused) kept=%v; want true, false", kept, leaked)
+	}
+	r.Upsert(inst("web", "w2", true), owner)
+	if got := names(r.Services()); len(got) != 1 || got[0] != "web" {
+		t.Fatalf("services after w2 registered = %v, want [web]", got)
+	}
+	r.RemoveSubscriber(sub)
+}

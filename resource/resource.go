@@ -140,6 +140,11 @@ func (o *Object) Validate() error {
 		return errors.New("spec is missing")
 	}
 	if err := k.Validate(o.Spec); err != nil {
+		// A kind's errors start with the field path ("loadBalancer.algorithm:
+		// …") or, for the spec itself (an unknown field), with ": ".
+		if strings.HasPrefix(err.Error(), ":") {
+			return fmt.Errorf("spec%w", err)
+		}
 		return fmt.Errorf("spec.%w", err)
 	}
 	return nil

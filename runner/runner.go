@@ -32,7 +32,14 @@ type Config struct {
 	Stdout      io.Writer
 	Stderr      io.Writer
 	Logger      *slog.Logger
+	// AppWait is how long the app may take to open its port before the unit
+	// warns (and keeps waiting); default DefaultAppWait.
+	AppWait time.Duration
 }
+
+// DefaultAppWait: an app that has not opened its port after this long is
+// probably listening elsewhere (it ignored PORT), which is worth saying.
+const DefaultAppWait = 3 * time.Second
 
 // ExitError carries the app's exit code out of Run.
 type ExitError struct{ Code int }
@@ -63,7 +70,8 @@ func Run(ctx context.Context, cfg Config) error {
 		cfg.Stderr = os.Stderr
 	}
 	log := cfg.Logger
-	if cfg.Sidecar.AppPort == 0 {
+	chosen := cfg.Sidecar.AppPort == 0
+	if chosen {
 		if cfg.Sidecar.AppPort, err = freePort(); err != nil {
 			return fmt.Errorf("choosing an app port: %w", err)
 		}
@@ -95,12 +103,19 @@ func Run(ctx context.Context, cfg Config) error {
 	log.Info("app started", "pid", app.Process.Pid, "cmd", cfg.Command[0], "port", cfg.Sidecar.AppPort)
 	appDone := make(chan error, 1)
 	go func() { appDone <- app.Wait() }()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go warnUntilListening(watchCtx, sc.AppReady(), cfg.Sidecar.AppPort, chosen, cfg.AppWait, log)
 
 	var appErr error
 	stoppedByUs := false
 	select {
 	case appErr = <-appDone:
-		log.Info("app exited on its own; deregistering", "err", appErr)
+		if code := exitCode(appErr); code != 0 {
+			log.Warn("app exited with code "+strconv.Itoa(code)+"; deregistering", "code", code, "err", appErr)
+		} else {
+			log.Info("app exited on its own (code 0); deregistering")
+		}
 	case err := <-scDone:
 		// The sidecar failed: the unit cannot serve. Stop the app.
 		log.Error("sidecar failed; stopping the app", "err", err)
@@ -128,6 +143,34 @@ func Run(ctx context.Context, cfg Config) error {
 		return &ExitError{Code: code}
 	}
 	return nil
+}
+
+// warnUntilListening warns after wait, and then every 4 × wait, until the
+// app accepts connections on port: the instance is not registered until
+// then, and the usual cause (an app that ignores PORT) is silent otherwise.
+func warnUntilListening(ctx context.Context, ready <-chan struct{}, port int, chosen bool, wait time.Duration, log *slog.Logger) {
+	if wait <= 0 {
+		wait = DefaultAppWait
+	}
+	start := time.Now()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ready:
+			return
+		case <-t.C:
+		}
+		hint := "is the app listening on --app-port " + strconv.Itoa(port) + "?"
+		if chosen {
+			hint = "the app must listen on the port in its PORT environment variable (PORT=" + strconv.Itoa(port) + "), or pass --app-port N with the port it listens on"
+		}
+		log.Warn("app not accepting connections on 127.0.0.1:"+strconv.Itoa(port)+" yet; the instance registers once it does, still waiting: "+hint,
+			"port", port, "waited", time.Since(start).Round(time.Second))
+		t.Reset(4 * wait)
+	}
 }
 
 func stopApp(app *exec.Cmd, done <-chan error, timeout time.Duration, log *slog.Logger) error {

@@ -18,6 +18,8 @@ declare -A want=(
   [setpriv]=util-linux
   [nft]=nftables
   [chromium]=chromium # the dashboard's e2e suite drives it headless
+  # the README walk-through (test/e2e/readme_test.go) pastes curl and python3 lines
+  [python3]=python3
 )
 
 # Docker Compose v2 for the compose e2e test (Debian ships only 1.29):

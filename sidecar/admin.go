@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/version"
 )
 
 // The admin view's wire types (GET /config). Fields are only ever added.
@@ -29,6 +31,24 @@ type (
 		Policy    any              `json:"policy"`
 		Instances []InstanceView   `json:"instances"`
 		InFlight  map[string]int64 `json:"inFlight"`
+		// Endpoints is every instance with the state this sidecar sees it
+		// in: "ready" (gets traffic) or "not_ready".
+		Endpoints []EndpointView `json:"endpoints"`
+		// Config is every applied object configuring the service (its
+		// TrafficPolicy, routes, Subscriptions, …), as the control plane sent it.
+		Config []ConfigObjectView `json:"config"`
+	}
+	EndpointView struct {
+		ID       string `json:"id"`
+		Address  string `json:"address"`
+		State    string `json:"state"`
+		InFlight int64  `json:"inFlight"`
+	}
+	ConfigObjectView struct {
+		Kind       string          `json:"kind"`
+		Name       string          `json:"name"`
+		Generation int64           `json:"generation"`
+		Spec       json.RawMessage `json:"spec,omitempty"`
 	}
 	ConfigView struct {
 		Service      string            `json:"service"`
@@ -37,11 +57,16 @@ type (
 		Control      ControlView       `json:"control"`
 		Listeners    map[string]string `json:"listeners"`
 		Destinations []DestinationView `json:"destinations"`
+		// WeftVersion is this sidecar binary's version.
+		WeftVersion string `json:"weftVersion"`
 	}
 	ControlView struct {
 		Address   string `json:"address"`
 		Connected bool   `json:"connected"`
 		Updates   int64  `json:"updates"`
+		// ID and Version of the control plane the latest stream reached.
+		ID      string `json:"id,omitempty"`
+		Version string `json:"version,omitempty"`
 	}
 	StatsView struct {
 		InboundRequests  int64 `json:"inbound_requests"`
@@ -96,7 +121,8 @@ func (s *Sidecar) config(w http.ResponseWriter, r *http.Request) {
 	v := ConfigView{Service: s.cfg.Service, ID: s.cfg.ID,
 		Control:      ControlView{Address: s.cfg.Control, Connected: s.disc.Connected(), Updates: s.disc.Updates()},
 		Listeners:    map[string]string{"outbound": s.OutboundAddr(), "inbound": s.InboundAddr(), "admin": s.AdminAddr()},
-		Destinations: []DestinationView{}}
+		Destinations: []DestinationView{}, WeftVersion: version.Short()}
+	v.Control.ID, v.Control.Version = s.disc.ControlPlane()
 	for _, u := range s.upstreams {
 		v.Listeners["upstream:"+u.Service] = u.Listener.Addr().String()
 	}
@@ -113,8 +139,22 @@ func (s *Sidecar) config(w http.ResponseWriter, r *http.Request) {
 		for _, in := range d.Instances {
 			dv.Instances = append(dv.Instances, view(in))
 		}
+		ready := map[string]*balancer.Endpoint{}
 		for _, ep := range d.Endpoints {
 			dv.InFlight[ep.ID] = ep.InFlight.Load()
+			ready[ep.ID] = ep
+		}
+		dv.Endpoints = []EndpointView{}
+		for _, in := range d.Instances {
+			ev := EndpointView{ID: in.Id, Address: in.Address, State: "not_ready"}
+			if ep := ready[in.Id]; ep != nil {
+				ev.State, ev.InFlight = "ready", ep.InFlight.Load()
+			}
+			dv.Endpoints = append(dv.Endpoints, ev)
+		}
+		dv.Config = []ConfigObjectView{}
+		for _, o := range d.Config {
+			dv.Config = append(dv.Config, ConfigObjectView{Kind: o.Kind, Name: o.Name, Generation: o.Generation, Spec: json.RawMessage(o.SpecJson)})
 		}
 		v.Destinations = append(v.Destinations, dv)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/weftmesh/weft/telemetry/accesslog"
 	"github.com/weftmesh/weft/telemetry/metrics"
 	"github.com/weftmesh/weft/telemetry/tracing"
+	"github.com/weftmesh/weft/version"
 )
 
 // Config is the sidecar's static configuration (flags).
@@ -180,6 +181,10 @@ func New(cfg Config) (*Sidecar, error) {
 		if s.adminLn != nil {
 			inst.AdminAddress = advertised(s.adminLn.Addr(), cfg.Admin)
 		}
+		if s.outLn != nil {
+			inst.OutboundAddress = s.outLn.Addr().String() // loopback: for the app and the CLI on this host
+		}
+		inst.WeftVersion = version.Short()
 	}
 	for name, addr := range cfg.Upstreams {
 		if verr := resource.ValidateName(name); verr != nil {

@@ -40,7 +40,13 @@ type Instance struct {
 	Zone    string            `protobuf:"bytes,7,opt,name=zone,proto3" json:"zone,omitempty"`
 	// host:port of the sidecar's admin listener (/metrics, /ready), where the
 	// control plane scrapes the instance's metrics; empty when disabled.
-	AdminAddress  string `protobuf:"bytes,8,opt,name=admin_address,json=adminAddress,proto3" json:"admin_address,omitempty"`
+	AdminAddress string `protobuf:"bytes,8,opt,name=admin_address,json=adminAddress,proto3" json:"admin_address,omitempty"`
+	// host:port of the sidecar's outbound listener, where its app sends its
+	// calls (HTTP_PROXY); empty when disabled. Shown by `weft get services -o wide`.
+	OutboundAddress string `protobuf:"bytes,9,opt,name=outbound_address,json=outboundAddress,proto3" json:"outbound_address,omitempty"`
+	// weft_version is the sidecar binary's version (`weft version`), which
+	// `weft check` compares with the control plane's.
+	WeftVersion   string `protobuf:"bytes,10,opt,name=weft_version,json=weftVersion,proto3" json:"weft_version,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,6 +133,20 @@ func (x *Instance) GetZone() string {
 func (x *Instance) GetAdminAddress() string {
 	if x != nil {
 		return x.AdminAddress
+	}
+	return ""
+}
+
+func (x *Instance) GetOutboundAddress() string {
+	if x != nil {
+		return x.OutboundAddress
+	}
+	return ""
+}
+
+func (x *Instance) GetWeftVersion() string {
+	if x != nil {
+		return x.WeftVersion
 	}
 	return ""
 }
@@ -575,9 +595,11 @@ type Hello struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ControlId string                 `protobuf:"bytes,1,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
 	// Mesh-wide settings handed to sidecars, such as the broker's URL.
-	Settings      map[string]string `protobuf:"bytes,2,rep,name=settings,proto3" json:"settings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Settings map[string]string `protobuf:"bytes,2,rep,name=settings,proto3" json:"settings,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// control_version is the control plane binary's version (`weft version`).
+	ControlVersion string `protobuf:"bytes,60,opt,name=control_version,json=controlVersion,proto3" json:"control_version,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Hello) Reset() {
@@ -622,6 +644,13 @@ func (x *Hello) GetSettings() map[string]string {
 		return x.Settings
 	}
 	return nil
+}
+
+func (x *Hello) GetControlVersion() string {
+	if x != nil {
+		return x.ControlVersion
+	}
+	return ""
 }
 
 type Ack struct {
@@ -843,7 +872,7 @@ var File_discovery_proto protoreflect.FileDescriptor
 
 const file_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\xb3\x02\n" +
+	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\x81\x03\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -852,7 +881,10 @@ const file_discovery_proto_rawDesc = "" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12?\n" +
 	"\x06labels\x18\x06 \x03(\v2'.weft.discovery.v1.Instance.LabelsEntryR\x06labels\x12\x12\n" +
 	"\x04zone\x18\a \x01(\tR\x04zone\x12#\n" +
-	"\radmin_address\x18\b \x01(\tR\fadminAddress\x1a9\n" +
+	"\radmin_address\x18\b \x01(\tR\fadminAddress\x12)\n" +
+	"\x10outbound_address\x18\t \x01(\tR\x0foutboundAddress\x12!\n" +
+	"\fweft_version\x18\n" +
+	" \x01(\tR\vweftVersion\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +
@@ -878,11 +910,12 @@ const file_discovery_proto_rawDesc = "" +
 	"\x06update\x18\x01 \x01(\v2 .weft.discovery.v1.ServiceUpdateH\x00R\x06update\x12*\n" +
 	"\x03ack\x18\x02 \x01(\v2\x16.weft.discovery.v1.AckH\x00R\x03ack\x120\n" +
 	"\x05hello\x18\x03 \x01(\v2\x18.weft.discovery.v1.HelloH\x00R\x05helloB\x05\n" +
-	"\x03msg\"\xa7\x01\n" +
+	"\x03msg\"\xd0\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\x01 \x01(\tR\tcontrolId\x12B\n" +
-	"\bsettings\x18\x02 \x03(\v2&.weft.discovery.v1.Hello.SettingsEntryR\bsettings\x1a;\n" +
+	"\bsettings\x18\x02 \x03(\v2&.weft.discovery.v1.Hello.SettingsEntryR\bsettings\x12'\n" +
+	"\x0fcontrol_version\x18< \x01(\tR\x0econtrolVersion\x1a;\n" +
 	"\rSettingsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x05\n" +

@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	"sigs.k8s.io/yaml"
 
 	"github.com/weftmesh/weft/apiclient"
 	"github.com/weftmesh/weft/control"
@@ -90,34 +93,76 @@ func manifestCmd(verb, short, example string, send func(*apiclient.Client, conte
 	return cmd
 }
 
+// getKinds are what `weft get` shows; the first name of each is canonical.
+var getKinds = [][]string{{"services", "service", "svc"}, {"resources", "resource"}, {"config", "proxy-config"}}
+
 func newGetCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:       "get services|resources",
-		Short:     "Show services and their instances, or applied resources",
-		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"services", "resources"},
+		Use:   "get services|resources|config INSTANCE",
+		Short: "Show services and their instances, applied resources, or what one sidecar holds",
+		Example: `  weft get services
+  weft get services -o wide          # also each sidecar's outbound and admin address
+  weft get resources -o yaml
+  weft get config orders-7f3a9c      # one sidecar's destinations, endpoints, policies`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("get what? want one of: services, resources, config INSTANCE")
+			}
+			switch canonicalGet(args[0]) {
+			case "":
+				return fmt.Errorf("unknown object %q: want one of: services, resources, config INSTANCE", args[0])
+			case "config":
+				if len(args) != 2 {
+					return errors.New("get config: want one instance id (see weft get services)")
+				}
+			default:
+				if len(args) != 1 {
+					return fmt.Errorf("get %s: no further arguments, got %q", args[0], args[1:])
+				}
+			}
+			return nil
+		},
+		ValidArgsFunction: func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			switch {
+			case len(args) == 0:
+				return []cobra.Completion{"services", "resources", "config"}, cobra.ShellCompDirectiveNoFileComp
+			case len(args) == 1 && canonicalGet(args[0]) == "config":
+				return completeInstances(cmd)
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
 	}
 	server := serverFlag(cmd)
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json (resources also: yaml)")
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, wide, json or yaml")
 	cmd.RunE = func(cmd *cobra.Command, args []string) error {
+		if output != "table" && output != "wide" && output != "json" && output != "yaml" {
+			return fmt.Errorf("-o %q: want table, wide, json or yaml", output)
+		}
 		c, err := apiclient.New(*server)
 		if err != nil {
 			return err
 		}
-		if output != "table" && output != "json" && output != "yaml" {
-			return fmt.Errorf("-o %q: want table, json or yaml", output)
-		}
 		out := cmd.OutOrStdout()
-		switch args[0] {
-		case "services", "service", "svc":
+		switch canonicalGet(args[0]) {
+		case "services":
 			return getServices(cmd.Context(), c, output, out)
-		case "resources", "resource":
+		case "resources":
 			return getResources(cmd.Context(), c, output, out)
+		default:
+			return getConfig(cmd.Context(), c, args[1], output, out)
 		}
-		return fmt.Errorf("unknown object %q: want services or resources", args[0])
 	}
 	return cmd
+}
+
+func canonicalGet(arg string) string {
+	for _, k := range getKinds {
+		if slices.Contains(k, strings.ToLower(arg)) {
+			return k[0]
+		}
+	}
+	return ""
 }
 
 func getServices(ctx context.Context, c *apiclient.Client, output string, out io.Writer) error {
@@ -125,21 +170,31 @@ func getServices(ctx context.Context, c *apiclient.Client, output string, out io
 	if err != nil {
 		return err
 	}
-	if output != "table" {
+	switch output {
+	case "json":
 		return printJSON(out, res)
+	case "yaml":
+		return printYAML(out, res)
 	}
+	wide := output == "wide"
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SERVICE\tINSTANCE\tADDRESS\tREADY\tVERSION\tLABELS")
+	if wide {
+		fmt.Fprintln(tw, "SERVICE\tINSTANCE\tADDRESS\tREADY\tVERSION\tLABELS\tOUTBOUND\tADMIN\tWEFT")
+	} else {
+		fmt.Fprintln(tw, "SERVICE\tINSTANCE\tADDRESS\tREADY\tVERSION\tLABELS")
+	}
 	for _, s := range res.Services {
-		if len(s.Instances) == 0 {
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\n", s.Name)
-		}
 		for _, in := range s.Instances {
 			var labels []string
 			for k, v := range in.Labels {
 				labels = append(labels, k+"="+v)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s\n", s.Name, in.ID, in.Address, in.Ready, dash(in.Version), dash(strings.Join(labels, ",")))
+			slices.Sort(labels)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%s\t%s", s.Name, in.ID, in.Address, in.Ready, dash(in.Version), dash(strings.Join(labels, ",")))
+			if wide {
+				fmt.Fprintf(tw, "\t%s\t%s\t%s", dash(in.Outbound), dash(in.Admin), dash(in.WeftVersion))
+			}
+			fmt.Fprintln(tw)
 		}
 	}
 	return tw.Flush()
@@ -174,6 +229,17 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printYAML prints v as YAML, by way of its JSON form (so field names are
+// the JSON API's).
+func printYAML(out io.Writer, v any) error {
+	y, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = out.Write(y)
+	return err
 }
 
 func printJSON(out io.Writer, v any) error {

@@ -27,7 +27,7 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 			}
 			s, err := control.New(cfg)
 			if err != nil {
-				return err
+				return controlPortHint(err)
 			}
 			return s.Run(cmd.Context())
 		},

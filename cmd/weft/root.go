@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"github.com/weftmesh/weft/version"
 )
 
 type globalFlags struct {
@@ -29,7 +31,14 @@ plane pushes every change to the sidecars.
   weft apply -f policy.yaml      change how services are called`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
+		// Every command, even one that never logs, refuses a bad global flag.
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			_, err := g.logger()
+			return err
+		},
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
 	root.AddCommand(
@@ -45,14 +54,19 @@ plane pushes every change to the sidecars.
 		newTopicsCmd(), newPublishCmd(), newDLQCmd(),
 		newCaptureCmd(),
 		newDashboardCmd(),
+		newVersionCmd(), newCheckCmd(), newProxyConfigCmd(),
 	)
+	registerCompletions(root)
 	return root
 }
 
 // logger builds the process logger; each package adds its own component key.
 func (g *globalFlags) logger() (*slog.Logger, error) {
 	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.logLevel)); err != nil {
+	switch strings.ToLower(g.logLevel) {
+	case "debug", "info", "warn", "error":
+		_ = lvl.UnmarshalText([]byte(g.logLevel))
+	default:
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}

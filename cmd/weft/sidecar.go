@@ -90,7 +90,7 @@ func newSidecarCmd(g *globalFlags) *cobra.Command {
 			cfg.Logger = cfg.Logger.With("service", cfg.Service)
 			sc, err := sidecar.New(cfg)
 			if err != nil {
-				return err
+				return sidecarPortHint(err)
 			}
 			return sc.Run(cmd.Context())
 		},

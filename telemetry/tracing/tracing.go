@@ -259,9 +259,6 @@ func ParseEndpoint(s string) (Endpoint, error) {
 	if err != nil || u.Host == "" {
 		return Endpoint{}, fmt.Errorf("%q: want http://host:port[/path] (OTLP/HTTP) or grpc://host:port (OTLP/gRPC), or %q", s, Disabled)
 	}
-	if _, _, err := net.SplitHostPort(u.Host); err != nil {
-		return Endpoint{}, fmt.Errorf("%q: the URL needs a port", s)
-	}
 	e := Endpoint{Host: u.Host}
 	switch strings.ToLower(u.Scheme) {
 	case "http":
@@ -273,6 +270,9 @@ func ParseEndpoint(s string) (Endpoint, error) {
 		e.GRPC = true
 	default:
 		return Endpoint{}, fmt.Errorf("%q: scheme %q: want http, https, grpc or grpcs", s, u.Scheme)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err != nil {
+		return Endpoint{}, fmt.Errorf("%q: the URL needs a port", s)
 	}
 	if !e.GRPC {
 		e.Path = u.Path

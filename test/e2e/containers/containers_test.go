@@ -28,10 +28,9 @@ import (
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
-// versionArgs is what `docker run IMAGE …` runs to prove the image starts.
-// Once `weft version` exists, this line becomes []string{"version"}, and
-// the output must then hold the version the image was built with.
-var versionArgs = []string{"--help"}
+// versionArgs is what `docker run IMAGE …` runs to prove the image starts;
+// the output must hold the version the image was built with.
+var versionArgs = []string{"version"}
 
 // wantVersionOut is what the output of versionArgs must contain.
 func wantVersionOut(version string) string {
