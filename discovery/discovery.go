@@ -68,6 +68,9 @@ type Config struct {
 	FirstUpdateWait time.Duration
 	// Heartbeat is the interval of lease renewals (default 1s).
 	Heartbeat time.Duration
+	// Zone is the caller's zone: destinations prefer their instances in
+	// it (see balancer.Build). "" (or a pure client without --zone): none.
+	Zone string
 }
 
 // Client is safe for concurrent use.
@@ -527,6 +530,10 @@ func (c *Client) build(service string, st *state) *Destination {
 			}
 		}
 	}
+	opts := balancer.BuildOptions{Zone: c.cfg.Zone}
+	if d.Policy != nil {
+		opts.HashBalanceFactor = d.Policy.BuildOptions().HashBalanceFactor
+	}
 	b, err := balancer.Get(d.Algorithm)
 	if err != nil {
 		c.log.Error("policy names an algorithm this sidecar lacks; using the default", "service", service, "err", err)
@@ -556,7 +563,7 @@ func (c *Client) build(service string, st *state) *Destination {
 	if len(d.Endpoints) == 0 {
 		d.Picker = balancer.Empty()
 	} else {
-		d.Picker = b.Build(d.Endpoints)
+		d.Picker = balancer.Build(b, d.Endpoints, opts)
 	}
 	return d
 }
