@@ -7,6 +7,7 @@ import (
 	"strconv"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/balancer"
 )
 
 // The admin view's wire types (GET /config). Fields are only ever added.
@@ -29,6 +30,11 @@ type (
 		Policy    any              `json:"policy"`
 		Instances []InstanceView   `json:"instances"`
 		InFlight  map[string]int64 `json:"inFlight"`
+		// Endpoints: what the balancer knows of each ready instance.
+		Endpoints map[string]EndpointView `json:"endpoints"`
+		// LocalZone: false while requests fail over from this sidecar's
+		// zone to the others (see balancer.Build); true otherwise.
+		LocalZone bool `json:"localZone"`
 	}
 	ConfigView struct {
 		Service      string            `json:"service"`
@@ -46,6 +52,8 @@ type (
 	StatsView struct {
 		InboundRequests  int64 `json:"inbound_requests"`
 		OutboundRequests int64 `json:"outbound_requests"`
+		// Load is the x-weft-load value this instance reports now.
+		Load string `json:"load,omitempty"`
 	}
 )
 
@@ -104,9 +112,11 @@ func (s *Sidecar) config(w http.ResponseWriter, r *http.Request) {
 		iv := view(in)
 		v.Instance = &iv
 	}
+	now := balancer.Mono()
 	for _, d := range s.disc.Destinations() {
 		dv := DestinationView{Service: d.Service, Exists: d.Exists, Version: d.Version, Algorithm: d.Algorithm,
-			Timeout: d.Timeout.String(), Instances: []InstanceView{}, InFlight: map[string]int64{}}
+			Timeout: d.Timeout.String(), Instances: []InstanceView{}, InFlight: map[string]int64{},
+			Endpoints: map[string]EndpointView{}, LocalZone: balancer.LocalUsable(d.Picker)}
 		if d.Policy != nil {
 			dv.Policy = d.Policy
 		}
@@ -115,6 +125,7 @@ func (s *Sidecar) config(w http.ResponseWriter, r *http.Request) {
 		}
 		for _, ep := range d.Endpoints {
 			dv.InFlight[ep.ID] = ep.InFlight.Load()
+			dv.Endpoints[ep.ID] = endpointView(ep, now)
 		}
 		v.Destinations = append(v.Destinations, dv)
 	}
@@ -125,6 +136,9 @@ func (s *Sidecar) stats(w http.ResponseWriter, r *http.Request) {
 	v := StatsView{OutboundRequests: s.out.Requests.Load()}
 	if s.in != nil {
 		v.InboundRequests = s.in.Requests.Load()
+	}
+	if s.load != nil {
+		v.Load = string(s.load.Append(nil))
 	}
 	writeJSON(w, v)
 }

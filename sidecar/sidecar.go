@@ -22,6 +22,7 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/bind"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/load"
 	"github.com/weftmesh/weft/proxy"
 	"github.com/weftmesh/weft/proxy/h1"
 	"github.com/weftmesh/weft/resource"
@@ -77,6 +78,13 @@ type Config struct {
 	// on the whole process: meant for the weft binary, not for a program
 	// embedding a sidecar.
 	TrimExecutable bool
+	// AppPID is the app's process id, whose process tree's CPU use the
+	// load report carries (weft run sets it with SetAppPID; --app-pid for
+	// an app run separately). 0: not measured, unless LoadCgroup.
+	AppPID int
+	// LoadCgroup is a cgroup v2 directory describing the instance (its
+	// container), or "auto" for the sidecar's own; it wins over AppPID.
+	LoadCgroup string
 }
 
 // Defaults.
@@ -101,6 +109,7 @@ type Sidecar struct {
 	tracer  *tracing.Tracer   // nil: not tracing
 	access  *accesslog.Logger // nil: no access log
 	msg     *sidecarMessaging
+	load    *load.Meter // nil for a pure client
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
@@ -144,11 +153,18 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.ID == "" {
 		cfg.ID = newID(cfg.Service)
 	}
+	cg, err := load.ResolveCgroup(cfg.LoadCgroup)
+	if err != nil {
+		return nil, err
+	}
+	cfg.LoadCgroup = cg
+	if cfg.AppPID < 0 {
+		return nil, fmt.Errorf("--app-pid %d: not a process id", cfg.AppPID)
+	}
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, appReady: make(chan struct{})}
 	if err := s.checkMessaging(); err != nil {
 		return nil, err
 	}
-	var err error
 	defer func() {
 		if err != nil {
 			s.closeListeners()
@@ -210,7 +226,9 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
+		s.newLoad()
 	}
+	s.metrics.Registry().MustRegister(endpointCollector{s})
 	return s, nil
 }
 
@@ -357,6 +375,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		goRun("upstream "+u.Service, func() error { return u.Run(bg) })
 	}
 	s.runMessaging(bg, goRun)
+	s.runLoad(bg, goRun)
 	if s.cfg.TrimExecutable {
 		goRun("trim", func() error { s.trimLoop(bg); return nil })
 	}

@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// liveLoad keeps workers sending requests until stopped, recording every
+// result as it comes, so a test can watch shares move while load runs.
+type liveLoad struct {
+	mu   sync.Mutex
+	res  []Result
+	stop chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+func startLiveLoad(c *http.Client, service string, workers int) *liveLoad {
+	l := &liveLoad{stop: make(chan struct{})}
+	for range workers {
+		l.wg.Go(func() {
+			for {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				r := meshGet(c, service, "/live", nil)
+				l.mu.Lock()
+				l.res = append(l.res, r)
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+func (l *liveLoad) Stop() []Result {
+	l.once.Do(func() { close(l.stop) })
+	l.wg.Wait()
+	return l.res
+}
+
+// share returns name's share of the successful requests that ended in
+// [from, to), and how many there were.
+func (l *liveLoad) share(name string, from, to time.Time) (float64, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return shareOf(l.res, name, from, to)
+}
+
+func shareOf(rs []Result, name string, from, to time.Time) (float64, int) {
+	hit, n := 0, 0
+	for _, r := range rs {
+		if !r.OK() || r.End.Before(from) || !r.End.Before(to) {
+			continue
+		}
+		n++
+		if r.Reply.Name == name {
+			hit++
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return float64(hit) / float64(n), n
+}
+
+// TestLoadAware: of three instances under load_aware, one whose app starts
+// burning every CPU must get < 20% of the traffic within 10 s, and its
+// share must recover within 30 s after it stops. Both times are measured
+// and logged.
+func TestLoadAware(t *testing.T) {
+	cp := StartControl(t)
+	a := StartRun(t, cp, RunOpts{Service: "orders"})
+	b := StartRun(t, cp, RunOpts{Service: "orders"})
+	hot := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 3, eventually)
+	setPolicy(t, cp, "load_aware", "")
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", a.Name, b.Name, hot.Name)
+
+	l := startLiveLoad(c, "orders", 6)
+	defer l.Stop()
+	time.Sleep(3 * time.Second)
+	base, n := l.share(hot.Name, time.Now().Add(-3*time.Second), time.Now())
+	t.Logf("before the burn: %s got %.1f%% of %d requests", hot.Name, 100*base, n)
+	if base < 0.2 {
+		t.Fatalf("before burning, %s got only %.1f%% of %d requests; the test needs a fair share to start from", hot.Name, 100*base, n)
+	}
+
+	burn := func(d string) time.Time {
+		t.Helper()
+		resp, err := plainClient.Post("http://"+addr(hot.AppPort)+"/burn?for="+d, "text/plain", nil)
+		if err != nil {
+			t.Fatalf("starting the burn: %v", err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Fatalf("POST /burn: %d", resp.StatusCode)
+		}
+		return time.Now()
+	}
+
+	// Shifted: the first second from which every 1 s window gives the hot
+	// instance < 20%, within the 14 s of burning.
+	t0 := burn("60s")
+	const burnFor = 14 * time.Second
+	time.Sleep(burnFor)
+	tStop := burn("0")
+	var shifted time.Time
+	for w := t0.Add(time.Second); !w.After(tStop); w = w.Add(500 * time.Millisecond) {
+		s, n := l.share(hot.Name, w.Add(-time.Second), w)
+		if n > 0 && s >= 0.2 {
+			shifted = time.Time{}
+		} else if shifted.IsZero() && n > 0 {
+			shifted = w
+		}
+	}
+	late, nLate := l.share(hot.Name, t0.Add(10*time.Second), tStop)
+	if st, err := hot.Stats(); err == nil {
+		t.Logf("%s reports while burning: %s", hot.Name, st.Load)
+	}
+	if shifted.IsZero() {
+		t.Errorf("while %s burned CPU for %s its share never stayed below 20%% (%.1f%% of %d requests in the last %s)",
+			hot.Name, burnFor, 100*late, nLate, burnFor-10*time.Second)
+	} else {
+		t.Logf("burning: %s's share fell below 20%% for good %s after the burn started; %.1f%% of %d requests from 10 s on",
+			hot.Name, shifted.Sub(t0).Round(100*time.Millisecond), 100*late, nLate)
+		if d := shifted.Sub(t0); d > 10*time.Second {
+			t.Errorf("the shift took %s, want ≤ 10 s", d.Round(100*time.Millisecond))
+		}
+	}
+	if late >= 0.2 {
+		t.Errorf("from 10 s into the burn, %s still got %.1f%% of %d requests, want < 20%%", hot.Name, 100*late, nLate)
+	}
+
+	// Recovered: a 2 s window with ≥ 25% (a fair share is 33%).
+	var recovered time.Duration
+	deadline := tStop.Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		time.Sleep(500 * time.Millisecond)
+		if s, n := l.share(hot.Name, time.Now().Add(-2*time.Second), time.Now()); n > 20 && s >= 0.25 {
+			recovered = time.Since(tStop)
+			break
+		}
+	}
+	res := l.Stop()
+	if f := failures(res); len(f) > 0 {
+		t.Errorf("%d of %d requests failed:%s", len(f), len(res), describe(f, 10))
+	}
+	if recovered == 0 {
+		s, n := shareOf(res, hot.Name, tStop.Add(28*time.Second), tStop.Add(30*time.Second))
+		t.Errorf("30 s after the burn stopped, %s's share had not recovered to 25%% (last 2 s: %.1f%% of %d)", hot.Name, 100*s, n)
+	} else {
+		t.Logf("recovery: %s's share was back at ≥ 25%% %s after the burn stopped", hot.Name, recovered.Round(100*time.Millisecond))
+	}
+	t.Logf("%d requests in all, %v", len(res), countByName(res))
+
+	// What the caller's sidecar knows, as the admin view shows it.
+	code, body, err := httpGet(client.AdminURL() + "/config")
+	if err == nil && code == 200 {
+		var cv struct {
+			Destinations []struct {
+				Service   string `json:"service"`
+				Endpoints map[string]struct {
+					Headroom float64 `json:"headroom"`
+				} `json:"endpoints"`
+			} `json:"destinations"`
+		}
+		if json.Unmarshal([]byte(body), &cv) == nil {
+			var parts []string
+			for _, d := range cv.Destinations {
+				for id, ep := range d.Endpoints {
+					parts = append(parts, fmt.Sprintf("%s=%.2f", id, ep.Headroom))
+				}
+			}
+			t.Logf("the client's view of headroom after recovery: %s", strings.Join(parts, " "))
+		}
+	}
+}
