@@ -185,3 +185,60 @@ func TestLoadAware(t *testing.T) {
 		}
 	}
 }
+
+// TestZones: a caller with --zone a sends everything to zone a's instances
+// while one is ready, fails over to zone b when none is (no failed
+// request), and comes back when zone a has an instance again.
+func TestZones(t *testing.T) {
+	cp := StartControl(t)
+	zoneFlag := func(z string) []string { return []string{"--zone", z} }
+	a1 := StartRun(t, cp, RunOpts{Service: "orders", Flags: zoneFlag("a")})
+	a2 := StartRun(t, cp, RunOpts{Service: "orders", Flags: zoneFlag("a")})
+	b1 := StartRun(t, cp, RunOpts{Service: "orders", Flags: zoneFlag("b")})
+	b2 := StartRun(t, cp, RunOpts{Service: "orders", Flags: zoneFlag("b")})
+	cp.WaitReady("orders", 4, eventually)
+	client := StartSidecar(t, cp, SidecarOpts{Service: "client", Flags: zoneFlag("a")})
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", a1.Name, a2.Name)
+	// The client's first view may predate some instance; wait until it
+	// has all four (the admin view lists the ready endpoints).
+	if !poll(eventually, 50*time.Millisecond, func() bool {
+		_, body, err := httpGet(client.AdminURL() + "/config")
+		return err == nil && strings.Count(body, `"zone": "b"`) >= 2
+	}) {
+		t.Fatal("the client never saw zone b's instances")
+	}
+
+	inZone := func(phase string, n int, want ...*Sidecar) {
+		t.Helper()
+		got := tally(sequential(t, c, n, "/zone", nil))
+		ok := map[string]bool{}
+		for _, s := range want {
+			ok[s.Name] = true
+			if got[s.Name] == 0 {
+				t.Errorf("%s: %s got none of %d requests: %v", phase, s.Name, n, got)
+			}
+		}
+		for name, k := range got {
+			if !ok[name] {
+				t.Errorf("%s: %d of %d requests went to %s, outside the zone expected: %v", phase, k, n, name, got)
+			}
+		}
+		t.Logf("%s: %v", phase, got)
+	}
+	inZone("zone a up", 200, a1, a2)
+
+	// Zone a goes away: every request still succeeds (sequential fails
+	// the test on any non-200), in zone b.
+	for _, s := range []*Sidecar{a1, a2} {
+		s.Proc.Stop(10 * time.Second)
+	}
+	cp.WaitReady("orders", 2, eventually)
+	time.Sleep(propagation + settle)
+	inZone("zone a gone", 200, b1, b2)
+
+	a3 := StartRun(t, cp, RunOpts{Service: "orders", Flags: zoneFlag("a")})
+	cp.WaitReady("orders", 3, eventually)
+	time.Sleep(propagation + settle)
+	inZone("zone a back", 100, a3)
+}
