@@ -25,6 +25,8 @@ type (
 		Version string            `json:"version"`
 		Labels  map[string]string `json:"labels"`
 		Zone    string            `json:"zone,omitempty"`
+		// Load is the instance's last pushed x-weft-load value.
+		Load string `json:"load,omitempty"`
 	}
 	ServiceJSON struct {
 		Name      string         `json:"name"`
@@ -95,7 +97,7 @@ func (s *Server) getServices(w http.ResponseWriter, r *http.Request) {
 			if labels == nil {
 				labels = map[string]string{}
 			}
-			sj.Instances = append(sj.Instances, InstanceJSON{ID: in.Id, Address: in.Address, Ready: in.Ready, Version: in.Version, Labels: labels, Zone: in.Zone})
+			sj.Instances = append(sj.Instances, InstanceJSON{ID: in.Id, Address: in.Address, Ready: in.Ready, Version: in.Version, Labels: labels, Zone: in.Zone, Load: in.Load})
 		}
 		out.Services = append(out.Services, sj)
 	}

@@ -276,6 +276,22 @@ func (c *Client) SetReady(ready bool) {
 	c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}})
 }
 
+// SetLoad updates the load report (an x-weft-load value) this instance
+// carries in the registry, for callers that have not talked to it lately,
+// and re-registers it when it changed. The caller rate-limits: each change
+// is pushed to every subscriber of the service.
+func (c *Client) SetLoad(v string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.instance == nil || c.instance.Load == v {
+		return
+	}
+	c.instance.Load = v
+	if c.announced {
+		c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}})
+	}
+}
+
 // Deregister removes this instance from the mesh and waits until the control
 // plane has queued the removal to every subscriber (or ctx ends). It is not
 // re-registered on reconnect.
@@ -450,7 +466,11 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	}
 	st.exists = u.Exists
 	st.version = u.Version
+	var loads []*pb.Instance // with a load report the caller has not seen
 	for _, in := range u.Upserts {
+		if old := st.instances[in.Id]; in.Load != "" && (old == nil || old.Load != in.Load) {
+			loads = append(loads, in)
+		}
 		st.instances[in.Id] = in
 	}
 	for _, id := range u.Removes {
@@ -460,6 +480,7 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 		st.config = u.Config
 	}
 	d := c.build(u.Service, st)
+	pushedLoads(st, loads)
 	next := maps.Clone(*c.table.Load())
 	next[u.Service] = d
 	c.table.Store(&next)
@@ -469,6 +490,23 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	}
 	for ch := range c.watchers[u.Service] {
 		offer(ch, d)
+	}
+}
+
+// pushedLoads hands the load reports that came through the control plane
+// to their endpoints, unless an endpoint sent a fresher one itself (every
+// response carries one): this is the news for a caller that has not
+// talked to an instance lately.
+func pushedLoads(st *state, loads []*pb.Instance) {
+	now := balancer.Mono()
+	for _, in := range loads {
+		ep := st.endpoints[in.Id]
+		if ep == nil {
+			continue
+		}
+		if _, age, ok := ep.LastLoad(now); !ok || age > balancer.LoadFresh {
+			ep.ReportLoadAt(now, []byte(in.Load))
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package sidecar
 
 import (
 	"context"
+	"math"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,10 +24,42 @@ func (s *Sidecar) newLoad() {
 	s.load.Register(s.metrics.Registry())
 }
 
-// runLoad samples the meter until ctx is done (an instance only).
+// runLoad samples the meter until ctx is done (an instance only), and
+// pushes the load through the control plane for idle callers.
 func (s *Sidecar) runLoad(ctx context.Context, goRun func(string, func() error)) {
 	if s.load != nil {
 		goRun("load", func() error { s.load.Run(ctx); return nil })
+		goRun("load push", func() error { s.pushLoad(ctx); return nil })
+	}
+}
+
+// The control plane's copy of the load is refreshed only when the headroom
+// moved by loadPushDelta since the last push, and at most every
+// loadPushEvery: each push is one update to every subscriber of the
+// service, so the fan-out stays bounded by instances / 5 s however busy
+// the mesh. Callers in conversation with an instance learn from its
+// responses instead, at once.
+const (
+	loadPushDelta = 0.2
+	loadPushEvery = 5 * time.Second
+)
+
+func (s *Sidecar) pushLoad(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last, at := 1.0, time.Time{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			h := s.load.Last().Headroom
+			if math.Abs(h-last) < loadPushDelta || now.Sub(at) < loadPushEvery {
+				continue
+			}
+			s.disc.SetLoad(string(s.load.Append(nil)))
+			last, at = h, now
+		}
 	}
 }
 

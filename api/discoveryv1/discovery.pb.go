@@ -40,7 +40,12 @@ type Instance struct {
 	Zone    string            `protobuf:"bytes,7,opt,name=zone,proto3" json:"zone,omitempty"`
 	// host:port of the sidecar's admin listener (/metrics, /ready), where the
 	// control plane scrapes the instance's metrics; empty when disabled.
-	AdminAddress  string `protobuf:"bytes,8,opt,name=admin_address,json=adminAddress,proto3" json:"admin_address,omitempty"`
+	AdminAddress string `protobuf:"bytes,8,opt,name=admin_address,json=adminAddress,proto3" json:"admin_address,omitempty"`
+	// load is the instance's last load report pushed through the control
+	// plane (the x-weft-load value, at most 256 bytes), for callers that have
+	// not talked to it lately; its sidecar re-registers with a new one only
+	// on a significant change, at most every 5 s. Empty: none yet.
+	Load          string `protobuf:"bytes,30,opt,name=load,proto3" json:"load,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -127,6 +132,13 @@ func (x *Instance) GetZone() string {
 func (x *Instance) GetAdminAddress() string {
 	if x != nil {
 		return x.AdminAddress
+	}
+	return ""
+}
+
+func (x *Instance) GetLoad() string {
+	if x != nil {
+		return x.Load
 	}
 	return ""
 }
@@ -843,7 +855,7 @@ var File_discovery_proto protoreflect.FileDescriptor
 
 const file_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\xb3\x02\n" +
+	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\xc7\x02\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -852,7 +864,8 @@ const file_discovery_proto_rawDesc = "" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12?\n" +
 	"\x06labels\x18\x06 \x03(\v2'.weft.discovery.v1.Instance.LabelsEntryR\x06labels\x12\x12\n" +
 	"\x04zone\x18\a \x01(\tR\x04zone\x12#\n" +
-	"\radmin_address\x18\b \x01(\tR\fadminAddress\x1a9\n" +
+	"\radmin_address\x18\b \x01(\tR\fadminAddress\x12\x12\n" +
+	"\x04load\x18\x1e \x01(\tR\x04load\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +

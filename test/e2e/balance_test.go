@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/balancer"
 )
 
 // liveLoad keeps workers sending requests until stopped, recording every
@@ -112,7 +114,9 @@ func TestLoadAware(t *testing.T) {
 	// instance < 20%, within the 14 s of burning.
 	t0 := burn("60s")
 	const burnFor = 14 * time.Second
-	time.Sleep(burnFor)
+	time.Sleep(5 * time.Second)
+	idleCaller(t, cp, hot)
+	time.Sleep(time.Until(t0.Add(burnFor)))
 	tStop := burn("0")
 	var shifted time.Time
 	for w := t0.Add(time.Second); !w.After(tStop); w = w.Add(500 * time.Millisecond) {
@@ -184,6 +188,65 @@ func TestLoadAware(t *testing.T) {
 			t.Logf("the client's view of headroom after recovery: %s", strings.Join(parts, " "))
 		}
 	}
+}
+
+// idleCaller checks the control plane's copy of the load: the busy
+// instance's registry entry carries its report, and a new caller knows it
+// before it has sent the instance a request.
+func idleCaller(t *testing.T, cp *Control, hot *Sidecar) {
+	t.Helper()
+	var pushed, hotID string
+	if !poll(5*time.Second, 100*time.Millisecond, func() bool {
+		in, err := cp.ReadyInstances("orders")
+		for _, i := range in {
+			if sameAddr(i.Address, hot.InboundAddr()) {
+				pushed, hotID = i.Load, i.ID
+			}
+		}
+		r, ok := balancerParse(pushed)
+		return err == nil && ok && r < 0.8
+	}) {
+		t.Errorf("the registry's entry for the burning %s carries load %q; want a report with headroom < 0.8", hot.Name, pushed)
+		return
+	}
+	// A new caller whose first request went to the busy instance learnt
+	// from its answer: try another new caller (up to 3).
+	for try := 1; try <= 3; try++ {
+		idle := StartClient(t, cp, nil)
+		first := mustGet(t, proxyClient(idle.OutboundAddr()), "orders", "/one", nil)
+		_, body, err := httpGet(idle.AdminURL() + "/config")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var cv struct {
+			Destinations []struct {
+				Endpoints map[string]struct {
+					Headroom float64          `json:"headroom"`
+					Load     *json.RawMessage `json:"load"`
+				} `json:"endpoints"`
+			} `json:"destinations"`
+		}
+		if err := json.Unmarshal([]byte(body), &cv); err != nil || len(cv.Destinations) != 1 {
+			t.Fatalf("idle caller's /config: %v in %s", err, body)
+		}
+		ep, ok := cv.Destinations[0].Endpoints[hotID]
+		t.Logf("registry entry of %s: %q; new caller %d's first request went to %s; it sees %s at headroom %.2f", hot.Name, pushed, try, first.Name, hot.Name, ep.Headroom)
+		if first.Name == hot.Name {
+			continue // inconclusive: its answer carried the load too
+		}
+		if !ok || ep.Load == nil || ep.Headroom >= 0.8 {
+			t.Errorf("a new caller that has not talked to %s does not know it is busy (endpoint %s: %+v, found %v)", hot.Name, hotID, ep, ok)
+		}
+		idle.Proc.Stop(10 * time.Second)
+		return
+	}
+	t.Log("inconclusive: every new caller's first request went to the busy instance")
+}
+
+// balancerParse returns the headroom of an x-weft-load value.
+func balancerParse(v string) (float64, bool) {
+	r, ok := balancer.ParseLoad([]byte(v))
+	return r.Headroom, ok
 }
 
 // TestZones: a caller with --zone a sends everything to zone a's instances

@@ -87,6 +87,7 @@ type InstanceJSON struct {
 	Version string            `json:"version"`
 	Labels  map[string]string `json:"labels"`
 	Zone    string            `json:"zone"`
+	Load    string            `json:"load"`
 }
 
 type ServiceJSON struct {
