@@ -81,10 +81,11 @@ func (z *zonal) localUsable() bool {
 	var inLocal int64
 	for _, ep := range z.local {
 		inLocal += ep.InFlight.Load()
-		failing := ep.fails.Load() >= zoneMaxFailures && now-ep.rttAt.Load() < zoneRetryAfter
-		if !failing && ep.Headroom(now) >= zoneMinHeadroom {
-			up = true
+		if up {
+			continue // one usable endpoint is enough; only the sum is left
 		}
+		failing := ep.fails.Load() >= zoneMaxFailures && now-ep.rttAt.Load() < zoneRetryAfter
+		up = !failing && ep.Headroom(now) >= zoneMinHeadroom
 	}
 	if !up {
 		return false

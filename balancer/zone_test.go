@@ -127,3 +127,10 @@ func TestZoneFailingRetriedLater(t *testing.T) {
 		t.Error("zone a failed 6 s ago and had no attempt since: it should be tried again")
 	}
 }
+
+func TestZonePickDoesNotAllocate(t *testing.T) {
+	p := balancertest.BuildWith(t, "least_request", zoned(), balancer.BuildOptions{Zone: "a"})
+	if a := testing.AllocsPerRun(1000, func() { _, _ = p.Pick(balancer.PickInfo{}) }); a != 0 {
+		t.Fatalf("Pick allocates %v times per call, want 0", a)
+	}
+}

@@ -9,9 +9,13 @@
 // Loads are bounded (Mirrokni, Thorup and Zadimoghaddam, "Consistent Hashing
 // with Bounded Loads", as in HAProxy and Envoy): with T requests in flight
 // over N endpoints, an endpoint takes a request only while its in-flight
-// count is below ceil(c·(T+1)/N), c being loadBalancer.hashBalanceFactor
-// (default 1.25); otherwise the request walks on along the ring to the next
-// endpoint that is. Such an endpoint always exists, since not every endpoint
+// count is below max(MinBound, ceil(c·(T+1)/N)), c being
+// loadBalancer.hashBalanceFactor (default 1.25); otherwise the request walks
+// on along the ring to the next endpoint that is. The floor MinBound is ours:
+// at low load the plain bound is 1 or 2, and two requests for one key in
+// flight at once (a page's parallel calls for one user) would already go to
+// two endpoints, so that keys would stop being sticky exactly when no
+// endpoint is anywhere near overloaded. Such an endpoint always exists, since not every endpoint
 // can hold more than the mean. A key therefore stays on its endpoint as
 // long as that endpoint is not overloaded, and a hot key spills over to the
 // same next endpoints on every sidecar. The bound holds for each pick's
@@ -51,6 +55,10 @@ const Name = "consistent_hash"
 // ring. 160 keeps each endpoint's share of the keys within a few percent of
 // 1/N while a 100-endpoint ring stays at 16,000 points (256 KB).
 const pointsPerEndpoint = 160
+
+// MinBound is the least in-flight count at which an endpoint counts as
+// overloaded.
+const MinBound = 8
 
 func init() { balancer.Register(builder{}) }
 
@@ -134,7 +142,7 @@ func (r *ring) Pick(info balancer.PickInfo) (*balancer.Endpoint, error) {
 	for _, ep := range r.endpoints {
 		total += ep.InFlight.Load()
 	}
-	bound := int64(math.Ceil(r.factor * float64(total+1) / float64(n)))
+	bound := max(MinBound, int64(math.Ceil(r.factor*float64(total+1)/float64(n))))
 	var last *balancer.Endpoint
 	for i := range len(r.owners) {
 		ep := r.owners[(lo+i)%len(r.owners)]

@@ -182,18 +182,19 @@ func BenchmarkBuild(b *testing.B) {
 	}
 }
 
-// bound is the bounded-load cap for a pick: ceil(c·(T+1)/N).
+// bound is the bounded-load cap for a pick: max(MinBound, ceil(c·(T+1)/N)).
 func bound(c float64, eps []*balancer.Endpoint) int64 {
 	var total int64
 	for _, ep := range eps {
 		total += ep.InFlight.Load()
 	}
-	return int64(math.Ceil(c * float64(total+1) / float64(len(eps))))
+	return max(consistenthash.MinBound, int64(math.Ceil(c*float64(total+1)/float64(len(eps)))))
 }
 
 // TestBoundedLoad simulates many requests in flight at once, half of them
 // for one hot key, and checks before every pick that the chosen endpoint
-// stays within ceil(c·(T+1)/N) once it takes the request, for several c.
+// stays within max(MinBound, ceil(c·(T+1)/N)) once it takes the request,
+// for several c.
 // Requests finish in random order; the simulation is seeded, so it cannot
 // flake.
 func TestBoundedLoad(t *testing.T) {
@@ -225,8 +226,8 @@ func TestBoundedLoad(t *testing.T) {
 					t.Fatal(err)
 				}
 				if got := ep.InFlight.Add(1); got > limit {
-					t.Fatalf("step %d: %s now holds %d in flight, over the bound ceil(%.2f·(%d+1)/10) = %d",
-						step, ep.ID, got, c, len(inFlight), limit)
+					t.Fatalf("step %d: %s now holds %d in flight, over the bound max(%d, ceil(%.2f·(%d+1)/10)) = %d",
+						step, ep.ID, got, consistenthash.MinBound, c, len(inFlight), limit)
 				}
 				inFlight = append(inFlight, ep)
 				if hot {
@@ -250,7 +251,9 @@ func TestBoundedLoad(t *testing.T) {
 
 // TestStickyUnderBalancedLoad: while no endpoint is over the bound, every
 // key goes where the plain ring puts it; when its owner is overloaded, it
-// moves to the same next endpoint on every sidecar.
+// moves to the same next endpoint on every sidecar. Below MinBound in
+// flight, nothing is overloaded: two concurrent requests for one key stay
+// together.
 func TestStickyUnderBalancedLoad(t *testing.T) {
 	eps := balancertest.Endpoints(10)
 	p := balancertest.Build(t, consistenthash.Name, eps)
@@ -258,20 +261,31 @@ func TestStickyUnderBalancedLoad(t *testing.T) {
 	for i := range 500 {
 		idle[i] = balancertest.PickID(t, p, balancertest.KeyInfo(i))
 	}
+	owner := eps[0]
 	for _, ep := range eps {
-		ep.InFlight.Store(4) // T=40, bound ceil(1.25·41/10) = 6
+		if ep.ID == idle[0] {
+			owner = ep
+		}
+	}
+	owner.InFlight.Store(consistenthash.MinBound - 1) // its other requests, all for key 0
+	if got := balancertest.PickID(t, p, balancertest.KeyInfo(0)); got != idle[0] {
+		t.Fatalf("key 0 with %d of its requests in flight (and nothing else) moved %s→%s; below MinBound it must stay", consistenthash.MinBound-1, idle[0], got)
+	}
+	owner.InFlight.Store(0)
+	for _, ep := range eps {
+		ep.InFlight.Store(7) // T=70, bound ceil(1.25·71/10) = 9
 	}
 	for i := range 500 {
 		if got := balancertest.PickID(t, p, balancertest.KeyInfo(i)); got != idle[i] {
 			t.Fatalf("key %d: %s under balanced load, %s when idle; it must stay", i, got, idle[i])
 		}
 	}
-	eps[3].InFlight.Store(6) // at the bound (T=42: ceil(1.25·43/10) = 6)
+	eps[3].InFlight.Store(10) // T=73: ceil(1.25·74/10) = ceil(9.25) = 10: at the bound
 	other := balancertest.Endpoints(10)
 	for _, ep := range other {
-		ep.InFlight.Store(4)
+		ep.InFlight.Store(7)
 	}
-	other[3].InFlight.Store(6)
+	other[3].InFlight.Store(10)
 	q := balancertest.Build(t, consistenthash.Name, other) // another sidecar, same view
 	moved := 0
 	for i := range 500 {
