@@ -6,8 +6,9 @@
 // this instance by its headroom.
 //
 // A Meter is sampled on a ticker owned by its Run (every second by
-// default); per request it costs a few atomic operations (Begin, End,
-// Latency) and an append of the value it last rendered (Append).
+// default, with ten counts of the app's runnable threads in between); per
+// request it costs a few atomic operations (Begin, End, Latency) and an
+// append of the value it last rendered (Append).
 package load
 
 import (
@@ -152,19 +153,31 @@ func (m *Meter) Append(dst []byte) []byte {
 func (m *Meter) Last() Sample { return *m.last.Load() }
 
 // Run samples every Interval until ctx is done.
+//
+// Between samples, with the proc source, it also looks demandProbes times
+// at which of the app's threads are runnable (see procState.runnable).
 func (m *Meter) Run(ctx context.Context) {
 	m.sample()
-	t := time.NewTicker(m.cfg.Interval)
+	t := time.NewTicker(m.cfg.Interval / demandProbes)
 	defer t.Stop()
-	for {
+	for n := 1; ; n++ {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			m.sample()
+			if m.cfg.Cgroup == "" && m.pid.Load() > 0 {
+				m.proc.probe(m.cfg.ProcRoot)
+			}
+			if n%demandProbes == 0 {
+				m.sample()
+			}
 		}
 	}
 }
+
+// demandProbes is how many times per sample the runnable threads are
+// counted.
+const demandProbes = 10
 
 // smoothing is the weight of a new CPU or memory sample: with 1 s samples
 // a change shows half in the first second, 90% within about three.

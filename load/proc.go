@@ -19,6 +19,14 @@ import (
 // is missed: a measure of a steadily busy app, which is what balancing
 // needs.
 
+// CPU time alone under-reads an app starved by its neighbours: spinning on
+// every CPU of a saturated host it gets, and so uses, only a part of them.
+// So the sampler also counts, ten times a second, the tree's threads that
+// are runnable (state R: running or waiting for a CPU), and the CPU figure
+// is the larger of the time used and that demand, in CPUs over the CPUs
+// there are. An idle server's threads sleep; a saturated one's are R
+// however little CPU it is given.
+
 // treeRescan: the tree is looked for again every this many samples.
 const treeRescan = 5
 
@@ -34,6 +42,61 @@ type procState struct {
 	members []int
 	last    map[int]uint64 // CPU ticks per member at the last sample
 	at      time.Time
+
+	runnable, probes int // runnable threads seen over probes since the last sample
+}
+
+// maxProbeThreads bounds the stat files one probe reads (an app with
+// thousands of threads): past it, the count is scaled from those read.
+const maxProbeThreads = 256
+
+// probe counts the members' runnable threads once.
+func (p *procState) probe(procRoot string) {
+	read, seen, runnable := 0, 0, 0
+	for _, m := range p.members {
+		dir := filepath.Join(procRoot, strconv.Itoa(m), "task")
+		tasks, err := os.ReadDir(dir)
+		if err != nil {
+			tasks = nil
+		}
+		if len(tasks) == 0 {
+			seen++
+			if read < maxProbeThreads {
+				read++
+				if st, err := readState(filepath.Join(procRoot, strconv.Itoa(m), "stat")); err == nil && st == 'R' {
+					runnable++
+				}
+			}
+			continue
+		}
+		for _, t := range tasks {
+			seen++
+			if read == maxProbeThreads {
+				continue
+			}
+			read++
+			if st, err := readState(filepath.Join(dir, t.Name(), "stat")); err == nil && st == 'R' {
+				runnable++
+			}
+		}
+	}
+	if read > 0 {
+		p.runnable += runnable * seen / read
+	}
+	p.probes++
+}
+
+// readState returns the state letter of a stat file.
+func readState(path string) (byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 >= len(b) {
+		return 0, errStat
+	}
+	return b[i+2], nil
 }
 
 // sample returns the tree's CPU use since the last sample as a fraction
@@ -65,10 +128,15 @@ func (p *procState) sample(procRoot string, pid int, now time.Time, cpus float64
 	first := p.at.IsZero()
 	dt := now.Sub(p.at).Seconds()
 	p.last, p.at = cur, now
+	demand := 0.0
+	if p.probes > 0 {
+		demand = float64(p.runnable) / float64(p.probes) / cpus
+	}
+	p.runnable, p.probes = 0, 0
 	if first || dt <= 0 {
 		return -1, nil
 	}
-	return min(float64(delta)/clockTicks/(dt*cpus), 1), nil
+	return min(max(float64(delta)/clockTicks/(dt*cpus), demand), 1), nil
 }
 
 // tree lists pid and its descendants (pid alone when /proc cannot be read).
