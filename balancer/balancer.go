@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // Endpoint is one ready instance of a destination service as the balancer sees
@@ -30,7 +29,14 @@ type Endpoint struct {
 	// proxy increments it around each request; least_request reads it.
 	InFlight atomic.Int64
 
-	lastRTT atomic.Int64 // nanoseconds; see Observe
+	// What Observe and ReportLoad keep (endpoint.go). Each is one or two
+	// atomics written without a lock: two concurrent writers may each win
+	// one word of a pair, which skews one estimate by one sample at most.
+	rtt    atomic.Uint64 // float64 bits: peak-EWMA of the time to response head, ns; 0 = none yet
+	rttAt  atomic.Int64  // Mono time of the last rtt update
+	fails  atomic.Int32  // consecutive failed attempts
+	load   atomic.Uint64 // the last load report, packed (see packLoad); 0 = none
+	loadAt atomic.Int64  // Mono time of the last load report
 }
 
 // PickInfo is what a picker may know of the request. It is passed by value and
@@ -51,9 +57,39 @@ type Picker interface {
 
 // Builder makes a Picker for a set of ready endpoints. endpoints is sorted by
 // ID and never empty; the builder may keep the slice but must not modify it.
+// Callers build through the package's Build, which adds zone preference.
 type Builder interface {
 	Name() string
-	Build(endpoints []*Endpoint) Picker
+	Build(endpoints []*Endpoint, opts BuildOptions) Picker
+}
+
+// BuildOptions is what a destination's policy and the calling sidecar tell
+// a builder beyond the endpoints. The zero value means every default.
+type BuildOptions struct {
+	// HashBalanceFactor is consistent_hash's bound on load: no endpoint gets
+	// more than HashBalanceFactor × the mean in-flight requests (rounded
+	// up). 0 means DefaultHashBalanceFactor; values below 1 are taken as 1.
+	HashBalanceFactor float64
+	// Zone is the calling sidecar's zone ("": none). Build prefers the
+	// endpoints of that zone (see zone.go); builders themselves ignore it.
+	Zone string
+}
+
+// DefaultHashBalanceFactor is loadBalancer.hashBalanceFactor's default, the
+// c = 1.25 that Google's "consistent hashing with bounded loads" suggests
+// (and HAProxy's hash-balance-factor 125): keys stay put until their
+// endpoint holds 25% more than its share.
+const DefaultHashBalanceFactor = 1.25
+
+// BalanceFactor returns the factor to use: the default for 0, at least 1.
+func (o BuildOptions) BalanceFactor() float64 {
+	switch {
+	case o.HashBalanceFactor == 0:
+		return DefaultHashBalanceFactor
+	case o.HashBalanceFactor < 1:
+		return 1
+	}
+	return o.HashBalanceFactor
 }
 
 // ErrNoEndpoints is returned by Pick when there is nothing to pick.
@@ -121,22 +157,3 @@ func (empty) Pick(PickInfo) (*Endpoint, error) { return nil, ErrNoEndpoints }
 
 // Empty returns a picker that always fails with ErrNoEndpoints.
 func Empty() Picker { return empty{} }
-
-// LoadHeader is the response header in which an instance's sidecar reports
-// the instance's load to its callers (like gRPC's ORCA): the inbound sidecar
-// adds it to every response, the calling sidecar hands its value to
-// Endpoint.ReportLoad. Its format belongs to the load_aware balancer.
-const LoadHeader = "x-weft-load"
-
-// Observe records one finished exchange with this endpoint: the time to its
-// response head and whether the attempt failed. The request pipeline calls
-// it once per attempt; latency-aware pickers read what it keeps. It must not
-// block or allocate.
-func (e *Endpoint) Observe(rtt time.Duration, failed bool) {
-	e.lastRTT.Store(int64(rtt))
-}
-
-// ReportLoad records the value of a LoadHeader the endpoint sent. The
-// pipeline calls it with the raw header value; it must not block or
-// allocate, and ignores values it cannot read.
-func (e *Endpoint) ReportLoad(v []byte) {}

@@ -10,7 +10,7 @@ import (
 	_ "github.com/weftmesh/weft/balancer/all"
 )
 
-var want = []string{"consistent_hash", "least_request", "modulo", "random", "round_robin"}
+var want = []string{"consistent_hash", "least_request", "load_aware", "modulo", "random", "round_robin"}
 
 func TestNames(t *testing.T) {
 	names := balancer.Names()
@@ -83,7 +83,7 @@ func TestEmptyBuild(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			b, _ := balancer.Get(name)
 			for _, info := range []balancer.PickInfo{{}, {Hash: 1, HasHash: true}} {
-				if ep, err := b.Build(nil).Pick(info); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
+				if ep, err := b.Build(nil, balancer.BuildOptions{}).Pick(info); ep != nil || !errors.Is(err, balancer.ErrNoEndpoints) {
 					t.Errorf("Build(nil).Pick(%+v) = %v, %v; want nil, ErrNoEndpoints", info, ep, err)
 				}
 			}

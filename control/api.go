@@ -30,6 +30,8 @@ type (
 		Outbound    string `json:"outbound,omitempty"`
 		Admin       string `json:"admin,omitempty"`
 		WeftVersion string `json:"weftVersion,omitempty"`
+		// Load is the instance's last pushed x-weft-load value.
+		Load string `json:"load,omitempty"`
 	}
 	ServiceJSON struct {
 		Name      string         `json:"name"`
@@ -104,7 +106,7 @@ func (s *Server) getServices(w http.ResponseWriter, r *http.Request) {
 				labels = map[string]string{}
 			}
 			sj.Instances = append(sj.Instances, InstanceJSON{ID: in.Id, Address: in.Address, Ready: in.Ready, Version: in.Version, Labels: labels, Zone: in.Zone,
-				Outbound: in.OutboundAddress, Admin: in.AdminAddress, WeftVersion: in.WeftVersion})
+				Outbound: in.OutboundAddress, Admin: in.AdminAddress, WeftVersion: in.WeftVersion, Load: in.Load})
 		}
 		out.Services = append(out.Services, sj)
 	}

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/registry"
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/version"
@@ -232,6 +233,9 @@ func validateInstance(in *pb.Instance) error {
 	}
 	if len(in.Version) > maxFieldLen || len(in.Zone) > maxFieldLen {
 		return errors.New("version and zone: at most 256 characters")
+	}
+	if len(in.Load) > balancer.MaxLoadHeader {
+		return fmt.Errorf("load: at most %d bytes", balancer.MaxLoadHeader)
 	}
 	if len(in.Labels) > maxLabels {
 		return fmt.Errorf("labels: at most %d", maxLabels)

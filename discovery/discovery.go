@@ -68,6 +68,9 @@ type Config struct {
 	FirstUpdateWait time.Duration
 	// Heartbeat is the interval of lease renewals (default 1s).
 	Heartbeat time.Duration
+	// Zone is the caller's zone: destinations prefer their instances in
+	// it (see balancer.Build). "" (or a pure client without --zone): none.
+	Zone string
 }
 
 // Client is safe for concurrent use.
@@ -287,6 +290,22 @@ func (c *Client) SetReady(ready bool) {
 	c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}})
 }
 
+// SetLoad updates the load report (an x-weft-load value) this instance
+// carries in the registry, for callers that have not talked to it lately,
+// and re-registers it when it changed. The caller rate-limits: each change
+// is pushed to every subscriber of the service.
+func (c *Client) SetLoad(v string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.instance == nil || c.instance.Load == v {
+		return
+	}
+	c.instance.Load = v
+	if c.announced {
+		c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}})
+	}
+}
+
 // Deregister removes this instance from the mesh and waits until the control
 // plane has queued the removal to every subscriber (or ctx ends). It is not
 // re-registered on reconnect.
@@ -467,7 +486,11 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	}
 	st.exists = u.Exists
 	st.version = u.Version
+	var loads []*pb.Instance // with a load report the caller has not seen
 	for _, in := range u.Upserts {
+		if old := st.instances[in.Id]; in.Load != "" && (old == nil || old.Load != in.Load) {
+			loads = append(loads, in)
+		}
 		st.instances[in.Id] = in
 	}
 	for _, id := range u.Removes {
@@ -477,6 +500,7 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 		st.config = u.Config
 	}
 	d := c.build(u.Service, st)
+	pushedLoads(st, loads)
 	next := maps.Clone(*c.table.Load())
 	next[u.Service] = d
 	c.table.Store(&next)
@@ -486,6 +510,23 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	}
 	for ch := range c.watchers[u.Service] {
 		offer(ch, d)
+	}
+}
+
+// pushedLoads hands the load reports that came through the control plane
+// to their endpoints, unless an endpoint sent a fresher one itself (every
+// response carries one): this is the news for a caller that has not
+// talked to an instance lately.
+func pushedLoads(st *state, loads []*pb.Instance) {
+	now := balancer.Mono()
+	for _, in := range loads {
+		ep := st.endpoints[in.Id]
+		if ep == nil {
+			continue
+		}
+		if _, age, ok := ep.LastLoad(now); !ok || age > balancer.LoadFresh {
+			ep.ReportLoadAt(now, []byte(in.Load))
+		}
 	}
 }
 
@@ -547,6 +588,10 @@ func (c *Client) build(service string, st *state) *Destination {
 			}
 		}
 	}
+	opts := balancer.BuildOptions{Zone: c.cfg.Zone}
+	if d.Policy != nil {
+		opts.HashBalanceFactor = d.Policy.BuildOptions().HashBalanceFactor
+	}
 	b, err := balancer.Get(d.Algorithm)
 	if err != nil {
 		c.log.Error("policy names an algorithm this sidecar lacks; using the default", "service", service, "err", err)
@@ -576,7 +621,7 @@ func (c *Client) build(service string, st *state) *Destination {
 	if len(d.Endpoints) == 0 {
 		d.Picker = balancer.Empty()
 	} else {
-		d.Picker = b.Build(d.Endpoints)
+		d.Picker = balancer.Build(b, d.Endpoints, opts)
 	}
 	return d
 }

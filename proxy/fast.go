@@ -197,6 +197,7 @@ func (f *FastOutbound) Next(req *h1.Request, d *h1.Decision, err error) bool {
 	if st.local || st.dest == nil {
 		return false
 	}
+	st.ep.Observe(0, true) // balance: load report
 	st.ep.InFlight.Add(-1)
 	st.ep = nil
 	if st.tries >= maxAttempts {
@@ -217,6 +218,7 @@ func (f *FastOutbound) Next(req *h1.Request, d *h1.Decision, err error) bool {
 func (f *FastOutbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	st := d.State.(*fastState)
 	if st.ep != nil {
+		observe(st.ep, res) // balance: load report
 		st.ep.InFlight.Add(-1)
 	}
 	if res.Err != nil && !res.HeadWritten && st.dest != nil {
@@ -240,6 +242,45 @@ func (f *FastOutbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	}
 }
 
+// ResponseHead implements h1.ResponseHeadRouter: the callee's load report
+// goes to its endpoint. // balance: load report
+func (f *FastOutbound) ResponseHead(d *h1.Decision, status int, fields []h1.Field) {
+	st := d.State.(*fastState)
+	if st.ep == nil {
+		return
+	}
+	for i := range fields {
+		if h1.EqualFold(fields[i].Name, fieldLoad) {
+			st.ep.ReportLoad(fields[i].Value)
+			return
+		}
+	}
+}
+
+var fieldLoad = []byte(balancer.LoadHeader)
+
+// observe tells ep how the attempt went: its time to the response head
+// (or to the failure), failed for an upstream error or a 5xx. // balance: load report
+func observe(ep *balancer.Endpoint, res *h1.Result) {
+	if res.UpstreamStart.IsZero() {
+		return
+	}
+	end := res.UpstreamHeaders
+	if end.IsZero() {
+		end = res.End
+		if end.IsZero() {
+			end = time.Now()
+		}
+	}
+	failed := res.Status >= 500
+	if res.Err != nil && !errors.Is(res.Err, h1.ErrDownstream) && !errors.Is(res.Err, h1.ErrBadRequest) {
+		failed = true
+	} else if res.Err != nil && res.UpstreamHeaders.IsZero() {
+		return // the caller's fault: says nothing of the endpoint
+	}
+	ep.Observe(end.Sub(res.UpstreamStart), failed)
+}
+
 // FastInbound routes other sidecars' HTTP/1.1 calls to the app.
 type FastInbound struct {
 	in *Inbound
@@ -255,6 +296,9 @@ type inState struct {
 	path    string
 	tel     *telemetry.Fast
 	set     []h1.Field
+	load    []byte     // balance: load report
+	resp    []h1.Field // RespSet's array
+	tracked bool
 }
 
 // Route implements h1.Router.
@@ -267,6 +311,14 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	}
 	st.weftErr = ""
 	d.Addr = f.in.appAddr
+	if f.in.Load != nil { // balance: load report
+		st.load = f.in.Load(st.load[:0])
+		st.resp = append(st.resp[:0], h1.Field{Name: fieldLoad, Value: st.load})
+		d.RespSet = st.resp
+	}
+	if st.tracked = f.in.LoadTracker != nil; st.tracked {
+		f.in.LoadTracker.Begin()
+	}
 	if st.tel != nil {
 		src := metrics.Unknown
 		for _, fl := range req.Fields {
@@ -291,6 +343,12 @@ func (f *FastInbound) Next(*h1.Request, *h1.Decision, error) bool { return false
 // Finish implements h1.Router.
 func (f *FastInbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	st := d.State.(*inState)
+	if st.tracked { // balance: load report
+		if !res.UpstreamHeaders.IsZero() && !res.UpstreamStart.IsZero() {
+			f.in.LoadTracker.Latency(res.UpstreamHeaders.Sub(res.UpstreamStart))
+		}
+		f.in.LoadTracker.End()
+	}
 	if res.Err != nil && !res.HeadWritten {
 		var op *net.OpError
 		if errors.As(res.Err, &op) && op.Op == "dial" {

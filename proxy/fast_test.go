@@ -38,7 +38,7 @@ func newFastRouters(tb testing.TB, sampling float64) (*FastOutbound, *FastInboun
 	if err != nil {
 		tb.Fatal(err)
 	}
-	dest := &discovery.Destination{Service: "orders", Exists: true, Endpoints: eps, Picker: rr.Build(eps), Timeout: time.Second}
+	dest := &discovery.Destination{Service: "orders", Exists: true, Endpoints: eps, Picker: rr.Build(eps, balancer.BuildOptions{}), Timeout: time.Second}
 	out := NewOutbound(OutboundConfig{Resolver: oneDestination{dest}, Source: "frontend", Telemetry: tel})
 	in := NewInbound("127.0.0.1:9", AppProtocolAuto, nil)
 	in.Telemetry = tel

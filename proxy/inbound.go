@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
@@ -56,8 +57,21 @@ type Inbound struct {
 	// value of balancer.LoadHeader) to dst; the inbound adds it to every
 	// response it sends back to a calling sidecar. Set before serving.
 	Load func(dst []byte) []byte
+	// LoadTracker, when set, is told of every request forwarded to the app,
+	// for the load report's in-flight count and latency. Set before
+	// serving. // balance: load report
+	LoadTracker LoadTracker
 
 	Requests atomic.Int64
+}
+
+// LoadTracker counts what the app is doing: Begin and End around each
+// request, Latency with its time to response head. They run on every
+// request and must not block or allocate. // balance: load report
+type LoadTracker interface {
+	Begin()
+	End()
+	Latency(time.Duration)
 }
 
 // NewInbound returns the inbound handler for the app at appAddr speaking
@@ -89,12 +103,20 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 			telemetry.FromContext(pr.In.Context()).Inject(pr.Out.Header)
 		},
 		Transport:      inboundTransport{in},
-		ModifyResponse: grpcTrailersOnly,
+		ModifyResponse: in.modifyResponse,
 		BufferPool:     copyBuffers,
 		ErrorHandler:   in.errorHandler,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return in
+}
+
+// modifyResponse adds the load report to the app's answer. // balance: load report
+func (in *Inbound) modifyResponse(resp *http.Response) error {
+	if in.Load != nil {
+		resp.Header.Set(balancer.LoadHeader, string(in.Load(nil)))
+	}
+	return grpcTrailersOnly(resp)
 }
 
 type inboundTransport struct{ in *Inbound }
@@ -103,6 +125,10 @@ func (t inboundTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	base := t.in.h1
 	if t.in.appH2(r) {
 		base = t.in.h2
+	}
+	if lt := t.in.LoadTracker; lt != nil { // balance: load report
+		start := time.Now()
+		defer func() { lt.Latency(time.Since(start)) }()
 	}
 	ex := telemetry.FromContext(r.Context())
 	if ex == nil {
@@ -157,6 +183,10 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if in.draining.Load() && r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
+	}
+	if lt := in.LoadTracker; lt != nil { // balance: load report
+		lt.Begin()
+		defer lt.End()
 	}
 	if ex := in.Telemetry.Begin(metrics.Server, w, r); ex != nil {
 		defer ex.End()

@@ -266,9 +266,18 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		out.URL = &u
 		ep.InFlight.Add(1)
 		rt.ex.UpstreamStart()
+		sent := time.Now()
 		resp, err := base.RoundTrip(out)
 		rt.ex.UpstreamDone()
 		timer.Stop()
+		if err == nil { // balance: load report
+			ep.Observe(time.Since(sent), resp.StatusCode >= 500)
+			if v := resp.Header.Get(balancer.LoadHeader); v != "" {
+				ep.ReportLoad([]byte(v))
+			}
+		} else if req.Context().Err() == nil {
+			ep.Observe(time.Since(sent), true)
+		}
 		if err != nil {
 			ep.InFlight.Add(-1)
 			cause := context.Cause(ctx)

@@ -33,6 +33,19 @@ type TrafficPolicySpec struct {
 type LoadBalancer struct {
 	Algorithm string `json:"algorithm,omitempty"`
 	HashKey   string `json:"hashKey,omitempty"`
+	// HashBalanceFactor bounds consistent_hash's load: no instance gets
+	// more than this × the mean in-flight requests (1 … 100, default
+	// 1.25); nil: the default.
+	HashBalanceFactor *float64 `json:"hashBalanceFactor,omitempty"`
+}
+
+// BuildOptions returns what the policy tells the balancer's builder.
+func (s *TrafficPolicySpec) BuildOptions() balancer.BuildOptions {
+	var o balancer.BuildOptions
+	if s.LoadBalancer != nil && s.LoadBalancer.HashBalanceFactor != nil {
+		o.HashBalanceFactor = *s.LoadBalancer.HashBalanceFactor
+	}
+	return o
 }
 
 // HashSource is where a request's hash key comes from.
@@ -123,6 +136,14 @@ func ParseTrafficPolicySpec(raw json.RawMessage) (TrafficPolicySpec, error) {
 		}
 		if balancer.NeedsHashKey(alg) && lb.HashKey == "" {
 			return s, errors.New("loadBalancer.hashKey: required for algorithm " + alg + " (header:NAME, cookie:NAME, query:NAME or source_ip)")
+		}
+		if f := lb.HashBalanceFactor; f != nil {
+			if alg != "consistent_hash" {
+				return s, fmt.Errorf("loadBalancer.hashBalanceFactor: only for algorithm consistent_hash, not %s", alg)
+			}
+			if !(*f >= 1 && *f <= 100) {
+				return s, fmt.Errorf("loadBalancer.hashBalanceFactor: %g is out of range (want 1 to 100; default %g)", *f, balancer.DefaultHashBalanceFactor)
+			}
 		}
 	}
 	return s, nil

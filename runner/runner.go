@@ -100,6 +100,7 @@ func Run(ctx context.Context, cfg Config) error {
 		<-scDone
 		return fmt.Errorf("starting app %q: %w", cfg.Command[0], err)
 	}
+	sc.SetAppPID(app.Process.Pid) // its process tree's CPU use is the load it reports
 	log.Info("app started", "pid", app.Process.Pid, "cmd", cfg.Command[0], "port", cfg.Sidecar.AppPort)
 	appDone := make(chan error, 1)
 	go func() { appDone <- app.Wait() }()

@@ -32,17 +32,15 @@ type (
 		Instances []InstanceView   `json:"instances"`
 		InFlight  map[string]int64 `json:"inFlight"`
 		// Endpoints is every instance with the state this sidecar sees it
-		// in: "ready" (gets traffic) or "not_ready".
+		// in: "ready" (gets traffic) or "not_ready", and for the ready ones
+		// what the balancer knows of them.
 		Endpoints []EndpointView `json:"endpoints"`
+		// LocalZone: false while requests fail over from this sidecar's
+		// zone to the others (see balancer.Build); true otherwise.
+		LocalZone bool `json:"localZone"`
 		// Config is every applied object configuring the service (its
 		// TrafficPolicy, routes, Subscriptions, …), as the control plane sent it.
 		Config []ConfigObjectView `json:"config"`
-	}
-	EndpointView struct {
-		ID       string `json:"id"`
-		Address  string `json:"address"`
-		State    string `json:"state"`
-		InFlight int64  `json:"inFlight"`
 	}
 	ConfigObjectView struct {
 		Kind       string          `json:"kind"`
@@ -71,6 +69,8 @@ type (
 	StatsView struct {
 		InboundRequests  int64 `json:"inbound_requests"`
 		OutboundRequests int64 `json:"outbound_requests"`
+		// Load is the x-weft-load value this instance reports now.
+		Load string `json:"load,omitempty"`
 	}
 )
 
@@ -130,9 +130,11 @@ func (s *Sidecar) config(w http.ResponseWriter, r *http.Request) {
 		iv := view(in)
 		v.Instance = &iv
 	}
+	now := balancer.Mono()
 	for _, d := range s.disc.Destinations() {
 		dv := DestinationView{Service: d.Service, Exists: d.Exists, Version: d.Version, Algorithm: d.Algorithm,
-			Timeout: d.Timeout.String(), Instances: []InstanceView{}, InFlight: map[string]int64{}}
+			Timeout: d.Timeout.String(), Instances: []InstanceView{}, InFlight: map[string]int64{},
+			LocalZone: balancer.LocalUsable(d.Picker)}
 		if d.Policy != nil {
 			dv.Policy = d.Policy
 		}
@@ -146,9 +148,10 @@ func (s *Sidecar) config(w http.ResponseWriter, r *http.Request) {
 		}
 		dv.Endpoints = []EndpointView{}
 		for _, in := range d.Instances {
-			ev := EndpointView{ID: in.Id, Address: in.Address, State: "not_ready"}
+			ev := EndpointView{ID: in.Id, Address: in.Address, State: "not_ready", Zone: in.Zone}
 			if ep := ready[in.Id]; ep != nil {
-				ev.State, ev.InFlight = "ready", ep.InFlight.Load()
+				ev = endpointView(ep, now)
+				ev.ID, ev.Address, ev.State = in.Id, in.Address, "ready"
 			}
 			dv.Endpoints = append(dv.Endpoints, ev)
 		}
@@ -165,6 +168,9 @@ func (s *Sidecar) stats(w http.ResponseWriter, r *http.Request) {
 	v := StatsView{OutboundRequests: s.out.Requests.Load()}
 	if s.in != nil {
 		v.InboundRequests = s.in.Requests.Load()
+	}
+	if s.load != nil {
+		v.Load = string(s.load.Append(nil))
 	}
 	writeJSON(w, v)
 }

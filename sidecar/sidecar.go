@@ -22,6 +22,7 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/bind"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/load"
 	"github.com/weftmesh/weft/proxy"
 	"github.com/weftmesh/weft/proxy/h1"
 	"github.com/weftmesh/weft/resource"
@@ -80,6 +81,13 @@ type Config struct {
 	TrimExecutable bool
 	// Capture is transparent capture (capture.go).
 	Capture CaptureConfig
+	// AppPID is the app's process id, whose process tree's CPU use the
+	// load report carries (weft run sets it with SetAppPID; --app-pid for
+	// an app run separately). 0: not measured, unless LoadCgroup.
+	AppPID int
+	// LoadCgroup is a cgroup v2 directory describing the instance (its
+	// container), or "auto" for the sidecar's own; it wins over AppPID.
+	LoadCgroup string
 }
 
 // Defaults.
@@ -105,6 +113,7 @@ type Sidecar struct {
 	access  *accesslog.Logger // nil: no access log
 	msg     *sidecarMessaging
 	capture *sidecarCapture // nil without --capture
+	load    *load.Meter // nil for a pure client
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
@@ -148,11 +157,18 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.ID == "" {
 		cfg.ID = newID(cfg.Service)
 	}
+	cg, err := load.ResolveCgroup(cfg.LoadCgroup)
+	if err != nil {
+		return nil, err
+	}
+	cfg.LoadCgroup = cg
+	if cfg.AppPID < 0 {
+		return nil, fmt.Errorf("--app-pid %d: not a process id", cfg.AppPID)
+	}
 	s := &Sidecar{cfg: cfg, log: cfg.Logger, appReady: make(chan struct{})}
 	if err := s.checkMessaging(); err != nil {
 		return nil, err
 	}
-	var err error
 	defer func() {
 		if err != nil {
 			s.closeListeners()
@@ -198,7 +214,7 @@ func New(cfg Config) (*Sidecar, error) {
 		s.upstreams = append(s.upstreams, &proxy.TCPUpstream{Service: name, Listener: ln, Log: s.log})
 	}
 	s.cfg = cfg
-	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery")})
+	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Zone: cfg.Zone, Logger: s.log.With("component", "discovery")})
 	for _, u := range s.upstreams {
 		u.Resolver = s.disc
 	}
@@ -218,11 +234,13 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
+		s.newLoad()
 	}
 	if err = s.newCapture(); err != nil {
 		_ = s.tracer.Shutdown(context.Background())
 		return nil, err
 	}
+	s.metrics.Registry().MustRegister(endpointCollector{s})
 	return s, nil
 }
 
@@ -370,6 +388,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	s.runMessaging(bg, goRun)
 	s.runCapture(bg, goRun)
+	s.runLoad(bg, goRun)
 	if s.cfg.TrimExecutable {
 		goRun("trim", func() error { s.trimLoop(bg); return nil })
 	}

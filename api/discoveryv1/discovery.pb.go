@@ -46,7 +46,12 @@ type Instance struct {
 	OutboundAddress string `protobuf:"bytes,9,opt,name=outbound_address,json=outboundAddress,proto3" json:"outbound_address,omitempty"`
 	// weft_version is the sidecar binary's version (`weft version`), which
 	// `weft check` compares with the control plane's.
-	WeftVersion   string `protobuf:"bytes,10,opt,name=weft_version,json=weftVersion,proto3" json:"weft_version,omitempty"`
+	WeftVersion string `protobuf:"bytes,10,opt,name=weft_version,json=weftVersion,proto3" json:"weft_version,omitempty"`
+	// load is the instance's last load report pushed through the control
+	// plane (the x-weft-load value, at most 256 bytes), for callers that have
+	// not talked to it lately; its sidecar re-registers with a new one only
+	// on a significant change, at most every 5 s. Empty: none yet.
+	Load          string `protobuf:"bytes,30,opt,name=load,proto3" json:"load,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -147,6 +152,13 @@ func (x *Instance) GetOutboundAddress() string {
 func (x *Instance) GetWeftVersion() string {
 	if x != nil {
 		return x.WeftVersion
+	}
+	return ""
+}
+
+func (x *Instance) GetLoad() string {
+	if x != nil {
+		return x.Load
 	}
 	return ""
 }
@@ -872,7 +884,7 @@ var File_discovery_proto protoreflect.FileDescriptor
 
 const file_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\x81\x03\n" +
+	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\x95\x03\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -884,7 +896,8 @@ const file_discovery_proto_rawDesc = "" +
 	"\radmin_address\x18\b \x01(\tR\fadminAddress\x12)\n" +
 	"\x10outbound_address\x18\t \x01(\tR\x0foutboundAddress\x12!\n" +
 	"\fweft_version\x18\n" +
-	" \x01(\tR\vweftVersion\x1a9\n" +
+	" \x01(\tR\vweftVersion\x12\x12\n" +
+	"\x04load\x18\x1e \x01(\tR\x04load\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +

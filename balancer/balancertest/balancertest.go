@@ -21,14 +21,21 @@ func Endpoints(n int) []*balancer.Endpoint {
 	return eps
 }
 
-// Build builds the named algorithm's picker over eps.
+// Build builds the named algorithm's picker over eps with default options.
 func Build(t testing.TB, name string, eps []*balancer.Endpoint) balancer.Picker {
+	t.Helper()
+	return BuildWith(t, name, eps, balancer.BuildOptions{})
+}
+
+// BuildWith builds the named algorithm's picker over eps the way the
+// discovery client does (balancer.Build, zones included).
+func BuildWith(t testing.TB, name string, eps []*balancer.Endpoint, opts balancer.BuildOptions) balancer.Picker {
 	t.Helper()
 	b, err := balancer.Get(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b.Build(eps)
+	return balancer.Build(b, eps, opts)
 }
 
 // KeyInfo is the pick info of a request whose hash key is "user-<i>",

@@ -3,6 +3,10 @@ package consistenthash_test
 import (
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/weftmesh/weft/balancer"
@@ -172,8 +176,183 @@ func BenchmarkBuild(b *testing.B) {
 			bld, _ := balancer.Get(consistenthash.Name)
 			b.ReportAllocs()
 			for b.Loop() {
-				bld.Build(eps)
+				bld.Build(eps, balancer.BuildOptions{})
 			}
 		})
+	}
+}
+
+// bound is the bounded-load cap for a pick: max(MinBound, ceil(c·(T+1)/N)).
+func bound(c float64, eps []*balancer.Endpoint) int64 {
+	var total int64
+	for _, ep := range eps {
+		total += ep.InFlight.Load()
+	}
+	return max(consistenthash.MinBound, int64(math.Ceil(c*float64(total+1)/float64(len(eps)))))
+}
+
+// TestBoundedLoad simulates many requests in flight at once, half of them
+// for one hot key, and checks before every pick that the chosen endpoint
+// stays within max(MinBound, ceil(c·(T+1)/N)) once it takes the request,
+// for several c.
+// Requests finish in random order; the simulation is seeded, so it cannot
+// flake.
+func TestBoundedLoad(t *testing.T) {
+	for _, c := range []float64{1, 1.25, 2} {
+		t.Run(fmt.Sprintf("c=%.2f", c), func(t *testing.T) {
+			eps := balancertest.Endpoints(10)
+			p := balancertest.BuildWith(t, consistenthash.Name, eps, balancer.BuildOptions{HashBalanceFactor: c})
+			rng := rand.New(rand.NewPCG(1, 2))
+			var inFlight []*balancer.Endpoint
+			hotOwners := map[string]bool{}
+			maxSeen := 0.0
+			for step := range 200_000 {
+				// Keep between 0 and ~400 requests in flight, drifting.
+				if len(inFlight) > 0 && (rng.IntN(2) == 0 || len(inFlight) > 400) {
+					k := rng.IntN(len(inFlight))
+					inFlight[k].InFlight.Add(-1)
+					inFlight[k] = inFlight[len(inFlight)-1]
+					inFlight = inFlight[:len(inFlight)-1]
+					continue
+				}
+				info := balancertest.KeyInfo(rng.IntN(1000))
+				hot := rng.IntN(2) == 0
+				if hot {
+					info = balancertest.KeyInfo(-1)
+				}
+				limit := bound(c, eps)
+				ep, err := p.Pick(info)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := ep.InFlight.Add(1); got > limit {
+					t.Fatalf("step %d: %s now holds %d in flight, over the bound max(%d, ceil(%.2f·(%d+1)/10)) = %d",
+						step, ep.ID, got, consistenthash.MinBound, c, len(inFlight), limit)
+				}
+				inFlight = append(inFlight, ep)
+				if hot {
+					hotOwners[ep.ID] = true
+				}
+				var most int64
+				for _, e := range eps {
+					most = max(most, e.InFlight.Load())
+				}
+				if n := len(inFlight); n >= 100 {
+					maxSeen = max(maxSeen, float64(most)*10/float64(n))
+				}
+			}
+			t.Logf("c=%.2f: the busiest endpoint held at most %.2f× the mean with ≥ 100 in flight (the bound holds when a request is placed; completions elsewhere lower the mean afterwards); the hot key used %d endpoints", c, maxSeen, len(hotOwners))
+			if len(hotOwners) < 2 {
+				t.Errorf("the hot key (half of all requests) stayed on %v: it must overflow to the next endpoints", hotOwners)
+			}
+		})
+	}
+}
+
+// TestStickyUnderBalancedLoad: while no endpoint is over the bound, every
+// key goes where the plain ring puts it; when its owner is overloaded, it
+// moves to the same next endpoint on every sidecar. Below MinBound in
+// flight, nothing is overloaded: two concurrent requests for one key stay
+// together.
+func TestStickyUnderBalancedLoad(t *testing.T) {
+	eps := balancertest.Endpoints(10)
+	p := balancertest.Build(t, consistenthash.Name, eps)
+	idle := map[int]string{}
+	for i := range 500 {
+		idle[i] = balancertest.PickID(t, p, balancertest.KeyInfo(i))
+	}
+	owner := eps[0]
+	for _, ep := range eps {
+		if ep.ID == idle[0] {
+			owner = ep
+		}
+	}
+	owner.InFlight.Store(consistenthash.MinBound - 1) // its other requests, all for key 0
+	if got := balancertest.PickID(t, p, balancertest.KeyInfo(0)); got != idle[0] {
+		t.Fatalf("key 0 with %d of its requests in flight (and nothing else) moved %s→%s; below MinBound it must stay", consistenthash.MinBound-1, idle[0], got)
+	}
+	owner.InFlight.Store(0)
+	for _, ep := range eps {
+		ep.InFlight.Store(7) // T=70, bound ceil(1.25·71/10) = 9
+	}
+	for i := range 500 {
+		if got := balancertest.PickID(t, p, balancertest.KeyInfo(i)); got != idle[i] {
+			t.Fatalf("key %d: %s under balanced load, %s when idle; it must stay", i, got, idle[i])
+		}
+	}
+	eps[3].InFlight.Store(10) // T=73: ceil(1.25·74/10) = ceil(9.25) = 10: at the bound
+	other := balancertest.Endpoints(10)
+	for _, ep := range other {
+		ep.InFlight.Store(7)
+	}
+	other[3].InFlight.Store(10)
+	q := balancertest.Build(t, consistenthash.Name, other) // another sidecar, same view
+	moved := 0
+	for i := range 500 {
+		got := balancertest.PickID(t, p, balancertest.KeyInfo(i))
+		if idle[i] != eps[3].ID {
+			if got != idle[i] {
+				t.Fatalf("key %d moved %s→%s, though only %s is overloaded", i, idle[i], got, eps[3].ID)
+			}
+			continue
+		}
+		moved++
+		if got == eps[3].ID {
+			t.Fatalf("key %d stayed on %s, which is at the bound", i, got)
+		}
+		if again := balancertest.PickID(t, q, balancertest.KeyInfo(i)); again != got {
+			t.Fatalf("key %d overflowed to %s on one sidecar and %s on another", i, got, again)
+		}
+	}
+	if moved == 0 {
+		t.Fatal("no key was owned by the overloaded endpoint; the test proves nothing")
+	}
+}
+
+// TestBoundedLoadConcurrent has goroutines pick and hold requests at once.
+// Picks racing each other may all see the same spare place, and the total
+// moves while a pick reads it, so the bound seen before a pick can be
+// exceeded by about the number of concurrent pickers (twice it is asserted);
+// the race detector checks the counters' use.
+func TestBoundedLoadConcurrent(t *testing.T) {
+	const workers = 8
+	eps := balancertest.Endpoints(5)
+	p := balancertest.Build(t, consistenthash.Name, eps)
+	var wg sync.WaitGroup
+	var over atomic.Int64
+	for w := range workers {
+		wg.Go(func() {
+			held := make([]*balancer.Endpoint, 0, 16)
+			for i := range 3000 {
+				limit := bound(balancer.DefaultHashBalanceFactor, eps)
+				ep, err := p.Pick(balancertest.KeyInfo((w * i) % 7)) // few keys: heavy overflow
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if got := ep.InFlight.Add(1); got > limit+2*workers {
+					over.Add(1)
+				}
+				held = append(held, ep)
+				if len(held) == cap(held) {
+					for _, h := range held {
+						h.InFlight.Add(-1)
+					}
+					held = held[:0]
+				}
+			}
+			for _, h := range held {
+				h.InFlight.Add(-1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := over.Load(); n > 0 {
+		t.Errorf("%d picks put an endpoint over the bound plus twice the %d concurrent pickers", n, workers)
+	}
+	for _, ep := range eps {
+		if f := ep.InFlight.Load(); f != 0 {
+			t.Errorf("%s InFlight = %d after all requests finished", ep.ID, f)
+		}
 	}
 }

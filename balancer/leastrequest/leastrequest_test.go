@@ -3,8 +3,11 @@ package leastrequest_test
 import (
 	"errors"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/balancer/balancertest"
@@ -119,5 +122,113 @@ func BenchmarkPick(b *testing.B) {
 				_, _ = p.Pick(balancer.PickInfo{})
 			}
 		})
+	}
+}
+
+const ms = int64(time.Millisecond)
+
+// TestLatencyAware: of three endpoints one answers 100 ms slower; whatever
+// the fast ones hold in flight (up to the 6 callers of the test), it
+// is never the cheaper of a pair, so it gets no picks.
+func TestLatencyAware(t *testing.T) {
+	eps := endpoints(0, 0, 0)
+	now := balancer.Mono()
+	eps[0].ObserveAt(now, time.Millisecond, false)
+	eps[1].ObserveAt(now, 2*time.Millisecond, false)
+	eps[2].ObserveAt(now, 101*time.Millisecond, false)
+	p := balancertest.Build(t, leastrequest.Name, eps)
+	rng := rand.New(rand.NewPCG(3, 4))
+	got := map[string]int{}
+	for range 10_000 {
+		eps[0].InFlight.Store(rng.Int64N(6))
+		eps[1].InFlight.Store(rng.Int64N(6))
+		got[balancertest.PickID(t, p, balancer.PickInfo{})]++
+	}
+	if got[eps[2].ID] > 0 {
+		t.Errorf("the slow endpoint got %d of 10000 picks, want 0: %v", got[eps[2].ID], got)
+	}
+	// Two equally fast endpoints share by in-flight counts, as before.
+	if got[eps[0].ID] < 3000 || got[eps[1].ID] < 3000 {
+		t.Errorf("the two fast endpoints should share the picks: %v", got)
+	}
+}
+
+// TestPeakEWMA checks the estimate: a slower sample takes over at once, a
+// faster one is blended in by elapsed time (1-e^-Δt/10s), and reading it
+// decays it towards zero.
+func TestPeakEWMA(t *testing.T) {
+	ep := &balancer.Endpoint{ID: "a"}
+	t0 := int64(1e12)
+	approx := func(what string, got, want float64) {
+		t.Helper()
+		if math.Abs(got-want) > want*0.01 {
+			t.Errorf("%s: %.3fms, want %.3fms", what, got/1e6, want/1e6)
+		}
+	}
+	if got := ep.RTT(t0); got != 0 {
+		t.Fatalf("RTT before any observation = %v, want 0", got)
+	}
+	ep.ObserveAt(t0, 10*time.Millisecond, false)
+	approx("first sample", ep.RTT(t0), 10e6)
+	ep.ObserveAt(t0, 100*time.Millisecond, false)
+	approx("peak", ep.RTT(t0), 100e6)
+	// 10 s later a 10 ms sample weighs 1-1/e.
+	ep.ObserveAt(t0+10_000*ms, 10*time.Millisecond, false)
+	want := 100e6/math.E + 10e6*(1-1/math.E)
+	approx("blend after 10 s", ep.RTT(t0+10_000*ms), want)
+	approx("read 20 s later", ep.RTT(t0+30_000*ms), want/math.E/math.E)
+	// Samples close together barely move it down.
+	ep.ObserveAt(t0+10_001*ms, time.Millisecond, false)
+	if got := ep.RTT(t0 + 10_001*ms); got < want*0.99 {
+		t.Errorf("a sample 1 ms after the last moved the estimate from %.2fms to %.2fms", want/1e6, got/1e6)
+	}
+}
+
+// TestFailurePenalty: a failed attempt (a refused connection answers
+// fast) must make an endpoint costlier, not cheaper.
+func TestFailurePenalty(t *testing.T) {
+	ep := &balancer.Endpoint{ID: "a"}
+	now := int64(1e12)
+	ep.ObserveAt(now, time.Millisecond, false)
+	ep.ObserveAt(now, 100*time.Microsecond, true)
+	if got := ep.RTT(now); got < float64(50*time.Millisecond) {
+		t.Errorf("after a failed attempt the estimate is %.2fms, want ≥ 50ms", got/1e6)
+	}
+	if ep.Failures() != 1 {
+		t.Errorf("Failures = %d, want 1", ep.Failures())
+	}
+	ep.ObserveAt(now, time.Millisecond, false)
+	if ep.Failures() != 0 {
+		t.Errorf("Failures = %d after a success, want 0", ep.Failures())
+	}
+}
+
+// TestNewEndpoint: an endpoint with no answer yet gets one request at
+// once, then none while that one is in flight, whatever its peers cost.
+func TestNewEndpoint(t *testing.T) {
+	now := balancer.Mono()
+	old, fresh := &balancer.Endpoint{ID: "old"}, &balancer.Endpoint{ID: "new"}
+	old.ObserveAt(now, 50*time.Millisecond, false)
+	old.InFlight.Store(5)
+	if c0, c1 := leastrequest.Cost(fresh, now), leastrequest.Cost(old, now); c0 >= c1 {
+		t.Errorf("an idle new endpoint costs %g, a busy observed one %g: the new one should win", c0, c1)
+	}
+	fresh.InFlight.Store(1)
+	if c0, c1 := leastrequest.Cost(fresh, now), leastrequest.Cost(old, now); c0 <= c1 {
+		t.Errorf("a new endpoint with a request in flight and no answer costs %g, an observed one %g: it should lose", c0, c1)
+	}
+}
+
+// TestSecondChance: an endpoint avoided for being slow is tried again once
+// its estimate has decayed below its peers' cost, so it can show it
+// recovered.
+func TestSecondChance(t *testing.T) {
+	eps := endpoints(2, 0)
+	now := balancer.Mono()
+	eps[0].ObserveAt(now, 2*time.Millisecond, false)
+	eps[1].ObserveAt(now-60_000*ms, 200*time.Millisecond, false) // 60 s ago: 200ms·e^-6 ≈ 0.5ms
+	p := balancertest.Build(t, leastrequest.Name, eps)
+	if got := balancertest.PickID(t, p, balancer.PickInfo{}); got != eps[1].ID {
+		t.Errorf("picked %s; the endpoint slow a minute ago should be tried again", got)
 	}
 }

@@ -31,7 +31,7 @@ func (builder) Name() string { return Name }
 // NeedsHashKey reports true: requests should carry a hash key.
 func (builder) NeedsHashKey() bool { return true }
 
-func (builder) Build(endpoints []*balancer.Endpoint) balancer.Picker {
+func (builder) Build(endpoints []*balancer.Endpoint, _ balancer.BuildOptions) balancer.Picker {
 	if len(endpoints) == 0 {
 		return balancer.Empty()
 	}

@@ -22,7 +22,7 @@ var _ balancer.Builder = builder{}
 
 func (builder) Name() string { return Name }
 
-func (builder) Build(endpoints []*balancer.Endpoint) balancer.Picker {
+func (builder) Build(endpoints []*balancer.Endpoint, _ balancer.BuildOptions) balancer.Picker {
 	if len(endpoints) == 0 {
 		return balancer.Empty()
 	}

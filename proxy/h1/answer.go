@@ -101,7 +101,14 @@ func (c *conn) writeResponseHead(mode int) {
 	o.writeString("HTTP/1.1 ")
 	o.write(r.code)
 	o.writeString("\r\n")
-	writeFields(o, r.fields, r.hop, nil)
+	writeFields(o, r.fields, r.hop, c.d.RespSet) // balance: load report
+	for i := range c.d.RespSet {
+		f := &c.d.RespSet[i]
+		o.write(f.Name)
+		o.writeString(": ")
+		o.write(f.Value)
+		o.writeString("\r\n")
+	}
 	if !r.hasDate {
 		c.writeDate() // RFC 9110 §6.6.1: a forwarder adds the Date a response lacks
 	}

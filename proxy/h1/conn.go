@@ -278,6 +278,7 @@ func (c *conn) exchange() action {
 		c.body = bodyUnread
 	}
 	d.Addr, d.Set, d.Status, d.Header, d.Body, d.HeaderTimeout = "", nil, 0, nil, nil, 0
+	d.RespSet = nil // balance: load report
 	s.Router.Route(req, d)
 	c.keepMethodHost()
 
@@ -396,6 +397,9 @@ func (c *conn) chunkLimits() chunkLimits {
 func (c *conn) forward() {
 	s, req, d, res := c.s, &c.req, &c.d, &c.res
 	setHost, err := checkFields(d.Set, true)
+	if err == nil {
+		_, err = checkFields(d.RespSet, false) // balance: load report
+	}
 	if err != nil {
 		res.Err = err
 		return
@@ -521,6 +525,9 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	res.UpstreamHeaders = time.Now()
 	resp := &c.resp
 	res.Status = resp.status
+	if hr, ok := c.s.Router.(ResponseHeadRouter); ok { // balance: load report
+		hr.ResponseHead(d, resp.status, resp.fields)
+	}
 
 	mode := modeNone
 	switch {

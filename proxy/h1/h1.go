@@ -136,6 +136,12 @@ type Decision struct {
 	// ErrInvalidField rather than risk a smuggled or split request.
 	Set []Field
 
+	// RespSet holds fields added to the forwarded final response head,
+	// replacing same-named ones from the upstream, under Set's rules (a
+	// bad one fails the request with ErrInvalidField). Added for the load
+	// report an inbound sidecar attaches to every response. // balance: load report
+	RespSet []Field
+
 	// The local answer, for Addr "" or for an engine error (see Result).
 	// Status 0 with Addr "" answers 500. Content-Length is always the
 	// engine's (len(Body)); Header must not hold framing fields.
@@ -187,6 +193,14 @@ type Result struct {
 	// downstream; after that an error can only close the connection, and a
 	// local answer set in Finish is not used. Added so a Router can tell.
 	HeadWritten bool
+}
+
+// ResponseHeadRouter is a Router that wants to see each upstream's final
+// response head: ResponseHead is called once it has been read, before it
+// is relayed, with fields valid during the call only. Added so the calling
+// sidecar can read the callee's load report. // balance: load report
+type ResponseHeadRouter interface {
+	ResponseHead(d *Decision, status int, fields []Field)
 }
 
 // Router decides where requests go. Its methods are called from the

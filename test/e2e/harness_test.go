@@ -87,6 +87,7 @@ type InstanceJSON struct {
 	Version string            `json:"version"`
 	Labels  map[string]string `json:"labels"`
 	Zone    string            `json:"zone"`
+	Load    string            `json:"load"`
 }
 
 type ServiceJSON struct {
@@ -375,8 +376,9 @@ func sameAddr(a, b string) bool {
 
 // Stats is the admin /stats view.
 type Stats struct {
-	InboundRequests  int64 `json:"inbound_requests"`
-	OutboundRequests int64 `json:"outbound_requests"`
+	InboundRequests  int64  `json:"inbound_requests"`
+	OutboundRequests int64  `json:"outbound_requests"`
+	Load             string `json:"load"` // the x-weft-load value the instance reports
 }
 
 func (s *Sidecar) Stats() (Stats, error) {

@@ -4,7 +4,9 @@
 //   - HTTP (default): every path answers 200 with JSON
 //     {"instance","name","path","query","host"} and header x-instance;
 //     ?sleep=D sleeps D first; --delay D slows every reply; /ws is a
-//     WebSocket echo; /env reports the weft-related environment.
+//     WebSocket echo; /env reports the weft-related environment;
+//     POST /burn?for=D spins every CPU for D (at most 2m; 0 stops), to
+//     make the instance busy for load-aware balancing.
 //   - --grpc: grpc.testing.TestService over h2c (UnaryCall, StreamingOutputCall,
 //     FullDuplexCall) on the same port.
 //   - --tcp-echo: raw TCP echo.
@@ -26,8 +28,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -219,6 +223,16 @@ func serveHTTP(ctx context.Context, ln net.Listener) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(env)
 	})
+	mux.HandleFunc("POST /burn", func(w http.ResponseWriter, r *http.Request) {
+		d, err := time.ParseDuration(r.URL.Query().Get("for"))
+		if err != nil || d < 0 || d > 2*time.Minute {
+			http.Error(w, "want ?for=DURATION (0 to 2m)", http.StatusBadRequest)
+			return
+		}
+		burn(d)
+		logf("burn %d %s", time.Now().UnixNano(), d)
+		w.Write([]byte("ok\n"))
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fs.note(r.URL.Path)
 		if s := r.URL.Query().Get("sleep"); s != "" {
@@ -249,6 +263,30 @@ func serveHTTP(ctx context.Context, ln net.Listener) {
 		os.Exit(1)
 	}
 	logf("stopped")
+}
+
+// burning is the generation of the current burn; a new burn (or for=0)
+// ends the previous one.
+var burning atomic.Int64
+
+// burn spins runtime.GOMAXPROCS goroutines for d.
+func burn(d time.Duration) {
+	gen := burning.Add(1)
+	if d == 0 {
+		return
+	}
+	until := time.Now().Add(d)
+	for range runtime.GOMAXPROCS(0) {
+		go func() {
+			x := 0
+			for burning.Load() == gen && time.Now().Before(until) {
+				for range 10_000 {
+					x++
+				}
+			}
+			_ = x
+		}()
+	}
 }
 
 func serveTCPEcho(ctx context.Context, ln net.Listener) {
