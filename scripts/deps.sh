@@ -9,6 +9,7 @@ declare -A want=(
   [nginx]=nginx
   [prometheus]=prometheus
   [nats-server]=nats-server
+  [etcd]=etcd-server
 )
 
 missing=()
@@ -25,11 +26,12 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Packages that ship a service must not keep one running: tests start their own.
-for svc in nginx haproxy prometheus nats-server; do
+for svc in nginx haproxy prometheus nats-server etcd; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 # nats-server ships only a systemd unit (no init script): disable it where
 # systemd runs; the messaging tests start their own on a free port.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now nats-server >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
