@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"log/slog"
+	"sync"
 
 	"github.com/spf13/pflag"
 
 	"github.com/weftmesh/weft/control"
 	"github.com/weftmesh/weft/kube"
+	"github.com/weftmesh/weft/kube/endpoints"
 	"github.com/weftmesh/weft/kube/resources"
 )
 
@@ -19,7 +21,7 @@ type kubeFlags struct {
 }
 
 func (k *kubeFlags) register(f *pflag.FlagSet) {
-	f.BoolVar(&k.enabled, "kubernetes", false, "also take Weft resources (the weft.dev CRDs) from the Kubernetes API and write their status back; in-cluster config unless --kubeconfig")
+	f.BoolVar(&k.enabled, "kubernetes", false, "also take Weft resources (the weft.dev CRDs) and Services with their EndpointSlices from the Kubernetes API, and write the resources' status back; in-cluster config unless --kubeconfig")
 	f.StringVar(&k.kubeconfig, "kubeconfig", "", "kubeconfig file of the Kubernetes API (implies --kubernetes)")
 	f.StringVar(&k.namespace, "kube-namespace", "", "watch only this namespace (default: all)")
 }
@@ -44,13 +46,19 @@ func (k *kubeFlags) start(ctx context.Context, s *control.Server, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := rw.Run(ctx); err != nil {
-			log.Error("kubernetes resources", "err", err)
-		}
-	}()
+	ed, err := endpoints.New(endpoints.Options{Client: client, Registry: s.Registry(), Namespace: k.namespace,
+		Logger: log.With("component", "kube-endpoints")})
+	if err != nil {
+		return nil, err
+	}
+	var wg sync.WaitGroup
+	for name, run := range map[string]func(context.Context) error{"resources": rw.Run, "endpoints": ed.Run} {
+		wg.Go(func() {
+			if err := run(ctx); err != nil {
+				log.Error("kubernetes "+name, "err", err)
+			}
+		})
+	}
 	log.Info("watching kubernetes", "host", cfg.Host, "namespace", k.namespace)
-	return func() { <-done }, nil
+	return wg.Wait, nil
 }

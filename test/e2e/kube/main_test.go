@@ -7,12 +7,14 @@ package kube
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -27,15 +29,98 @@ import (
 
 var bins harness.Binaries
 
+// The API server refuses loopback addresses in EndpointSlices, and the
+// tests may send traffic only to addresses of their own. So TestMain runs
+// the tests in a network namespace of their own (unshare --net), where the
+// pod addresses below are on the loopback device. The binaries are built
+// first, outside, where the module proxy is reachable.
+const envNetns = "WEFT_KUBE_E2E_NETNS"
+
+// Pod addresses, on lo inside the test's network namespace (198.18.0.0/15
+// is the benchmarking range: nothing outside uses it).
+var podIPs = []string{"198.18.0.1", "198.18.0.2"}
+
+// inNetns is true once the tests run in their own network namespace.
+var inNetns bool
+
 func TestMain(m *testing.M) {
+	if os.Getenv(envNetns) == "" {
+		if code, ok := reexecInNetns(); ok {
+			os.Exit(code)
+		}
+	} else {
+		if err := podAddresses(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e/kube:", err)
+			os.Exit(1)
+		}
+		inNetns = true
+	}
 	os.Exit(harness.Main(m, "./test/e2e/testapp", &bins))
+}
+
+// reexecInNetns builds what the tests need, then runs this test binary
+// again under unshare --net; ok is false when no namespace can be made
+// (not root), and the tests then run here, skipping what needs one.
+func reexecInNetns() (code int, ok bool) {
+	if exec.Command("unshare", "--net", "true").Run() != nil {
+		return 0, false
+	}
+	tmp, err := os.MkdirTemp("", "weft-kube-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e/kube:", err)
+		return 1, true
+	}
+	defer os.RemoveAll(tmp)
+	env := append(os.Environ(), envNetns+"=1")
+	if os.Getenv("WEFT_E2E_BIN") == "" {
+		weft := filepath.Join(tmp, "weft")
+		b := exec.Command("go", "build", "-o", weft, "./cmd/weft")
+		b.Dir = repo(nil)
+		b.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := b.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "e2e/kube: go build ./cmd/weft: %v\n%s", err, out)
+			return 1, true
+		}
+		env = append(env, "WEFT_E2E_BIN="+weft)
+	}
+	if os.Getenv("WEFT_KUBE_APISERVER") == "" {
+		if bin, err := kubetest.APIServerBinary(); err == nil {
+			env = append(env, "WEFT_KUBE_APISERVER="+bin)
+		}
+	}
+	cmd := exec.Command("unshare", append([]string{"--net", "--", os.Args[0]}, os.Args[1:]...)...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ee.ExitCode(), true
+		}
+		fmt.Fprintln(os.Stderr, "e2e/kube: unshare:", err)
+		return 1, true
+	}
+	return 0, true
+}
+
+// podAddresses brings up lo in the new namespace with the pod addresses.
+func podAddresses() error {
+	cmds := [][]string{{"ip", "link", "set", "lo", "up"}}
+	for _, ip := range podIPs {
+		cmds = append(cmds, []string{"ip", "addr", "add", ip + "/32", "dev", "lo"})
+	}
+	for _, c := range cmds {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v: %s", strings.Join(c, " "), err, out)
+		}
+	}
+	return nil
 }
 
 // eventually bounds waits on a loaded 2-core machine.
 const eventually = 30 * time.Second
 
 // repo is the module root, for the committed manifests.
-func repo(t testing.TB) string {
+func repo(testing.TB) string {
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..")
 }
@@ -136,23 +221,26 @@ func startBackend(t testing.TB, name string, ln net.Listener) *backend {
 	return b
 }
 
-// twoBackends listens on 127.0.0.1 and 127.0.0.2 on one port: two pod
-// IPs behind one EndpointSlice port.
+// twoBackends listens on both pod addresses on one port: two pods behind
+// one EndpointSlice port.
 func twoBackends(t testing.TB) (a, b *backend, port int) {
 	t.Helper()
+	if !inNetns {
+		t.Skip("needs a network namespace of its own (unshare --net, as root) for pod addresses the API server accepts")
+	}
 	for range 20 {
-		l1, err := net.Listen("tcp", "127.0.0.1:0")
+		l1, err := net.Listen("tcp", net.JoinHostPort(podIPs[0], "0"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		port = l1.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(port)))
+		l2, err := net.Listen("tcp", net.JoinHostPort(podIPs[1], strconv.Itoa(port)))
 		if err != nil {
 			l1.Close()
 			continue
 		}
 		return startBackend(t, "orders-a", l1), startBackend(t, "orders-b", l2), port
 	}
-	t.Fatal("no port free on both 127.0.0.1 and 127.0.0.2")
+	t.Fatalf("no port free on both %v", podIPs)
 	return nil, nil, 0
 }

@@ -100,4 +100,5 @@ func TestKubernetes(t *testing.T) {
 	cp := startControl(t, c)
 	cl := startClient(t, cp)
 	t.Run("Resources", func(t *testing.T) { testResources(t, c, cp, cl) })
+	t.Run("Endpoints", func(t *testing.T) { testEndpoints(t, c, cp, cl) })
 }
