@@ -97,8 +97,9 @@ func waitCondition(t *testing.T, c *kubetest.Cluster, obj, status, reason string
 func TestKubernetes(t *testing.T) {
 	c := kubetest.Start(t)
 	installCRDs(t, c)
-	cp := startControl(t, c)
+	cp := startControl(t, c, injectFlags(t)...)
 	cl := startClient(t, cp)
 	t.Run("Resources", func(t *testing.T) { testResources(t, c, cp, cl) })
 	t.Run("Endpoints", func(t *testing.T) { testEndpoints(t, c, cp, cl) })
+	t.Run("Inject", func(t *testing.T) { testInject(t, c) })
 }
