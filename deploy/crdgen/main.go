@@ -1,5 +1,5 @@
 // Command crdgen writes a CustomResourceDefinition for every Weft resource
-// kind to deploy/kubernetes/crds (run from the module root:
+// kind to deploy/kubernetes/crds and the Helm chart's crds/ (run from the module root:
 // `go run ./deploy/crdgen`). kube/crd's test fails when the committed files
 // differ from what it would write.
 package main
@@ -9,12 +9,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/weftmesh/weft/kube/crd"
 )
 
 func main() {
-	out := flag.String("out", "deploy/kubernetes/crds", "directory the CRDs are written to")
+	out := flag.String("out", "deploy/kubernetes/crds,deploy/helm/weft/crds", "comma-separated directories the CRDs are written to")
 	src := flag.String("resource-src", "resource", "the resource package's source, for field descriptions")
 	flag.Parse()
 	if err := run(*out, *src); err != nil {
@@ -32,12 +33,14 @@ func run(out, src string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return err
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(out, name), b, 0o644); err != nil {
+	for _, dir := range strings.Split(out, ",") {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return err
+		}
+		for name, b := range files {
+			if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

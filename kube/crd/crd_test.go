@@ -12,7 +12,8 @@ import (
 	"github.com/weftmesh/weft/resource"
 )
 
-const committed = "../../deploy/kubernetes/crds"
+// committed are the folders deploy/crdgen writes.
+var committed = []string{"../../deploy/kubernetes/crds", "../../deploy/helm/weft/crds"}
 
 // The committed CRDs are what the generator writes from today's types: a
 // spec field added without `go run ./deploy/crdgen` fails here.
@@ -25,20 +26,22 @@ func TestCommittedCRDsUpToDate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, b := range want {
-		got, err := os.ReadFile(filepath.Join(committed, name))
-		if err != nil {
-			t.Errorf("%s: %v (run `go run ./deploy/crdgen`)", name, err)
-			continue
+	for _, dir := range committed {
+		for name, b := range want {
+			got, err := os.ReadFile(filepath.Join(dir, name))
+			if err != nil {
+				t.Errorf("%s: %v (run `go run ./deploy/crdgen`)", name, err)
+				continue
+			}
+			if string(got) != string(b) {
+				t.Errorf("%s/%s is out of date: run `go run ./deploy/crdgen`", dir, name)
+			}
 		}
-		if string(got) != string(b) {
-			t.Errorf("%s is out of date: run `go run ./deploy/crdgen`", name)
-		}
-	}
-	files, _ := filepath.Glob(filepath.Join(committed, "*.yaml"))
-	for _, f := range files {
-		if _, ok := want[filepath.Base(f)]; !ok {
-			t.Errorf("%s is no kind's CRD any more: delete it", f)
+		files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		for _, f := range files {
+			if _, ok := want[filepath.Base(f)]; !ok {
+				t.Errorf("%s is no kind's CRD any more: delete it", f)
+			}
 		}
 	}
 }
