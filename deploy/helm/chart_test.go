@@ -5,6 +5,7 @@
 package helm
 
 import (
+	"encoding/json"
 	"sort"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"helm.sh/helm/v3/pkg/lint/support"
 	"sigs.k8s.io/yaml"
 
+	"github.com/weftmesh/weft/kube/inject"
 	"github.com/weftmesh/weft/kube/kubetest"
 )
 
@@ -136,10 +138,19 @@ func TestValues(t *testing.T) {
 	if replicas != 1 {
 		t.Errorf("default replicas %v, want 1", replicas)
 	}
-	for _, want := range []string{"Secret/weft-webhook-tls", "Service/weft", "ServiceAccount/weft", "ClusterRole/weft", "ClusterRoleBinding/weft"} {
+	for _, want := range []string{"Secret/weft-webhook-tls", "MutatingWebhookConfiguration/weft-injector", "Service/weft", "ServiceAccount/weft", "ClusterRole/weft", "ClusterRoleBinding/weft"} {
 		if _, ok := d[want]; !ok {
 			t.Errorf("default render lacks %s (has %v)", want, keys(d))
 		}
+	}
+
+	// The chart's webhooks select what the control plane's registration
+	// selects (kube/inject keeps it up to date and must not change it).
+	reg := inject.Registration{ServiceNamespace: namespace, ServiceName: "weft", ServicePort: 443, FailurePolicy: "Fail"}.Object()
+	want, _ := json.Marshal(selectors(reg["webhooks"].([]any)))
+	got, _ := json.Marshal(selectors(d["MutatingWebhookConfiguration/weft-injector"]["webhooks"].([]any)))
+	if string(got) != string(want) {
+		t.Errorf("the chart's webhooks\n%s\ndiffer from kube/inject's\n%s", got, want)
 	}
 
 	d = docs(t, render(t, c, map[string]any{
@@ -151,12 +162,27 @@ func TestValues(t *testing.T) {
 	if replicas != 2 || strings.Contains(args, "--inject") || !strings.Contains(args, "--kube-namespace=shop") {
 		t.Errorf("with replicas 2, watchNamespace shop, no injector: replicas %v, args %q", replicas, args)
 	}
-	if _, ok := d["Secret/weft-webhook-tls"]; ok {
-		t.Error("the webhook's secret is rendered with the injector off")
+	for _, k := range []string{"Secret/weft-webhook-tls", "MutatingWebhookConfiguration/weft-injector"} {
+		if _, ok := d[k]; ok {
+			t.Errorf("%s is rendered with the injector off", k)
+		}
 	}
 	if !strings.Contains(fmtAny(d["Deployment/weft"]), "weft:9.9.9") {
 		t.Error("image.tag 9.9.9 is not the control plane's image")
 	}
+}
+
+// selectors is what decides which pods a webhook sees, JSON-normalised.
+func selectors(hooks []any) []any {
+	var out []any
+	for _, h := range hooks {
+		m := h.(map[string]any)
+		b, _ := json.Marshal([]any{m["name"], m["rules"], m["namespaceSelector"], m["objectSelector"], m["failurePolicy"], m["reinvocationPolicy"], m["clientConfig"].(map[string]any)["service"]})
+		var v any
+		_ = json.Unmarshal(b, &v)
+		out = append(out, v)
+	}
+	return out
 }
 
 func fmtAny(v any) string {
@@ -176,7 +202,7 @@ func TestTemplateApplies(t *testing.T) {
 	cl.MustKubectl(t, []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: "+namespace+"}\n"), "apply", "-f", "-")
 	cl.MustKubectl(t, []byte(crds.String()), "apply", "-f", "-")
 	out := cl.MustKubectl(t, []byte(render(t, c, nil)), "apply", "-f", "-")
-	for _, want := range []string{"deployment.apps/weft created", "secret/weft-webhook-tls created", "clusterrole.rbac.authorization.k8s.io/weft created", "service/weft created"} {
+	for _, want := range []string{"deployment.apps/weft created", "secret/weft-webhook-tls created", "mutatingwebhookconfiguration.admissionregistration.k8s.io/weft-injector created", "clusterrole.rbac.authorization.k8s.io/weft created", "service/weft created"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("kubectl apply said\n%s\nwithout %q", out, want)
 		}
