@@ -9,16 +9,22 @@ import (
 )
 
 func TestConvert(t *testing.T) {
-	var m map[string]any
-	if err := yaml.Unmarshal([]byte(`apiVersion: weft.dev/v1alpha1
+	js, err := yaml.YAMLToJSON([]byte(`apiVersion: weft.dev/v1alpha1
 kind: TrafficPolicy
 metadata: {name: orders, namespace: shop, generation: 3, labels: {team: a}}
 spec: {service: orders, timeout: 2s}
 status: {conditions: []}
-`), &m); err != nil {
+`))
+	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := Convert(&unstructured.Unstructured{Object: m})
+	// Decoded as the dynamic client decodes: integers are int64.
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(js); err != nil {
+		t.Fatal(err)
+	}
+	m := u.Object
+	o, err := Convert(u)
 	if err != nil {
 		t.Fatal(err)
 	}
