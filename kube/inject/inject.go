@@ -171,6 +171,7 @@ func Pod(c Config, meta, spec map[string]any) (bool, error) {
 			"allowPrivilegeEscalation": false,
 			"readOnlyRootFilesystem":   true,
 			"capabilities":             map[string]any{"drop": []any{"ALL"}},
+			"seccompProfile":           map[string]any{"type": "RuntimeDefault"},
 		},
 	}
 	// First, so it is up before any other init container that may call out.

@@ -180,6 +180,10 @@ func (w *Watcher) sync(ctx context.Context) {
 		}
 	}
 	errs := w.o.Sink.SetExternal(objs)
+	if ctx.Err() != nil {
+		// Shutting down: the sink may be closing; write nothing it said.
+		return
+	}
 	for n, i := range idx {
 		items[i].err = errs[n]
 	}

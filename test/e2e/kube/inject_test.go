@@ -3,6 +3,7 @@ package kube
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 
@@ -65,7 +66,7 @@ func injected(p podJSON) bool {
 // A pod created in a namespace labelled weft.dev/inject=enabled comes back
 // from the API server with the native sidecar; one in another namespace
 // does not, unless the pod itself is labelled; a pod may opt out.
-func testInject(t *testing.T, c *kubetest.Cluster) {
+func testInject(t *testing.T, c *kubetest.Cluster, cp *harness.Control, cl *client) {
 	c.MustKubectl(t, []byte("apiVersion: v1\nkind: Namespace\nmetadata: {name: meshed, labels: {weft.dev/inject: enabled}}\n---\napiVersion: v1\nkind: Namespace\nmetadata: {name: plain}\n"), "apply", "-f", "-")
 	// The control plane registers its webhook at start; wait until the
 	// API server calls it.
@@ -116,6 +117,8 @@ func testInject(t *testing.T, c *kubetest.Cluster) {
 		t.Errorf("the app container has no HTTP_PROXY to its sidecar: %+v", p.Spec.Containers[0].Env)
 	}
 
+	runInjected(t, p, cp, cl)
+
 	if p := createPod(t, c, "plain", "shop-2", "app: shop", ""); injected(p) {
 		t.Error("a pod in an unlabelled namespace was injected")
 	}
@@ -124,5 +127,51 @@ func testInject(t *testing.T, c *kubetest.Cluster) {
 	}
 	if p := createPod(t, c, "meshed", "shop-4", "app: shop, weft.dev/inject: disabled", ""); injected(p) {
 		t.Error("a pod labelled weft.dev/inject=disabled was injected")
+	}
+}
+
+// runInjected runs the injected sidecar container's command as a process,
+// as the kubelet would (the pod's address is the first pod IP, the
+// control plane the test's), beside an app on the pod's port 8080: the
+// mesh reaches the app through it, and its readiness follows the app.
+// Fixed ports are safe: the test has its own network namespace.
+func runInjected(t *testing.T, p podJSON, cp *harness.Control, cl *client) {
+	if !inNetns {
+		t.Log("not running the injected sidecar: no network namespace of its own for its fixed ports")
+		return
+	}
+	var args []string
+	sc := p.Spec.InitContainers[0].Args
+	for i := 0; i < len(sc); i++ {
+		a := strings.NewReplacer("$(WEFT_POD_IP)", podIPs[0], "$(WEFT_POD_NAME)", "shop-1").Replace(sc[i])
+		if a == "--control" && i+1 < len(sc) {
+			args = append(args, a, cp.GRPCAddr)
+			i++
+			continue
+		}
+		args = append(args, a)
+	}
+	sidecar := harness.Start(t, "sidecar-shop-1", bins.Weft, args...)
+	ready := "http://" + podIPs[0] + ":15020/ready"
+	harness.WaitUp(t, sidecar, "http://"+podIPs[0]+":15020/healthz", eventually)
+	if code, body, _ := harness.Get(ready); code == 200 {
+		t.Errorf("the sidecar is ready before its app listens: %s", body)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	app := startBackend(t, "shop-1", ln)
+	harness.WaitUp(t, sidecar, ready, eventually)
+	var name string
+	if !harness.Poll(eventually, func() bool { name, err = cl.get("shop"); return err == nil }) {
+		t.Fatalf("the client cannot reach shop through the injected sidecar: %v", err)
+	}
+	if name != "shop-1" {
+		t.Errorf("shop answered as %q, want shop-1", name)
+	}
+	app.srv.Close()
+	if !harness.Poll(eventually, func() bool { code, _, _ := harness.Get(ready); return code == 503 }) {
+		t.Error("the sidecar stays ready after its app stopped")
 	}
 }

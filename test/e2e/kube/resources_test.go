@@ -101,5 +101,5 @@ func TestKubernetes(t *testing.T) {
 	cl := startClient(t, cp)
 	t.Run("Resources", func(t *testing.T) { testResources(t, c, cp, cl) })
 	t.Run("Endpoints", func(t *testing.T) { testEndpoints(t, c, cp, cl) })
-	t.Run("Inject", func(t *testing.T) { testInject(t, c) })
+	t.Run("Inject", func(t *testing.T) { testInject(t, c, cp, cl) })
 }
