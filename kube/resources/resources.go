@@ -111,8 +111,14 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 }
 
-// waitSynced waits for every kind's first list, saying every 10s which
-// kinds are still missing (most often: their CRD is not installed).
+// SyncWait bounds the wait for every kind's first list. A kind whose CRD
+// is not installed never lists; after this long the kinds that did list
+// are applied, and the others join when their CRD appears.
+const SyncWait = 30 * time.Second
+
+// waitSynced waits for every kind's first list, up to SyncWait, saying
+// every 10s which kinds are still missing (most often: their CRD is not
+// installed).
 func (w *Watcher) waitSynced(ctx context.Context) error {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -126,6 +132,11 @@ func (w *Watcher) waitSynced(ctx context.Context) error {
 			}
 		}
 		if len(missing) == 0 {
+			return nil
+		}
+		if time.Since(start) >= SyncWait {
+			w.log.Warn("kubernetes resources of some kinds not listed; going on without them until their CRD is installed (kubectl apply -f deploy/kubernetes/crds)",
+				"kinds", missing)
 			return nil
 		}
 		if time.Since(warned) >= 10*time.Second {
