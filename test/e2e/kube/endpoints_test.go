@@ -3,6 +3,7 @@ package kube
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -10,9 +11,14 @@ import (
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
-// ordersSlice is an EndpointSlice of service orders with endpoints a
-// and b (the two pod addresses) on port, b ready as given.
-func ordersSlice(port int, bReady bool) []byte {
+// cond is an endpoint's conditions.
+type cond struct{ ready, serving, terminating bool }
+
+var readyCond = cond{ready: true, serving: true}
+
+// ordersSlice is an EndpointSlice of service orders with endpoints a and b
+// (the two pod addresses) on port, with their conditions.
+func ordersSlice(port int, a, b cond) []byte {
 	return []byte(fmt.Sprintf(`apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
@@ -23,14 +29,14 @@ addressType: IPv4
 ports: [{name: http, port: %d, protocol: TCP}]
 endpoints:
 - addresses: [%s]
-  conditions: {ready: true, serving: true, terminating: false}
+  conditions: {ready: %t, serving: %t, terminating: %t}
   targetRef: {kind: Pod, name: orders-a, namespace: default}
   zone: zone-a
 - addresses: [%s]
-  conditions: {ready: %t, serving: %t, terminating: false}
+  conditions: {ready: %t, serving: %t, terminating: %t}
   targetRef: {kind: Pod, name: orders-b, namespace: default}
   zone: zone-b
-`, port, podIPs[0], podIPs[1], bReady, bReady))
+`, port, podIPs[0], a.ready, a.serving, a.terminating, podIPs[1], b.ready, b.serving, b.terminating))
 }
 
 const ordersService = `apiVersion: v1
@@ -59,7 +65,7 @@ func testEndpoints(t *testing.T, c *kubetest.Cluster, cp *harness.Control, cl *c
 	c.MustKubectl(t, []byte(ordersService), "apply", "-f", "-")
 	c.MustKubectl(t, pod("orders-a", "app: orders, version: v1"), "apply", "-f", "-")
 	c.MustKubectl(t, pod("orders-b", "app: orders, version: v2"), "apply", "-f", "-")
-	c.MustKubectl(t, ordersSlice(port, true), "apply", "-f", "-")
+	c.MustKubectl(t, ordersSlice(port, readyCond, readyCond), "apply", "-f", "-")
 
 	seen := map[string]int{}
 	var lastErr error
@@ -124,7 +130,7 @@ func testEndpoints(t *testing.T, c *kubetest.Cluster, cp *harness.Control, cl *c
 
 	// b turns not ready: from a second after the API took the change, no
 	// call reaches it.
-	c.MustKubectl(t, ordersSlice(port, false), "apply", "-f", "-")
+	c.MustKubectl(t, ordersSlice(port, readyCond, cond{}), "apply", "-f", "-")
 	written := time.Now()
 	var lastB time.Time
 	deadline := written.Add(5 * time.Second)
@@ -139,11 +145,33 @@ func testEndpoints(t *testing.T, c *kubetest.Cluster, cp *harness.Control, cl *c
 	}
 	if lastB.IsZero() {
 		t.Logf("b got no call once kubectl had written the update")
-		return
+	} else {
+		took := lastB.Sub(written)
+		t.Logf("b's last call came %v after the EndpointSlice update", took.Round(time.Millisecond))
+		if took > time.Second {
+			t.Errorf("b still got calls %v after it turned not ready, want at most 1s", took)
+		}
 	}
-	took := lastB.Sub(written)
-	t.Logf("b's last call came %v after the EndpointSlice update", took.Round(time.Millisecond))
-	if took > time.Second {
-		t.Errorf("b still got calls %v after it turned not ready, want at most 1s", took)
+
+	// a stops being ready too while b terminates but still serves: with no
+	// ready endpoint left, b takes the traffic until it is gone.
+	c.MustKubectl(t, ordersSlice(port, cond{}, cond{serving: true, terminating: true}), "apply", "-f", "-")
+	var last string
+	if !harness.Poll(eventually, func() bool {
+		for range 4 {
+			name, err := cl.get("orders")
+			if err != nil || name != b.name {
+				last = fmt.Sprint(name, err)
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Errorf("with only a terminating, serving b: calls still end as %s, want all on %s", last, b.name)
+	}
+	// Both gone: the mesh says so.
+	c.MustKubectl(t, ordersSlice(port, cond{}, cond{terminating: true}), "apply", "-f", "-")
+	if !harness.Poll(eventually, func() bool { _, err := cl.get("orders"); return err != nil && strings.Contains(err.Error(), "503") }) {
+		t.Errorf("with no endpoint serving, a call does not fail with 503")
 	}
 }
