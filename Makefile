@@ -21,9 +21,12 @@ build:
 demo: build
 	./$(BIN) demo
 
-# deps installs what the tests need (Debian packages), idempotently.
+# deps installs what the tests need (Debian packages), idempotently, and
+# builds the kube-apiserver the Kubernetes tests run against when its cached
+# binary is missing (scripts/kube-tools.sh).
 deps:
 	bash scripts/deps.sh
+	bash scripts/kube-tools.sh >/dev/null
 
 test: deps build vet
 	$(GO) test -count=1 -timeout 25m ./...

@@ -191,13 +191,14 @@ func (s *Server) apply(w http.ResponseWriter, objs []resource.Object) {
 	var next []resource.Object
 	results, err := s.store.Apply(objs, func(all []resource.Object) error {
 		next = all
-		return resource.CheckConflicts(all)
+		return resource.CheckConflicts(s.withExternal(all))
 	})
 	if err != nil {
 		s.applies.record("apply", nil, err)
 		writeErr(w, http.StatusConflict, err)
 		return
 	}
+	next = s.withExternal(next)
 	s.reg.SetConfig(serviceConfig(next))
 	s.messagingConfig(next)
 	out := ApplyResultJSON{}
@@ -242,6 +243,7 @@ func (s *Server) delete(w http.ResponseWriter, refs []resource.Ref) {
 		writeErr(w, http.StatusInternalServerError, err)
 		return
 	}
+	objs = s.withExternal(objs)
 	s.reg.SetConfig(serviceConfig(objs))
 	s.messagingConfig(objs)
 	out := ApplyResultJSON{}

@@ -89,6 +89,8 @@ type Server struct {
 	store store.Store
 
 	mu sync.Mutex // serialises writes to store+registry so they stay in step
+	// external are the accepted objects from outside the store (SetExternal).
+	external []resource.Object
 
 	grpcLn, httpLn net.Listener
 

@@ -72,6 +72,11 @@ type Kind struct {
 	// Service returns the service whose sidecars the object configures
 	// ("" when none): the control plane pushes the object to them.
 	Service func(spec json.RawMessage) string
+	// Spec returns a zero value of the kind's spec type (e.g.
+	// TrafficPolicySpec{}), from which the Kubernetes CRD's schema is
+	// generated (deploy/crdgen). Every kind must set it: the generator and
+	// its test fail naming a kind without it.
+	Spec func() any
 }
 
 var kinds = map[string]Kind{}

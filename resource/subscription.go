@@ -256,6 +256,7 @@ func ValidateSubscriptionPath(p string) error {
 func init() {
 	registerKind(Kind{
 		Name: KindSubscription,
+		Spec: func() any { return SubscriptionSpec{} },
 		Validate: func(spec json.RawMessage) error {
 			_, err := ParseSubscriptionSpec(spec)
 			return err

@@ -152,6 +152,7 @@ func ParseTrafficPolicySpec(raw json.RawMessage) (TrafficPolicySpec, error) {
 func init() {
 	registerKind(Kind{
 		Name: KindTrafficPolicy,
+		Spec: func() any { return TrafficPolicySpec{} },
 		Validate: func(spec json.RawMessage) error {
 			_, err := ParseTrafficPolicySpec(spec)
 			return err

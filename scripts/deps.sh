@@ -20,6 +20,7 @@ declare -A want=(
   [chromium]=chromium # the dashboard's e2e suite drives it headless
   # the README walk-through (test/e2e/readme_test.go) pastes curl and python3 lines
   [python3]=python3
+  [etcd]=etcd-server
 )
 
 # Docker Compose v2 for the compose e2e test (Debian ships only 1.29):
@@ -40,11 +41,12 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Packages that ship a service must not keep one running: tests start their own.
-for svc in nginx haproxy prometheus nats-server; do
+for svc in nginx haproxy prometheus nats-server etcd; do
   $SUDO service "$svc" stop >/dev/null 2>&1 || true
 done
 # nats-server ships only a systemd unit (no init script): disable it where
 # systemd runs; the messaging tests start their own on a free port.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now nats-server >/dev/null 2>&1 || true
+  $SUDO systemctl disable --now etcd >/dev/null 2>&1 || true
 fi

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/control"
@@ -12,6 +14,7 @@ import (
 
 func newControlCmd(g *globalFlags) *cobra.Command {
 	cfg := control.Config{}
+	var kf kubeFlags
 	cmd := &cobra.Command{
 		Use:   "control",
 		Short: "Run the control plane (registry, resources, push to sidecars)",
@@ -29,7 +32,15 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 			if err != nil {
 				return controlPortHint(err)
 			}
-			return s.Run(cmd.Context())
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			waitKube, err := kf.start(ctx, s, cfg.Logger)
+			if err != nil {
+				return err
+			}
+			defer waitKube()
+			defer cancel()
+			return s.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -44,5 +55,6 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&cfg.Broker, "broker", "", "message broker handed to sidecars: nats://HOST:PORT[,nats://…] for an external NATS cluster with JetStream, off for no messaging (default: the embedded broker)")
 	f.StringVar(&cfg.BrokerAddr, "broker-addr", broker.DefaultAddr, "where the embedded broker listens (NATS protocol; its store is DATA-DIR/broker); when not given and the default port is taken, any free port (sidecars learn it from the control plane)")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", messaging.DefaultMaxMessageBytes, "largest message payload a publish may carry")
+	kf.register(f)
 	return cmd
 }

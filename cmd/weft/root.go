@@ -55,6 +55,7 @@ plane pushes every change to the sidecars.
 		newCaptureCmd(),
 		newDashboardCmd(),
 		newVersionCmd(), newCheckCmd(), newProxyConfigCmd(),
+		newInjectCmd(),
 	)
 	registerCompletions(root)
 	return root

@@ -1,0 +1,44 @@
+package resources
+
+import (
+	"strings"
+	"testing"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+func TestConvert(t *testing.T) {
+	js, err := yaml.YAMLToJSON([]byte(`apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: orders, namespace: shop, generation: 3, labels: {team: a}}
+spec: {service: orders, timeout: 2s}
+status: {conditions: []}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Decoded as the dynamic client decodes: integers are int64.
+	u := &unstructured.Unstructured{}
+	if err := u.UnmarshalJSON(js); err != nil {
+		t.Fatal(err)
+	}
+	m := u.Object
+	o, err := Convert(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Metadata.Namespace != "" || o.Metadata.Name != "orders" || o.Metadata.Generation != 3 || o.Metadata.Labels["team"] != "a" {
+		t.Errorf("metadata %+v: want the name, labels and generation, no namespace", o.Metadata)
+	}
+	if err := o.Validate(); err != nil {
+		t.Errorf("the converted object does not validate: %v", err)
+	}
+	if string(o.Spec) != `{"service":"orders","timeout":"2s"}` {
+		t.Errorf("spec %s", o.Spec)
+	}
+	delete(m, "spec")
+	if _, err := Convert(&unstructured.Unstructured{Object: m}); err == nil || !strings.Contains(err.Error(), "spec is missing") {
+		t.Errorf("without spec: err %v", err)
+	}
+}
