@@ -113,7 +113,7 @@ type Sidecar struct {
 	access  *accesslog.Logger // nil: no access log
 	msg     *sidecarMessaging
 	capture *sidecarCapture // nil without --capture
-	load    *load.Meter // nil for a pure client
+	load    *load.Meter     // nil for a pure client
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
