@@ -71,6 +71,8 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /api/v1/traces/{traceID}", s.getTrace)
 	// Messaging: topics, publish, dead letters.
 	s.messagingRoutes(mux)
+	// Mesh identity: issued certificates, the trust bundle, root rotation.
+	s.securityRoutes(mux)
 	return mux
 }
 

@@ -66,6 +66,8 @@ type Config struct {
 	BrokerAddr string
 	// MaxMessageBytes is the largest message payload (default 1 MiB).
 	MaxMessageBytes int
+	// Security: see security.go.
+	Security SecurityConfig
 }
 
 // SettingOTLPEndpoint is the Hello setting that tells sidecars where to
@@ -102,6 +104,8 @@ type Server struct {
 	// and the topics/DLQ API (nil with messaging off).
 	broker *broker.Broker
 	msg    *admin.Admin
+
+	sec *security // the mesh CA and the certificates it issued
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad
@@ -147,6 +151,12 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.newTelemetry()
+	if err = s.newSecurity(); err != nil {
+		s.httpLn.Close()
+		s.grpcLn.Close()
+		st.Close()
+		return nil, err
+	}
 	if err = s.newMessaging(objs); err != nil {
 		s.httpLn.Close()
 		s.grpcLn.Close()
@@ -232,7 +242,7 @@ func (s *Server) Run(ctx context.Context) error {
 	)
 	pb.RegisterDiscoveryServer(gs, &discoveryServer{
 		reg: s.reg, log: s.log.With("component", "discovery"), leaseTTL: s.cfg.LeaseTTL,
-		id: hex.EncodeToString(id), settings: s.cfg.Settings,
+		id: hex.EncodeToString(id), settings: s.cfg.Settings, sec: s.sec,
 	})
 	// OTLP/gRPC on the same port as discovery (grpc://host:grpc-port).
 	collectorpb.RegisterTraceServiceServer(gs, s.receiver)

@@ -33,6 +33,7 @@ type discoveryServer struct {
 	leaseTTL time.Duration
 	id       string
 	settings map[string]string
+	sec      *security
 }
 
 func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
@@ -47,11 +48,13 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 	// One writer per stream: gRPC's Send is not safe for concurrent use, and
 	// the registry must never wait on a sidecar's socket.
 	ackc := make(chan struct{}, 1)
+	certc := make(chan *pb.Certificate, 4)
+	defer d.sec.forget(stream)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := d.write(ctx, stream, sub, ackc)
+		err := d.write(ctx, stream, sub, ackc, certc)
 		if err != nil {
 			cancel(err)
 		}
@@ -60,6 +63,7 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 
 	var (
 		inst     *pb.Instance // what this stream registered
+		claimed  string       // the service this stream's certificate is for
 		lastSeen = make(chan struct{}, 1)
 		subs     = map[string]bool{}
 	)
@@ -140,6 +144,12 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 			if inst != nil && (inst.Id != in.Id || inst.Service != in.Service) {
 				return status.Error(codes.InvalidArgument, "register: a stream carries one instance; its id and service cannot change")
 			}
+			if claimed != "" && in.Service != claimed {
+				return status.Errorf(codes.PermissionDenied, "register: this stream's certificate is for service %q, not %q", claimed, in.Service)
+			}
+			if inst == nil {
+				d.sec.registered(stream, in.Id)
+			}
 			inst = in
 			d.reg.Upsert(in, stream)
 		case *pb.SidecarMessage_Subscribe:
@@ -172,6 +182,26 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 			case ackc <- struct{}{}:
 			default:
 			}
+		case *pb.SidecarMessage_Csr:
+			have := claimed
+			if have == "" && inst != nil {
+				have = inst.Service
+			}
+			id := ""
+			if inst != nil {
+				id = inst.Id
+			}
+			cert, svc, err := d.sec.issue(msg.Csr, have, stream, id)
+			if err != nil {
+				d.log.Warn("certificate refused", "service", msg.Csr.GetService(), "err", err)
+				cert = &pb.Certificate{Error: err.Error()}
+			} else {
+				claimed = svc
+			}
+			select {
+			case certc <- cert:
+			case <-ctx.Done():
+			}
 		case *pb.SidecarMessage_Heartbeat:
 		default:
 			return status.Error(codes.InvalidArgument, "unknown message")
@@ -191,14 +221,29 @@ func causeText(ctx context.Context) string {
 	return "closed"
 }
 
-func (d *discoveryServer) write(ctx context.Context, stream pb.Discovery_ConnectServer, sub *registry.Subscriber, ackc <-chan struct{}) error {
+func (d *discoveryServer) write(ctx context.Context, stream pb.Discovery_ConnectServer, sub *registry.Subscriber, ackc <-chan struct{}, certc <-chan *pb.Certificate) error {
 	if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Hello{Hello: &pb.Hello{ControlId: d.id, Settings: d.settings}}}); err != nil {
 		return err
 	}
+	// A root rotation changes the bundle: every stream brings the new one.
+	bundleGen := d.sec.ca.Generation()
+	bundleTick := time.NewTicker(time.Second)
+	defer bundleTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case c := <-certc:
+			if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Certificate{Certificate: c}}); err != nil {
+				return err
+			}
+		case <-bundleTick.C:
+			if g := d.sec.ca.Generation(); g != bundleGen {
+				bundleGen = g
+				if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Certificate{Certificate: d.sec.bundleMessage()}}); err != nil {
+					return err
+				}
+			}
 		case u, ok := <-sub.C:
 			if !ok {
 				return errOverflow

@@ -68,6 +68,12 @@ type Config struct {
 	FirstUpdateWait time.Duration
 	// Heartbeat is the interval of lease renewals (default 1s).
 	Heartbeat time.Duration
+	// OnHello is called after each stream's Hello (settings are updated),
+	// and OnCertificate for each Certificate the control plane sends (an
+	// answer to RequestCertificate, or a new trust bundle). Both run on the
+	// stream's receive loop and must not block.
+	OnHello       func()
+	OnCertificate func(*pb.Certificate)
 }
 
 // Client is safe for concurrent use.
@@ -256,6 +262,18 @@ func (c *Client) sendLocked(m *pb.SidecarMessage) {
 	}
 }
 
+// RequestCertificate sends a CSR on the current stream; false when
+// disconnected (try again once connected).
+func (c *Client) RequestCertificate(req *pb.CertificateRequest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stream == nil || !c.connected.Load() {
+		return false
+	}
+	c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Csr{Csr: req}})
+	return true
+}
+
 // SetReady updates this instance's readiness at the control plane.
 func (c *Client) SetReady(ready bool) {
 	c.mu.Lock()
@@ -416,6 +434,13 @@ func (c *Client) session(ctx context.Context, client pb.DiscoveryClient) error {
 			c.mu.Unlock()
 			c.connected.Store(true)
 			c.log.Info("connected to control plane", "control", c.cfg.ControlAddr, "control_id", msg.Hello.ControlId)
+			if c.cfg.OnHello != nil {
+				c.cfg.OnHello()
+			}
+		case *pb.ControlMessage_Certificate:
+			if c.cfg.OnCertificate != nil {
+				c.cfg.OnCertificate(msg.Certificate)
+			}
 		case *pb.ControlMessage_Update:
 			c.apply(msg.Update)
 		case *pb.ControlMessage_Ack:

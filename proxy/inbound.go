@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -238,8 +239,14 @@ func closeWrite(c net.Conn) {
 // dialTunnel opens a CONNECT tunnel to another sidecar's inbound listener,
 // saying which service calls (source, for the callee's metrics; may be "").
 // The returned reader must be used for reading (it may hold early bytes).
-func dialTunnel(addr, service, source string) (net.Conn, io.Reader, error) {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+func dialTunnel(ctx context.Context, dial DialFunc, addr, service, source string) (net.Conn, io.Reader, error) {
+	var conn net.Conn
+	var err error
+	if dial != nil {
+		conn, err = dial(ctx, "tcp", addr, "http/1.1")
+	} else {
+		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/weftmesh/weft/proxy"
 	"github.com/weftmesh/weft/proxy/h1"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/security/mtls"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/accesslog"
 	"github.com/weftmesh/weft/telemetry/metrics"
@@ -77,6 +78,10 @@ type Config struct {
 	// on the whole process: meant for the weft binary, not for a program
 	// embedding a sidecar.
 	TrimExecutable bool
+	// Namespace is the instance's namespace in its SPIFFE ID (default
+	// "default"); Token the join token proving it may claim Service.
+	Namespace string
+	Token     string
 }
 
 // Defaults.
@@ -101,6 +106,7 @@ type Sidecar struct {
 	tracer  *tracing.Tracer   // nil: not tracing
 	access  *accesslog.Logger // nil: no access log
 	msg     *sidecarMessaging
+	id      *identity // workload certificate, mTLS between sidecars
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
@@ -190,9 +196,13 @@ func New(cfg Config) (*Sidecar, error) {
 		s.upstreams = append(s.upstreams, &proxy.TCPUpstream{Service: name, Listener: ln, Log: s.log})
 	}
 	s.cfg = cfg
-	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery")})
+	s.id = newIdentity(cfg.Service, cfg.Namespace, cfg.Token, s.log.With("component", "identity"))
+	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery"),
+		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate})
+	s.id.disc = s.disc
+	dial := s.id.dialer().Dial
 	for _, u := range s.upstreams {
-		u.Resolver = s.disc
+		u.Resolver, u.Dial = s.disc, dial
 	}
 	var tel *telemetry.Telemetry
 	if tel, err = s.newTelemetry(); err != nil {
@@ -206,7 +216,8 @@ func New(cfg Config) (*Sidecar, error) {
 		u.Source, u.Telemetry = cfg.Service, tel
 	}
 	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel,
-		Local: s.msg.pub}) // POST /v1/publish/{topic} on 127.0.0.1
+		Local: s.msg.pub, // POST /v1/publish/{topic} on 127.0.0.1
+		Dial:  dial})     // mTLS to other sidecars
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
@@ -220,6 +231,7 @@ func New(cfg Config) (*Sidecar, error) {
 func (s *Sidecar) newTelemetry() (*telemetry.Telemetry, error) {
 	cfg := s.cfg
 	s.metrics = metrics.New(metrics.Options{})
+	s.metrics.Registry().MustRegister(s.id.src.Collector())
 	if cfg.NoTelemetry {
 		return nil, nil
 	}
@@ -320,10 +332,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	// Discovery outlives ctx until the drain has deregistered.
 	goRun("discovery", func() error { return s.disc.Run(bg) })
+	goRun("identity", func() error { s.id.run(bg); return nil })
 	if s.outLn != nil {
 		var router h1.Router
+		localAddr := ""
 		if !s.cfg.NoFastPath {
-			localAddr := ""
 			if h := s.out.Local(); h != nil {
 				// The fast path forwards requests for the sidecar itself
 				// (messaging's /v1/publish) to this loopback listener.
@@ -338,9 +351,19 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			router = s.out.Fast(localAddr)
 		}
 		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"))
+		if s.outFront.fast != nil {
+			s.outFront.fast.Dial = s.fastDial(localAddr)
+		}
 		s.outFront.run(goRun, "outbound")
 	}
 	if s.inLn != nil {
+		// Every connection from another sidecar is mutual TLS (strict),
+		// or TLS or plaintext (permissive), as the mesh says.
+		tl := mtls.NewListener(s.inLn, s.id.src, s.id.mode(), s.log.With("component", "inbound-tls"))
+		s.id.listener = tl
+		s.id.onHello() // the mode, if the Hello came first
+		s.inLn = tl
+		defer tl.Wait()
 		var router h1.Router
 		if !s.cfg.NoFastPath {
 			router = s.in.Fast()
@@ -493,6 +516,9 @@ func (s *Sidecar) probe(ctx context.Context) {
 		}
 		if ok != ready {
 			ready = ok
+			if ok && !s.waitIdentity(ctx) {
+				return
+			}
 			s.disc.SetReady(ok)
 			if ok {
 				s.readyOnce.Do(func() { close(s.appReady) })

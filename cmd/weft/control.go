@@ -44,5 +44,6 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&cfg.Broker, "broker", "", "message broker handed to sidecars: nats://HOST:PORT[,nats://…] for an external NATS cluster with JetStream, off for no messaging (default: the embedded broker)")
 	f.StringVar(&cfg.BrokerAddr, "broker-addr", broker.DefaultAddr, "where the embedded broker listens (NATS protocol; its store is DATA-DIR/broker); when not given and the default port is taken, any free port (sidecars learn it from the control plane)")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", messaging.DefaultMaxMessageBytes, "largest message payload a publish may carry")
+	addControlSecurityFlags(f, &cfg.Security)
 	return cmd
 }

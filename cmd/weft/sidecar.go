@@ -43,6 +43,7 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.BoolVar(&s.cfg.TrimExecutable, "trim-executable", true, "after start-up and then every 30s, unmap the weft binary's read-only pages from this process (they stay in the page cache), so that only the pages in use count as resident (Linux)")
 	f.BoolVar(&s.telemetry, "telemetry", true, "record per-request metrics, spans and access logs (false: only to measure their cost)")
 	_ = f.MarkHidden("telemetry")
+	s.addSecurity(f)
 }
 
 func (s *sidecarFlags) config() (sidecar.Config, error) {

@@ -11,9 +11,9 @@ import (
 type Dialer struct {
 	Source  *Source
 	Timeout time.Duration // TCP connect plus handshake; default 2s
-	// Plaintext, when it returns true, makes Dial skip TLS: before this
-	// sidecar has its first certificate, so a permissive mesh keeps
-	// working while it starts.
+	// Plaintext, when it returns true, lets Dial skip TLS while this
+	// sidecar has no certificate yet (a permissive mesh keeps working while
+	// it starts); otherwise Dial waits for the certificate, within Timeout.
 	Plaintext func() bool
 }
 
@@ -33,8 +33,17 @@ func (d *Dialer) Dial(ctx context.Context, network, addr, alpn string) (net.Conn
 	if err != nil {
 		return nil, err
 	}
-	if d.Plaintext != nil && d.Plaintext() {
-		return c, nil
+	if !d.Source.HasIdentity() {
+		if d.Plaintext != nil && d.Plaintext() {
+			return c, nil
+		}
+		select {
+		case <-d.Source.Ready():
+		case <-ctx.Done():
+			c.Close()
+			d.Source.fail(ReasonNoIdentity)
+			return nil, &net.OpError{Op: "dial", Net: network, Addr: c.RemoteAddr(), Err: ErrNoIdentity}
+		}
 	}
 	tc := tls.Client(c, d.Source.ClientConfig(alpn))
 	if err := tc.HandshakeContext(ctx); err != nil {

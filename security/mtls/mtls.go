@@ -19,6 +19,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -56,7 +57,7 @@ var ErrNoIdentity = errors.New("no workload certificate yet (waiting for the con
 
 // Source is one sidecar's identity and trust. Safe for concurrent use.
 type Source struct {
-	td  string
+	td  atomic.Pointer[string]
 	now func() time.Time
 
 	cert     atomic.Pointer[tls.Certificate] // own SVID, Leaf set
@@ -66,6 +67,9 @@ type Source struct {
 	// ticketKeys are installed in every server config made; replaced with
 	// the bundle so resumed sessions of a removed root's leaves end.
 	server atomic.Pointer[tls.Config]
+
+	ready     chan struct{} // closed at the first certificate
+	readyOnce sync.Once
 
 	failures map[string]*atomic.Int64
 	// Handshakes counts verified TLS handshakes (full or resumed);
@@ -79,10 +83,11 @@ type sessionCache struct{ tls.ClientSessionCache }
 // New returns a Source for the trust domain, with no certificate and an
 // empty bundle (everything refused until both arrive).
 func New(trustDomain string) *Source {
-	s := &Source{td: trustDomain, now: time.Now, failures: map[string]*atomic.Int64{}}
+	s := &Source{now: time.Now, failures: map[string]*atomic.Int64{}, ready: make(chan struct{})}
 	for _, r := range Reasons {
 		s.failures[r] = new(atomic.Int64)
 	}
+	s.td.Store(&trustDomain)
 	s.roots.Store(x509.NewCertPool())
 	s.sessions.Store(&sessionCache{tls.NewLRUClientSessionCache(1024)})
 	return s
@@ -92,11 +97,11 @@ func New(trustDomain string) *Source {
 func (s *Source) SetClock(now func() time.Time) { s.now = now }
 
 // TrustDomain is the mesh's trust domain.
-func (s *Source) TrustDomain() string { return s.td }
+func (s *Source) TrustDomain() string { return *s.td.Load() }
 
-// SetTrustDomain changes the trust domain (the control plane says it in
-// the bundle message); call before serving.
-func (s *Source) SetTrustDomain(td string) { s.td = td }
+// SetTrustDomain changes the trust domain (the control plane says it
+// with the bundle).
+func (s *Source) SetTrustDomain(td string) { s.td.Store(&td) }
 
 // SetBundle replaces the trust bundle (DER roots). Sessions cached under
 // the old bundle are forgotten on both sides, so a resumed session cannot
@@ -138,8 +143,12 @@ func (s *Source) SetCertificate(chain [][]byte, key crypto.Signer) error {
 		return fmt.Errorf("certificate: %w", err)
 	}
 	s.cert.Store(&tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: leaf})
+	s.readyOnce.Do(func() { close(s.ready) })
 	return nil
 }
+
+// Ready is closed once the first certificate is installed.
+func (s *Source) Ready() <-chan struct{} { return s.ready }
 
 // Certificate is the current SVID's leaf, nil before the first.
 func (s *Source) Certificate() *x509.Certificate {
@@ -193,8 +202,8 @@ func (s *Source) Verify(certs []*x509.Certificate, usage x509.ExtKeyUsage) (ID, 
 	if err != nil {
 		return ID{}, &VerifyError{ReasonNoSPIFFEID, err}
 	}
-	if id.TrustDomain != s.td {
-		return ID{}, &VerifyError{ReasonTrustDomain, fmt.Errorf("%s is not of trust domain %s", id, s.td)}
+	if td := s.TrustDomain(); id.TrustDomain != td {
+		return ID{}, &VerifyError{ReasonTrustDomain, fmt.Errorf("%s is not of trust domain %s", id, td)}
 	}
 	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 || leaf.KeyUsage&(x509.KeyUsageCertSign|x509.KeyUsageCRLSign) != 0 {
 		return ID{}, &VerifyError{ReasonKeyUsage, errors.New("leaf key usage must be digitalSignature and not certSign/cRLSign")}

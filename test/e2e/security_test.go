@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"io"
+	"math/big"
+	"net"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
+)
+
+// A strict mesh: sidecars talk mutual TLS with certificates from the
+// control plane's CA; plaintext and foreign certificates are refused at
+// the inbound port.
+func TestStrictMTLS(t *testing.T) {
+	cp := StartControl(t, "--mtls", "strict")
+	orders := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 1, eventually)
+	tcpPort := freePort(t)
+	client := StartClient(t, cp, map[string]int{"orders": tcpPort})
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", orders.Name)
+
+	// Traffic flows, on the fast path and through a raw TCP tunnel.
+	for i := range 20 {
+		if r := meshGet(c, "orders", "/x", nil); !r.OK() {
+			t.Fatalf("request %d: %s", i, r)
+		}
+	}
+	tc, err := net.DialTimeout("tcp", addr(tcpPort), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(tc, "GET /tcp HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n")
+	line, _ := bufio.NewReader(tc).ReadString('\n')
+	tc.Close()
+	if !strings.HasPrefix(line, "HTTP/1.1 200") {
+		t.Fatalf("TCP tunnel in strict mode: %q", line)
+	}
+
+	// Each side holds an SVID for its service.
+	var id struct {
+		SPIFFEID string           `json:"spiffeId"`
+		Mode     string           `json:"mtlsMode"`
+		Hands    int64            `json:"handshakes"`
+		Failures map[string]int64 `json:"handshakeFailures"`
+	}
+	getJSON(t, orders.AdminURL()+"/identity", &id)
+	if id.SPIFFEID != "spiffe://weft.local/ns/default/sa/orders" || id.Mode != "strict" || id.Hands < 1 {
+		t.Fatalf("orders identity: %+v", id)
+	}
+
+	// Plain HTTP straight to the inbound port: refused with one clear line.
+	code, body, err := harness.Get("http://" + orders.InboundAddr() + "/x")
+	if err != nil || code != 400 || !strings.Contains(body, "mutual TLS") {
+		t.Fatalf("plaintext to a strict inbound: %d %q %v", code, body, err)
+	}
+	// TLS without a certificate, and with one from another CA: refused.
+	bad := selfSignedSVID(t)
+	for name, cfg := range map[string]*tls.Config{
+		"no certificate": {InsecureSkipVerify: true},
+		"another CA":     {InsecureSkipVerify: true, Certificates: []tls.Certificate{bad}},
+	} {
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", orders.InboundAddr(), cfg)
+		if err == nil {
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			io.WriteString(conn, "GET /x HTTP/1.1\r\nHost: orders\r\n\r\n")
+			line, _ := bufio.NewReader(conn).ReadString('\n')
+			conn.Close()
+			if strings.HasPrefix(line, "HTTP/1.1 200") {
+				t.Fatalf("%s: served", name)
+			}
+		}
+	}
+	if !harness.Poll(eventually, func() bool {
+		getJSON(t, orders.AdminURL()+"/identity", &id)
+		return id.Failures["plaintext"] >= 1 && id.Failures["no_certificate"] >= 1 && id.Failures["unknown_authority"] >= 1
+	}) {
+		t.Fatalf("refusals not counted by reason: %v", id.Failures)
+	}
+
+	// The control plane lists what it issued.
+	var certs struct {
+		Certs []struct {
+			Service, SPIFFEID string
+		} `json:"certs"`
+	}
+	getJSON(t, cp.URL+"/api/v1/certs", &certs)
+	got := map[string]bool{}
+	for _, c := range certs.Certs {
+		got[c.Service] = true
+	}
+	if !got["orders"] || !got["client"] {
+		t.Fatalf("issued certificates: %+v", certs.Certs)
+	}
+}
+
+func getJSON(t *testing.T, u string, v any) {
+	t.Helper()
+	code, body, err := harness.Get(u)
+	if err != nil || code != 200 {
+		t.Fatalf("GET %s: %d %s %v", u, code, body, err)
+	}
+	if err := json.Unmarshal([]byte(body), v); err != nil {
+		t.Fatalf("GET %s: %v in %q", u, err, body)
+	}
+}
+
+// selfSignedSVID is a certificate shaped like an SVID of the mesh but
+// issued by nobody the mesh trusts.
+func selfSignedSVID(t *testing.T) tls.Certificate {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	u, _ := url.Parse("spiffe://weft.local/ns/default/sa/web")
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, URIs: []*url.URL{u}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
