@@ -49,7 +49,9 @@ type VerifyError struct {
 	Err    error
 }
 
-func (e *VerifyError) Error() string { return "peer certificate refused (" + e.Reason + "): " + e.Err.Error() }
+func (e *VerifyError) Error() string {
+	return "peer certificate refused (" + e.Reason + "): " + e.Err.Error()
+}
 func (e *VerifyError) Unwrap() error { return e.Err }
 
 // ErrNoIdentity: this sidecar has no certificate yet.
