@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/authz"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
@@ -57,6 +58,10 @@ type Inbound struct {
 	// value of balancer.LoadHeader) to dst; the inbound adds it to every
 	// response it sends back to a calling sidecar. Set before serving.
 	Load func(dst []byte) []byte
+
+	// Authz holds the service's AuthorizationPolicies; nil: none. Set
+	// before serving.
+	Authz *Authorizer
 
 	Requests atomic.Int64
 }
@@ -152,6 +157,21 @@ func (in *Inbound) CloseIdle() {
 
 func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in.Requests.Add(1)
+	target := r.URL.RequestURI()
+	if r.Method == http.MethodConnect {
+		target = "*"
+	}
+	var scratch []byte
+	peer, deny := in.authorize(peerFrom(r), []byte(r.Method), []byte(target), authz.HTTPHeaders(r.Header), &scratch)
+	if deny != nil {
+		if ex := in.Telemetry.Begin(metrics.Server, w, r); ex != nil {
+			defer ex.End()
+			w = ex
+		}
+		writeDenied(w, r, deny)
+		return
+	}
+	r.Header.Set(HeaderPeerIdentity, principalOf(peer))
 	if r.Method == http.MethodConnect {
 		in.tunnel(w, r)
 		return

@@ -258,18 +258,20 @@ func (s *Sidecar) fastDial(localAddr string) func(addr string) (net.Conn, error)
 }
 
 // waitIdentity holds the first registration until the instance has its
-// certificate: an instance callers cannot verify must not get traffic (and
-// one the control plane refuses a certificate never joins). False when ctx
-// ended first.
+// certificate and its authorization policies: an instance callers cannot
+// verify, or that would serve before knowing who may call it, must not get
+// traffic (and one the control plane refuses a certificate never joins).
+// False when ctx ended first.
 func (s *Sidecar) waitIdentity(ctx context.Context) bool {
-	if s.id.src.HasIdentity() {
-		return true
+	if !s.id.src.HasIdentity() {
+		s.log.Info("app ready; waiting for the workload certificate before registering")
 	}
-	s.log.Info("app ready; waiting for the workload certificate before registering")
-	select {
-	case <-s.id.src.Ready():
-		return true
-	case <-ctx.Done():
-		return false
+	for _, ch := range []<-chan struct{}{s.id.src.Ready(), s.policiesReady} {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
 	}
+	return true
 }

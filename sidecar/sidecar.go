@@ -107,6 +107,10 @@ type Sidecar struct {
 	access  *accesslog.Logger // nil: no access log
 	msg     *sidecarMessaging
 	id      *identity // workload certificate, mTLS between sidecars
+	// policiesReady is closed once the inbound has the service's
+	// authorization policies (none is an answer too).
+	policiesReady chan struct{}
+	policiesOnce  sync.Once
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
@@ -150,7 +154,7 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.ID == "" {
 		cfg.ID = newID(cfg.Service)
 	}
-	s := &Sidecar{cfg: cfg, log: cfg.Logger, appReady: make(chan struct{})}
+	s := &Sidecar{cfg: cfg, log: cfg.Logger, appReady: make(chan struct{}), policiesReady: make(chan struct{})}
 	if err := s.checkMessaging(); err != nil {
 		return nil, err
 	}
@@ -221,6 +225,7 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
+		s.in.Authz = s.newAuthorizer()
 	}
 	return s, nil
 }
@@ -369,7 +374,10 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			router = s.in.Fast()
 		}
 		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"))
+		// The verified caller reaches the net/http path's requests.
+		s.inFront.hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context { return proxy.WithPeer(ctx, c.RemoteAddr()) }
 		s.inFront.run(goRun, "inbound")
+		goRun("authz", func() error { s.watchPolicies(bg, s.in.Authz); return nil })
 		goRun("probe", func() error { s.probe(bg); return nil })
 	}
 	if s.adminLn != nil {

@@ -52,8 +52,11 @@ type Peer struct {
 	// False for a plaintext connection a permissive listener took.
 	Verified bool
 	ID       ID
-	// Principal is ID.String(), computed once per connection.
-	Principal string
+	// Principal is ID.String(), computed once per connection, and
+	// PrincipalBytes the same bytes (for header values without a copy per
+	// request).
+	Principal      string
+	PrincipalBytes []byte
 }
 
 // PeerOf returns the Peer behind an address from a Listener's connection.
@@ -166,7 +169,7 @@ func (l *Listener) handshake(c net.Conn) {
 		if cs.DidResume {
 			l.src.Resumed.Add(1)
 		}
-		out = &peerConn{Conn: tc, peer: &Peer{Addr: c.RemoteAddr(), Verified: true, ID: id, Principal: id.String()}}
+		out = &peerConn{Conn: tc, peer: &Peer{Addr: c.RemoteAddr(), Verified: true, ID: id, Principal: id.String(), PrincipalBytes: []byte(id.String())}}
 	}
 	_ = c.SetDeadline(time.Time{})
 	select {
