@@ -73,7 +73,7 @@ func (s *Server) routes() http.Handler {
 	s.messagingRoutes(mux)
 	// Mesh identity: issued certificates, the trust bundle, root rotation.
 	s.securityRoutes(mux)
-	return mux
+	return s.withAuth(mux)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

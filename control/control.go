@@ -32,6 +32,7 @@ import (
 	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/registry"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/security/token"
 	"github.com/weftmesh/weft/store"
 	"github.com/weftmesh/weft/telemetry/aggregator"
 	"github.com/weftmesh/weft/telemetry/tracestore"
@@ -105,7 +106,9 @@ type Server struct {
 	broker *broker.Broker
 	msg    *admin.Admin
 
-	sec *security // the mesh CA and the certificates it issued
+	sec        *security // the mesh CA and the certificates it issued
+	tokens     *token.Manager
+	localToken string
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad
@@ -157,6 +160,7 @@ func New(cfg Config) (*Server, error) {
 		st.Close()
 		return nil, err
 	}
+
 	if err = s.newMessaging(objs); err != nil {
 		s.httpLn.Close()
 		s.grpcLn.Close()
@@ -242,8 +246,11 @@ func (s *Server) Run(ctx context.Context) error {
 	)
 	pb.RegisterDiscoveryServer(gs, &discoveryServer{
 		reg: s.reg, log: s.log.With("component", "discovery"), leaseTTL: s.cfg.LeaseTTL,
-		id: hex.EncodeToString(id), settings: s.cfg.Settings, sec: s.sec,
+		id: hex.EncodeToString(id), settings: s.cfg.Settings, sec: s.sec, checkJoin: s.checkJoin,
+		strict: s.cfg.Security.MTLS == "strict",
 	})
+	// Written before serving, so sidecars started with the control plane find it.
+	defer s.writeLocalToken()()
 	// OTLP/gRPC on the same port as discovery (grpc://host:grpc-port).
 	collectorpb.RegisterTraceServiceServer(gs, s.receiver)
 	aggCtx, stopAgg := context.WithCancel(context.Background())

@@ -34,6 +34,9 @@ type discoveryServer struct {
 	id       string
 	settings map[string]string
 	sec      *security
+	// checkJoin decides whether a CSR's join token may claim a service.
+	checkJoin func(token, service string) error
+	strict    bool // register only instances whose stream has a certificate
 }
 
 func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
@@ -144,6 +147,9 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 			if inst != nil && (inst.Id != in.Id || inst.Service != in.Service) {
 				return status.Error(codes.InvalidArgument, "register: a stream carries one instance; its id and service cannot change")
 			}
+			if d.strict && claimed == "" {
+				return status.Error(codes.PermissionDenied, "register: strict mTLS: ask for a certificate (with a join token) before registering")
+			}
 			if claimed != "" && in.Service != claimed {
 				return status.Errorf(codes.PermissionDenied, "register: this stream's certificate is for service %q, not %q", claimed, in.Service)
 			}
@@ -191,7 +197,12 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 			if inst != nil {
 				id = inst.Id
 			}
-			cert, svc, err := d.sec.issue(msg.Csr, have, stream, id)
+			var cert *pb.Certificate
+			var svc string
+			err := d.checkJoin(msg.Csr.GetToken(), msg.Csr.GetService())
+			if err == nil {
+				cert, svc, err = d.sec.issue(msg.Csr, have, stream, id)
+			}
 			if err != nil {
 				d.log.Warn("certificate refused", "service", msg.Csr.GetService(), "err", err)
 				cert = &pb.Certificate{Error: err.Error()}
@@ -225,8 +236,12 @@ func (d *discoveryServer) write(ctx context.Context, stream pb.Discovery_Connect
 	if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Hello{Hello: &pb.Hello{ControlId: d.id, Settings: d.settings}}}); err != nil {
 		return err
 	}
-	// A root rotation changes the bundle: every stream brings the new one.
+	// The bundle first (a sidecar may come from another control plane),
+	// then again whenever a root rotation changes it.
 	bundleGen := d.sec.ca.Generation()
+	if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Certificate{Certificate: d.sec.bundleMessage()}}); err != nil {
+		return err
+	}
 	bundleTick := time.NewTicker(time.Second)
 	defer bundleTick.Stop()
 	for {

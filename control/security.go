@@ -25,8 +25,11 @@ type SecurityConfig struct {
 	// CertTTL is the lifetime of workload certificates (default 24h).
 	CertTTL time.Duration
 	// MTLS is the mesh-wide inbound mode handed to sidecars: "permissive"
-	// (default) or "strict".
+	// (default) or "strict". Strict also makes the control plane refuse to
+	// register an instance whose stream has no certificate.
 	MTLS string
+	// APIAuth makes the whole JSON API require a token (see withAuth).
+	APIAuth bool
 }
 
 // Hello settings of mesh identity.
@@ -52,6 +55,7 @@ type CertJSON struct {
 	Serial    string    `json:"serial"`
 	NotAfter  time.Time `json:"notAfter"`
 	IssuedAt  time.Time `json:"issuedAt"`
+	Issuer    string    `json:"issuer"` // fingerprint of the root it chains to
 }
 
 // CertsJSON is GET /api/v1/certs.
@@ -82,7 +86,7 @@ func (s *Server) newSecurity() error {
 	s.sec = &security{ca: authority, issued: map[any]*CertJSON{}}
 	s.cfg.Settings[SettingMTLSMode] = c.MTLS
 	s.cfg.Settings[SettingTrustDomain] = authority.TrustDomain()
-	return nil
+	return s.newTokens()
 }
 
 // CA is the mesh's certificate authority.
@@ -110,15 +114,17 @@ func (sec *security) issue(req *pb.CertificateRequest, claimed string, key any, 
 		return nil, "", errors.New("csr: larger than 8 KiB")
 	}
 	id := mtls.ID{TrustDomain: sec.ca.TrustDomain(), Namespace: ns, Service: svc}
+	gen := sec.ca.Generation() // before signing: a switch meanwhile makes the sidecar ask again
 	is, err := sec.ca.Sign(req.GetCsrDer(), id.String())
 	if err != nil {
 		return nil, "", err
 	}
 	sec.mu.Lock()
 	sec.issued[key] = &CertJSON{Service: svc, Namespace: ns, Instance: instance, SPIFFEID: is.SPIFFEID, Serial: is.Serial,
-		NotAfter: is.NotAfter, IssuedAt: time.Now().UTC()}
+		NotAfter: is.NotAfter, IssuedAt: time.Now().UTC(), Issuer: is.Issuer}
 	sec.mu.Unlock()
-	return &pb.Certificate{ChainDer: is.Chain, TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), SpiffeId: is.SPIFFEID}, svc, nil
+	return &pb.Certificate{ChainDer: is.Chain, TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), SpiffeId: is.SPIFFEID,
+		Generation: gen}, svc, nil
 }
 
 // registered notes the instance id of a stream's certificate.
@@ -137,7 +143,20 @@ func (sec *security) forget(key any) {
 }
 
 func (sec *security) bundleMessage() *pb.Certificate {
-	return &pb.Certificate{TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain()}
+	return &pb.Certificate{TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), Generation: sec.ca.Generation()}
+}
+
+// issuedBy counts the connected sidecars' certificates chaining to a root.
+func (sec *security) issuedBy(fp string) int {
+	sec.mu.Lock()
+	defer sec.mu.Unlock()
+	n := 0
+	for _, c := range sec.issued {
+		if c.Issuer == fp {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Server) securityRoutes(mux *http.ServeMux) {
@@ -149,6 +168,7 @@ func (s *Server) securityRoutes(mux *http.ServeMux) {
 	// Root rotation, one step per call: add (a new root joins the bundle),
 	// switch (it signs from now on), remove (the old one leaves the bundle).
 	mux.HandleFunc("POST /api/v1/ca/rotate", s.rotateCA)
+	s.tokenRoutes(mux)
 }
 
 func (s *Server) getCerts(w http.ResponseWriter, r *http.Request) {
@@ -178,6 +198,10 @@ func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
 	case "switch":
 		err = s.sec.ca.SwitchSigner(fp)
 	case "remove":
+		if n := s.sec.issuedBy(fp); n > 0 && r.URL.Query().Get("force") != "true" {
+			writeJSON(w, http.StatusConflict, ErrorJSON{Error: fmt.Sprintf("%d connected sidecar(s) still hold certificates of this root; wait for them to be reissued (or force=true)", n)})
+			return
+		}
 		err = s.sec.ca.RemoveRoot(fp)
 	default:
 		writeJSON(w, http.StatusBadRequest, ErrorJSON{Error: fmt.Sprintf("step %q: want add, switch or remove", step)})

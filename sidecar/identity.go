@@ -13,12 +13,14 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/security/ca"
 	"github.com/weftmesh/weft/security/mtls"
+	"github.com/weftmesh/weft/security/token"
 )
 
 // Hello settings of mesh identity (as in package control).
@@ -37,9 +39,12 @@ type identity struct {
 	disc      *discovery.Client
 	service   string
 	namespace string
-	token     string
+	token     string // --token, or "": $WEFT_TOKEN, --token-file, the local token file
+	tokenFile string
+	control   string // whose local token file
 	log       *slog.Logger
 
+	certGen  atomic.Uint64  // the CA generation the certificate was issued under
 	listener *mtls.Listener // set in Run before serving; its mode follows the mesh
 	hello    chan struct{}  // a stream said Hello
 	reissue  chan struct{}  // the trust bundle changed
@@ -77,9 +82,18 @@ func (id *identity) onHello() {
 // onCertificate runs on the discovery receive loop.
 func (id *identity) onCertificate(c *pb.Certificate) {
 	if len(c.ChainDer) == 0 && c.Error == "" {
-		// A root rotation: trust the new bundle now.
-		if err := id.src.SetBundle(c.TrustBundleDer); err != nil {
+		// A root rotation, or another control plane: trust the new bundle
+		// now.
+		if c.TrustDomain != "" {
+			id.src.SetTrustDomain(c.TrustDomain)
+		}
+		changed, err := id.src.UpdateBundle(c.TrustBundleDer)
+		if err != nil {
 			id.log.Warn("trust bundle from the control plane refused", "err", err)
+			return
+		}
+		// A new bundle, or a new signer (a rotation's switch): reissue.
+		if id.src.Certificate() == nil || (!changed && c.Generation == id.certGen.Load()) {
 			return
 		}
 		id.log.Info("trust bundle updated", "roots", len(c.TrustBundleDer))
@@ -170,7 +184,11 @@ func (id *identity) renew(ctx context.Context) (notAfter, notBefore time.Time, e
 	for len(id.answers) > 0 {
 		<-id.answers
 	}
-	if !id.disc.RequestCertificate(&pb.CertificateRequest{CsrDer: csr, Service: id.service, Namespace: id.namespace, Token: id.token}) {
+	tok, err := token.Resolve(id.token, id.tokenFile, id.control)
+	if err != nil {
+		return
+	}
+	if !id.disc.RequestCertificate(&pb.CertificateRequest{CsrDer: csr, Service: id.service, Namespace: id.namespace, Token: tok}) {
 		err = errors.New("not connected to the control plane")
 		return
 	}
@@ -197,6 +215,7 @@ func (id *identity) renew(ctx context.Context) (notAfter, notBefore time.Time, e
 	if err = id.src.SetCertificate(c.ChainDer, key); err != nil {
 		return
 	}
+	id.certGen.Store(c.Generation)
 	leaf := id.src.Certificate()
 	id.log.Info("workload certificate issued", "spiffe_id", c.SpiffeId, "serial", leaf.SerialNumber.Text(16),
 		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))

@@ -82,6 +82,7 @@ type Config struct {
 	// "default"); Token the join token proving it may claim Service.
 	Namespace string
 	Token     string
+	TokenFile string
 }
 
 // Defaults.
@@ -201,6 +202,7 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	s.cfg = cfg
 	s.id = newIdentity(cfg.Service, cfg.Namespace, cfg.Token, s.log.With("component", "identity"))
+	s.id.tokenFile, s.id.control = cfg.TokenFile, cfg.Control
 	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery"),
 		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate})
 	s.id.disc = s.disc

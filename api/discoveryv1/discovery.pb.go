@@ -691,7 +691,10 @@ type Certificate struct {
 	TrustDomain    string   `protobuf:"bytes,3,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	SpiffeId       string   `protobuf:"bytes,4,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	// error says why the request was refused (chain empty).
-	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// generation of the CA's state (bundle and signer): a sidecar whose
+	// certificate is of an older generation asks for a new one.
+	Generation    uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -759,6 +762,13 @@ func (x *Certificate) GetError() string {
 		return x.Error
 	}
 	return ""
+}
+
+func (x *Certificate) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
 }
 
 type Hello struct {
@@ -1075,13 +1085,16 @@ const file_discovery_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x16.weft.discovery.v1.AckH\x00R\x03ack\x120\n" +
 	"\x05hello\x18\x03 \x01(\v2\x18.weft.discovery.v1.HelloH\x00R\x05hello\x12B\n" +
 	"\vcertificate\x18\x14 \x01(\v2\x1e.weft.discovery.v1.CertificateH\x00R\vcertificateB\x05\n" +
-	"\x03msg\"\xaa\x01\n" +
+	"\x03msg\"\xca\x01\n" +
 	"\vCertificate\x12\x1b\n" +
 	"\tchain_der\x18\x01 \x03(\fR\bchainDer\x12(\n" +
 	"\x10trust_bundle_der\x18\x02 \x03(\fR\x0etrustBundleDer\x12!\n" +
 	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain\x12\x1b\n" +
 	"\tspiffe_id\x18\x04 \x01(\tR\bspiffeId\x12\x14\n" +
-	"\x05error\x18\x05 \x01(\tR\x05error\"\xa7\x01\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generation\"\xa7\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\x01 \x01(\tR\tcontrolId\x12B\n" +

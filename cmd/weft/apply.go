@@ -93,10 +93,10 @@ func manifestCmd(verb, short, example string, send func(*apiclient.Client, conte
 func newGetCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:       "get services|resources",
-		Short:     "Show services and their instances, or applied resources",
+		Use:       "get services|resources|certs",
+		Short:     "Show services and their instances, applied resources, or issued workload certificates",
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"services", "resources"},
+		ValidArgs: []string{"services", "resources", "certs"},
 	}
 	server := serverFlag(cmd)
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json (resources also: yaml)")
@@ -114,8 +114,10 @@ func newGetCmd() *cobra.Command {
 			return getServices(cmd.Context(), c, output, out)
 		case "resources", "resource":
 			return getResources(cmd.Context(), c, output, out)
+		case "certs", "cert", "certificates":
+			return getCerts(cmd.Context(), c, output, out)
 		}
-		return fmt.Errorf("unknown object %q: want services or resources", args[0])
+		return fmt.Errorf("unknown object %q: want services, resources or certs", args[0])
 	}
 	return cmd
 }

@@ -32,6 +32,7 @@ plane pushes every change to the sidecars.
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	addTokenFlag(root)
 	root.AddCommand(
 		newControlCmd(g),
 		newSidecarCmd(g),
@@ -43,6 +44,7 @@ plane pushes every change to the sidecars.
 		newDemoAppCmd(),
 		newStatCmd(), newTopCmd(), newTracesCmd(), newTraceCmd(),
 		newTopicsCmd(), newPublishCmd(), newDLQCmd(),
+		newTokenCmd(), newIdentityCmd(),
 	)
 	return root
 }

@@ -111,8 +111,8 @@ func New(cfg Config) (*CA, error) {
 	if cfg.LeafTTL <= 0 {
 		cfg.LeafTTL = DefaultLeafTTL
 	}
-	if cfg.LeafTTL < time.Minute || cfg.LeafTTL > 30*24*time.Hour {
-		return nil, fmt.Errorf("--cert-ttl %s: must be between 1m and 720h", cfg.LeafTTL)
+	if cfg.LeafTTL < 10*time.Second || cfg.LeafTTL > 30*24*time.Hour {
+		return nil, fmt.Errorf("--cert-ttl %s: must be between 10s and 720h", cfg.LeafTTL)
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -402,6 +402,8 @@ type Issued struct {
 	SPIFFEID string
 	Serial   string // hex
 	NotAfter time.Time
+	// Issuer is the fingerprint of the root the leaf chains to.
+	Issuer string
 }
 
 // Sign checks the CSR's signature and issues a leaf for id (a SPIFFE ID of
@@ -429,6 +431,12 @@ func (c *CA) Sign(csrDER []byte, id string) (*Issued, error) {
 	}
 	c.mu.RLock()
 	signer, chain := c.signer, c.chain
+	anchor := c.roots[0]
+	for _, r := range c.roots {
+		if r == signer {
+			anchor = r
+		}
+	}
 	c.mu.RUnlock()
 	now := c.now()
 	notAfter := now.Add(c.leafTTL)
@@ -450,7 +458,7 @@ func (c *CA) Sign(csrDER []byte, id string) (*Issued, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign: %w", err)
 	}
-	out := &Issued{Chain: [][]byte{der}, SPIFFEID: id, Serial: serial.Text(16), NotAfter: notAfter}
+	out := &Issued{Chain: [][]byte{der}, SPIFFEID: id, Serial: serial.Text(16), NotAfter: notAfter, Issuer: fingerprint(anchor)}
 	for _, x := range chain {
 		out.Chain = append(out.Chain, x.Raw)
 	}

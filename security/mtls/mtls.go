@@ -64,6 +64,7 @@ type Source struct {
 
 	cert     atomic.Pointer[tls.Certificate] // own SVID, Leaf set
 	roots    atomic.Pointer[x509.CertPool]
+	bundle   atomic.Pointer[[][]byte]     // the DER of roots
 	sessions atomic.Pointer[sessionCache] // client sessions; replaced when trust changes
 
 	// ticketKeys are installed in every server config made; replaced with
@@ -109,9 +110,38 @@ func (s *Source) SetTrustDomain(td string) { s.td.Store(&td) }
 // the old bundle are forgotten on both sides, so a resumed session cannot
 // outlive a removed root.
 func (s *Source) SetBundle(roots [][]byte) error {
+	_, err := s.UpdateBundle(roots)
+	return err
+}
+
+// UpdateBundle is SetBundle that does nothing when the roots are the ones
+// installed, and says whether they changed.
+func (s *Source) UpdateBundle(roots [][]byte) (bool, error) {
 	if len(roots) == 0 {
-		return errors.New("trust bundle: no roots")
+		return false, errors.New("trust bundle: no roots")
 	}
+	if cur := s.bundle.Load(); cur != nil && sameDER(*cur, roots) {
+		return false, nil
+	}
+	if err := s.setBundle(roots); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+func sameDER(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if string(a[i]) != string(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Source) setBundle(roots [][]byte) error {
 	pool := x509.NewCertPool()
 	for i, der := range roots {
 		c, err := x509.ParseCertificate(der)
@@ -121,6 +151,8 @@ func (s *Source) SetBundle(roots [][]byte) error {
 		pool.AddCert(c)
 	}
 	s.roots.Store(pool)
+	cp := append([][]byte(nil), roots...)
+	s.bundle.Store(&cp)
 	s.sessions.Store(&sessionCache{tls.NewLRUClientSessionCache(1024)})
 	if sc := s.server.Load(); sc != nil {
 		var k [32]byte

@@ -222,3 +222,60 @@ func rawGet(t *testing.T, outbound, target string) int {
 	resp.Body.Close()
 	return resp.StatusCode
 }
+
+// Join tokens: a sidecar proves it may claim its service. A token for
+// orders cannot register payments; no token (and no local token file for
+// its control plane) cannot register at all.
+func TestJoinTokens(t *testing.T) {
+	cp := StartControl(t)
+	res := weft(t, 30*time.Second, nil, "token", "create", "--service", "orders", "--ttl", "1h", "--server", cp.URL)
+	if res.Code != 0 {
+		t.Fatalf("token create: %s", res)
+	}
+	ordersToken := strings.TrimSpace(res.Stdout)
+	StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--token", ordersToken}})
+	cp.WaitReady("orders", 1, eventually)
+	bad := StartRun(t, cp, RunOpts{Service: "payments", Flags: []string{"--token", ordersToken}, NoWait: true})
+	forged := StartRun(t, cp, RunOpts{Service: "payments", Flags: []string{"--token", "weft_join_0000_forged"}, NoWait: true})
+	if !harness.Poll(eventually, func() bool {
+		return strings.Contains(bad.Proc.ReadOutput(), `this join token is for service \"orders\", not \"payments\"`) &&
+			strings.Contains(forged.Proc.ReadOutput(), "token not recognised")
+	}) {
+		t.Fatalf("refusals not logged:\n%s\n%s", bad.Proc.Tail(10), forged.Proc.Tail(10))
+	}
+	time.Sleep(time.Second)
+	if ins, _ := cp.Services(); len(ins["payments"]) != 0 {
+		t.Fatalf("payments registered with an orders token: %+v", ins["payments"])
+	}
+}
+
+// An authenticated API: no token → 401 in one line; a read token reads but
+// cannot apply; the local token file is found with no flag.
+func TestAPIAuth(t *testing.T) {
+	cp := StartControl(t, "--api-auth")
+	code, body, _ := harness.Get(cp.URL + "/api/v1/services")
+	if code != 401 || strings.Count(strings.TrimSpace(body), "\n") != 0 || !strings.Contains(body, "no API token") {
+		t.Fatalf("no token: %d %q", code, body)
+	}
+	res := weft(t, 30*time.Second, nil, "token", "create", "--role", "read", "--server", cp.URL)
+	if res.Code != 0 {
+		t.Fatalf("token create --role read: %s", res)
+	}
+	read := strings.TrimSpace(res.Stdout)
+	if r := weft(t, 30*time.Second, nil, "get", "services", "--server", cp.URL, "--token", read); r.Code != 0 {
+		t.Fatalf("get services with a read token: %s", r)
+	}
+	f := writeFile(t, "p.yaml", policyYAML("orders", "orders", "random", ""))
+	r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL, "--token", read)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "a read token may not POST /api/v1/apply") || !oneLine(strings.TrimSpace(r.Stderr)) {
+		t.Fatalf("apply with a read token: %s", r)
+	}
+	r = weft(t, 30*time.Second, nil, "get", "services", "--server", cp.URL, "--token", "nonsense")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "token not recognised") || !oneLine(strings.TrimSpace(r.Stderr)) {
+		t.Fatalf("wrong token: %s", r)
+	}
+	// The local token file makes the CLI on this machine need no flag.
+	if r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL); r.Code != 0 {
+		t.Fatalf("apply with the local token: %s", r)
+	}
+}
