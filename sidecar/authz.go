@@ -10,6 +10,7 @@ import (
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/proxy"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/security/mtls"
 )
 
 // newAuthorizer makes the inbound's authorization stage: denials are
@@ -41,6 +42,7 @@ func (s *Sidecar) watchPolicies(ctx context.Context, a *proxy.Authorizer) {
 			return
 		case d = <-updates:
 		}
+		s.peerAuthentication(d)
 		var objs []authz.Object
 		var key []byte
 		for _, o := range d.Config {
@@ -61,5 +63,30 @@ func (s *Sidecar) watchPolicies(ctx context.Context, a *proxy.Authorizer) {
 		a.Set(snap)
 		s.policiesOnce.Do(func() { close(s.policiesReady) })
 		s.log.Log(ctx, slog.LevelInfo, "authorization policies updated", "policies", len(objs))
+	}
+}
+
+// peerAuthentication applies the service's PeerAuthentication, if any, to
+// the inbound listener's mode.
+func (s *Sidecar) peerAuthentication(d *discovery.Destination) {
+	for _, o := range d.Config {
+		if o.Kind != resource.KindPeerAuthentication {
+			continue
+		}
+		spec, err := resource.ParsePeerAuthenticationSpec(o.SpecJson)
+		if err != nil {
+			s.log.Error("PeerAuthentication not understood; keeping the mesh's mode", "name", o.Name, "err", err)
+			break
+		}
+		m, _ := mtls.ParseMode(spec.Mode)
+		if cur := s.id.svcMode.Load(); cur == nil || *cur != m {
+			s.log.Info("inbound mTLS mode set by PeerAuthentication", "name", o.Name, "mode", spec.Mode)
+		}
+		s.id.setServiceMode(&m)
+		return
+	}
+	if s.id.svcMode.Load() != nil {
+		s.log.Info("PeerAuthentication removed; inbound follows the mesh's mTLS mode")
+		s.id.setServiceMode(nil)
 	}
 }

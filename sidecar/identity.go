@@ -45,6 +45,7 @@ type identity struct {
 	log       *slog.Logger
 
 	certGen  atomic.Uint64  // the CA generation the certificate was issued under
+	svcMode  atomic.Pointer[mtls.Mode]
 	listener *mtls.Listener // set in Run before serving; its mode follows the mesh
 	hello    chan struct{}  // a stream said Hello
 	reissue  chan struct{}  // the trust bundle changed
@@ -59,10 +60,23 @@ func newIdentity(service, namespace, token string, log *slog.Logger) *identity {
 		hello: make(chan struct{}, 1), reissue: make(chan struct{}, 1), answers: make(chan *pb.Certificate, 4)}
 }
 
-// mode is the mesh's inbound mode as the control plane says.
+// mode is this service's inbound mode: its PeerAuthentication's, else the
+// mesh's as the control plane says.
 func (id *identity) mode() mtls.Mode {
+	if p := id.svcMode.Load(); p != nil {
+		return *p
+	}
 	m, _ := mtls.ParseMode(id.disc.Setting(SettingMTLSMode))
 	return m
+}
+
+// setServiceMode installs (nil: removes) the service's PeerAuthentication
+// mode.
+func (id *identity) setServiceMode(m *mtls.Mode) {
+	id.svcMode.Store(m)
+	if l := id.listener; l != nil {
+		l.SetMode(id.mode())
+	}
 }
 
 // onHello runs on the discovery receive loop.

@@ -11,7 +11,7 @@ import (
 type memStore map[string][]byte
 
 func (m memStore) GetSecret(n string) ([]byte, error) { return m[n], nil }
-func (m memStore) PutSecret(n string, v []byte) error  { m[n] = v; return nil }
+func (m memStore) PutSecret(n string, v []byte) error { m[n] = v; return nil }
 
 func TestJoinAndAPITokens(t *testing.T) {
 	st := memStore{}

@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -277,5 +279,133 @@ func TestAPIAuth(t *testing.T) {
 	// The local token file makes the CLI on this machine need no flag.
 	if r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL); r.Code != 0 {
 		t.Fatalf("apply with the local token: %s", r)
+	}
+}
+
+// Leaf renewal (a 10 s certificate, renewed at half-life) and a whole root
+// rotation (add, switch, remove) under load in strict mode: no request fails.
+func TestRotationUnderLoad(t *testing.T) {
+	cp := StartControl(t, "--mtls", "strict", "--cert-ttl", "10s")
+	a := StartRun(t, cp, RunOpts{Service: "orders"})
+	b := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 2, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", a.Name, b.Name)
+	serial := func(s *Sidecar) string {
+		var id struct{ Serial string }
+		getJSON(t, s.AdminURL()+"/identity", &id)
+		return id.Serial
+	}
+	before := map[*Sidecar]string{a: serial(a), b: serial(b), client: serial(client)}
+
+	type rootsJSON struct {
+		Roots []struct {
+			Fingerprint string
+			Signing     bool
+		}
+	}
+	rotate := func(q string) rootsJSON {
+		t.Helper()
+		req, _ := http.NewRequest("POST", cp.URL+"/api/v1/ca/rotate?"+q, nil)
+		apiToken(t, req, cp)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode != 200 {
+			t.Fatalf("rotate %s: %d %s", q, resp.StatusCode, body)
+		}
+		var out rootsJSON
+		_ = json.Unmarshal(body, &out)
+		return out
+	}
+	// 6 workers, one request each per 20 ms plus its latency: about 200 req/s here.
+	results := Load(c, "orders", LoadOpts{Workers: 6, MaxPerWorker: 100000, Duration: 16 * time.Second, Pause: 20 * time.Millisecond}, nil)
+	time.Sleep(2 * time.Second)
+	var certs CertsView
+	getJSON(t, cp.URL+"/api/v1/certs", &certs)
+	old := certs.Roots[0].Fingerprint
+	added := rotate("step=add")
+	newFP := added.Roots[1].Fingerprint
+	time.Sleep(2 * time.Second) // every sidecar has the new bundle
+	rotate("step=switch&fingerprint=" + newFP)
+	// Remove once every connected sidecar holds a leaf of the new root.
+	if !harness.Poll(eventually, func() bool {
+		getJSON(t, cp.URL+"/api/v1/certs", &certs)
+		for _, c := range certs.Certs {
+			if c.Issuer != newFP {
+				return false
+			}
+		}
+		return len(certs.Certs) >= 3
+	}) {
+		t.Fatalf("leaves not reissued by the new root: %+v", certs.Certs)
+	}
+	time.Sleep(time.Second)
+	if r := rotate("step=remove&fingerprint=" + old); len(r.Roots) != 1 || r.Roots[0].Fingerprint != newFP {
+		t.Fatalf("after remove: %+v", r)
+	}
+	rs := <-results
+	if f := failures(rs); len(f) > 0 {
+		t.Fatalf("%d of %d requests failed during renewal and rotation: %s", len(f), len(rs), describe(f, 5))
+	}
+	for s, was := range before {
+		if serial(s) == was {
+			t.Errorf("%s kept its first certificate", s.Name)
+		}
+	}
+	t.Logf("leaf renewal and root rotation: %d requests over %s (%.0f req/s), 0 failed", len(rs), 16*time.Second, float64(len(rs))/16)
+}
+
+// CertsView is GET /api/v1/certs.
+type CertsView struct {
+	Roots []struct{ Fingerprint string } `json:"roots"`
+	Certs []struct {
+		Service, Instance, Serial, Issuer string
+	} `json:"certs"`
+}
+
+// apiToken authorizes a raw API request with the control plane's local token.
+func apiToken(t *testing.T, req *http.Request, cp *Control) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(cp.DataDir, "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(b)))
+}
+
+// A PeerAuthentication makes one service strict in a permissive mesh, and
+// deleting it makes it permissive again.
+func TestPeerAuthentication(t *testing.T) {
+	cp := StartControl(t)
+	orders := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 1, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", orders.Name)
+	plain := func() int {
+		code, _, _ := harness.Get("http://" + orders.InboundAddr() + "/x")
+		return code
+	}
+	if code := plain(); code != 200 {
+		t.Fatalf("plaintext in a permissive mesh: %d", code)
+	}
+	f := writeFile(t, "pa.yaml", "apiVersion: weft.dev/v1alpha1\nkind: PeerAuthentication\nmetadata:\n  name: orders\nspec:\n  service: orders\n  mode: strict\n")
+	if r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL); r.Code != 0 {
+		t.Fatalf("apply: %s", r)
+	}
+	if !harness.Poll(eventually, func() bool { return plain() == 400 }) {
+		t.Fatalf("plaintext to orders after PeerAuthentication strict: %d", plain())
+	}
+	mustGet(t, c, "orders", "/x", nil) // the mesh still flows
+	if r := weft(t, 30*time.Second, nil, "delete", "-f", f, "--server", cp.URL); r.Code != 0 {
+		t.Fatalf("delete: %s", r)
+	}
+	if !harness.Poll(eventually, func() bool { return plain() == 200 }) {
+		t.Fatalf("plaintext after deleting the PeerAuthentication: %d", plain())
 	}
 }
