@@ -109,6 +109,7 @@ type Server struct {
 	sec        *security // the mesh CA and the certificates it issued
 	tokens     *token.Manager
 	localToken string
+	brokerPass string // the embedded broker's password with --broker-auth
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad

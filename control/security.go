@@ -30,6 +30,9 @@ type SecurityConfig struct {
 	MTLS string
 	// APIAuth makes the whole JSON API require a token (see withAuth).
 	APIAuth bool
+	// BrokerAuth makes the embedded broker require a password that only
+	// sidecars holding a certificate are given.
+	BrokerAuth bool
 }
 
 // Hello settings of mesh identity.
@@ -40,7 +43,8 @@ const (
 
 // security holds the CA and what it issued to the connected sidecars.
 type security struct {
-	ca *ca.CA
+	ca        *ca.CA
+	brokerURL string // with credentials; "" without --broker-auth
 
 	mu     sync.Mutex
 	issued map[any]*CertJSON // by stream
@@ -124,7 +128,7 @@ func (sec *security) issue(req *pb.CertificateRequest, claimed string, key any, 
 		NotAfter: is.NotAfter, IssuedAt: time.Now().UTC(), Issuer: is.Issuer}
 	sec.mu.Unlock()
 	return &pb.Certificate{ChainDer: is.Chain, TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), SpiffeId: is.SPIFFEID,
-		Generation: gen}, svc, nil
+		Generation: gen, BrokerUrl: sec.brokerURL}, svc, nil
 }
 
 // registered notes the instance id of a stream's certificate.

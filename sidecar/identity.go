@@ -18,6 +18,7 @@ import (
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/messaging"
 	"github.com/weftmesh/weft/security/ca"
 	"github.com/weftmesh/weft/security/mtls"
 	"github.com/weftmesh/weft/security/token"
@@ -44,12 +45,15 @@ type identity struct {
 	control   string // whose local token file
 	log       *slog.Logger
 
-	certGen  atomic.Uint64  // the CA generation the certificate was issued under
-	svcMode  atomic.Pointer[mtls.Mode]
-	listener *mtls.Listener // set in Run before serving; its mode follows the mesh
-	hello    chan struct{}  // a stream said Hello
-	reissue  chan struct{}  // the trust bundle changed
-	answers  chan *pb.Certificate
+	certGen atomic.Uint64 // the CA generation the certificate was issued under
+	svcMode atomic.Pointer[mtls.Mode]
+	// brokerURL is the broker URL with credentials, from the certificate
+	// answer (weft control --broker-auth); nil: the Hello's.
+	brokerURL atomic.Pointer[string]
+	listener  *mtls.Listener // set in Run before serving; its mode follows the mesh
+	hello     chan struct{}  // a stream said Hello
+	reissue   chan struct{}  // the trust bundle changed
+	answers   chan *pb.Certificate
 }
 
 func newIdentity(service, namespace, token string, log *slog.Logger) *identity {
@@ -230,6 +234,9 @@ func (id *identity) renew(ctx context.Context) (notAfter, notBefore time.Time, e
 		return
 	}
 	id.certGen.Store(c.Generation)
+	if c.BrokerUrl != "" {
+		id.brokerURL.Store(&c.BrokerUrl)
+	}
 	leaf := id.src.Certificate()
 	id.log.Info("workload certificate issued", "spiffe_id", c.SpiffeId, "serial", leaf.SerialNumber.Text(16),
 		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
@@ -307,4 +314,13 @@ func (s *Sidecar) waitIdentity(ctx context.Context) bool {
 		}
 	}
 	return true
+}
+
+// broker is the URL messaging connects to: with credentials once the
+// control plane gave them, else the Hello's.
+func (s *Sidecar) brokerURL() string {
+	if u := s.id.brokerURL.Load(); u != nil {
+		return *u
+	}
+	return s.disc.Setting(messaging.SettingBroker)
 }

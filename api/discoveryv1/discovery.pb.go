@@ -694,7 +694,10 @@ type Certificate struct {
 	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
 	// generation of the CA's state (bundle and signer): a sidecar whose
 	// certificate is of an older generation asks for a new one.
-	Generation    uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
+	// broker_url: the message broker's URL with the credentials only
+	// sidecars holding a certificate get (weft control --broker-auth).
+	BrokerUrl     string `protobuf:"bytes,7,opt,name=broker_url,json=brokerUrl,proto3" json:"broker_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -769,6 +772,13 @@ func (x *Certificate) GetGeneration() uint64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *Certificate) GetBrokerUrl() string {
+	if x != nil {
+		return x.BrokerUrl
+	}
+	return ""
 }
 
 type Hello struct {
@@ -1085,7 +1095,7 @@ const file_discovery_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x16.weft.discovery.v1.AckH\x00R\x03ack\x120\n" +
 	"\x05hello\x18\x03 \x01(\v2\x18.weft.discovery.v1.HelloH\x00R\x05hello\x12B\n" +
 	"\vcertificate\x18\x14 \x01(\v2\x1e.weft.discovery.v1.CertificateH\x00R\vcertificateB\x05\n" +
-	"\x03msg\"\xca\x01\n" +
+	"\x03msg\"\xe9\x01\n" +
 	"\vCertificate\x12\x1b\n" +
 	"\tchain_der\x18\x01 \x03(\fR\bchainDer\x12(\n" +
 	"\x10trust_bundle_der\x18\x02 \x03(\fR\x0etrustBundleDer\x12!\n" +
@@ -1094,7 +1104,9 @@ const file_discovery_proto_rawDesc = "" +
 	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x06 \x01(\x04R\n" +
-	"generation\"\xa7\x01\n" +
+	"generation\x12\x1d\n" +
+	"\n" +
+	"broker_url\x18\a \x01(\tR\tbrokerUrl\"\xa7\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\x01 \x01(\tR\tcontrolId\x12B\n" +

@@ -26,6 +26,7 @@ func addControlSecurityFlags(f *pflag.FlagSet, c *control.SecurityConfig) {
 	f.StringVar(&c.CAKey, "ca-key", "", "PEM file of the --ca-cert key")
 	f.DurationVar(&c.CertTTL, "cert-ttl", ca.DefaultLeafTTL, "lifetime of workload certificates (sidecars renew at half of it)")
 	f.BoolVar(&c.APIAuth, "api-auth", false, "require a token on the whole JSON API (admin: apply, delete, tokens; read: get, stat, traces, top); token management and CA rotation need an admin token always")
+	f.BoolVar(&c.BrokerAuth, "broker-auth", false, "make the embedded broker require a password that only sidecars holding a workload certificate get (apps on the host cannot dial NATS directly)")
 	f.StringVar(&c.MTLS, "mtls", "permissive", "what sidecars' inbound ports accept: permissive (mutual TLS, which sidecars always use with each other, or plaintext) or strict (mutual TLS only)")
 }
 

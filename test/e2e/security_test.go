@@ -409,3 +409,50 @@ func TestPeerAuthentication(t *testing.T) {
 		t.Fatalf("plaintext after deleting the PeerAuthentication: %d", plain())
 	}
 }
+
+// --broker-auth: sidecars publish through the embedded broker with the
+// credentials they got with their certificate; an app dialling NATS
+// directly without them is refused.
+func TestBrokerAuth(t *testing.T) {
+	cp := StartControl(t, "--broker-auth")
+	orders := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 1, eventually)
+	var topics struct{ Broker string }
+	getJSON(t, cp.URL+"/api/v1/topics", &topics)
+	u, err := url.Parse(topics.Broker)
+	if err != nil || u.Host == "" {
+		t.Fatalf("broker %q", topics.Broker)
+	}
+	if u.User == nil || u.User.Username() != "redacted" {
+		t.Fatalf("the API shows the broker's credentials or none: %q", topics.Broker)
+	}
+	var status int
+	if !harness.Poll(eventually, func() bool {
+		resp, err := http.Post("http://"+orders.OutboundAddr()+"/v1/publish/order.created", "application/json", strings.NewReader(`{"n":1}`))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		status = resp.StatusCode
+		return status == 200
+	}) {
+		t.Fatalf("publish through the sidecar: %d", status)
+	}
+	// A raw NATS client without credentials: the server says so at once.
+	c, err := net.DialTimeout("tcp", u.Host, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	info, _ := br.ReadString('\n')
+	if !strings.Contains(info, `"auth_required":true`) {
+		t.Fatalf("broker INFO does not require auth: %q", info)
+	}
+	io.WriteString(c, "CONNECT {\"verbose\":false,\"pedantic\":false}\r\nPUB weft.t.order.created 2\r\nhi\r\nPING\r\n")
+	line, _ := br.ReadString('\n')
+	if !strings.Contains(line, "-ERR 'Authorization Violation'") {
+		t.Fatalf("unauthenticated publish: %q", line)
+	}
+}
