@@ -24,7 +24,7 @@ type testCA struct {
 	key  crypto.Signer
 }
 
-func newTestCA(t *testing.T, td string) *testCA {
+func newTestCA(t testing.TB, td string) *testCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test root"},
@@ -51,7 +51,7 @@ func leafTmpl(id string) *x509.Certificate {
 }
 
 // mint signs tmpl with parent (nil: self-signed) and returns a usable pair.
-func mint(t *testing.T, tmpl *x509.Certificate, parent *testCA) tls.Certificate {
+func mint(t testing.TB, tmpl *x509.Certificate, parent *testCA) tls.Certificate {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pc, pk := tmpl, crypto.Signer(key)
@@ -90,7 +90,7 @@ func server(t *testing.T, src *Source, mode Mode) *Listener {
 	return l
 }
 
-func serverSource(t *testing.T, ca *testCA) *Source {
+func serverSource(t testing.TB, ca *testCA) *Source {
 	src := New(td)
 	if err := src.SetBundle([][]byte{ca.cert.Raw}); err != nil {
 		t.Fatal(err)
