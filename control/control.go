@@ -11,6 +11,7 @@ package control
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
@@ -240,11 +242,16 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.store.Close()
 	id := make([]byte, 6)
 	_, _ = rand.Read(id)
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{}
+	if s.grpcTLS() {
+		// Sidecars authenticate the control plane by the mesh CA.
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.sec.controlCertificate})))
+	}
+	gs := grpc.NewServer(append(opts,
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(1<<20),
-	)
+	)...)
 	pb.RegisterDiscoveryServer(gs, &discoveryServer{
 		reg: s.reg, log: s.log.With("component", "discovery"), leaseTTL: s.cfg.LeaseTTL,
 		id: hex.EncodeToString(id), settings: s.cfg.Settings, sec: s.sec, checkJoin: s.checkJoin,
@@ -279,7 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	grace := time.NewTimer(s.cfg.SyncGrace)
 	defer grace.Stop()
-	s.log.Info("control plane serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir)
+	s.log.Info("control plane serving", "grpc", s.GRPCAddr(), "grpc_tls", s.grpcTLS(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir)
 
 	var err error
 	running := 2

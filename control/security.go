@@ -1,8 +1,14 @@
 package control
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"sort"
 	"sync"
@@ -33,6 +39,10 @@ type SecurityConfig struct {
 	// BrokerAuth makes the embedded broker require a password that only
 	// sidecars holding a certificate are given.
 	BrokerAuth bool
+	// ControlTLS is TLS on the gRPC port (the sidecars' stream), with a
+	// certificate of the mesh CA (spiffe://TD/control): "auto" (default)
+	// when the port is not bound to loopback, "on", "off".
+	ControlTLS string
 }
 
 // Hello settings of mesh identity.
@@ -48,6 +58,45 @@ type security struct {
 
 	mu     sync.Mutex
 	issued map[any]*CertJSON // by stream
+	// The control plane's own certificate, reissued at half-life.
+	ctlCert  *tls.Certificate
+	ctlRenew time.Time
+}
+
+// controlCertificate is the gRPC port's certificate.
+func (sec *security) controlCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	sec.mu.Lock()
+	defer sec.mu.Unlock()
+	if sec.ctlCert != nil && time.Now().Before(sec.ctlRenew) {
+		return sec.ctlCert, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, err
+	}
+	is, err := sec.ca.Sign(csr, "spiffe://"+sec.ca.TrustDomain()+mtls.ControlPath)
+	if err != nil {
+		return nil, err
+	}
+	sec.ctlCert = &tls.Certificate{Certificate: is.Chain, PrivateKey: key}
+	sec.ctlRenew = time.Now().Add(time.Until(is.NotAfter) / 2)
+	return sec.ctlCert, nil
+}
+
+// grpcTLS says whether the gRPC port serves TLS.
+func (s *Server) grpcTLS() bool {
+	switch s.cfg.Security.ControlTLS {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	ta, ok := s.grpcLn.Addr().(*net.TCPAddr)
+	return !ok || !ta.IP.IsLoopback()
 }
 
 // CertJSON is one issued workload certificate, as `weft get certs` shows it.
@@ -77,6 +126,13 @@ func (s *Server) newSecurity() error {
 	}
 	if _, err := mtls.ParseMode(c.MTLS); err != nil {
 		return fmt.Errorf("--mtls %q: %w", c.MTLS, err)
+	}
+	switch c.ControlTLS {
+	case "":
+		c.ControlTLS = "auto"
+	case "auto", "on", "off":
+	default:
+		return fmt.Errorf("--control-tls %q: want auto, on or off", c.ControlTLS)
 	}
 	var st ca.Store
 	if b, ok := s.store.(*store.Bolt); ok {

@@ -85,8 +85,34 @@ func (s *Server) writeLocalToken() func() {
 			written = append(written, p)
 		}
 	}
+	// The CA bundle: always in the data dir (for --ca-bundle elsewhere);
+	// beside the token files of the gRPC addresses when that port is TLS,
+	// which is how sidecars here know to verify it.
+	bundle := string(s.sec.ca.BundlePEM())
+	if err := token.WriteFile(filepath.Join(s.cfg.DataDir, "ca.pem"), strings.TrimSpace(bundle)); err != nil {
+		s.log.Warn("CA bundle file not written", "err", err)
+	}
+	port := strconv.Itoa(s.grpcLn.Addr().(*net.TCPAddr).Port)
+	for _, a := range []string{s.grpcLn.Addr().String(), "127.0.0.1:" + port, "localhost:" + port} {
+		p, err := token.LocalFile(a)
+		if err != nil {
+			continue
+		}
+		p += ".ca.pem"
+		if !s.grpcTLS() {
+			_ = os.Remove(p)
+			continue
+		}
+		if err := token.WriteFile(p, strings.TrimSpace(bundle)); err == nil {
+			written = append(written, p)
+		}
+	}
 	return func() {
 		for _, p := range written {
+			if strings.HasSuffix(p, ".ca.pem") {
+				_ = os.Remove(p)
+				continue
+			}
 			if t, _ := token.ReadFile(p); t == s.localToken {
 				_ = os.Remove(p)
 			}

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -323,4 +324,27 @@ func (s *Sidecar) brokerURL() string {
 		return *u
 	}
 	return s.disc.Setting(messaging.SettingBroker)
+}
+
+// controlTLS is the stream's TLS: by --ca-bundle, or by the local CA file
+// of a control plane on this machine whose gRPC port is TLS; nil (plaintext)
+// otherwise, with a warning when the control plane is not on loopback.
+func controlTLS(cfg Config, log *slog.Logger) (*tls.Config, error) {
+	if cfg.CABundle != "" {
+		c, err := mtls.ControlClientConfigFile(cfg.CABundle)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-bundle: %w", err)
+		}
+		return c, nil
+	}
+	if p, err := token.LocalFile(cfg.Control); err == nil {
+		if c, err := mtls.ControlClientConfigFile(p + ".ca.pem"); err == nil {
+			return c, nil
+		}
+	}
+	host, _, _ := net.SplitHostPort(cfg.Control)
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		log.Warn("the stream to the control plane is plaintext and unauthenticated: pass --ca-bundle (the control plane's DATA-DIR/ca.pem) to verify it", "control", cfg.Control)
+	}
+	return nil, nil
 }

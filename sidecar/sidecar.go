@@ -7,6 +7,7 @@ package sidecar
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -83,6 +84,11 @@ type Config struct {
 	Namespace string
 	Token     string
 	TokenFile string
+	// CABundle is a PEM file of the mesh CA by which the control plane's
+	// certificate is verified (its DATA-DIR/ca.pem); default: the local
+	// file the control plane writes on this machine when its gRPC port is
+	// TLS, else a plaintext stream.
+	CABundle string
 }
 
 // Defaults.
@@ -203,8 +209,12 @@ func New(cfg Config) (*Sidecar, error) {
 	s.cfg = cfg
 	s.id = newIdentity(cfg.Service, cfg.Namespace, cfg.Token, s.log.With("component", "identity"))
 	s.id.tokenFile, s.id.control = cfg.TokenFile, cfg.Control
+	var ctlTLS *tls.Config
+	if ctlTLS, err = controlTLS(cfg, s.log); err != nil {
+		return nil, err
+	}
 	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery"),
-		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate})
+		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate, TLS: ctlTLS})
 	s.id.disc = s.disc
 	dial := s.id.dialer().Dial
 	for _, u := range s.upstreams {

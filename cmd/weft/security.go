@@ -27,12 +27,14 @@ func addControlSecurityFlags(f *pflag.FlagSet, c *control.SecurityConfig) {
 	f.DurationVar(&c.CertTTL, "cert-ttl", ca.DefaultLeafTTL, "lifetime of workload certificates (sidecars renew at half of it)")
 	f.BoolVar(&c.APIAuth, "api-auth", false, "require a token on the whole JSON API (admin: apply, delete, tokens; read: get, stat, traces, top); token management and CA rotation need an admin token always")
 	f.BoolVar(&c.BrokerAuth, "broker-auth", false, "make the embedded broker require a password that only sidecars holding a workload certificate get (apps on the host cannot dial NATS directly)")
+	f.StringVar(&c.ControlTLS, "control-tls", "auto", "TLS on the gRPC port, with a certificate of the mesh CA that sidecars verify: auto (when not bound to loopback), on, off")
 	f.StringVar(&c.MTLS, "mtls", "permissive", "what sidecars' inbound ports accept: permissive (mutual TLS, which sidecars always use with each other, or plaintext) or strict (mutual TLS only)")
 }
 
 // addSecurity adds a sidecar's identity flags.
 func (s *sidecarFlags) addSecurity(f *pflag.FlagSet) {
 	f.StringVar(&s.cfg.Namespace, "namespace", "default", "namespace of this instance's identity (spiffe://TD/ns/NAMESPACE/sa/SERVICE)")
+	f.StringVar(&s.cfg.CABundle, "ca-bundle", "", "PEM file of the mesh CA (the control plane's DATA-DIR/ca.pem) by which the control plane's TLS certificate is verified (default: the local file a control plane on this machine writes when its gRPC port is TLS)")
 	f.StringVar(&s.cfg.TokenFile, "token-file", "", "file holding the join token (default: --token, $WEFT_TOKEN, or the local token file the control plane writes on this machine)")
 }
 

@@ -107,6 +107,14 @@ func TestStrictMTLS(t *testing.T) {
 	if !got["orders"] || !got["client"] {
 		t.Fatalf("issued certificates: %+v", certs.Certs)
 	}
+	if r := weft(t, 30*time.Second, nil, "get", "certs", "--server", cp.URL); r.Code != 0 ||
+		!strings.Contains(r.Stdout, "spiffe://weft.local/ns/default/sa/orders") || !strings.Contains(r.Stdout, "mTLS strict") {
+		t.Fatalf("weft get certs: %s", r)
+	}
+	if r := weft(t, 30*time.Second, nil, "identity", "--admin", addr(orders.Admin)); r.Code != 0 ||
+		!strings.Contains(r.Stdout, "SPIFFE ID   spiffe://weft.local/ns/default/sa/orders") {
+		t.Fatalf("weft identity: %s", r)
+	}
 }
 
 func getJSON(t *testing.T, u string, v any) {
@@ -454,5 +462,31 @@ func TestBrokerAuth(t *testing.T) {
 	line, _ := br.ReadString('\n')
 	if !strings.Contains(line, "-ERR 'Authorization Violation'") {
 		t.Fatalf("unauthenticated publish: %q", line)
+	}
+}
+
+// --control-tls on: the sidecars' stream is TLS, the control plane's
+// certificate verified by the mesh CA (found beside the local token file);
+// a sidecar given another CA's bundle does not connect.
+func TestControlPlaneTLS(t *testing.T) {
+	cp := StartControl(t, "--control-tls", "on")
+	orders := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 1, eventually)
+	client := StartClient(t, cp, nil)
+	waitAllServing(t, proxyClient(client.OutboundAddr()), "orders", orders.Name)
+
+	other := StartControl(t) // another mesh, another CA
+	bundle := filepath.Join(other.DataDir, "ca.pem")
+	if !harness.Poll(eventually, func() bool { _, err := os.Stat(bundle); return err == nil }) {
+		t.Fatal("no DATA-DIR/ca.pem")
+	}
+	wrong := StartRun(t, cp, RunOpts{Service: "payments", Flags: []string{"--ca-bundle", bundle}, NoWait: true})
+	if !harness.Poll(eventually, func() bool {
+		return strings.Contains(wrong.Proc.ReadOutput(), "certificate")
+	}) {
+		t.Fatalf("no certificate error:\n%s", wrong.Proc.Tail(10))
+	}
+	if ins, _ := cp.Services(); len(ins["payments"]) != 0 {
+		t.Fatalf("a sidecar trusting another CA registered: %+v", ins["payments"])
 	}
 }
