@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,6 +19,12 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
@@ -488,5 +495,36 @@ func TestControlPlaneTLS(t *testing.T) {
 	}
 	if ins, _ := cp.Services(); len(ins["payments"]) != 0 {
 		t.Fatalf("a sidecar trusting another CA registered: %+v", ins["payments"])
+	}
+}
+
+// gRPC between sidecars in strict mode (h2 over mTLS), and a denied call is
+// PERMISSION_DENIED.
+func TestGRPCStrictAndDenied(t *testing.T) {
+	cp := StartControl(t, "--mtls", "strict")
+	StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc"}})
+	cp.WaitReady("echo-grpc", 1, eventually)
+	batch := StartSidecar(t, cp, SidecarOpts{Service: "batch"})
+	cc, err := grpc.NewClient(batch.OutboundAddr(), grpc.WithAuthority("echo-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	tc := testpb.NewTestServiceClient(cc)
+	call := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}})
+		return err
+	}
+	if !harness.Poll(eventually, func() bool { return call() == nil }) {
+		t.Fatalf("gRPC in strict mode: %v", call())
+	}
+	f := writeFile(t, "authz.yaml", "apiVersion: weft.dev/v1alpha1\nkind: AuthorizationPolicy\nmetadata:\n  name: only-web\nspec:\n  service: echo-grpc\n  action: allow\n  rules:\n  - services: [web]\n")
+	if r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL); r.Code != 0 {
+		t.Fatalf("apply: %s", r)
+	}
+	if !harness.Poll(eventually, func() bool { return status.Code(call()) == codes.PermissionDenied }) {
+		t.Fatalf("denied gRPC call: %v", call())
 	}
 }
