@@ -76,6 +76,10 @@ type Config struct {
 	// stream's receive loop and must not block.
 	OnHello       func()
 	OnCertificate func(*pb.Certificate)
+	// Greeting, when set, returns a message sent first on every stream,
+	// before the registration (the identity's CSR: which service the
+	// stream may register); nil: none.
+	Greeting func() *pb.SidecarMessage
 	// TLS, when set, secures the stream (the control plane's certificate
 	// verified by the mesh CA); nil: plaintext (a loopback control plane).
 	TLS *tls.Config
@@ -381,6 +385,11 @@ func (c *Client) session(ctx context.Context, client pb.DiscoveryClient) error {
 	st := &streamState{sendc: make(chan *pb.SidecarMessage, 256), cancel: cancel}
 
 	// The first messages carry the whole state: who we are, what we watch.
+	if c.cfg.Greeting != nil {
+		if m := c.cfg.Greeting(); m != nil {
+			st.sendc <- m
+		}
+	}
 	c.mu.Lock()
 	if c.instance != nil && c.announced {
 		st.sendc <- &pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}}

@@ -46,8 +46,10 @@ type identity struct {
 	control   string // whose local token file
 	log       *slog.Logger
 
-	certGen atomic.Uint64 // the CA generation the certificate was issued under
-	svcMode atomic.Pointer[mtls.Mode]
+	certGen  atomic.Uint64 // the CA generation the certificate was issued under
+	svcMode  atomic.Pointer[mtls.Mode]
+	cur      atomic.Pointer[keyed] // the installed certificate's key
+	renewing atomic.Bool           // renew waits for answers
 	// brokerURL is the broker URL with credentials, from the certificate
 	// answer (weft control --broker-auth); nil: the Hello's.
 	brokerURL atomic.Pointer[string]
@@ -122,9 +124,22 @@ func (id *identity) onCertificate(c *pb.Certificate) {
 		}
 		return
 	}
-	select {
-	case id.answers <- c:
-	default:
+	if id.renewing.Load() {
+		select {
+		case id.answers <- c:
+		default:
+		}
+		return
+	}
+	// The answer to a stream's greeting.
+	if c.Error != "" {
+		id.log.Warn("the control plane refused this instance's certificate", "err", c.Error)
+		return
+	}
+	if cur := id.cur.Load(); cur != nil && forKey(c, cur.key) {
+		if err := id.install(c, cur); err != nil {
+			id.log.Warn("certificate from the control plane not installed", "err", err)
+		}
 	}
 }
 
@@ -190,50 +205,74 @@ func (id *identity) issuerTrusted() bool {
 	return err == nil
 }
 
-// renew makes a key and a CSR and waits for the answer.
-func (id *identity) renew(ctx context.Context) (notAfter, notBefore time.Time, err error) {
+// keyed is a private key and the CSR made for it.
+type keyed struct {
+	key *ecdsa.PrivateKey
+	csr []byte
+}
+
+func newKeyed() (*keyed, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return
+		return nil, err
 	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
-		return
+		return nil, err
 	}
-	for len(id.answers) > 0 {
-		<-id.answers
-	}
+	return &keyed{key: key, csr: csr}, nil
+}
+
+func (id *identity) request(k *keyed) (*pb.CertificateRequest, error) {
 	tok, err := token.Resolve(id.token, id.tokenFile, id.control)
 	if err != nil {
-		return
+		return nil, err
 	}
-	if !id.disc.RequestCertificate(&pb.CertificateRequest{CsrDer: csr, Service: id.service, Namespace: id.namespace, Token: tok}) {
-		err = errors.New("not connected to the control plane")
-		return
+	return &pb.CertificateRequest{CsrDer: k.csr, Service: id.service, Namespace: id.namespace, Token: tok}, nil
+}
+
+// greeting is the first message of every stream once the instance has a
+// certificate: a CSR for its current key, so that the control plane (a
+// restarted one, too) knows which service the stream may register before
+// the registration that follows it. Its answer is installed by
+// onCertificate.
+func (id *identity) greeting() *pb.SidecarMessage {
+	cur := id.cur.Load()
+	if cur == nil {
+		return nil
 	}
-	var c *pb.Certificate
-	select {
-	case c = <-id.answers:
-	case <-time.After(10 * time.Second):
-		err = errors.New("the control plane did not answer the CSR within 10s")
-		return
-	case <-ctx.Done():
-		err = ctx.Err()
-		return
+	req, err := id.request(cur)
+	if err != nil {
+		return nil
 	}
-	if c.Error != "" {
-		err = fmt.Errorf("control plane refused: %s", c.Error)
-		return
+	return &pb.SidecarMessage{Msg: &pb.SidecarMessage_Csr{Csr: req}}
+}
+
+// forKey reports whether a certificate answer is for key.
+func forKey(c *pb.Certificate, key *ecdsa.PrivateKey) bool {
+	if len(c.ChainDer) == 0 {
+		return false
 	}
+	leaf, err := x509.ParseCertificate(c.ChainDer[0])
+	if err != nil {
+		return false
+	}
+	pub, ok := leaf.PublicKey.(*ecdsa.PublicKey)
+	return ok && pub.Equal(&key.PublicKey)
+}
+
+// install puts a certificate answer for k in place.
+func (id *identity) install(c *pb.Certificate, k *keyed) error {
 	if c.TrustDomain != "" {
 		id.src.SetTrustDomain(c.TrustDomain)
 	}
-	if err = id.src.SetBundle(c.TrustBundleDer); err != nil {
-		return
+	if err := id.src.SetBundle(c.TrustBundleDer); err != nil {
+		return err
 	}
-	if err = id.src.SetCertificate(c.ChainDer, key); err != nil {
-		return
+	if err := id.src.SetCertificate(c.ChainDer, k.key); err != nil {
+		return err
 	}
+	id.cur.Store(k)
 	id.certGen.Store(c.Generation)
 	if c.BrokerUrl != "" {
 		id.brokerURL.Store(&c.BrokerUrl)
@@ -241,7 +280,57 @@ func (id *identity) renew(ctx context.Context) (notAfter, notBefore time.Time, e
 	leaf := id.src.Certificate()
 	id.log.Info("workload certificate issued", "spiffe_id", c.SpiffeId, "serial", leaf.SerialNumber.Text(16),
 		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
-	return leaf.NotAfter, leaf.NotBefore, nil
+	return nil
+}
+
+// renew makes a key and a CSR and waits for the answer.
+func (id *identity) renew(ctx context.Context) (notAfter, notBefore time.Time, err error) {
+	k, err := newKeyed()
+	if err != nil {
+		return
+	}
+	req, err := id.request(k)
+	if err != nil {
+		return
+	}
+	id.renewing.Store(true)
+	defer id.renewing.Store(false)
+	for len(id.answers) > 0 {
+		<-id.answers
+	}
+	if !id.disc.RequestCertificate(req) {
+		err = errors.New("not connected to the control plane")
+		return
+	}
+	timeout := time.After(10 * time.Second)
+	for {
+		var c *pb.Certificate
+		select {
+		case c = <-id.answers:
+		case <-timeout:
+			err = errors.New("the control plane did not answer the CSR within 10s")
+			return
+		case <-ctx.Done():
+			err = ctx.Err()
+			return
+		}
+		if c.Error != "" {
+			err = fmt.Errorf("control plane refused: %s", c.Error)
+			return
+		}
+		if !forKey(c, k.key) {
+			// The answer to a stream's greeting, for the current key.
+			if cur := id.cur.Load(); cur != nil && forKey(c, cur.key) {
+				_ = id.install(c, cur)
+			}
+			continue
+		}
+		if err = id.install(c, k); err != nil {
+			return
+		}
+		leaf := id.src.Certificate()
+		return leaf.NotAfter, leaf.NotBefore, nil
+	}
 }
 
 // dialer is the outbound side: mTLS to every other sidecar; before the

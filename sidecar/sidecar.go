@@ -214,7 +214,7 @@ func New(cfg Config) (*Sidecar, error) {
 		return nil, err
 	}
 	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery"),
-		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate, TLS: ctlTLS})
+		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate, Greeting: s.id.greeting, TLS: ctlTLS})
 	s.id.disc = s.disc
 	dial := s.id.dialer().Dial
 	for _, u := range s.upstreams {

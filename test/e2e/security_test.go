@@ -528,3 +528,21 @@ func TestGRPCStrictAndDenied(t *testing.T) {
 		t.Fatalf("denied gRPC call: %v", call())
 	}
 }
+
+// A restarted control plane in strict mode: each stream starts with a CSR
+// for the sidecar's current key, so its registration is accepted again.
+func TestStrictControlRestart(t *testing.T) {
+	cp := StartControl(t, "--mtls", "strict")
+	orders := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 1, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", orders.Name)
+	cp.Stop(10 * time.Second)
+	cp.Restart()
+	cp.WaitReady("orders", 1, eventually)
+	if out := cp.Proc.ReadOutput(); strings.Contains(out, "strict mTLS: ask for a certificate") {
+		t.Fatalf("a registration was refused after the restart:\n%s", harness.Tail(out, 10, 4000))
+	}
+	mustGet(t, c, "orders", "/after-restart", nil)
+}
