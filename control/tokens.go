@@ -75,6 +75,7 @@ func (s *Server) localTokenPaths() []string {
 // writeLocalToken writes the files and returns a func removing those under
 // the user's config directory (the one in the data dir stays).
 func (s *Server) writeLocalToken() func() {
+	token.PruneLocal(512)
 	var written []string
 	for i, p := range s.localTokenPaths() {
 		if err := token.WriteFile(p, s.localToken); err != nil {

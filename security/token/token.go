@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -265,4 +266,48 @@ func Resolve(flag, file, addr string) (string, error) {
 		return "", nil
 	}
 	return ReadFile(p)
+}
+
+// PruneLocal removes local token files (and CA files beside them) of
+// loopback control-plane addresses where nothing listens any more — left by
+// control planes that were killed rather than stopped. At most max files
+// are looked at; each look is one loopback connect.
+func PruneLocal(max int) {
+	p, err := LocalFile("x")
+	if err != nil {
+		return
+	}
+	dir := filepath.Dir(p)
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	dead := map[string]bool{}
+	for i, e := range entries {
+		if i >= max {
+			break
+		}
+		name := strings.TrimSuffix(e.Name(), ".ca.pem")
+		k := strings.LastIndexByte(name, '_')
+		if k <= 0 {
+			continue
+		}
+		host, port := name[:k], name[k+1:]
+		if host != "127.0.0.1" && host != "localhost" {
+			continue
+		}
+		addr := net.JoinHostPort(host, port)
+		gone, seen := dead[addr]
+		if !seen {
+			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+			gone = err != nil
+			if c != nil {
+				c.Close()
+			}
+			dead[addr] = gone
+		}
+		if gone {
+			_ = os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
 }

@@ -2,6 +2,8 @@ package token
 
 import (
 	"errors"
+	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -86,5 +88,33 @@ func TestResolveOrder(t *testing.T) {
 	}
 	if _, err := Resolve("", filepath.Join(dir, "missing"), "x"); err == nil {
 		t.Error("a missing --token-file is not an error")
+	}
+}
+
+func TestPruneLocal(t *testing.T) {
+	t.Setenv("XDG_CONFIG_HOME", t.TempDir())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	live, _ := LocalFile(ln.Addr().String())
+	dl, _ := net.Listen("tcp", "127.0.0.1:0")
+	deadAddr := dl.Addr().String()
+	dl.Close()
+	dead, _ := LocalFile(deadAddr)
+	for _, p := range []string{live, dead, dead + ".ca.pem"} {
+		if err := WriteFile(p, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	PruneLocal(100)
+	if _, err := os.Stat(live); err != nil {
+		t.Errorf("live control plane's file removed: %v", err)
+	}
+	for _, p := range []string{dead, dead + ".ca.pem"} {
+		if _, err := os.Stat(p); err == nil {
+			t.Errorf("%s kept", p)
+		}
 	}
 }
