@@ -47,6 +47,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if body != nil {
 		req.Header.Set("Content-Type", "application/yaml")
 	}
+	Authorize(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -81,7 +81,9 @@ func (s *Server) routes() http.Handler {
 	s.messagingRoutes(mux)
 	// The web dashboard at / and /ui/, and the API only it uses.
 	s.dashboardRoutes(mux)
-	return mux
+	// Mesh identity: issued certificates, the trust bundle, root rotation.
+	s.securityRoutes(mux)
+	return s.withAuth(mux)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

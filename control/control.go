@@ -11,6 +11,7 @@ package control
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
@@ -32,6 +34,7 @@ import (
 	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/registry"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/security/token"
 	"github.com/weftmesh/weft/store"
 	"github.com/weftmesh/weft/telemetry/aggregator"
 	"github.com/weftmesh/weft/telemetry/tracestore"
@@ -66,6 +69,8 @@ type Config struct {
 	BrokerAddr string
 	// MaxMessageBytes is the largest message payload (default 1 MiB).
 	MaxMessageBytes int
+	// Security: see security.go.
+	Security SecurityConfig
 }
 
 // SettingOTLPEndpoint is the Hello setting that tells sidecars where to
@@ -105,7 +110,11 @@ type Server struct {
 	broker *broker.Broker
 	msg    *admin.Admin
 
-	applies applyLog // the latest applies, for the dashboard
+	applies    applyLog  // the latest applies, for the dashboard
+	sec        *security // the mesh CA and the certificates it issued
+	tokens     *token.Manager
+	localToken string
+	brokerPass string // the embedded broker's password with --broker-auth
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad
@@ -151,6 +160,13 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.newTelemetry()
+	if err = s.newSecurity(); err != nil {
+		s.httpLn.Close()
+		s.grpcLn.Close()
+		st.Close()
+		return nil, err
+	}
+
 	if err = s.newMessaging(objs); err != nil {
 		s.httpLn.Close()
 		s.grpcLn.Close()
@@ -229,15 +245,23 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.store.Close()
 	id := make([]byte, 6)
 	_, _ = rand.Read(id)
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{}
+	if s.grpcTLS() {
+		// Sidecars authenticate the control plane by the mesh CA.
+		opts = append(opts, grpc.Creds(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.sec.controlCertificate})))
+	}
+	gs := grpc.NewServer(append(opts,
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 2 * time.Second, PermitWithoutStream: true}),
 		grpc.MaxRecvMsgSize(1<<20),
-	)
+	)...)
 	pb.RegisterDiscoveryServer(gs, &discoveryServer{
 		reg: s.reg, log: s.log.With("component", "discovery"), leaseTTL: s.cfg.LeaseTTL,
-		id: hex.EncodeToString(id), settings: s.cfg.Settings,
+		id: hex.EncodeToString(id), settings: s.cfg.Settings, sec: s.sec, checkJoin: s.checkJoin,
+		strict: s.cfg.Security.MTLS == "strict",
 	})
+	// Written before serving, so sidecars started with the control plane find it.
+	defer s.writeLocalToken()()
 	// OTLP/gRPC on the same port as discovery (grpc://host:grpc-port).
 	collectorpb.RegisterTraceServiceServer(gs, s.receiver)
 	aggCtx, stopAgg := context.WithCancel(context.Background())
@@ -266,7 +290,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	grace := time.NewTimer(s.cfg.SyncGrace)
 	defer grace.Stop()
-	s.log.Info("control plane serving", "grpc", s.GRPCAddr(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir)
+	s.log.Info("control plane serving", "grpc", s.GRPCAddr(), "grpc_tls", s.grpcTLS(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir)
 
 	var err error
 	running := 2

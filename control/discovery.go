@@ -35,6 +35,10 @@ type discoveryServer struct {
 	leaseTTL time.Duration
 	id       string
 	settings map[string]string
+	sec      *security
+	// checkJoin decides whether a CSR's join token may claim a service.
+	checkJoin func(token, service string) error
+	strict    bool // register only instances whose stream has a certificate
 }
 
 func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
@@ -49,11 +53,13 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 	// One writer per stream: gRPC's Send is not safe for concurrent use, and
 	// the registry must never wait on a sidecar's socket.
 	ackc := make(chan struct{}, 1)
+	certc := make(chan *pb.Certificate, 4)
+	defer d.sec.forget(stream)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := d.write(ctx, stream, sub, ackc)
+		err := d.write(ctx, stream, sub, ackc, certc)
 		if err != nil {
 			cancel(err)
 		}
@@ -62,6 +68,7 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 
 	var (
 		inst     *pb.Instance // what this stream registered
+		claimed  string       // the service this stream's certificate is for
 		lastSeen = make(chan struct{}, 1)
 		subs     = map[string]bool{}
 	)
@@ -142,6 +149,15 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 			if inst != nil && (inst.Id != in.Id || inst.Service != in.Service) {
 				return status.Error(codes.InvalidArgument, "register: a stream carries one instance; its id and service cannot change")
 			}
+			if d.strict && claimed == "" {
+				return status.Error(codes.PermissionDenied, "register: strict mTLS: ask for a certificate (with a join token) before registering")
+			}
+			if claimed != "" && in.Service != claimed {
+				return status.Errorf(codes.PermissionDenied, "register: this stream's certificate is for service %q, not %q", claimed, in.Service)
+			}
+			if inst == nil {
+				d.sec.registered(stream, in.Id)
+			}
 			inst = in
 			d.reg.Upsert(in, stream)
 		case *pb.SidecarMessage_Subscribe:
@@ -174,6 +190,31 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 			case ackc <- struct{}{}:
 			default:
 			}
+		case *pb.SidecarMessage_Csr:
+			have := claimed
+			if have == "" && inst != nil {
+				have = inst.Service
+			}
+			id := ""
+			if inst != nil {
+				id = inst.Id
+			}
+			var cert *pb.Certificate
+			var svc string
+			err := d.checkJoin(msg.Csr.GetToken(), msg.Csr.GetService())
+			if err == nil {
+				cert, svc, err = d.sec.issue(msg.Csr, have, stream, id)
+			}
+			if err != nil {
+				d.log.Warn("certificate refused", "service", msg.Csr.GetService(), "err", err)
+				cert = &pb.Certificate{Error: err.Error()}
+			} else {
+				claimed = svc
+			}
+			select {
+			case certc <- cert:
+			case <-ctx.Done():
+			}
 		case *pb.SidecarMessage_Heartbeat:
 		default:
 			return status.Error(codes.InvalidArgument, "unknown message")
@@ -193,14 +234,33 @@ func causeText(ctx context.Context) string {
 	return "closed"
 }
 
-func (d *discoveryServer) write(ctx context.Context, stream pb.Discovery_ConnectServer, sub *registry.Subscriber, ackc <-chan struct{}) error {
+func (d *discoveryServer) write(ctx context.Context, stream pb.Discovery_ConnectServer, sub *registry.Subscriber, ackc <-chan struct{}, certc <-chan *pb.Certificate) error {
 	if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Hello{Hello: &pb.Hello{ControlId: d.id, Settings: d.settings, ControlVersion: version.Short()}}}); err != nil {
 		return err
 	}
+	// The bundle first (a sidecar may come from another control plane),
+	// then again whenever a root rotation changes it.
+	bundleGen := d.sec.ca.Generation()
+	if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Certificate{Certificate: d.sec.bundleMessage()}}); err != nil {
+		return err
+	}
+	bundleTick := time.NewTicker(time.Second)
+	defer bundleTick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case c := <-certc:
+			if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Certificate{Certificate: c}}); err != nil {
+				return err
+			}
+		case <-bundleTick.C:
+			if g := d.sec.ca.Generation(); g != bundleGen {
+				bundleGen = g
+				if err := stream.Send(&pb.ControlMessage{Msg: &pb.ControlMessage_Certificate{Certificate: d.sec.bundleMessage()}}); err != nil {
+					return err
+				}
+			}
 		case u, ok := <-sub.C:
 			if !ok {
 				return errOverflow

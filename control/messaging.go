@@ -2,10 +2,13 @@ package control
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"path/filepath"
 	"strconv"
 
@@ -13,6 +16,7 @@ import (
 	"github.com/weftmesh/weft/messaging/admin"
 	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/store"
 )
 
 // BrokerOff is the --broker value that turns messaging off.
@@ -39,6 +43,13 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 		addr := cfg.BrokerAddr
 		bcfg := broker.Config{Addr: addr, StoreDir: filepath.Join(cfg.DataDir, "broker"),
 			MaxPayload: max + messaging.HeaderRoom, Logger: s.log.With("component", "broker")}
+		if cfg.Security.BrokerAuth {
+			pw, err := s.brokerPassword()
+			if err != nil {
+				return err
+			}
+			bcfg.Username, bcfg.Password = brokerUser, pw
+		}
 		if addr == "" {
 			// Not chosen: the usual port, or any free one if it is taken
 			// (another control plane on this host). Sidecars learn the
@@ -71,6 +82,12 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 	}
 	s.cfg.Settings[messaging.SettingBroker] = url
 	s.cfg.Settings[messaging.SettingMaxMessageBytes] = strconv.Itoa(max)
+	if s.broker != nil && cfg.Security.BrokerAuth {
+		// Everyone sees the URL; only sidecars with a certificate get the
+		// credentials (with it, in the Certificate message).
+		url = withUserinfo(url, brokerUser, s.brokerPass)
+		s.sec.brokerURL = url
+	}
 	conn := messaging.NewConn(messaging.ConnConfig{URL: func() string { return url }, Name: "weft-control",
 		Logger: s.log.With("component", "messaging")})
 	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: url, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
@@ -126,4 +143,44 @@ func (s *Server) messagingRoutes(mux *http.ServeMux) {
 	}
 	mux.HandleFunc("/api/v1/topics", off)
 	mux.HandleFunc("/api/v1/topics/", off)
+}
+
+// The embedded broker's one user, when --broker-auth is on.
+const (
+	brokerUser           = "weft"
+	brokerPasswordSecret = "broker-password"
+)
+
+// brokerPassword is made on first start and kept in the store, so
+// sidecars' connections survive a control plane restart.
+func (s *Server) brokerPassword() (string, error) {
+	b, ok := s.store.(*store.Bolt)
+	var pw []byte
+	if ok {
+		var err error
+		if pw, err = b.GetSecret(brokerPasswordSecret); err != nil {
+			return "", fmt.Errorf("broker password: %w", err)
+		}
+	}
+	if len(pw) == 0 {
+		var r [24]byte
+		_, _ = rand.Read(r[:])
+		pw = []byte(hex.EncodeToString(r[:]))
+		if ok {
+			if err := b.PutSecret(brokerPasswordSecret, pw); err != nil {
+				return "", fmt.Errorf("broker password: %w", err)
+			}
+		}
+	}
+	s.brokerPass = string(pw)
+	return s.brokerPass, nil
+}
+
+func withUserinfo(raw, user, pass string) string {
+	u, err := neturl.Parse(raw)
+	if err != nil {
+		return raw
+	}
+	u.User = neturl.UserPassword(user, pass)
+	return u.String()
 }

@@ -9,6 +9,7 @@ package discovery
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/proto"
@@ -71,6 +73,19 @@ type Config struct {
 	// Zone is the caller's zone: destinations prefer their instances in
 	// it (see balancer.Build). "" (or a pure client without --zone): none.
 	Zone string
+	// OnHello is called after each stream's Hello (settings are updated),
+	// and OnCertificate for each Certificate the control plane sends (an
+	// answer to RequestCertificate, or a new trust bundle). Both run on the
+	// stream's receive loop and must not block.
+	OnHello       func()
+	OnCertificate func(*pb.Certificate)
+	// Greeting, when set, returns a message sent first on every stream,
+	// before the registration (the identity's CSR: which service the
+	// stream may register); nil: none.
+	Greeting func() *pb.SidecarMessage
+	// TLS, when set, secures the stream (the control plane's certificate
+	// verified by the mesh CA); nil: plaintext (a loopback control plane).
+	TLS *tls.Config
 }
 
 // Client is safe for concurrent use.
@@ -273,6 +288,18 @@ func (c *Client) sendLocked(m *pb.SidecarMessage) {
 	}
 }
 
+// RequestCertificate sends a CSR on the current stream; false when
+// disconnected (try again once connected).
+func (c *Client) RequestCertificate(req *pb.CertificateRequest) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stream == nil || !c.connected.Load() {
+		return false
+	}
+	c.sendLocked(&pb.SidecarMessage{Msg: &pb.SidecarMessage_Csr{Csr: req}})
+	return true
+}
+
 // SetReady updates this instance's readiness at the control plane.
 func (c *Client) SetReady(ready bool) {
 	c.mu.Lock()
@@ -337,8 +364,12 @@ func (c *Client) Deregister(ctx context.Context) error {
 
 // Run keeps the stream to the control plane up until ctx is done.
 func (c *Client) Run(ctx context.Context) error {
+	creds := insecure.NewCredentials()
+	if c.cfg.TLS != nil {
+		creds = credentials.NewTLS(c.cfg.TLS)
+	}
 	conn, err := grpc.NewClient(c.cfg.ControlAddr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 		// gRPC's own reconnect backoff grows to 120 s by default; a sidecar
@@ -391,6 +422,11 @@ func (c *Client) session(ctx context.Context, client pb.DiscoveryClient) error {
 	st := &streamState{sendc: make(chan *pb.SidecarMessage, 256), cancel: cancel}
 
 	// The first messages carry the whole state: who we are, what we watch.
+	if c.cfg.Greeting != nil {
+		if m := c.cfg.Greeting(); m != nil {
+			st.sendc <- m
+		}
+	}
 	c.mu.Lock()
 	if c.instance != nil && c.announced {
 		st.sendc <- &pb.SidecarMessage{Msg: &pb.SidecarMessage_Register{Register: &pb.Register{Instance: proto.CloneOf(c.instance)}}}
@@ -455,6 +491,13 @@ func (c *Client) session(ctx context.Context, client pb.DiscoveryClient) error {
 			c.connected.Store(true)
 			c.everConnected.Store(true)
 			c.log.Info("connected to control plane", "control", c.cfg.ControlAddr, "control_id", msg.Hello.ControlId)
+			if c.cfg.OnHello != nil {
+				c.cfg.OnHello()
+			}
+		case *pb.ControlMessage_Certificate:
+			if c.cfg.OnCertificate != nil {
+				c.cfg.OnCertificate(msg.Certificate)
+			}
 		case *pb.ControlMessage_Update:
 			c.apply(msg.Update)
 		case *pb.ControlMessage_Ack:

@@ -299,6 +299,7 @@ type inState struct {
 	load    []byte     // balance: load report
 	resp    []h1.Field // RespSet's array
 	tracked bool
+	scratch []byte // the authorization stage's path buffer
 }
 
 // Route implements h1.Router.
@@ -333,8 +334,22 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 		}
 		// The app's outbound calls continue this hop's span.
 		st.set = appendTraceFields(st.set[:0], st.tel)
-		d.Set = st.set
+	} else {
+		st.set = st.set[:0]
 	}
+	peer, deny := f.in.authorize(req.RemoteAddr, req.Method, req.Path(), req, &st.scratch)
+	if deny != nil {
+		d.Addr, d.Status = "", deny.Status
+		d.Header, d.Body = meshErrorAnswer(deny)
+		st.weftErr = deny.Code
+		return
+	}
+	var id []byte
+	if peer != nil {
+		id = peer.PrincipalBytes
+	}
+	st.set = append(st.set, h1.Field{Name: fieldPeerIdentity, Value: id})
+	d.Set = st.set
 }
 
 // Next implements h1.Router: there is one app.

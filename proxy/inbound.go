@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/authz"
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
@@ -61,6 +63,10 @@ type Inbound struct {
 	// for the load report's in-flight count and latency. Set before
 	// serving. // balance: load report
 	LoadTracker LoadTracker
+
+	// Authz holds the service's AuthorizationPolicies; nil: none. Set
+	// before serving.
+	Authz *Authorizer
 
 	Requests atomic.Int64
 }
@@ -177,6 +183,21 @@ func (in *Inbound) CloseIdle() {
 
 func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in.Requests.Add(1)
+	target := r.URL.RequestURI()
+	if r.Method == http.MethodConnect {
+		target = "*"
+	}
+	var scratch []byte
+	peer, deny := in.authorize(peerFrom(r), []byte(r.Method), []byte(target), authz.HTTPHeaders(r.Header), &scratch)
+	if deny != nil {
+		if ex := in.Telemetry.Begin(metrics.Server, w, r); ex != nil {
+			defer ex.End()
+			w = ex
+		}
+		writeDenied(w, r, deny)
+		return
+	}
+	r.Header.Set(HeaderPeerIdentity, principalOf(peer))
 	if r.Method == http.MethodConnect {
 		in.tunnel(w, r)
 		return
@@ -268,8 +289,14 @@ func closeWrite(c net.Conn) {
 // dialTunnel opens a CONNECT tunnel to another sidecar's inbound listener,
 // saying which service calls (source, for the callee's metrics; may be "").
 // The returned reader must be used for reading (it may hold early bytes).
-func dialTunnel(addr, service, source string) (net.Conn, io.Reader, error) {
-	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+func dialTunnel(ctx context.Context, dial DialFunc, addr, service, source string) (net.Conn, io.Reader, error) {
+	var conn net.Conn
+	var err error
+	if dial != nil {
+		conn, err = dial(ctx, "tcp", addr, "http/1.1")
+	} else {
+		conn, err = net.DialTimeout("tcp", addr, 2*time.Second)
+	}
 	if err != nil {
 		return nil, nil, err
 	}

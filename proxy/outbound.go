@@ -61,7 +61,13 @@ type OutboundConfig struct {
 	Logger *slog.Logger
 	// Telemetry records each request (client side); nil records nothing.
 	Telemetry *telemetry.Telemetry
+	// Dial, when set, connects to other sidecars (mTLS) offering the ALPN
+	// protocol the connection will speak; nil: plain TCP.
+	Dial DialFunc
 }
+
+// DialFunc opens a connection to another sidecar's inbound listener.
+type DialFunc func(ctx context.Context, network, addr, alpn string) (net.Conn, error)
 
 // NewOutbound returns the outbound handler.
 func NewOutbound(cfg OutboundConfig) *Outbound {
@@ -69,7 +75,7 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	o := &Outbound{resolver: cfg.Resolver, source: cfg.Source, local: cfg.Local, log: cfg.Logger, tel: cfg.Telemetry}
-	o.tr = newMeshTransport()
+	o.tr = newMeshTransport(cfg.Dial)
 	o.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -211,10 +217,17 @@ type meshTransport struct {
 	h1, h2 *http.Transport
 }
 
-func newMeshTransport() *meshTransport {
+func newMeshTransport(dial DialFunc) *meshTransport {
 	dialer := &net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}
+	dial1, dial2 := dialer.DialContext, dialer.DialContext
+	if dial != nil {
+		// TLS under an "http" URL: the transports speak HTTP/1.1 or h2
+		// prior knowledge over the connection Dial returns.
+		dial1 = func(ctx context.Context, n, a string) (net.Conn, error) { return dial(ctx, n, a, "http/1.1") }
+		dial2 = func(ctx context.Context, n, a string) (net.Conn, error) { return dial(ctx, n, a, "h2") }
+	}
 	h1 := &http.Transport{
-		DialContext:         dialer.DialContext,
+		DialContext:         dial1,
 		MaxIdleConns:        1024,
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
@@ -222,7 +235,7 @@ func newMeshTransport() *meshTransport {
 		ForceAttemptHTTP2:   false,
 	}
 	h2 := &http.Transport{
-		DialContext:        dialer.DialContext,
+		DialContext:        dial2,
 		IdleConnTimeout:    90 * time.Second,
 		DisableCompression: true,
 		Protocols:          new(http.Protocols),

@@ -24,6 +24,8 @@ type TCPUpstream struct {
 	// counts connections and bytes (nil: not counted).
 	Source    string
 	Telemetry *telemetry.Telemetry
+	// Dial connects to the instance's sidecar (mTLS); nil: plain TCP.
+	Dial DialFunc
 
 	Connections atomic.Int64
 }
@@ -80,7 +82,7 @@ func (u *TCPUpstream) serve(ctx context.Context, c net.Conn) error {
 			return fmt.Errorf("%s: %w", u.Service, err)
 		}
 		last = ep
-		up, r, err := dialTunnel(ep.Address, u.Service, u.Source)
+		up, r, err := dialTunnel(ctx, u.Dial, ep.Address, u.Service, u.Source)
 		if err != nil {
 			lastErr = err
 			continue

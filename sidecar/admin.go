@@ -83,6 +83,7 @@ func (s *Sidecar) adminRoutes() http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok\n")) })
 	mux.HandleFunc("GET /ready", s.ready)
 	mux.HandleFunc("GET /config", s.config)
+	mux.HandleFunc("GET /identity", s.id.serveView)
 	mux.HandleFunc("GET /stats", s.stats)
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -46,7 +46,7 @@ func (s *Sidecar) newMessaging() error {
 	}
 	spans := messaging.MeshSpans(s.tracer)
 	m := &sidecarMessaging{done: make(chan struct{})}
-	m.conn = messaging.NewConn(messaging.ConnConfig{URL: func() string { return s.disc.Setting(messaging.SettingBroker) },
+	m.conn = messaging.NewConn(messaging.ConnConfig{URL: s.brokerURL,
 		Known: s.disc.Connected, Name: cfg.ID, Logger: log, Lazy: true})
 	m.pub = publish.New(publish.Config{Conn: m.conn, Source: cfg.Service, MaxMessageBytes: maxBytes, Metrics: metrics, Spans: spans, Logger: log})
 	if cfg.AppPort > 0 {

@@ -7,6 +7,7 @@ package sidecar
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"github.com/weftmesh/weft/proxy"
 	"github.com/weftmesh/weft/proxy/h1"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/security/mtls"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/accesslog"
 	"github.com/weftmesh/weft/telemetry/metrics"
@@ -88,6 +90,16 @@ type Config struct {
 	// LoadCgroup is a cgroup v2 directory describing the instance (its
 	// container), or "auto" for the sidecar's own; it wins over AppPID.
 	LoadCgroup string
+	// Namespace is the instance's namespace in its SPIFFE ID (default
+	// "default"); Token the join token proving it may claim Service.
+	Namespace string
+	Token     string
+	TokenFile string
+	// CABundle is a PEM file of the mesh CA by which the control plane's
+	// certificate is verified (its DATA-DIR/ca.pem); default: the local
+	// file the control plane writes on this machine when its gRPC port is
+	// TLS, else a plaintext stream.
+	CABundle string
 }
 
 // Defaults.
@@ -114,6 +126,11 @@ type Sidecar struct {
 	msg     *sidecarMessaging
 	capture *sidecarCapture // nil without --capture
 	load    *load.Meter     // nil for a pure client
+	id      *identity       // workload certificate, mTLS between sidecars
+	// policiesReady is closed once the inbound has the service's
+	// authorization policies (none is an answer too).
+	policiesReady chan struct{}
+	policiesOnce  sync.Once
 
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
@@ -165,7 +182,7 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.AppPID < 0 {
 		return nil, fmt.Errorf("--app-pid %d: not a process id", cfg.AppPID)
 	}
-	s := &Sidecar{cfg: cfg, log: cfg.Logger, appReady: make(chan struct{})}
+	s := &Sidecar{cfg: cfg, log: cfg.Logger, appReady: make(chan struct{}), policiesReady: make(chan struct{})}
 	if err := s.checkMessaging(); err != nil {
 		return nil, err
 	}
@@ -214,9 +231,18 @@ func New(cfg Config) (*Sidecar, error) {
 		s.upstreams = append(s.upstreams, &proxy.TCPUpstream{Service: name, Listener: ln, Log: s.log})
 	}
 	s.cfg = cfg
-	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Zone: cfg.Zone, Logger: s.log.With("component", "discovery")})
+	s.id = newIdentity(cfg.Service, cfg.Namespace, cfg.Token, s.log.With("component", "identity"))
+	s.id.tokenFile, s.id.control = cfg.TokenFile, cfg.Control
+	var ctlTLS *tls.Config
+	if ctlTLS, err = controlTLS(cfg, s.log); err != nil {
+		return nil, err
+	}
+	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Zone: cfg.Zone, Logger: s.log.With("component", "discovery"),
+		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate, Greeting: s.id.greeting, TLS: ctlTLS})
+	s.id.disc = s.disc
+	dial := s.id.dialer().Dial
 	for _, u := range s.upstreams {
-		u.Resolver = s.disc
+		u.Resolver, u.Dial = s.disc, dial
 	}
 	var tel *telemetry.Telemetry
 	if tel, err = s.newTelemetry(); err != nil {
@@ -230,11 +256,13 @@ func New(cfg Config) (*Sidecar, error) {
 		u.Source, u.Telemetry = cfg.Service, tel
 	}
 	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel,
-		Local: s.msg.pub}) // POST /v1/publish/{topic} on 127.0.0.1
+		Local: s.msg.pub, // POST /v1/publish/{topic} on 127.0.0.1
+		Dial:  dial})     // mTLS to other sidecars
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
 		s.newLoad()
+		s.in.Authz = s.newAuthorizer()
 	}
 	if err = s.newCapture(); err != nil {
 		_ = s.tracer.Shutdown(context.Background())
@@ -250,6 +278,7 @@ func New(cfg Config) (*Sidecar, error) {
 func (s *Sidecar) newTelemetry() (*telemetry.Telemetry, error) {
 	cfg := s.cfg
 	s.metrics = metrics.New(metrics.Options{})
+	s.metrics.Registry().MustRegister(s.id.src.Collector())
 	if cfg.NoTelemetry {
 		return nil, nil
 	}
@@ -350,10 +379,11 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	// Discovery outlives ctx until the drain has deregistered.
 	goRun("discovery", func() error { return s.disc.Run(bg) })
+	goRun("identity", func() error { s.id.run(bg); return nil })
 	if s.outLn != nil {
 		var router h1.Router
+		localAddr := ""
 		if !s.cfg.NoFastPath {
-			localAddr := ""
 			if h := s.out.Local(); h != nil {
 				// The fast path forwards requests for the sidecar itself
 				// (messaging's /v1/publish) to this loopback listener.
@@ -368,15 +398,28 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			router = s.out.Fast(localAddr)
 		}
 		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"))
+		if s.outFront.fast != nil {
+			s.outFront.fast.Dial = s.fastDial(localAddr)
+		}
 		s.outFront.run(goRun, "outbound")
 	}
 	if s.inLn != nil {
+		// Every connection from another sidecar is mutual TLS (strict),
+		// or TLS or plaintext (permissive), as the mesh says.
+		tl := mtls.NewListener(s.inLn, s.id.src, s.id.mode(), s.log.With("component", "inbound-tls"))
+		s.id.listener = tl
+		s.id.onHello() // the mode, if the Hello came first
+		s.inLn = tl
+		defer tl.Wait()
 		var router h1.Router
 		if !s.cfg.NoFastPath {
 			router = s.in.Fast()
 		}
 		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"))
+		// The verified caller reaches the net/http path's requests.
+		s.inFront.hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context { return proxy.WithPeer(ctx, c.RemoteAddr()) }
 		s.inFront.run(goRun, "inbound")
+		goRun("authz", func() error { s.watchPolicies(bg, s.in.Authz); return nil })
 		goRun("probe", func() error { s.probe(bg); return nil })
 	}
 	if s.adminLn != nil {
@@ -526,6 +569,9 @@ func (s *Sidecar) probe(ctx context.Context) {
 		}
 		if ok != ready {
 			ready = ok
+			if ok && !s.waitIdentity(ctx) {
+				return
+			}
 			s.disc.SetReady(ok)
 			if ok {
 				s.readyOnce.Do(func() { close(s.appReady) })

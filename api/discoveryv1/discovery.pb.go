@@ -172,6 +172,7 @@ type SidecarMessage struct {
 	//	*SidecarMessage_Unsubscribe
 	//	*SidecarMessage_Deregister
 	//	*SidecarMessage_Heartbeat
+	//	*SidecarMessage_Csr
 	Msg           isSidecarMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -259,6 +260,15 @@ func (x *SidecarMessage) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *SidecarMessage) GetCsr() *CertificateRequest {
+	if x != nil {
+		if x, ok := x.Msg.(*SidecarMessage_Csr); ok {
+			return x.Csr
+		}
+	}
+	return nil
+}
+
 type isSidecarMessage_Msg interface {
 	isSidecarMessage_Msg()
 }
@@ -283,6 +293,12 @@ type SidecarMessage_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,5,opt,name=heartbeat,proto3,oneof"`
 }
 
+type SidecarMessage_Csr struct {
+	// csr asks the control plane's CA for this sidecar's workload
+	// certificate (X.509 SVID); answered with a Certificate.
+	Csr *CertificateRequest `protobuf:"bytes,20,opt,name=csr,proto3,oneof"`
+}
+
 func (*SidecarMessage_Register) isSidecarMessage_Msg() {}
 
 func (*SidecarMessage_Subscribe) isSidecarMessage_Msg() {}
@@ -292,6 +308,82 @@ func (*SidecarMessage_Unsubscribe) isSidecarMessage_Msg() {}
 func (*SidecarMessage_Deregister) isSidecarMessage_Msg() {}
 
 func (*SidecarMessage_Heartbeat) isSidecarMessage_Msg() {}
+
+func (*SidecarMessage_Csr) isSidecarMessage_Msg() {}
+
+// CertificateRequest carries a PKCS#10 CSR for the sidecar's own key (the
+// key never leaves the sidecar). The CA ignores the CSR's names: it issues
+// spiffe://<trust-domain>/ns/<namespace>/sa/<service> for the service this
+// stream may claim.
+type CertificateRequest struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	CsrDer  []byte                 `protobuf:"bytes,1,opt,name=csr_der,json=csrDer,proto3" json:"csr_der,omitempty"`
+	Service string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	// namespace defaults to "default".
+	Namespace string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// token is the join token proving the sidecar may claim service.
+	Token         string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CertificateRequest) Reset() {
+	*x = CertificateRequest{}
+	mi := &file_discovery_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CertificateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CertificateRequest) ProtoMessage() {}
+
+func (x *CertificateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_discovery_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CertificateRequest.ProtoReflect.Descriptor instead.
+func (*CertificateRequest) Descriptor() ([]byte, []int) {
+	return file_discovery_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *CertificateRequest) GetCsrDer() []byte {
+	if x != nil {
+		return x.CsrDer
+	}
+	return nil
+}
+
+func (x *CertificateRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *CertificateRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *CertificateRequest) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
 
 // Register announces this sidecar's instance, or updates it (readiness).
 type Register struct {
@@ -303,7 +395,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_discovery_proto_msgTypes[2]
+	mi := &file_discovery_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -315,7 +407,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[2]
+	mi := &file_discovery_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -328,7 +420,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{2}
+	return file_discovery_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Register) GetInstance() *Instance {
@@ -349,7 +441,7 @@ type Subscribe struct {
 
 func (x *Subscribe) Reset() {
 	*x = Subscribe{}
-	mi := &file_discovery_proto_msgTypes[3]
+	mi := &file_discovery_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -361,7 +453,7 @@ func (x *Subscribe) String() string {
 func (*Subscribe) ProtoMessage() {}
 
 func (x *Subscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[3]
+	mi := &file_discovery_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -374,7 +466,7 @@ func (x *Subscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Subscribe.ProtoReflect.Descriptor instead.
 func (*Subscribe) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{3}
+	return file_discovery_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Subscribe) GetServices() []string {
@@ -393,7 +485,7 @@ type Unsubscribe struct {
 
 func (x *Unsubscribe) Reset() {
 	*x = Unsubscribe{}
-	mi := &file_discovery_proto_msgTypes[4]
+	mi := &file_discovery_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +497,7 @@ func (x *Unsubscribe) String() string {
 func (*Unsubscribe) ProtoMessage() {}
 
 func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[4]
+	mi := &file_discovery_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +510,7 @@ func (x *Unsubscribe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Unsubscribe.ProtoReflect.Descriptor instead.
 func (*Unsubscribe) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{4}
+	return file_discovery_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Unsubscribe) GetServices() []string {
@@ -438,7 +530,7 @@ type Deregister struct {
 
 func (x *Deregister) Reset() {
 	*x = Deregister{}
-	mi := &file_discovery_proto_msgTypes[5]
+	mi := &file_discovery_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -450,7 +542,7 @@ func (x *Deregister) String() string {
 func (*Deregister) ProtoMessage() {}
 
 func (x *Deregister) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[5]
+	mi := &file_discovery_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -463,7 +555,7 @@ func (x *Deregister) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Deregister.ProtoReflect.Descriptor instead.
 func (*Deregister) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{5}
+	return file_discovery_proto_rawDescGZIP(), []int{6}
 }
 
 // Heartbeat renews the lease when the stream is otherwise idle.
@@ -475,7 +567,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_discovery_proto_msgTypes[6]
+	mi := &file_discovery_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -487,7 +579,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[6]
+	mi := &file_discovery_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -500,7 +592,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{6}
+	return file_discovery_proto_rawDescGZIP(), []int{7}
 }
 
 type ControlMessage struct {
@@ -510,6 +602,7 @@ type ControlMessage struct {
 	//	*ControlMessage_Update
 	//	*ControlMessage_Ack
 	//	*ControlMessage_Hello
+	//	*ControlMessage_Certificate
 	Msg           isControlMessage_Msg `protobuf_oneof:"msg"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -517,7 +610,7 @@ type ControlMessage struct {
 
 func (x *ControlMessage) Reset() {
 	*x = ControlMessage{}
-	mi := &file_discovery_proto_msgTypes[7]
+	mi := &file_discovery_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -529,7 +622,7 @@ func (x *ControlMessage) String() string {
 func (*ControlMessage) ProtoMessage() {}
 
 func (x *ControlMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[7]
+	mi := &file_discovery_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -542,7 +635,7 @@ func (x *ControlMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ControlMessage.ProtoReflect.Descriptor instead.
 func (*ControlMessage) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{7}
+	return file_discovery_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ControlMessage) GetMsg() isControlMessage_Msg {
@@ -579,6 +672,15 @@ func (x *ControlMessage) GetHello() *Hello {
 	return nil
 }
 
+func (x *ControlMessage) GetCertificate() *Certificate {
+	if x != nil {
+		if x, ok := x.Msg.(*ControlMessage_Certificate); ok {
+			return x.Certificate
+		}
+	}
+	return nil
+}
+
 type isControlMessage_Msg interface {
 	isControlMessage_Msg()
 }
@@ -597,11 +699,119 @@ type ControlMessage_Hello struct {
 	Hello *Hello `protobuf:"bytes,3,opt,name=hello,proto3,oneof"`
 }
 
+type ControlMessage_Certificate struct {
+	// certificate answers a CertificateRequest, or (with no chain) brings a
+	// changed trust bundle during a root rotation.
+	Certificate *Certificate `protobuf:"bytes,20,opt,name=certificate,proto3,oneof"`
+}
+
 func (*ControlMessage_Update) isControlMessage_Msg() {}
 
 func (*ControlMessage_Ack) isControlMessage_Msg() {}
 
 func (*ControlMessage_Hello) isControlMessage_Msg() {}
+
+func (*ControlMessage_Certificate) isControlMessage_Msg() {}
+
+type Certificate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// chain_der: the leaf first, then intermediates; empty for a bundle-only
+	// push or an error.
+	ChainDer [][]byte `protobuf:"bytes,1,rep,name=chain_der,json=chainDer,proto3" json:"chain_der,omitempty"`
+	// trust_bundle_der: every root the sidecar must trust now.
+	TrustBundleDer [][]byte `protobuf:"bytes,2,rep,name=trust_bundle_der,json=trustBundleDer,proto3" json:"trust_bundle_der,omitempty"`
+	TrustDomain    string   `protobuf:"bytes,3,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	SpiffeId       string   `protobuf:"bytes,4,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	// error says why the request was refused (chain empty).
+	Error string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	// generation of the CA's state (bundle and signer): a sidecar whose
+	// certificate is of an older generation asks for a new one.
+	Generation uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
+	// broker_url: the message broker's URL with the credentials only
+	// sidecars holding a certificate get (weft control --broker-auth).
+	BrokerUrl     string `protobuf:"bytes,7,opt,name=broker_url,json=brokerUrl,proto3" json:"broker_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Certificate) Reset() {
+	*x = Certificate{}
+	mi := &file_discovery_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Certificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Certificate) ProtoMessage() {}
+
+func (x *Certificate) ProtoReflect() protoreflect.Message {
+	mi := &file_discovery_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Certificate.ProtoReflect.Descriptor instead.
+func (*Certificate) Descriptor() ([]byte, []int) {
+	return file_discovery_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Certificate) GetChainDer() [][]byte {
+	if x != nil {
+		return x.ChainDer
+	}
+	return nil
+}
+
+func (x *Certificate) GetTrustBundleDer() [][]byte {
+	if x != nil {
+		return x.TrustBundleDer
+	}
+	return nil
+}
+
+func (x *Certificate) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *Certificate) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+func (x *Certificate) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *Certificate) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *Certificate) GetBrokerUrl() string {
+	if x != nil {
+		return x.BrokerUrl
+	}
+	return ""
+}
 
 type Hello struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -616,7 +826,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_discovery_proto_msgTypes[8]
+	mi := &file_discovery_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -628,7 +838,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[8]
+	mi := &file_discovery_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -641,7 +851,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{8}
+	return file_discovery_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Hello) GetControlId() string {
@@ -673,7 +883,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_discovery_proto_msgTypes[9]
+	mi := &file_discovery_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -685,7 +895,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[9]
+	mi := &file_discovery_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -698,7 +908,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{9}
+	return file_discovery_proto_rawDescGZIP(), []int{11}
 }
 
 // ServiceUpdate changes one destination service in a sidecar's view.
@@ -724,7 +934,7 @@ type ServiceUpdate struct {
 
 func (x *ServiceUpdate) Reset() {
 	*x = ServiceUpdate{}
-	mi := &file_discovery_proto_msgTypes[10]
+	mi := &file_discovery_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -736,7 +946,7 @@ func (x *ServiceUpdate) String() string {
 func (*ServiceUpdate) ProtoMessage() {}
 
 func (x *ServiceUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[10]
+	mi := &file_discovery_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -749,7 +959,7 @@ func (x *ServiceUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceUpdate.ProtoReflect.Descriptor instead.
 func (*ServiceUpdate) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{10}
+	return file_discovery_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ServiceUpdate) GetService() string {
@@ -824,7 +1034,7 @@ type ConfigObject struct {
 
 func (x *ConfigObject) Reset() {
 	*x = ConfigObject{}
-	mi := &file_discovery_proto_msgTypes[11]
+	mi := &file_discovery_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +1046,7 @@ func (x *ConfigObject) String() string {
 func (*ConfigObject) ProtoMessage() {}
 
 func (x *ConfigObject) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[11]
+	mi := &file_discovery_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +1059,7 @@ func (x *ConfigObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigObject.ProtoReflect.Descriptor instead.
 func (*ConfigObject) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{11}
+	return file_discovery_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ConfigObject) GetKind() string {
@@ -900,7 +1110,7 @@ const file_discovery_proto_rawDesc = "" +
 	"\x04load\x18\x1e \x01(\tR\x04load\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd3\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x03\n" +
 	"\x0eSidecarMessage\x129\n" +
 	"\bregister\x18\x01 \x01(\v2\x1b.weft.discovery.v1.RegisterH\x00R\bregister\x12<\n" +
 	"\tsubscribe\x18\x02 \x01(\v2\x1c.weft.discovery.v1.SubscribeH\x00R\tsubscribe\x12B\n" +
@@ -908,8 +1118,14 @@ const file_discovery_proto_rawDesc = "" +
 	"\n" +
 	"deregister\x18\x04 \x01(\v2\x1d.weft.discovery.v1.DeregisterH\x00R\n" +
 	"deregister\x12<\n" +
-	"\theartbeat\x18\x05 \x01(\v2\x1c.weft.discovery.v1.HeartbeatH\x00R\theartbeatB\x05\n" +
-	"\x03msg\"C\n" +
+	"\theartbeat\x18\x05 \x01(\v2\x1c.weft.discovery.v1.HeartbeatH\x00R\theartbeat\x129\n" +
+	"\x03csr\x18\x14 \x01(\v2%.weft.discovery.v1.CertificateRequestH\x00R\x03csrB\x05\n" +
+	"\x03msg\"{\n" +
+	"\x12CertificateRequest\x12\x17\n" +
+	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1c\n" +
+	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x14\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\"C\n" +
 	"\bRegister\x127\n" +
 	"\binstance\x18\x01 \x01(\v2\x1b.weft.discovery.v1.InstanceR\binstance\"'\n" +
 	"\tSubscribe\x12\x1a\n" +
@@ -918,12 +1134,24 @@ const file_discovery_proto_rawDesc = "" +
 	"\bservices\x18\x01 \x03(\tR\bservices\"\f\n" +
 	"\n" +
 	"Deregister\"\v\n" +
-	"\tHeartbeat\"\xb1\x01\n" +
+	"\tHeartbeat\"\xf5\x01\n" +
 	"\x0eControlMessage\x12:\n" +
 	"\x06update\x18\x01 \x01(\v2 .weft.discovery.v1.ServiceUpdateH\x00R\x06update\x12*\n" +
 	"\x03ack\x18\x02 \x01(\v2\x16.weft.discovery.v1.AckH\x00R\x03ack\x120\n" +
-	"\x05hello\x18\x03 \x01(\v2\x18.weft.discovery.v1.HelloH\x00R\x05helloB\x05\n" +
-	"\x03msg\"\xd0\x01\n" +
+	"\x05hello\x18\x03 \x01(\v2\x18.weft.discovery.v1.HelloH\x00R\x05hello\x12B\n" +
+	"\vcertificate\x18\x14 \x01(\v2\x1e.weft.discovery.v1.CertificateH\x00R\vcertificateB\x05\n" +
+	"\x03msg\"\xe9\x01\n" +
+	"\vCertificate\x12\x1b\n" +
+	"\tchain_der\x18\x01 \x03(\fR\bchainDer\x12(\n" +
+	"\x10trust_bundle_der\x18\x02 \x03(\fR\x0etrustBundleDer\x12!\n" +
+	"\ftrust_domain\x18\x03 \x01(\tR\vtrustDomain\x12\x1b\n" +
+	"\tspiffe_id\x18\x04 \x01(\tR\bspiffeId\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generation\x12\x1d\n" +
+	"\n" +
+	"broker_url\x18\a \x01(\tR\tbrokerUrl\"\xd0\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\x01 \x01(\tR\tcontrolId\x12B\n" +
@@ -964,44 +1192,48 @@ func file_discovery_proto_rawDescGZIP() []byte {
 	return file_discovery_proto_rawDescData
 }
 
-var file_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_discovery_proto_goTypes = []any{
-	(*Instance)(nil),       // 0: weft.discovery.v1.Instance
-	(*SidecarMessage)(nil), // 1: weft.discovery.v1.SidecarMessage
-	(*Register)(nil),       // 2: weft.discovery.v1.Register
-	(*Subscribe)(nil),      // 3: weft.discovery.v1.Subscribe
-	(*Unsubscribe)(nil),    // 4: weft.discovery.v1.Unsubscribe
-	(*Deregister)(nil),     // 5: weft.discovery.v1.Deregister
-	(*Heartbeat)(nil),      // 6: weft.discovery.v1.Heartbeat
-	(*ControlMessage)(nil), // 7: weft.discovery.v1.ControlMessage
-	(*Hello)(nil),          // 8: weft.discovery.v1.Hello
-	(*Ack)(nil),            // 9: weft.discovery.v1.Ack
-	(*ServiceUpdate)(nil),  // 10: weft.discovery.v1.ServiceUpdate
-	(*ConfigObject)(nil),   // 11: weft.discovery.v1.ConfigObject
-	nil,                    // 12: weft.discovery.v1.Instance.LabelsEntry
-	nil,                    // 13: weft.discovery.v1.Hello.SettingsEntry
+	(*Instance)(nil),           // 0: weft.discovery.v1.Instance
+	(*SidecarMessage)(nil),     // 1: weft.discovery.v1.SidecarMessage
+	(*CertificateRequest)(nil), // 2: weft.discovery.v1.CertificateRequest
+	(*Register)(nil),           // 3: weft.discovery.v1.Register
+	(*Subscribe)(nil),          // 4: weft.discovery.v1.Subscribe
+	(*Unsubscribe)(nil),        // 5: weft.discovery.v1.Unsubscribe
+	(*Deregister)(nil),         // 6: weft.discovery.v1.Deregister
+	(*Heartbeat)(nil),          // 7: weft.discovery.v1.Heartbeat
+	(*ControlMessage)(nil),     // 8: weft.discovery.v1.ControlMessage
+	(*Certificate)(nil),        // 9: weft.discovery.v1.Certificate
+	(*Hello)(nil),              // 10: weft.discovery.v1.Hello
+	(*Ack)(nil),                // 11: weft.discovery.v1.Ack
+	(*ServiceUpdate)(nil),      // 12: weft.discovery.v1.ServiceUpdate
+	(*ConfigObject)(nil),       // 13: weft.discovery.v1.ConfigObject
+	nil,                        // 14: weft.discovery.v1.Instance.LabelsEntry
+	nil,                        // 15: weft.discovery.v1.Hello.SettingsEntry
 }
 var file_discovery_proto_depIdxs = []int32{
-	12, // 0: weft.discovery.v1.Instance.labels:type_name -> weft.discovery.v1.Instance.LabelsEntry
-	2,  // 1: weft.discovery.v1.SidecarMessage.register:type_name -> weft.discovery.v1.Register
-	3,  // 2: weft.discovery.v1.SidecarMessage.subscribe:type_name -> weft.discovery.v1.Subscribe
-	4,  // 3: weft.discovery.v1.SidecarMessage.unsubscribe:type_name -> weft.discovery.v1.Unsubscribe
-	5,  // 4: weft.discovery.v1.SidecarMessage.deregister:type_name -> weft.discovery.v1.Deregister
-	6,  // 5: weft.discovery.v1.SidecarMessage.heartbeat:type_name -> weft.discovery.v1.Heartbeat
-	0,  // 6: weft.discovery.v1.Register.instance:type_name -> weft.discovery.v1.Instance
-	10, // 7: weft.discovery.v1.ControlMessage.update:type_name -> weft.discovery.v1.ServiceUpdate
-	9,  // 8: weft.discovery.v1.ControlMessage.ack:type_name -> weft.discovery.v1.Ack
-	8,  // 9: weft.discovery.v1.ControlMessage.hello:type_name -> weft.discovery.v1.Hello
-	13, // 10: weft.discovery.v1.Hello.settings:type_name -> weft.discovery.v1.Hello.SettingsEntry
-	0,  // 11: weft.discovery.v1.ServiceUpdate.upserts:type_name -> weft.discovery.v1.Instance
-	11, // 12: weft.discovery.v1.ServiceUpdate.config:type_name -> weft.discovery.v1.ConfigObject
-	1,  // 13: weft.discovery.v1.Discovery.Connect:input_type -> weft.discovery.v1.SidecarMessage
-	7,  // 14: weft.discovery.v1.Discovery.Connect:output_type -> weft.discovery.v1.ControlMessage
-	14, // [14:15] is the sub-list for method output_type
-	13, // [13:14] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	14, // 0: weft.discovery.v1.Instance.labels:type_name -> weft.discovery.v1.Instance.LabelsEntry
+	3,  // 1: weft.discovery.v1.SidecarMessage.register:type_name -> weft.discovery.v1.Register
+	4,  // 2: weft.discovery.v1.SidecarMessage.subscribe:type_name -> weft.discovery.v1.Subscribe
+	5,  // 3: weft.discovery.v1.SidecarMessage.unsubscribe:type_name -> weft.discovery.v1.Unsubscribe
+	6,  // 4: weft.discovery.v1.SidecarMessage.deregister:type_name -> weft.discovery.v1.Deregister
+	7,  // 5: weft.discovery.v1.SidecarMessage.heartbeat:type_name -> weft.discovery.v1.Heartbeat
+	2,  // 6: weft.discovery.v1.SidecarMessage.csr:type_name -> weft.discovery.v1.CertificateRequest
+	0,  // 7: weft.discovery.v1.Register.instance:type_name -> weft.discovery.v1.Instance
+	12, // 8: weft.discovery.v1.ControlMessage.update:type_name -> weft.discovery.v1.ServiceUpdate
+	11, // 9: weft.discovery.v1.ControlMessage.ack:type_name -> weft.discovery.v1.Ack
+	10, // 10: weft.discovery.v1.ControlMessage.hello:type_name -> weft.discovery.v1.Hello
+	9,  // 11: weft.discovery.v1.ControlMessage.certificate:type_name -> weft.discovery.v1.Certificate
+	15, // 12: weft.discovery.v1.Hello.settings:type_name -> weft.discovery.v1.Hello.SettingsEntry
+	0,  // 13: weft.discovery.v1.ServiceUpdate.upserts:type_name -> weft.discovery.v1.Instance
+	13, // 14: weft.discovery.v1.ServiceUpdate.config:type_name -> weft.discovery.v1.ConfigObject
+	1,  // 15: weft.discovery.v1.Discovery.Connect:input_type -> weft.discovery.v1.SidecarMessage
+	8,  // 16: weft.discovery.v1.Discovery.Connect:output_type -> weft.discovery.v1.ControlMessage
+	16, // [16:17] is the sub-list for method output_type
+	15, // [15:16] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_discovery_proto_init() }
@@ -1015,11 +1247,13 @@ func file_discovery_proto_init() {
 		(*SidecarMessage_Unsubscribe)(nil),
 		(*SidecarMessage_Deregister)(nil),
 		(*SidecarMessage_Heartbeat)(nil),
+		(*SidecarMessage_Csr)(nil),
 	}
-	file_discovery_proto_msgTypes[7].OneofWrappers = []any{
+	file_discovery_proto_msgTypes[8].OneofWrappers = []any{
 		(*ControlMessage_Update)(nil),
 		(*ControlMessage_Ack)(nil),
 		(*ControlMessage_Hello)(nil),
+		(*ControlMessage_Certificate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1027,7 +1261,7 @@ func file_discovery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_discovery_proto_rawDesc), len(file_discovery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -94,24 +94,25 @@ func manifestCmd(verb, short, example string, send func(*apiclient.Client, conte
 }
 
 // getKinds are what `weft get` shows; the first name of each is canonical.
-var getKinds = [][]string{{"services", "service", "svc"}, {"resources", "resource"}, {"config", "proxy-config"}}
+var getKinds = [][]string{{"services", "service", "svc"}, {"resources", "resource"}, {"certs", "cert", "certificates"}, {"config", "proxy-config"}}
 
 func newGetCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
-		Use:   "get services|resources|config INSTANCE",
-		Short: "Show services and their instances, applied resources, or what one sidecar holds",
+		Use:   "get services|resources|certs|config INSTANCE",
+		Short: "Show services and their instances, applied resources, issued workload certificates, or what one sidecar holds",
 		Example: `  weft get services
   weft get services -o wide          # also each sidecar's outbound and admin address
   weft get resources -o yaml
+  weft get certs                     # each instance's SPIFFE ID, serial, expiry
   weft get config orders-7f3a9c      # one sidecar's destinations, endpoints, policies`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return errors.New("get what? want one of: services, resources, config INSTANCE")
+				return errors.New("get what? want one of: services, resources, certs, config INSTANCE")
 			}
 			switch canonicalGet(args[0]) {
 			case "":
-				return fmt.Errorf("unknown object %q: want one of: services, resources, config INSTANCE", args[0])
+				return fmt.Errorf("unknown object %q: want one of: services, resources, certs, config INSTANCE", args[0])
 			case "config":
 				if len(args) != 2 {
 					return errors.New("get config: want one instance id (see weft get services)")
@@ -126,7 +127,7 @@ func newGetCmd() *cobra.Command {
 		ValidArgsFunction: func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
 			switch {
 			case len(args) == 0:
-				return []cobra.Completion{"services", "resources", "config"}, cobra.ShellCompDirectiveNoFileComp
+				return []cobra.Completion{"services", "resources", "certs", "config"}, cobra.ShellCompDirectiveNoFileComp
 			case len(args) == 1 && canonicalGet(args[0]) == "config":
 				return completeInstances(cmd)
 			}
@@ -149,6 +150,8 @@ func newGetCmd() *cobra.Command {
 			return getServices(cmd.Context(), c, output, out)
 		case "resources":
 			return getResources(cmd.Context(), c, output, out)
+		case "certs":
+			return getCerts(cmd.Context(), c, output, out)
 		default:
 			return getConfig(cmd.Context(), c, args[1], output, out)
 		}

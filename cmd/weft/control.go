@@ -56,5 +56,6 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 	f.StringVar(&cfg.BrokerAddr, "broker-addr", broker.DefaultAddr, "where the embedded broker listens (NATS protocol; its store is DATA-DIR/broker); when not given and the default port is taken, any free port (sidecars learn it from the control plane)")
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", messaging.DefaultMaxMessageBytes, "largest message payload a publish may carry")
 	kf.register(f)
+	addControlSecurityFlags(f, &cfg.Security)
 	return cmd
 }

@@ -44,6 +44,7 @@ func (c *msgAPI) do(ctx context.Context, method, path string, body []byte, h htt
 	for k, vs := range h {
 		req.Header[k] = vs
 	}
+	apiclient.Authorize(req)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		var ue *url.Error

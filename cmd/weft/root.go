@@ -41,6 +41,7 @@ plane pushes every change to the sidecars.
 	root.SetVersionTemplate("{{.Version}}\n")
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	addTokenFlag(root)
 	root.AddCommand(
 		newControlCmd(g),
 		newSidecarCmd(g),
@@ -56,6 +57,7 @@ plane pushes every change to the sidecars.
 		newDashboardCmd(),
 		newVersionCmd(), newCheckCmd(), newProxyConfigCmd(),
 		newInjectCmd(),
+		newTokenCmd(), newIdentityCmd(),
 	)
 	registerCompletions(root)
 	return root

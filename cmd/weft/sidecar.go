@@ -46,6 +46,7 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.BoolVar(&s.telemetry, "telemetry", true, "record per-request metrics, spans and access logs (false: only to measure their cost)")
 	_ = f.MarkHidden("telemetry")
 	addCaptureFlags(f, &s.cfg.Capture)
+	s.addSecurity(f)
 }
 
 func (s *sidecarFlags) config() (sidecar.Config, error) {

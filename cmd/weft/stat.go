@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/weftmesh/weft/apiclient"
 	"github.com/weftmesh/weft/control"
 	"github.com/weftmesh/weft/telemetry/aggregator"
 	"github.com/weftmesh/weft/telemetry/tracestore"
@@ -496,6 +497,7 @@ func getJSON(ctx context.Context, server, path string, out any) error {
 	if err != nil {
 		return err
 	}
+	apiclient.Authorize(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		var ue *url.Error

@@ -40,6 +40,9 @@ type Config struct {
 	Logger     *slog.Logger
 	// Flag names Addr in errors (default --broker-addr).
 	Flag string
+	// Username and Password, when set, are required of every client
+	// (weft control --broker-auth).
+	Username, Password string
 }
 
 // Broker is a running embedded NATS server.
@@ -92,6 +95,8 @@ func New(cfg Config) (*Broker, error) {
 		JetStreamMaxMemory: 64 << 20, // streams are on disk; memory only for ephemeral scans
 		NoSigs:             true,
 		MaxPayload:         int32(cfg.MaxPayload),
+		Username:           cfg.Username,
+		Password:           cfg.Password,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

@@ -73,6 +73,7 @@ type hostPool struct {
 type upstreams struct {
 	lim    *Limits
 	dialer net.Dialer
+	dial   func(addr string) (net.Conn, error) // Server.Dial; nil: dialer
 	m      atomic.Pointer[map[string]*hostPool]
 	mu     sync.Mutex  // writers of m and armed; timer
 	armed  atomic.Bool // the sweep timer is set or running
@@ -133,7 +134,13 @@ func (u *upstreams) get(addr string) (*upConn, error) {
 		uc.acquire()
 		return uc, nil
 	}
-	nc, err := u.dialer.Dial("tcp", addr)
+	var nc net.Conn
+	var err error
+	if u.dial != nil {
+		nc, err = u.dial(addr)
+	} else {
+		nc, err = u.dialer.Dial("tcp", addr)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -42,6 +42,11 @@ type Server struct {
 	Limits   Limits
 	Fallback func(c net.Conn)
 	Logger   *slog.Logger
+	// Dial, when set, opens upstream connections instead of a TCP dial
+	// (the sidecar's mTLS to other sidecars). Its errors should be
+	// *net.OpError with Op "dial" when nothing was sent, so the Router can
+	// retry elsewhere.
+	Dial func(addr string) (net.Conn, error)
 
 	initOnce   sync.Once
 	lim        Limits
@@ -63,6 +68,7 @@ func (s *Server) init() {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	s.ups.init(&s.lim)
+	s.ups.dial = s.Dial
 	s.listeners = map[net.Listener]struct{}{}
 	s.conns = map[*conn]struct{}{}
 }

@@ -406,6 +406,7 @@ type Reply struct {
 	Query    string `json:"query"`
 	Host     string `json:"host"`
 	Method   string `json:"method"`
+	Peer     string `json:"peer"`
 }
 
 // MeshError is the body of a mesh-produced error.

@@ -195,6 +195,7 @@ type reply struct {
 	Query    string `json:"query"`
 	Host     string `json:"host"`
 	Method   string `json:"method"`
+	Peer     string `json:"peer,omitempty"` // x-weft-peer-identity, as the sidecar set it
 }
 
 func serveHTTP(ctx context.Context, ln net.Listener) {
@@ -248,6 +249,7 @@ func serveHTTP(ctx context.Context, ln net.Listener) {
 		w.Header().Set("x-instance", instanceID())
 		_ = json.NewEncoder(w).Encode(reply{
 			Instance: instanceID(), Name: *name, Path: r.URL.Path, Query: r.URL.RawQuery, Host: r.Host, Method: r.Method,
+			Peer: r.Header.Get("X-Weft-Peer-Identity"),
 		})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -1,0 +1,275 @@
+package control
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/security/ca"
+	"github.com/weftmesh/weft/security/mtls"
+	"github.com/weftmesh/weft/store"
+)
+
+// SecurityConfig is the control plane's side of mesh identity.
+type SecurityConfig struct {
+	// TrustDomain of every SPIFFE ID issued (default weft.local).
+	TrustDomain string
+	// CACert and CAKey: the user's CA (e.g. an intermediate); empty: a
+	// root made on first start and kept in the store.
+	CACert, CAKey string
+	// CertTTL is the lifetime of workload certificates (default 24h).
+	CertTTL time.Duration
+	// MTLS is the mesh-wide inbound mode handed to sidecars: "permissive"
+	// (default) or "strict". Strict also makes the control plane refuse to
+	// register an instance whose stream has no certificate.
+	MTLS string
+	// APIAuth makes the whole JSON API require a token (see withAuth).
+	APIAuth bool
+	// BrokerAuth makes the embedded broker require a password that only
+	// sidecars holding a certificate are given.
+	BrokerAuth bool
+	// ControlTLS is TLS on the gRPC port (the sidecars' stream), with a
+	// certificate of the mesh CA (spiffe://TD/control): "auto" (default)
+	// when the port is not bound to loopback, "on", "off".
+	ControlTLS string
+}
+
+// Hello settings of mesh identity.
+const (
+	SettingMTLSMode    = "mtls_mode"
+	SettingTrustDomain = "trust_domain"
+)
+
+// security holds the CA and what it issued to the connected sidecars.
+type security struct {
+	ca        *ca.CA
+	brokerURL string // with credentials; "" without --broker-auth
+
+	mu     sync.Mutex
+	issued map[any]*CertJSON // by stream
+	// The control plane's own certificate, reissued at half-life.
+	ctlCert  *tls.Certificate
+	ctlRenew time.Time
+}
+
+// controlCertificate is the gRPC port's certificate.
+func (sec *security) controlCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	sec.mu.Lock()
+	defer sec.mu.Unlock()
+	if sec.ctlCert != nil && time.Now().Before(sec.ctlRenew) {
+		return sec.ctlCert, nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, err
+	}
+	is, err := sec.ca.Sign(csr, "spiffe://"+sec.ca.TrustDomain()+mtls.ControlPath)
+	if err != nil {
+		return nil, err
+	}
+	sec.ctlCert = &tls.Certificate{Certificate: is.Chain, PrivateKey: key}
+	sec.ctlRenew = time.Now().Add(time.Until(is.NotAfter) / 2)
+	return sec.ctlCert, nil
+}
+
+// grpcTLS says whether the gRPC port serves TLS.
+func (s *Server) grpcTLS() bool {
+	switch s.cfg.Security.ControlTLS {
+	case "on":
+		return true
+	case "off":
+		return false
+	}
+	ta, ok := s.grpcLn.Addr().(*net.TCPAddr)
+	return !ok || !ta.IP.IsLoopback()
+}
+
+// CertJSON is one issued workload certificate, as `weft get certs` shows it.
+type CertJSON struct {
+	Service   string    `json:"service"`
+	Namespace string    `json:"namespace"`
+	Instance  string    `json:"instance,omitempty"`
+	SPIFFEID  string    `json:"spiffeId"`
+	Serial    string    `json:"serial"`
+	NotAfter  time.Time `json:"notAfter"`
+	IssuedAt  time.Time `json:"issuedAt"`
+	Issuer    string    `json:"issuer"` // fingerprint of the root it chains to
+}
+
+// CertsJSON is GET /api/v1/certs.
+type CertsJSON struct {
+	TrustDomain string     `json:"trustDomain"`
+	Mode        string     `json:"mtlsMode"`
+	Roots       []ca.Root  `json:"roots"`
+	Certs       []CertJSON `json:"certs"`
+}
+
+func (s *Server) newSecurity() error {
+	c := s.cfg.Security
+	if c.MTLS == "" {
+		c.MTLS = "permissive"
+	}
+	if _, err := mtls.ParseMode(c.MTLS); err != nil {
+		return fmt.Errorf("--mtls %q: %w", c.MTLS, err)
+	}
+	switch c.ControlTLS {
+	case "":
+		c.ControlTLS = "auto"
+	case "auto", "on", "off":
+	default:
+		return fmt.Errorf("--control-tls %q: want auto, on or off", c.ControlTLS)
+	}
+	var st ca.Store
+	if b, ok := s.store.(*store.Bolt); ok {
+		st = b
+	}
+	authority, err := ca.New(ca.Config{TrustDomain: c.TrustDomain, LeafTTL: c.CertTTL, CertFile: c.CACert, KeyFile: c.CAKey, Store: st})
+	if err != nil {
+		return err
+	}
+	s.cfg.Security = c
+	s.sec = &security{ca: authority, issued: map[any]*CertJSON{}}
+	s.cfg.Settings[SettingMTLSMode] = c.MTLS
+	s.cfg.Settings[SettingTrustDomain] = authority.TrustDomain()
+	return s.newTokens()
+}
+
+// CA is the mesh's certificate authority.
+func (s *Server) CA() *ca.CA { return s.sec.ca }
+
+// issue answers a sidecar's CSR. claimed is the service this stream has
+// claimed so far ("" before its first certificate or registration); the
+// answer's identity is the stream's for good.
+func (sec *security) issue(req *pb.CertificateRequest, claimed string, key any, instance string) (*pb.Certificate, string, error) {
+	svc := req.GetService()
+	if err := resource.ValidateName(svc); err != nil {
+		return nil, "", fmt.Errorf("csr: service: %w", err)
+	}
+	if claimed != "" && claimed != svc {
+		return nil, "", fmt.Errorf("csr: this stream is service %q; it cannot ask for %q", claimed, svc)
+	}
+	ns := req.GetNamespace()
+	if ns == "" {
+		ns = mtls.DefaultNamespace
+	}
+	if err := resource.ValidateName(ns); err != nil {
+		return nil, "", fmt.Errorf("csr: namespace: %w", err)
+	}
+	if len(req.GetCsrDer()) > 8<<10 {
+		return nil, "", errors.New("csr: larger than 8 KiB")
+	}
+	id := mtls.ID{TrustDomain: sec.ca.TrustDomain(), Namespace: ns, Service: svc}
+	gen := sec.ca.Generation() // before signing: a switch meanwhile makes the sidecar ask again
+	is, err := sec.ca.Sign(req.GetCsrDer(), id.String())
+	if err != nil {
+		return nil, "", err
+	}
+	sec.mu.Lock()
+	sec.issued[key] = &CertJSON{Service: svc, Namespace: ns, Instance: instance, SPIFFEID: is.SPIFFEID, Serial: is.Serial,
+		NotAfter: is.NotAfter, IssuedAt: time.Now().UTC(), Issuer: is.Issuer}
+	sec.mu.Unlock()
+	return &pb.Certificate{ChainDer: is.Chain, TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), SpiffeId: is.SPIFFEID,
+		Generation: gen, BrokerUrl: sec.brokerURL}, svc, nil
+}
+
+// registered notes the instance id of a stream's certificate.
+func (sec *security) registered(key any, instance string) {
+	sec.mu.Lock()
+	if c := sec.issued[key]; c != nil {
+		c.Instance = instance
+	}
+	sec.mu.Unlock()
+}
+
+func (sec *security) forget(key any) {
+	sec.mu.Lock()
+	delete(sec.issued, key)
+	sec.mu.Unlock()
+}
+
+func (sec *security) bundleMessage() *pb.Certificate {
+	return &pb.Certificate{TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), Generation: sec.ca.Generation()}
+}
+
+// issuedBy counts the connected sidecars' certificates chaining to a root.
+func (sec *security) issuedBy(fp string) int {
+	sec.mu.Lock()
+	defer sec.mu.Unlock()
+	n := 0
+	for _, c := range sec.issued {
+		if c.Issuer == fp {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Server) securityRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /api/v1/certs", s.getCerts)
+	mux.HandleFunc("GET /api/v1/ca/bundle", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-pem-file")
+		w.Write(s.sec.ca.BundlePEM())
+	})
+	// Root rotation, one step per call: add (a new root joins the bundle),
+	// switch (it signs from now on), remove (the old one leaves the bundle).
+	mux.HandleFunc("POST /api/v1/ca/rotate", s.rotateCA)
+	s.tokenRoutes(mux)
+}
+
+func (s *Server) getCerts(w http.ResponseWriter, r *http.Request) {
+	sec := s.sec
+	out := CertsJSON{TrustDomain: sec.ca.TrustDomain(), Mode: s.cfg.Security.MTLS, Roots: sec.ca.Roots(), Certs: []CertJSON{}}
+	sec.mu.Lock()
+	for _, c := range sec.issued {
+		out.Certs = append(out.Certs, *c)
+	}
+	sec.mu.Unlock()
+	sort.Slice(out.Certs, func(i, j int) bool {
+		a, b := out.Certs[i], out.Certs[j]
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		return a.Instance < b.Instance
+	})
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
+	step, fp := r.URL.Query().Get("step"), r.URL.Query().Get("fingerprint")
+	var err error
+	switch step {
+	case "add":
+		fp, err = s.sec.ca.AddRoot()
+	case "switch":
+		err = s.sec.ca.SwitchSigner(fp)
+	case "remove":
+		if n := s.sec.issuedBy(fp); n > 0 && r.URL.Query().Get("force") != "true" {
+			writeJSON(w, http.StatusConflict, ErrorJSON{Error: fmt.Sprintf("%d connected sidecar(s) still hold certificates of this root; wait for them to be reissued (or force=true)", n)})
+			return
+		}
+		err = s.sec.ca.RemoveRoot(fp)
+	default:
+		writeJSON(w, http.StatusBadRequest, ErrorJSON{Error: fmt.Sprintf("step %q: want add, switch or remove", step)})
+		return
+	}
+	if err != nil {
+		writeJSON(w, http.StatusConflict, ErrorJSON{Error: err.Error()})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"step": step, "fingerprint": fp, "roots": s.sec.ca.Roots()})
+}
