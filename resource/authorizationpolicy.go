@@ -172,6 +172,7 @@ func validateAuthzPath(p string) error {
 func init() {
 	registerKind(Kind{
 		Name: KindAuthorizationPolicy,
+		Spec: func() any { return AuthorizationPolicySpec{} },
 		Validate: func(spec json.RawMessage) error {
 			_, err := ParseAuthorizationPolicySpec(spec)
 			return err

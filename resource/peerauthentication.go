@@ -35,6 +35,7 @@ func ParsePeerAuthenticationSpec(raw json.RawMessage) (PeerAuthenticationSpec, e
 func init() {
 	registerKind(Kind{
 		Name: KindPeerAuthentication,
+		Spec: func() any { return PeerAuthenticationSpec{} },
 		Validate: func(spec json.RawMessage) error {
 			_, err := ParsePeerAuthenticationSpec(spec)
 			return err
