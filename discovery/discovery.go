@@ -28,6 +28,7 @@ import (
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/resource"
 )
 
@@ -50,6 +51,12 @@ type Destination struct {
 	HashKey   resource.HashKey
 	Timeout   time.Duration
 	Policy    *resource.TrafficPolicySpec // nil when the service has none
+	// Traffic is the compiled policy the request pipeline applies (the
+	// defaults when the service has no TrafficPolicy). Never nil.
+	Traffic *policy.Policy
+	// Outlier maps each endpoint to its outlier-detection counters; nil
+	// without outlier detection. Ejected instances are not in Endpoints.
+	Outlier map[*balancer.Endpoint]*policy.Stat
 	// Config holds every object configuring the service (its TrafficPolicy,
 	// Subscriptions, …), sorted by kind and name.
 	Config []*pb.ConfigObject
@@ -89,6 +96,8 @@ type Client struct {
 	connected atomic.Bool
 	acks      chan struct{}
 	watchers  map[string]map[chan *Destination]struct{}
+	// ejectc wakes the outlier loop when a detector ejected an instance.
+	ejectc chan struct{}
 
 	updates atomic.Int64
 }
@@ -104,6 +113,7 @@ type state struct {
 	instances map[string]*pb.Instance
 	endpoints map[string]*balancer.Endpoint // kept across rebuilds: InFlight survives
 	config    []*pb.ConfigObject
+	live      *policy.Live // budget, breaker, outlier state: kept across rebuilds
 }
 
 type streamState struct {
@@ -126,7 +136,7 @@ func New(cfg Config) *Client {
 		cfg.Heartbeat = time.Second
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, wanted: map[string]*want{}, states: map[string]*state{},
-		acks: make(chan struct{}, 1), watchers: map[string]map[chan *Destination]struct{}{}}
+		acks: make(chan struct{}, 1), watchers: map[string]map[chan *Destination]struct{}{}, ejectc: make(chan struct{}, 1)}
 	if cfg.Instance != nil {
 		c.instance = proto.CloneOf(cfg.Instance)
 	}
@@ -319,6 +329,16 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("control plane %s: %w", c.cfg.ControlAddr, err)
 	}
 	defer conn.Close()
+	outlierCtx, stopOutliers := context.WithCancel(ctx)
+	outliersDone := make(chan struct{})
+	go func() {
+		defer close(outliersDone)
+		c.outliers(outlierCtx)
+	}()
+	defer func() {
+		stopOutliers()
+		<-outliersDone
+	}()
 	client := pb.NewDiscoveryClient(conn)
 	backoff := 100 * time.Millisecond
 	const maxBackoff = time.Second
@@ -439,7 +459,7 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	}
 	st := c.states[u.Service]
 	if st == nil {
-		st = &state{instances: map[string]*pb.Instance{}, endpoints: map[string]*balancer.Endpoint{}}
+		st = &state{instances: map[string]*pb.Instance{}, endpoints: map[string]*balancer.Endpoint{}, live: policy.NewLive()}
 		c.states[u.Service] = st
 	}
 	if u.Reset_ {
@@ -456,16 +476,55 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	if u.ConfigChanged {
 		st.config = u.Config
 	}
-	d := c.build(u.Service, st)
-	next := maps.Clone(*c.table.Load())
-	next[u.Service] = d
-	c.table.Store(&next)
+	c.publishLocked(u.Service, c.build(u.Service, st))
 	if !w.done {
 		w.done = true
 		close(w.ready)
 	}
-	for ch := range c.watchers[u.Service] {
+}
+
+// publishLocked swaps d into the table and hands it to the watchers.
+func (c *Client) publishLocked(service string, d *Destination) {
+	next := maps.Clone(*c.table.Load())
+	next[service] = d
+	c.table.Store(&next)
+	for ch := range c.watchers[service] {
 		offer(ch, d)
+	}
+}
+
+// outliers rebuilds the snapshots of destinations whose outlier detector
+// ejected an instance (at once) or re-admitted one (reviewed every 100ms).
+func (c *Client) outliers(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ejected := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.ejectc:
+			ejected = true
+		case <-tick.C:
+		}
+		now := time.Now()
+		c.mu.Lock()
+		for service, st := range c.states {
+			if st.live == nil || st.live.Outlier == nil || c.wanted[service] == nil {
+				continue
+			}
+			if st.live.Outlier.Sweep(now) || ejected {
+				c.publishLocked(service, c.build(service, st))
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *Client) ejected() {
+	select {
+	case c.ejectc <- struct{}{}:
+	default:
 	}
 }
 
@@ -511,6 +570,9 @@ func (c *Client) Watch(service string) (<-chan *Destination, func()) {
 func (c *Client) build(service string, st *state) *Destination {
 	d := &Destination{Service: service, Exists: st.exists, Version: st.version, Algorithm: resource.DefaultAlgorithm,
 		Timeout: resource.DefaultTimeout, Config: st.config}
+	if st.live == nil {
+		st.live = policy.NewLive()
+	}
 	for _, obj := range st.config {
 		if obj.Kind != resource.KindTrafficPolicy {
 			continue
@@ -533,6 +595,8 @@ func (c *Client) build(service string, st *state) *Destination {
 		d.Algorithm = resource.DefaultAlgorithm
 		b, _ = balancer.Get(d.Algorithm)
 	}
+	d.Traffic = policy.Compile(d.Policy, st.live)
+	d.Timeout = d.Traffic.Timeout
 	live := map[string]bool{}
 	for _, id := range slices.Sorted(maps.Keys(st.instances)) {
 		in := st.instances[id]
@@ -553,12 +617,37 @@ func (c *Client) build(service string, st *state) *Destination {
 			delete(st.endpoints, id)
 		}
 	}
+	if det := st.live.Outlier; det != nil {
+		d.Endpoints = c.withoutEjected(d, det)
+	}
 	if len(d.Endpoints) == 0 {
 		d.Picker = balancer.Empty()
 	} else {
 		d.Picker = b.Build(d.Endpoints)
 	}
 	return d
+}
+
+// withoutEjected tracks d's ready endpoints in the outlier detector and
+// returns those not ejected (the detector never ejects them all).
+func (c *Client) withoutEjected(d *Destination, det *policy.Detector) []*balancer.Endpoint {
+	det.OnChange(c.ejected)
+	ids := make([]string, len(d.Endpoints))
+	addrs := make([]string, len(d.Endpoints))
+	for i, ep := range d.Endpoints {
+		ids[i], addrs[i] = ep.ID, ep.Address
+	}
+	stats := det.Track(ids, addrs)
+	d.Outlier = make(map[*balancer.Endpoint]*policy.Stat, len(d.Endpoints))
+	kept := make([]*balancer.Endpoint, 0, len(d.Endpoints))
+	for _, ep := range d.Endpoints {
+		st := stats[ep.ID]
+		d.Outlier[ep] = st
+		if !st.Ejected() {
+			kept = append(kept, ep)
+		}
+	}
+	return kept
 }
 
 // Updates counts updates received (for /stats and tests).

@@ -21,7 +21,7 @@ type oneDestination struct{ d *discovery.Destination }
 func (r oneDestination) Lookup(context.Context, string) (*discovery.Destination, error) {
 	return r.d, nil
 }
-func (r oneDestination) CachedBytes([]byte) (*discovery.Destination, bool) { return r.d, true }
+func (r oneDestination) Cached(string) (*discovery.Destination, bool) { return r.d, true }
 
 // newFastRouters returns the outbound and inbound fast-path routers of one
 // sidecar with its default telemetry (metrics, tracing at the default 1%).

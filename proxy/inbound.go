@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
@@ -158,6 +159,10 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if in.draining.Load() && r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
+	if in.Load != nil {
+		// Every answer to the caller carries this instance's load.
+		w.Header().Set(balancer.LoadHeader, string(in.Load(nil)))
+	}
 	if ex := in.Telemetry.Begin(metrics.Server, w, r); ex != nil {
 		defer ex.End()
 		w = ex
@@ -169,14 +174,14 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (in *Inbound) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	if isDialError(err) {
 		(&MeshError{Status: http.StatusServiceUnavailable, Code: CodeAppUnavailable, Service: serviceName(r.Host),
-			Message: fmt.Sprintf("the app at %s is not accepting connections", in.appAddr)}).Write(w)
+			Message: fmt.Sprintf("the app at %s is not accepting connections", in.appAddr)}).WriteFor(w, isGRPC(r))
 		return
 	}
 	if r.Context().Err() != nil {
 		return
 	}
 	(&MeshError{Status: http.StatusBadGateway, Code: CodeUpstreamReset, Service: serviceName(r.Host),
-		Message: "the app failed the request", Err: err}).Write(w)
+		Message: "the app failed the request", Err: err}).WriteFor(w, isGRPC(r))
 }
 
 // tunnel carries raw TCP between a caller's --upstream port and the app.

@@ -205,7 +205,7 @@ func New(cfg Config) (*Sidecar, error) {
 	for _, u := range s.upstreams {
 		u.Source, u.Telemetry = cfg.Service, tel
 	}
-	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel,
+	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel, Metrics: s.metrics,
 		Local: s.msg.pub}) // POST /v1/publish/{topic} on 127.0.0.1
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))

@@ -150,6 +150,22 @@ type Decision struct {
 	// outbound's per-destination timeout can be kept.
 	HeaderTimeout time.Duration
 
+	// ReplayLimit, when positive, makes the engine read a request body of
+	// known length up to this many bytes whole before the first try, so
+	// that a Retrier can have the request sent again after an upstream
+	// answered or failed. A larger, chunked or 100-continue body streams
+	// as before and is never sent twice.
+	ReplayLimit int
+
+	// IdleTimeout, when positive, cuts a response body that sends nothing
+	// for this long (the connections close: the response is cut short).
+	IdleTimeout time.Duration
+
+	// RespSet holds fields added to the response sent downstream (after
+	// the upstream's, replacing same-named ones), on forwarded and local
+	// answers alike, e.g. a load report. The same rules as for Set apply.
+	RespSet []Field
+
 	// State is the Router's per-request state, handed back in Next and
 	// Finish. The engine never writes it except to set it to nil when a
 	// connection starts, so a Router can reuse one object per connection
@@ -187,6 +203,35 @@ type Result struct {
 	// downstream; after that an error can only close the connection, and a
 	// local answer set in Finish is not used. Added so a Router can tell.
 	HeadWritten bool
+}
+
+// Response is an upstream's final response head as a Retrier sees it;
+// Fields alias the upstream connection's buffer, valid during the call.
+type Response struct {
+	Status int
+	Fields []Field
+}
+
+// Get returns the value of the first field named name, or nil.
+func (r *Response) Get(name string) []byte {
+	for i := range r.Fields {
+		if equalFold(r.Fields[i].Name, name) {
+			return r.Fields[i].Value
+		}
+	}
+	return nil
+}
+
+// Retrier is an optional Router capability: it sees every try's outcome
+// before anything of it goes downstream — the final response head (resp
+// set, err nil) or a failure before one (resp nil; a dial failure goes to
+// Next instead). It returns true, with d.Addr (and d.HeaderTimeout) set
+// for the next try, to have the request sent again; the engine then drops
+// that response. The engine honours true only when the request can be
+// replayed: no body, or one held whole under Decision.ReplayLimit.
+// Otherwise the response is relayed (or the failure answered) as usual.
+type Retrier interface {
+	Answered(req *Request, d *Decision, resp *Response, err error) bool
 }
 
 // Router decides where requests go. Its methods are called from the
