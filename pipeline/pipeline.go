@@ -159,8 +159,8 @@ type Call struct {
 	Last *balancer.Endpoint
 	// Tries counts tries started; Retries the ones after the first.
 	Tries, Retries, connRetries int
-	Start, Deadline, TryStart  time.Time
-	GRPC                       bool
+	Start, Deadline, TryStart   time.Time
+	GRPC                        bool
 	// Err is the answer the pipeline chose when it ends the request itself
 	// after a try (Answered returned false with a failure).
 	Err *MeshError

@@ -112,7 +112,9 @@ func TestRetryDecisions(t *testing.T) {
 		{"reset retried, then answered upstream_reset", retries(1, "reset"), &req{method: "GET"},
 			func(int, *balancer.Endpoint) Outcome { return Outcome{Failure: FailReset} }, 2, CodeUpstreamReset},
 		{"gRPC unavailable retried", retries(1, "unavailable"), &req{method: "POST", grpc: true},
-			func(int, *balancer.Endpoint) Outcome { return Outcome{Status: 200, HasGRPC: true, GRPCStatus: GRPCUnavailable} }, 2, ""},
+			func(int, *balancer.Endpoint) Outcome {
+				return Outcome{Status: 200, HasGRPC: true, GRPCStatus: GRPCUnavailable}
+			}, 2, ""},
 		{"gRPC not-found not retried", retries(1, "unavailable"), &req{method: "POST", grpc: true},
 			func(int, *balancer.Endpoint) Outcome { return Outcome{Status: 200, HasGRPC: true, GRPCStatus: 5} }, 1, ""},
 		{"app_unavailable retried without a policy", nil, &req{method: "POST"},
@@ -245,4 +247,3 @@ func TestMeshErrorGRPC(t *testing.T) {
 		}
 	}
 }
-

@@ -449,4 +449,3 @@ func methodString(m []byte) string {
 	}
 	return string(m)
 }
-
