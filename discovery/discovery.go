@@ -510,10 +510,11 @@ func (c *Client) outliers(ctx context.Context) {
 		now := time.Now()
 		c.mu.Lock()
 		for service, st := range c.states {
-			if st.live == nil || st.live.Outlier == nil || c.wanted[service] == nil {
+			d, ok := (*c.table.Load())[service]
+			if !ok || d.Traffic == nil || d.Traffic.Outlier == nil || c.wanted[service] == nil {
 				continue
 			}
-			if st.live.Outlier.Sweep(now) || ejected {
+			if d.Traffic.Outlier.Sweep(now) || ejected {
 				c.publishLocked(service, c.build(service, st))
 			}
 		}
@@ -617,7 +618,7 @@ func (c *Client) build(service string, st *state) *Destination {
 			delete(st.endpoints, id)
 		}
 	}
-	if det := st.live.Outlier; det != nil {
+	if det := d.Traffic.Outlier; det != nil {
 		d.Endpoints = c.withoutEjected(d, det)
 	}
 	if len(d.Endpoints) == 0 {

@@ -380,7 +380,7 @@ func (p *Pipeline) Answered(c *Call, o *Outcome, now time.Time) (retry bool, wai
 	if len(o.Load) > 0 {
 		ep.ReportLoad(o.Load)
 	}
-	if det := pol.Live.Outlier; det != nil {
+	if det := pol.Outlier; det != nil {
 		if det.Report(c.Dest.Outlier[ep], fivexx, gateway, now) {
 			p.cfg.Metrics.Count(metrics.EventEjection, metrics.Client, p.cfg.Source, c.Service)
 			p.cfg.Metrics.SetEjected(c.Service, len(det.Ejections()))

@@ -51,9 +51,9 @@ func dest(t *testing.T, n int, spec *resource.TrafficPolicySpec) *discovery.Dest
 }
 
 func retries(n int, on ...string) *resource.TrafficPolicySpec {
-	zero, none := 0.0, 0
+	ample, many := 1.0, 1000
 	return &resource.TrafficPolicySpec{Service: "orders", Retries: &resource.Retries{Attempts: n, RetryOn: on,
-		Backoff: &resource.RetryBackoff{Base: "1ns", Max: "1ns"}, Budget: &resource.RetryBudget{Ratio: &zero, MinPerSecond: &none}}}
+		Backoff: &resource.RetryBackoff{Base: "1ns", Max: "1ns"}, Budget: &resource.RetryBudget{Ratio: &ample, MinPerSecond: &many}}}
 }
 
 // run sends one request through p, each try answered by answer(try).

@@ -59,6 +59,10 @@ type Policy struct {
 	// Breaker limits; 0 means none.
 	MaxConnections, MaxPending, MaxRequests int64
 
+	// Outlier is the destination's outlier detector; nil without outlier
+	// detection.
+	Outlier *Detector
+
 	// Live is the state shared by this destination's snapshots.
 	Live *Live
 }
@@ -68,8 +72,9 @@ type Policy struct {
 type Live struct {
 	Budget  Budget
 	Breaker Breaker
-	// Outlier is nil when the policy has no outlier detection.
-	Outlier *Detector
+	// outlier is kept for the next Compile (the caller serialises those);
+	// the request path reads Policy.Outlier.
+	outlier *Detector
 }
 
 // NewLive returns a destination's live state.
@@ -94,11 +99,12 @@ func defaults(live *Live) *Policy {
 }
 
 // Compile turns a validated spec into a Policy over live (which it
-// configures: budget rates, outlier thresholds).
+// configures: budget rates, outlier thresholds). Calls for one live must
+// not run concurrently.
 func Compile(spec *resource.TrafficPolicySpec, live *Live) *Policy {
 	p := defaults(live)
 	if spec == nil {
-		live.Outlier = nil
+		live.outlier = nil
 		live.Budget.configure(p.BudgetRatio, p.BudgetPerSecond)
 		return p
 	}
@@ -154,12 +160,13 @@ func Compile(spec *resource.TrafficPolicySpec, live *Live) *Policy {
 	}
 	if od := spec.OutlierDetection; od != nil {
 		c5, cg, interval, base, pct := od.Values()
-		if live.Outlier == nil {
-			live.Outlier = newDetector()
+		if live.outlier == nil {
+			live.outlier = newDetector()
 		}
-		live.Outlier.configure(c5, cg, interval, base, pct)
+		live.outlier.configure(c5, cg, interval, base, pct)
+		p.Outlier = live.outlier
 	} else {
-		live.Outlier = nil
+		live.outlier = nil
 	}
 	return p
 }

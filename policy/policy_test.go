@@ -12,8 +12,7 @@ func TestOutlierEjection(t *testing.T) {
 	spec := &resource.TrafficPolicySpec{Service: "orders", OutlierDetection: &resource.OutlierDetection{
 		Consecutive5xx: 3, BaseEjectionTime: "10s", Interval: "1s", MaxEjectionPercent: &pct}}
 	live := NewLive()
-	Compile(spec, live)
-	d := live.Outlier
+	d := Compile(spec, live).Outlier
 	changes := 0
 	d.OnChange(func() { changes++ })
 	stats := d.Track([]string{"a", "b", "c", "d"}, []string{"1", "2", "3", "4"})
@@ -67,12 +66,11 @@ func TestOutlierEjection(t *testing.T) {
 
 func TestOutlierNeverEjectsTheLast(t *testing.T) {
 	pct := 100
-	live := NewLive()
-	Compile(&resource.TrafficPolicySpec{Service: "x", OutlierDetection: &resource.OutlierDetection{Consecutive5xx: 1, MaxEjectionPercent: &pct}}, live)
-	stats := live.Outlier.Track([]string{"a", "b"}, []string{"1", "2"})
+	det := Compile(&resource.TrafficPolicySpec{Service: "x", OutlierDetection: &resource.OutlierDetection{Consecutive5xx: 1, MaxEjectionPercent: &pct}}, NewLive()).Outlier
+	stats := det.Track([]string{"a", "b"}, []string{"1", "2"})
 	now := time.Now()
-	live.Outlier.Report(stats["a"], true, false, now)
-	live.Outlier.Report(stats["b"], true, false, now)
+	det.Report(stats["a"], true, false, now)
+	det.Report(stats["b"], true, false, now)
 	if stats["a"].Ejected() == stats["b"].Ejected() {
 		t.Fatalf("ejected a=%v b=%v, want exactly one", stats["a"].Ejected(), stats["b"].Ejected())
 	}

@@ -84,11 +84,15 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 				rt.ex.Inject(pr.Out.Header) // this hop's span is the callee's parent
 			}
 		},
-		Transport:      o.tr,
-		ModifyResponse: grpcTrailersOnly,
-		BufferPool:     copyBuffers,
-		ErrorHandler:   o.errorHandler,
-		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		Transport: o.tr,
+		ModifyResponse: func(resp *http.Response) error {
+			err := grpcTrailersOnly(resp)
+			resp.Header.Del(headerGRPCStatusHint) // for sidecars only, not the app
+			return err
+		},
+		BufferPool:   copyBuffers,
+		ErrorHandler: o.errorHandler,
+		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	return o
 }
@@ -291,7 +295,14 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		o.Status = resp.StatusCode
 		o.WeftError = resp.Header.Get(HeaderError)
-		if gs := resp.Header.Get("Grpc-Status"); gs != "" {
+		gs := resp.Header.Get("Grpc-Status")
+		if hint := resp.Header.Get(headerGRPCStatusHint); hint != "" {
+			resp.Header.Del(headerGRPCStatusHint)
+			if gs == "" {
+				gs = hint
+			}
+		}
+		if gs != "" {
 			// A trailers-only answer: the call's status is in the head.
 			if n, err := strconv.Atoi(gs); err == nil {
 				o.HasGRPC, o.GRPCStatus = true, n

@@ -1,0 +1,336 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// The request pipeline's policies (retries, budget, outlier detection,
+// breaker, timeouts) over real sidecars, on HTTP/1.1 and gRPC.
+
+// applyYAML applies a manifest and waits out the propagation bound.
+func applyYAML(t *testing.T, cp *Control, manifest string) {
+	t.Helper()
+	f := writeFile(t, "policy.yaml", manifest)
+	if r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL); r.Code != 0 {
+		t.Fatalf("apply failed:\n%s\nmanifest:\n%s", r, manifest)
+	}
+	time.Sleep(propagation + settle)
+}
+
+func policyDoc(service, body string) string {
+	return fmt.Sprintf("apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata:\n  name: %s\nspec:\n  service: %s\n%s", service, service, body)
+}
+
+// appControl calls the testapp's own control endpoint (not through the mesh).
+func appControl(t *testing.T, s *Sidecar, pathQuery string) string {
+	t.Helper()
+	code, body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d%s", s.AppPort, pathQuery))
+	if err != nil || code != 200 {
+		t.Fatalf("testapp %s %s: %d %s %v", s.Name, pathQuery, code, body, err)
+	}
+	return body
+}
+
+func served(t *testing.T, s *Sidecar) int64 {
+	var v struct{ Served int64 }
+	if err := json.Unmarshal([]byte(appControl(t, s, "/_control/count")), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Served
+}
+
+// metricSum sums a counter's samples on the sidecar's /metrics whose labels
+// contain every one of match.
+func metricSum(t *testing.T, s *Sidecar, name string, match ...string) float64 {
+	t.Helper()
+	code, body, err := httpGet(s.AdminURL() + "/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("GET /metrics: %d %v", code, err)
+	}
+	sum := 0.0
+	re := regexp.MustCompile(`^` + name + `(\{[^}]*\})? ([0-9.e+-]+)$`)
+line:
+	for _, l := range strings.Split(body, "\n") {
+		m := re.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		for _, want := range match {
+			if !strings.Contains(m[1], want) {
+				continue line
+			}
+		}
+		v, _ := strconv.ParseFloat(m[2], 64)
+		sum += v
+	}
+	return sum
+}
+
+type outlierView struct {
+	Service string `json:"service"`
+	Ejected []struct {
+		ID, Address, Reason string
+	} `json:"ejected"`
+}
+
+func ejected(t *testing.T, client *Sidecar, service string) []string {
+	t.Helper()
+	code, body, err := httpGet(client.AdminURL() + "/outliers")
+	if err != nil || code != 200 {
+		t.Fatalf("GET /outliers: %d %s %v", code, body, err)
+	}
+	var vs []outlierView
+	if err := json.Unmarshal([]byte(body), &vs); err != nil {
+		t.Fatalf("GET /outliers: %v in %s", err, body)
+	}
+	var out []string
+	for _, v := range vs {
+		if v.Service == service {
+			for _, e := range v.Ejected {
+				out = append(out, e.ID+" ("+e.Reason+")")
+			}
+		}
+	}
+	return out
+}
+
+// TestRetriesAndOutlierDetection: one of three instances answers 503 half
+// the time; with retries and outlier detection the caller sees ≥ 99.9%
+// success over 5,000 requests, the bad instance is ejected (shown with its
+// reason on the admin's /outliers) and re-admitted once it heals.
+func TestRetriesAndOutlierDetection(t *testing.T) {
+	cp := StartControl(t)
+	good1 := StartRun(t, cp, RunOpts{Service: "orders"})
+	good2 := StartRun(t, cp, RunOpts{Service: "orders"})
+	bad := StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "50"}})
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  retries:
+    attempts: 2
+    retryOn: [5xx]
+    backoff: {base: 1ms, max: 5ms}
+  outlierDetection:
+    consecutive5xx: 3
+    interval: 500ms
+    baseEjectionTime: 3s
+`))
+	waitAllServing(t, c, "orders", good1.Name, good2.Name)
+
+	const n = 5000
+	var ejectedSeen atomic.Value
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if e := ejected(t, client, "orders"); len(e) > 0 {
+				ejectedSeen.Store(e)
+			}
+		}
+	}()
+	rs := <-Load(c, "orders", LoadOpts{Workers: 8, MaxPerWorker: n / 8, Duration: 2 * time.Minute}, nil)
+	close(stop)
+	<-watched
+	fails := failures(rs)
+	rate := 1 - float64(len(fails))/float64(len(rs))
+	t.Logf("%d requests, %d failed: success %.4f; by instance %v", len(rs), len(fails), rate, countByName(rs))
+	if len(rs) < n || rate < 0.999 {
+		t.Errorf("success %.4f over %d requests, want ≥ 0.999 over %d:%s", rate, len(rs), n, describe(fails, 5))
+	}
+	e, _ := ejectedSeen.Load().([]string)
+	if len(e) == 0 || !strings.Contains(e[0], "consecutive 5xx") {
+		t.Errorf("the failing instance was never listed as ejected on /outliers (saw %v)", e)
+	} else {
+		t.Logf("ejected: %v", e)
+	}
+	if ej := metricSum(t, client, "weft_outlier_ejections_total", `destination_service="orders"`); ej < 1 {
+		t.Errorf("weft_outlier_ejections_total = %v, want ≥ 1", ej)
+	}
+	if r := metricSum(t, client, "weft_retries_total", `destination_service="orders"`); r < 1 {
+		t.Errorf("weft_retries_total = %v, want ≥ 1", r)
+	}
+
+	// Healed, it is back in rotation once its ejection time is over.
+	appControl(t, bad, "/_control/fail?percent=0")
+	back := poll(eventually, 100*time.Millisecond, func() bool {
+		return countByName(<-Load(c, "orders", LoadOpts{Workers: 1, MaxPerWorker: 30, Duration: 5 * time.Second}, nil))[bad.Name] > 0
+	})
+	if !back {
+		t.Errorf("%s never served again after healing; ejected: %v", bad.Name, ejected(t, client, "orders"))
+	}
+}
+
+// TestRetryBudget: with every instance failing, upstream attempts stay
+// within (1 + ratio) × requests + minPerSecond × seconds.
+func TestRetryBudget(t *testing.T) {
+	cp := StartControl(t)
+	var insts []*Sidecar
+	for range 3 {
+		insts = append(insts, StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "100"}}))
+	}
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  retries:
+    attempts: 3
+    retryOn: [5xx]
+    backoff: {base: 1ms, max: 2ms}
+    budget: {ratio: 0.2, minPerSecond: 10}
+`))
+	before := int64(0)
+	for _, s := range insts {
+		before += served(t, s)
+	}
+	start := time.Now()
+	rs := <-Load(c, "orders", LoadOpts{Workers: 4, MaxPerWorker: 500, Duration: time.Minute}, nil)
+	secs := time.Since(start).Seconds()
+	attempts := int64(0)
+	for _, s := range insts {
+		attempts += served(t, s)
+	}
+	attempts -= before
+	// The budget's first second is granted up front: one more second.
+	bound := 1.2*float64(len(rs)) + 10*(secs+1)
+	t.Logf("%d requests in %.1fs: %d upstream attempts (bound %.0f; %.2f per request)", len(rs), secs, attempts, bound, float64(attempts)/float64(len(rs)))
+	if float64(attempts) > bound {
+		t.Errorf("%d attempts for %d requests in %.1fs, over the budget's %.0f", attempts, len(rs), secs, bound)
+	}
+	if attempts <= int64(len(rs)) {
+		t.Errorf("%d attempts for %d requests: no retries at all", attempts, len(rs))
+	}
+	if x := metricSum(t, client, "weft_retry_budget_exhausted_total", `destination_service="orders"`); x < 1 {
+		t.Errorf("weft_retry_budget_exhausted_total = %v, want ≥ 1", x)
+	}
+	for _, r := range rs[:1] {
+		if r.Status != 503 {
+			t.Errorf("a request that failed every try: %s, want the upstream's 503 relayed", r)
+		}
+	}
+}
+
+// TestBreakerAndTimeouts: past maxRequests a request is answered 503
+// overflow at once; a try that takes longer than perTryTimeout is retried
+// and, when every try does, answered 504 upstream_timeout.
+func TestBreakerAndTimeouts(t *testing.T) {
+	cp, _, client, c := startOrders(t, 2)
+	applyYAML(t, cp, policyDoc("orders", `  timeout: 1500ms
+  circuitBreaker: {maxRequests: 2}
+  retries:
+    attempts: 1
+    retryOn: [gateway-error]
+    perTryTimeout: 300ms
+`))
+	t.Run("overflow", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				meshGet(c, "orders", "/slow?sleep=1s", nil) // holds a slot (and times out)
+			}()
+		}
+		time.Sleep(150 * time.Millisecond)
+		r := meshGet(c, "orders", "/x", nil)
+		wg.Wait()
+		if r.Status != 503 || r.Header.Get("X-Weft-Error") != "overflow" || !strings.Contains(string(r.Body), "maxRequests 2") {
+			t.Fatalf("third concurrent request: %s, want 503 overflow naming maxRequests 2", r)
+		}
+		if d := r.End.Sub(r.Start); d > 500*time.Millisecond {
+			t.Errorf("overflow answered after %s, want at once", d)
+		}
+		if n := metricSum(t, client, "weft_circuit_overflow_total", `destination_service="orders"`); n < 1 {
+			t.Errorf("weft_circuit_overflow_total = %v", n)
+		}
+	})
+	t.Run("per-try timeout", func(t *testing.T) {
+		r := meshGet(c, "orders", "/slow?sleep=2s", nil)
+		took := r.End.Sub(r.Start)
+		if r.Status != 504 || r.Header.Get("X-Weft-Error") != "upstream_timeout" || !strings.Contains(string(r.Body), "per-try timeout 300ms (2 tries)") {
+			t.Fatalf("every try slow: %s, want 504 upstream_timeout after 2 tries of 300ms", r)
+		}
+		if took < 550*time.Millisecond || took > 1400*time.Millisecond {
+			t.Errorf("answered after %s, want about 2 × 300ms", took)
+		}
+	})
+}
+
+// TestGRPCPipeline: a gRPC call gets the same policies, with gRPC answers:
+// UNAVAILABLE is retried on the other instance, and a mesh error is a
+// grpc-status with x-weft-error.
+func TestGRPCPipeline(t *testing.T) {
+	cp := StartControl(t)
+	good := StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc"}})
+	StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc", "--fail-percent", "100"}})
+	cp.WaitReady("echo-grpc", 2, eventually)
+	client := StartClient(t, cp, nil)
+	dial := func(authority string) testpb.TestServiceClient {
+		cc, err := grpc.NewClient(client.OutboundAddr(), grpc.WithAuthority(authority), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return testpb.NewTestServiceClient(cc)
+	}
+	tc := dial("echo-grpc")
+	call := func(ctx context.Context) (*testpb.SimpleResponse, error) {
+		return tc.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}})
+	}
+	unavailable := 0
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := call(ctx)
+		cancel()
+		if status.Code(err) == codes.Unavailable {
+			unavailable++
+		}
+	}
+	if unavailable == 0 {
+		t.Fatalf("without retries no call failed, but one instance answers UNAVAILABLE to all")
+	}
+	applyYAML(t, cp, policyDoc("echo-grpc", `  retries:
+    attempts: 2
+    retryOn: [unavailable]
+`))
+	for i := range 30 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := call(ctx)
+		cancel()
+		if err != nil || resp.Username != good.Name {
+			t.Fatalf("call %d with retries: %v (from %q), want success from %s", i+1, err, resp.GetUsername(), good.Name)
+		}
+	}
+
+	t.Run("mesh error", func(t *testing.T) {
+		var hdr, trl metadata.MD
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := dial("no-such-grpc").UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+		st := status.Convert(err)
+		weftErr := strings.Join(append(hdr.Get("x-weft-error"), trl.Get("x-weft-error")...), "")
+		if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "unknown_service") || weftErr != "unknown_service" {
+			t.Fatalf("call to an unknown service: %v (x-weft-error %q), want UNAVAILABLE unknown_service", err, weftErr)
+		}
+	})
+}
