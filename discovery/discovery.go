@@ -75,6 +75,9 @@ type Config struct {
 	FirstUpdateWait time.Duration
 	// Heartbeat is the interval of lease renewals (default 1s).
 	Heartbeat time.Duration
+	// OnEjected, when set, is told how many instances of a destination are
+	// ejected by outlier detection each time that changes (for a gauge).
+	OnEjected func(service string, ejected int)
 }
 
 // Client is safe for concurrent use.
@@ -515,7 +518,11 @@ func (c *Client) outliers(ctx context.Context) {
 				continue
 			}
 			if d.Traffic.Outlier.Sweep(now) || ejected {
-				c.publishLocked(service, c.build(service, st))
+				nd := c.build(service, st)
+				c.publishLocked(service, nd)
+				if f := c.cfg.OnEjected; f != nil {
+					f(service, len(nd.Outlier)-len(nd.Endpoints))
+				}
 			}
 		}
 		c.mu.Unlock()

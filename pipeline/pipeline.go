@@ -383,7 +383,6 @@ func (p *Pipeline) Answered(c *Call, o *Outcome, now time.Time) (retry bool, wai
 	if det := pol.Outlier; det != nil {
 		if det.Report(c.Dest.Outlier[ep], fivexx, gateway, now) {
 			p.cfg.Metrics.Count(metrics.EventEjection, metrics.Client, p.cfg.Source, c.Service)
-			p.cfg.Metrics.SetEjected(c.Service, len(det.Ejections()))
 		}
 	}
 	// A refused connection, or a callee sidecar that could not reach its

@@ -190,7 +190,8 @@ func New(cfg Config) (*Sidecar, error) {
 		s.upstreams = append(s.upstreams, &proxy.TCPUpstream{Service: name, Listener: ln, Log: s.log})
 	}
 	s.cfg = cfg
-	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery")})
+	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Logger: s.log.With("component", "discovery"),
+		OnEjected: func(service string, n int) { s.metrics.SetEjected(service, n) }})
 	for _, u := range s.upstreams {
 		u.Resolver = s.disc
 	}
