@@ -101,3 +101,24 @@ func TestBudgetWithdraw(t *testing.T) {
 		t.Error("no retry allowed a second later (minPerSecond 2)")
 	}
 }
+
+func TestRateLimiter(t *testing.T) {
+	l := NewRateLimiter("orders", &resource.RateLimit{RequestsPerSecond: 10, Burst: 5})
+	now := time.Now()
+	got := 0
+	for range 20 {
+		if l.Allow("a", now) {
+			got++
+		}
+	}
+	if got != 5 {
+		t.Errorf("%d allowed at once, want the burst of 5", got)
+	}
+	if !l.Allow("a", now.Add(100*time.Millisecond)) || l.Allow("a", now.Add(100*time.Millisecond)) {
+		t.Error("after 100ms at 10/s, want exactly one more")
+	}
+	ps := NewRateLimiter("orders", &resource.RateLimit{RequestsPerSecond: 1, Burst: 1, PerSource: true})
+	if !ps.Allow("a", now) || ps.Allow("a", now) || !ps.Allow("b", now) {
+		t.Error("perSource: each source wants its own allowance")
+	}
+}

@@ -316,6 +316,14 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 		st.respSet[0] = h1.Field{Name: fieldLoad, Value: st.load}
 		d.RespSet = st.respSet[:]
 	}
+	if f.in.limiter.Load() != nil {
+		if e := f.in.limited(bytesString(req.Get(HeaderSource)), time.Now()); e != nil {
+			d.Addr = ""
+			d.Status = e.Status
+			d.Header, d.Body = meshErrorAnswer(e)
+			st.weftErr = e.Code
+		}
+	}
 	if st.tel != nil {
 		src := metrics.Unknown
 		for _, fl := range req.Fields {

@@ -296,3 +296,36 @@ func positiveDuration(s string) error {
 	}
 	return nil
 }
+
+// RateLimit bounds the requests each instance of the service accepts; the
+// instance's own (inbound) sidecar enforces it and answers the excess 429
+// x-weft-error: rate_limited.
+type RateLimit struct {
+	RequestsPerSecond float64 `json:"requestsPerSecond"`
+	// Burst is how many requests may come at once above the rate (default:
+	// one second's worth, at least 1).
+	Burst int `json:"burst,omitempty"`
+	// PerSource gives each calling service its own allowance of the rate.
+	PerSource bool `json:"perSource,omitempty"`
+}
+
+func (r *RateLimit) validate() error {
+	if r == nil {
+		return nil
+	}
+	if r.RequestsPerSecond <= 0 || r.RequestsPerSecond > 1e7 {
+		return fmt.Errorf("requestsPerSecond: %g is not above 0 and at most 10000000", r.RequestsPerSecond)
+	}
+	if r.Burst < 0 || r.Burst > 1e7 {
+		return fmt.Errorf("burst: %d is not between 0 and 10000000", r.Burst)
+	}
+	return nil
+}
+
+// BurstOrDefault is the burst with its default.
+func (r *RateLimit) BurstOrDefault() int {
+	if r.Burst > 0 {
+		return r.Burst
+	}
+	return max(1, int(r.RequestsPerSecond))
+}

@@ -34,6 +34,7 @@ type TrafficPolicySpec struct {
 	Retries          *Retries          `json:"retries,omitempty"`
 	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
 	CircuitBreaker   *CircuitBreaker   `json:"circuitBreaker,omitempty"`
+	RateLimit        *RateLimit        `json:"rateLimit,omitempty"`
 }
 
 // LoadBalancer chooses the algorithm and, for hash algorithms, the key.
@@ -146,6 +147,9 @@ func ParseTrafficPolicySpec(raw json.RawMessage) (TrafficPolicySpec, error) {
 	}
 	if err := s.CircuitBreaker.validate(); err != nil {
 		return s, fmt.Errorf("circuitBreaker.%w", err)
+	}
+	if err := s.RateLimit.validate(); err != nil {
+		return s, fmt.Errorf("rateLimit.%w", err)
 	}
 	return s, nil
 }

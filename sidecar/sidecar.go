@@ -211,6 +211,7 @@ func New(cfg Config) (*Sidecar, error) {
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
+		s.in.Metrics = s.metrics
 	}
 	return s, nil
 }
@@ -358,6 +359,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		goRun("upstream "+u.Service, func() error { return u.Run(bg) })
 	}
 	s.runMessaging(bg, goRun)
+	if s.in != nil {
+		goRun("rate limit", func() error { s.watchRateLimit(bg); return nil })
+	}
 	if s.cfg.TrimExecutable {
 		goRun("trim", func() error { s.trimLoop(bg); return nil })
 	}

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -96,7 +97,8 @@ func (r *Recorder) slowEvent(k eventKey) prometheus.Counter {
 		for kk, v := range m {
 			next[kk] = v
 		}
-		next[k] = c
+		// Cloned: a caller's strings may alias its buffers.
+		next[eventKey{ev: k.ev, rep: k.rep, src: strings.Clone(k.src), dst: strings.Clone(k.dst)}] = c
 		r.res.cache.Store(&next)
 	}
 	return c

@@ -334,3 +334,34 @@ func TestGRPCPipeline(t *testing.T) {
 		}
 	})
 }
+
+// TestRateLimit: the destination's own sidecar answers requests over
+// rateLimit 429 rate_limited, at about the set rate.
+func TestRateLimit(t *testing.T) {
+	cp, insts, _, c := startOrders(t, 1)
+	applyYAML(t, cp, policyDoc("orders", "  rateLimit: {requestsPerSecond: 20, burst: 5}\n"))
+	start := time.Now()
+	rs := <-Load(c, "orders", LoadOpts{Workers: 4, MaxPerWorker: 10000, Duration: 2 * time.Second}, nil)
+	secs := time.Since(start).Seconds()
+	ok, limited := 0, 0
+	for _, r := range rs {
+		switch {
+		case r.OK():
+			ok++
+		case r.Status == 429 && r.Header.Get("X-Weft-Error") == "rate_limited":
+			limited++
+		default:
+			t.Fatalf("unexpected answer: %s", r)
+		}
+	}
+	t.Logf("%d requests in %.1fs: %d passed (%.1f/s), %d answered 429", len(rs), secs, ok, float64(ok)/secs, limited)
+	if max := 5 + 20*secs*1.2; float64(ok) > max || float64(ok) < 20*secs*0.5 {
+		t.Errorf("%d passed in %.1fs, want about 20/s plus the burst of 5 (at most %.0f)", ok, secs, max)
+	}
+	if limited == 0 {
+		t.Error("no request was rate limited")
+	}
+	if n := metricSum(t, insts[0], "weft_rate_limited_total", `reporter="server"`, `source_service="client"`); n != float64(limited) {
+		t.Errorf("weft_rate_limited_total{source_service=client} = %v on the instance, want %d", n, limited)
+	}
+}
