@@ -149,7 +149,7 @@ func TestFastRouteDoesNotAllocate(t *testing.T) {
 	}{
 		"outbound": {out, request()},
 		"outbound with retries, outlier detection and a breaker": {withPolicy, request()},
-		"inbound":  {in, request(h1.Field{Name: []byte("traceparent"), Value: []byte(unsampledParent)})},
+		"inbound": {in, request(h1.Field{Name: []byte("traceparent"), Value: []byte(unsampledParent)})},
 	} {
 		var d h1.Decision
 		var res h1.Result
