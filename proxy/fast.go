@@ -210,7 +210,7 @@ func (f *FastOutbound) Next(req *h1.Request, d *h1.Decision, err error) bool {
 		return false
 	}
 	st.outcome = pipeline.Outcome{Failure: pipeline.FailConnect, Err: err}
-	return f.again(st, d)
+	return f.again(st, d, time.Time{})
 }
 
 // Answered implements h1.Retrier: every try's response head or failure
@@ -222,8 +222,10 @@ func (f *FastOutbound) Answered(req *h1.Request, d *h1.Decision, resp *h1.Respon
 	}
 	o := &st.outcome
 	*o = pipeline.Outcome{}
+	now := time.Time{}
 	switch {
 	case resp != nil:
+		now = resp.At
 		o.Status = resp.Status
 		o.WeftError = bytesString(resp.Get(HeaderError))
 		o.Load = resp.Get(balancer.LoadHeader)
@@ -232,12 +234,17 @@ func (f *FastOutbound) Answered(req *h1.Request, d *h1.Decision, resp *h1.Respon
 	default:
 		o.Failure, o.Err = pipeline.FailReset, err
 	}
-	return f.again(st, d)
+	return f.again(st, d, now)
 }
 
-func (f *FastOutbound) again(st *fastState, d *h1.Decision) bool {
+// again hands the try's outcome to the pipeline (now: when it came; zero
+// for the present) and starts the next try if the pipeline wants one.
+func (f *FastOutbound) again(st *fastState, d *h1.Decision, now time.Time) bool {
 	p := f.o.pipe
-	retry, wait := p.Answered(&st.call, &st.outcome, time.Now())
+	if now.IsZero() {
+		now = time.Now()
+	}
+	retry, wait := p.Answered(&st.call, &st.outcome, now)
 	st.outcome.WeftError, st.outcome.Load = "", nil // they alias the upstream's buffer
 	if !retry {
 		return false

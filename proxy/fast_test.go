@@ -71,6 +71,7 @@ func newFastRoutersWith(tb testing.TB, sampling float64, spec *resource.TrafficP
 func exchange(r h1.Router, req *h1.Request, d *h1.Decision, res *h1.Result) {
 	r.Route(req, d)
 	if rt, ok := r.(h1.Retrier); ok {
+		okHead.At = time.Now() // not concurrent: one exchange at a time
 		rt.Answered(req, d, &okHead, nil)
 	}
 	now := time.Now()

@@ -636,7 +636,7 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 		mode = modeEOF
 	}
 	if rt := c.retrier(); rt != nil {
-		c.respView = Response{Status: resp.status, Fields: resp.fields}
+		c.respView = Response{Status: resp.status, Fields: resp.fields, At: res.UpstreamHeaders}
 		again := rt.Answered(req, d, &c.respView, nil)
 		c.respView.Fields = nil
 		if again && werr == nil && !earlyFinal && c.canReplay() {

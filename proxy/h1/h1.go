@@ -210,6 +210,8 @@ type Result struct {
 type Response struct {
 	Status int
 	Fields []Field
+	// At is when the head had been read (Result.UpstreamHeaders).
+	At time.Time
 }
 
 // Get returns the value of the first field named name, or nil.
