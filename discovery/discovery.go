@@ -30,6 +30,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/route"
 )
 
 // Errors a lookup can end with; the proxy turns each into an x-weft-error.
@@ -57,6 +58,8 @@ type Destination struct {
 	// Outlier maps each endpoint to its outlier-detection counters; nil
 	// without outlier detection. Ejected instances are not in Endpoints.
 	Outlier map[*balancer.Endpoint]*policy.Stat
+	// Routes is the service's compiled Route; nil without one.
+	Routes *route.Table
 	// Config holds every object configuring the service (its TrafficPolicy,
 	// Subscriptions, …), sorted by kind and name.
 	Config []*pb.ConfigObject
@@ -581,7 +584,18 @@ func (c *Client) build(service string, st *state) *Destination {
 	if st.live == nil {
 		st.live = policy.NewLive()
 	}
+	var routeSpec *resource.RouteSpec
+	routeName := ""
 	for _, obj := range st.config {
+		if obj.Kind == resource.KindRoute {
+			var rs resource.RouteSpec
+			if err := json.Unmarshal(obj.SpecJson, &rs); err != nil {
+				c.log.Error("ignoring unreadable route", "service", service, "err", err)
+			} else {
+				routeSpec, routeName = &rs, obj.Name
+			}
+			continue
+		}
 		if obj.Kind != resource.KindTrafficPolicy {
 			continue
 		}
@@ -632,6 +646,15 @@ func (c *Client) build(service string, st *state) *Destination {
 		d.Picker = balancer.Empty()
 	} else {
 		d.Picker = b.Build(d.Endpoints)
+	}
+	if routeSpec != nil {
+		version := func(ep *balancer.Endpoint) string {
+			if in := st.instances[ep.ID]; in != nil {
+				return in.Version
+			}
+			return ""
+		}
+		d.Routes = route.Compile(routeName, routeSpec, d.Endpoints, version, b.Build, d.Traffic)
 	}
 	return d
 }

@@ -8,7 +8,9 @@
 // path, header lookup, gRPC or not, body replayable or not) and keeps one
 // Call per connection or stream. Start runs the stages — resolve (the
 // destination's immutable snapshot: discovery.Destination with its
-// compiled policy.Policy), admit (circuit breaker), pick (balancer) — and
+// compiled policy.Policy), route (the Route's first matching rule: its
+// policy, weighted subset, faults), admit (circuit breaker), pick
+// (balancer) — and
 // either leaves an endpoint in the Call or answers with a MeshError. Then
 // for every try the engine calls Try (address and how long to wait for
 // the response head), sends, and reports what came back with Answered,
@@ -40,6 +42,7 @@ import (
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/route"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
 
@@ -107,6 +110,7 @@ var fallback = policy.Default(policy.NewLive())
 // The built-in stages, in order.
 var (
 	StageResolve = Stage{"resolve", (*Pipeline).resolve}
+	StageRoute   = Stage{"route", (*Pipeline).route}
 	StageAdmit   = Stage{"admit", (*Pipeline).admit}
 	StagePick    = Stage{"pick", (*Pipeline).pick}
 )
@@ -116,7 +120,7 @@ func New(cfg Config) *Pipeline {
 	if cfg.LookupWait <= 0 {
 		cfg.LookupWait = 5 * time.Second
 	}
-	p := &Pipeline{cfg: cfg, stages: []Stage{StageResolve, StageAdmit, StagePick}}
+	p := &Pipeline{cfg: cfg, stages: []Stage{StageResolve, StageRoute, StageAdmit, StagePick}}
 	p.cached, _ = cfg.Resolver.(cachedResolver)
 	return p
 }
@@ -164,6 +168,13 @@ type Call struct {
 	// Err is the answer the pipeline chose when it ends the request itself
 	// after a try (Answered returned false with a failure).
 	Err *MeshError
+	// Rule is the index of the Route rule that took the request (-1:
+	// none); Subset the backend subset chosen ("": every instance).
+	Rule   int
+	Subset string
+	picker balancer.Picker
+	// choices is how many instances the picker chooses from.
+	choices int
 
 	replayable, idempotent bool
 	grpcDeadline           bool
@@ -203,7 +214,7 @@ type Outcome struct {
 // destination and an endpoint to Try; otherwise the engine answers with
 // the error (and still calls End).
 func (p *Pipeline) Start(c *Call, r Request, now time.Time) *MeshError {
-	*c = Call{Start: now, GRPC: r.GRPC()}
+	*c = Call{Start: now, GRPC: r.GRPC(), Rule: -1}
 	for i := range p.stages {
 		if e := p.stages[i].Run(p, c, r); e != nil {
 			return e
@@ -244,6 +255,44 @@ func (p *Pipeline) resolve(c *Call, r Request) *MeshError {
 	if c.Policy == nil {
 		c.Policy = fallback // a snapshot built by hand (tests, embedders)
 	}
+	c.picker, c.choices = dest.Picker, len(dest.Endpoints)
+	return nil
+}
+
+// route applies the destination's Route: the first matching rule's
+// policy, weighted subset and faults.
+func (p *Pipeline) route(c *Call, r Request) *MeshError {
+	t := c.Dest.Routes
+	if t == nil {
+		return nil
+	}
+	rule := t.Match(r)
+	if rule == nil {
+		return nil
+	}
+	c.Rule = rule.Index
+	if rule.Policy != nil {
+		c.Policy = rule.Policy
+	}
+	if b := rule.Backend(); b != nil {
+		c.Subset, c.picker, c.choices = b.Subset, b.Picker, len(b.Endpoints)
+	}
+	if a := rule.Abort; a != nil && route.Roll(a.Percent) {
+		p.cfg.Metrics.Count(metrics.EventFault, metrics.Client, p.cfg.Source, c.Service)
+		return &MeshError{Status: a.Status, Code: CodeFaultInjected, Service: c.Service,
+			Message: fmt.Sprintf("aborted by route %s rule %d (fault.abort)", t.Name, rule.Index)}
+	}
+	if d := rule.Delay; d != nil && route.Roll(d.Percent) {
+		p.cfg.Metrics.Count(metrics.EventFault, metrics.Client, p.cfg.Source, c.Service)
+		// The request's own goroutine: nothing else waits on it.
+		time.Sleep(d.Fixed)
+		c.Start = time.Now()
+	}
+	return nil
+}
+
+// prepare fixes what the chosen policy decides for the whole request.
+func (c *Call) prepare(r Request) {
 	c.Deadline = c.Start.Add(c.Policy.Timeout)
 	if c.GRPC {
 		if v := r.Header("grpc-timeout"); v != "" {
@@ -255,10 +304,10 @@ func (p *Pipeline) resolve(c *Call, r Request) *MeshError {
 	c.replayable = r.Replayable(c.bodyLimit())
 	c.idempotent = c.GRPC || idempotent(r)
 	c.Policy.Live.Budget.Request()
-	return nil
 }
 
 func (p *Pipeline) admit(c *Call, r Request) *MeshError {
+	c.prepare(r)
 	pol := c.Policy
 	if !pol.Live.Breaker.Acquire(policy.SlotRequest, pol.MaxRequests) {
 		return p.overflow(c, "maxRequests", pol.MaxRequests)
@@ -275,12 +324,20 @@ func (p *Pipeline) overflow(c *Call, limit string, n int64) *MeshError {
 
 func (p *Pipeline) pick(c *Call, r Request) *MeshError {
 	c.info = pickInfo(r, c.Dest.HashKey)
-	ep, err := c.Dest.Picker.Pick(c.info)
+	ep, err := c.picker.Pick(c.info)
 	if err != nil {
-		return noInstances(c.Dest)
+		return c.noInstances()
 	}
 	c.Endpoint = ep
 	return nil
+}
+
+func (c *Call) noInstances() *MeshError {
+	if c.Subset != "" {
+		return &MeshError{Status: http.StatusServiceUnavailable, Code: CodeNoReadyInstances, Service: c.Service,
+			Message: fmt.Sprintf("subset %q of service %q has no ready instances", c.Subset, c.Service)}
+	}
+	return noInstances(c.Dest)
 }
 
 func noInstances(d *discovery.Destination) *MeshError {
@@ -431,13 +488,13 @@ func (p *Pipeline) Answered(c *Call, o *Outcome, now time.Time) (retry bool, wai
 	}
 	last := ep
 	c.endTry()
-	next, err := c.Dest.Picker.Pick(c.info)
+	next, err := c.picker.Pick(c.info)
 	// Another instance when there is one (a few picks; picking is cheap).
-	for i := 0; err == nil && next == last && i < 4 && len(c.Dest.Endpoints) > 1; i++ {
-		next, err = c.Dest.Picker.Pick(balancer.PickInfo{})
+	for i := 0; err == nil && next == last && i < 4 && c.choices > 1; i++ {
+		next, err = c.picker.Pick(balancer.PickInfo{})
 	}
 	if err != nil {
-		c.Err = noInstances(c.Dest)
+		c.Err = c.noInstances()
 		return false, 0
 	}
 	c.Endpoint = next

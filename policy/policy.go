@@ -113,46 +113,7 @@ func Compile(spec *resource.TrafficPolicySpec, live *Live) *Policy {
 		p.IdleTimeout = d
 	}
 	if r := spec.Retries; r != nil {
-		p.Retries = r.Attempts
-		p.ConnectRetries = max(r.Attempts, defaultConnectRetries)
-		on := r.RetryOn
-		if len(on) == 0 {
-			on = resource.DefaultRetryOn
-		}
-		p.On = 0
-		for _, c := range on {
-			switch c {
-			case "connect-failure":
-				p.On |= OnConnectFailure
-			case "reset":
-				p.On |= OnReset
-			case "5xx":
-				p.On |= On5xx
-			case "gateway-error":
-				p.On |= OnGatewayError
-			default:
-				if code, ok := resource.ParseRetriableStatus(c); ok {
-					p.Statuses = append(p.Statuses, code)
-				} else if g := resource.RetryConditions[c]; g > 0 {
-					p.GRPC |= 1 << g
-				}
-			}
-		}
-		if p.On&OnConnectFailure == 0 {
-			p.ConnectRetries = 0
-		}
-		if d, err := time.ParseDuration(r.PerTryTimeout); err == nil && d > 0 {
-			p.PerTryTimeout = d
-		}
-		p.BackoffBase, p.BackoffMax = r.Backoff.Durations()
-		if r.Backoff != nil && r.Backoff.Jitter > 0 {
-			p.Jitter = r.Backoff.Jitter
-		}
-		p.BudgetRatio, p.BudgetPerSecond = r.Budget.Values()
-		p.NonIdempotent = r.RetryNonIdempotent
-		if r.MaxBodyBytes > 0 {
-			p.MaxBodyBytes = r.MaxBodyBytes
-		}
+		p.applyRetries(r)
 	}
 	live.Budget.configure(p.BudgetRatio, p.BudgetPerSecond)
 	if cb := spec.CircuitBreaker; cb != nil {
@@ -199,4 +160,64 @@ func (p *Policy) TryTimeout(now, deadline time.Time) time.Duration {
 		return p.PerTryTimeout
 	}
 	return left
+}
+
+func (p *Policy) applyRetries(r *resource.Retries) {
+	p.Retries = r.Attempts
+	p.ConnectRetries = max(r.Attempts, defaultConnectRetries)
+	on := r.RetryOn
+	if len(on) == 0 {
+		on = resource.DefaultRetryOn
+	}
+	p.On = 0
+	for _, c := range on {
+		switch c {
+		case "connect-failure":
+			p.On |= OnConnectFailure
+		case "reset":
+			p.On |= OnReset
+		case "5xx":
+			p.On |= On5xx
+		case "gateway-error":
+			p.On |= OnGatewayError
+		default:
+			if code, ok := resource.ParseRetriableStatus(c); ok {
+				p.Statuses = append(p.Statuses, code)
+			} else if g := resource.RetryConditions[c]; g > 0 {
+				p.GRPC |= 1 << g
+			}
+		}
+	}
+	if p.On&OnConnectFailure == 0 {
+		p.ConnectRetries = 0
+	}
+	if d, err := time.ParseDuration(r.PerTryTimeout); err == nil && d > 0 {
+		p.PerTryTimeout = d
+	}
+	p.BackoffBase, p.BackoffMax = r.Backoff.Durations()
+	if r.Backoff != nil && r.Backoff.Jitter > 0 {
+		p.Jitter = r.Backoff.Jitter
+	}
+	p.BudgetRatio, p.BudgetPerSecond = r.Budget.Values()
+	p.NonIdempotent = r.RetryNonIdempotent
+	if r.MaxBodyBytes > 0 {
+		p.MaxBodyBytes = r.MaxBodyBytes
+	}
+}
+
+// With returns a copy of p with a Route rule's timeout and retries (empty
+// and nil keep p's), sharing p's live state. The budget's rates stay the
+// destination's: one budget guards one destination.
+func (p *Policy) With(timeout string, r *resource.Retries) *Policy {
+	q := *p
+	if d, err := time.ParseDuration(timeout); err == nil && d > 0 {
+		q.Timeout = d
+	}
+	if r != nil {
+		ratio, per := q.BudgetRatio, q.BudgetPerSecond
+		q.Statuses, q.GRPC = nil, 0
+		q.applyRetries(r)
+		q.BudgetRatio, q.BudgetPerSecond = ratio, per
+	}
+	return &q
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -364,4 +365,91 @@ func TestRateLimit(t *testing.T) {
 	if n := metricSum(t, insts[0], "weft_rate_limited_total", `reporter="server"`, `source_service="client"`); n != float64(limited) {
 		t.Errorf("weft_rate_limited_total{source_service=client} = %v on the instance, want %d", n, limited)
 	}
+}
+
+// TestRoutes: a Route's header canary routes exactly, a 90/10 split stays
+// within statistical bounds, an injected abort answers fault_injected and
+// an injected delay shows in the caller's latency but not the callee's.
+func TestRoutes(t *testing.T) {
+	cp := StartControl(t)
+	v1a := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v1"}})
+	v1b := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v1"}})
+	v2 := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v2"}})
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", v1a.Name, v1b.Name, v2.Name)
+	applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  service: orders
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  rules:
+  - match: {headers: [{name: x-canary, exact: "1"}]}
+    backends: [{subset: v2, weight: 1}]
+  - match: {path: {prefix: /abort}}
+    fault: {abort: {percent: 100, status: 418}}
+  - match: {path: {exact: /delay}}
+    fault: {delay: {percent: 100, fixed: 300ms}}
+  - backends: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
+`)
+	t.Run("header canary", func(t *testing.T) {
+		for i := range 40 {
+			if r := mustGet(t, c, "orders", "/c", http.Header{"X-Canary": {"1"}}); r.Name != v2.Name {
+				t.Fatalf("request %d with x-canary: 1 went to %s, want %s (v2)", i+1, r.Name, v2.Name)
+			}
+		}
+	})
+	t.Run("split 90/10", func(t *testing.T) {
+		const n = 2000
+		rs := <-Load(c, "orders", LoadOpts{Workers: 8, MaxPerWorker: n / 8, Duration: time.Minute,
+			Header: func(int, int) http.Header { return http.Header{"X-Canary": {"10"}} }}, nil) // not exactly "1"
+		if f := failures(rs); len(f) > 0 {
+			t.Fatalf("%d failures:%s", len(f), describe(f, 5))
+		}
+		by := countByName(rs)
+		// 10% of 2000 is 200, σ ≈ 13.4: ± 5σ.
+		t.Logf("split over %d requests: %v", len(rs), by)
+		if got := by[v2.Name]; got < 133 || got > 267 {
+			t.Errorf("v2 got %d of %d, want 200 ± 67", got, len(rs))
+		}
+		if by[v1a.Name] == 0 || by[v1b.Name] == 0 {
+			t.Errorf("v1's instances not both used: %v", by)
+		}
+	})
+	t.Run("abort", func(t *testing.T) {
+		r := meshGet(c, "orders", "/abort/x", nil)
+		if r.Status != 418 || r.Header.Get("X-Weft-Error") != "fault_injected" {
+			t.Fatalf("/abort: %s, want 418 fault_injected", r)
+		}
+	})
+	t.Run("delay", func(t *testing.T) {
+		serverSum := func() float64 {
+			s := 0.0
+			for _, in := range []*Sidecar{v1a, v1b, v2} {
+				s += metricSum(t, in, "weft_request_duration_seconds_sum", `reporter="server"`)
+			}
+			return s
+		}
+		before := serverSum()
+		var client time.Duration
+		for range 5 {
+			r := meshGet(c, "orders", "/delay", nil)
+			if !r.OK() {
+				t.Fatalf("/delay: %s", r)
+			}
+			client += r.End.Sub(r.Start)
+		}
+		server := serverSum() - before
+		t.Logf("5 delayed requests took %s at the client; the callees' sidecars saw %.3fs", client, server)
+		if client < 5*300*time.Millisecond {
+			t.Errorf("5 delayed requests took %s at the client, want ≥ 1.5s", client)
+		}
+		if server > 0.5 {
+			t.Errorf("the callees' sidecars saw %.3fs for 5 requests, want the delay (1.5s) not there", server)
+		}
+	})
 }
