@@ -172,6 +172,9 @@ type Call struct {
 	// none); Subset the backend subset chosen ("": every instance).
 	Rule   int
 	Subset string
+	// MirrorAddr, when set, is the instance a copy of the request should
+	// go to (the engine sends it, fire-and-forget).
+	MirrorAddr string
 	picker balancer.Picker
 	// choices is how many instances the picker chooses from.
 	choices int
@@ -276,6 +279,11 @@ func (p *Pipeline) route(c *Call, r Request) *MeshError {
 	}
 	if b := rule.Backend(); b != nil {
 		c.Subset, c.picker, c.choices = b.Subset, b.Picker, len(b.Endpoints)
+	}
+	if m := rule.Mirror; m != nil && route.Roll(m.Percent) {
+		if ep, err := m.Picker.Pick(balancer.PickInfo{}); err == nil {
+			c.MirrorAddr = ep.Address
+		}
 	}
 	if a := rule.Abort; a != nil && route.Roll(a.Percent) {
 		p.cfg.Metrics.Count(metrics.EventFault, metrics.Client, p.cfg.Source, c.Service)

@@ -137,6 +137,9 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 		st.set = appendTraceFields(st.set, st.tel)
 	}
 	d.Set = st.set
+	if c.MirrorAddr != "" {
+		f.o.mirror.mirrorH1(req, c.MirrorAddr, st.set)
+	}
 }
 
 // try starts the pipeline's next try, pointing d at it; false when the

@@ -41,6 +41,7 @@ type Outbound struct {
 	tr       *meshTransport
 	tel      *telemetry.Telemetry
 	pipe     *pipeline.Pipeline
+	mirror   *mirror
 
 	Requests atomic.Int64
 }
@@ -67,7 +68,8 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	o := &Outbound{resolver: cfg.Resolver, source: cfg.Source, local: cfg.Local, log: cfg.Logger, tel: cfg.Telemetry,
-		pipe: pipeline.New(pipeline.Config{Resolver: cfg.Resolver, Source: cfg.Source, Metrics: cfg.Metrics})}
+		pipe:   pipeline.New(pipeline.Config{Resolver: cfg.Resolver, Source: cfg.Source, Metrics: cfg.Metrics}),
+		mirror: newMirror()}
 	o.tr = newMeshTransport()
 	o.tr.pipe = o.pipe
 	o.rp = &httputil.ReverseProxy{
@@ -144,6 +146,9 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ex.Route(c.Service, true)
+	if c.MirrorAddr != "" {
+		o.mirror.mirrorHTTP(r, c.MirrorAddr, o.source)
+	}
 	if limit := c.ReplayLimit(); limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		rt.body = &replayBody{src: r.Body, limit: limit}
 		r.Body = rt.body

@@ -43,6 +43,7 @@ type Subset struct {
 type RouteRule struct {
 	Match    *RouteMatch    `json:"match,omitempty"` // none: every request
 	Backends []RouteBackend `json:"backends,omitempty"`
+	Mirror   *Mirror        `json:"mirror,omitempty"`
 	Fault    *Fault         `json:"fault,omitempty"`
 	Timeout  string         `json:"timeout,omitempty"`
 	Retries  *Retries       `json:"retries,omitempty"`
@@ -76,6 +77,13 @@ type HeaderMatch struct {
 type RouteBackend struct {
 	Subset string `json:"subset"`
 	Weight int    `json:"weight"`
+}
+
+// Mirror sends a copy of Percent of the rule's requests to Subset; the
+// copy's answer is dropped, and the copy never slows or fails the request.
+type Mirror struct {
+	Subset  string  `json:"subset"`
+	Percent float64 `json:"percent"`
 }
 
 // Fault delays or aborts a share of a rule's requests.
@@ -192,6 +200,14 @@ func (r *RouteRule) validate(f string, subsets map[string]bool) error {
 	}
 	if len(r.Backends) > 0 && total == 0 {
 		return fmt.Errorf("%s.backends: the weights add up to 0", f)
+	}
+	if m := r.Mirror; m != nil {
+		if !subsets[m.Subset] {
+			return fmt.Errorf("%s.mirror.subset: no subset named %q (defined: %s)", f, m.Subset, subsetNames(subsets))
+		}
+		if m.Percent <= 0 || m.Percent > 100 {
+			return fmt.Errorf("%s.mirror.percent: %g is not above 0 and at most 100", f, m.Percent)
+		}
 	}
 	if ft := r.Fault; ft != nil {
 		if d := ft.Delay; d != nil {

@@ -13,11 +13,14 @@ func TestRouteErrors(t *testing.T) {
 		{"valid", `  rules:
   - match: {path: {prefix: /api}, method: GET, headers: [{name: x-canary, exact: "1"}, {name: x-user, regex: "u[0-9]+"}, {name: x-any, present: true}]}
     backends: [{subset: v2, weight: 1}]
+    mirror: {subset: v1, percent: 50}
     fault: {delay: {percent: 10, fixed: 50ms}, abort: {percent: 1, status: 503}}
     timeout: 2s
     retries: {attempts: 1}
   - backends: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
 `, ""},
+		{"mirror subset", "  rules:\n  - mirror: {subset: v9, percent: 10}\n", "spec.rules[0].mirror.subset: no subset named \"v9\""},
+		{"mirror percent", "  rules:\n  - mirror: {subset: v2, percent: 0}\n", "spec.rules[0].mirror.percent: 0 is not above 0"},
 		{"no rules", "  rules: []\n", "spec.rules: a route needs at least one rule"},
 		{"bad regex", "  rules:\n  - {}\n  - match: {path: {regex: \"(\"}}\n", "spec.rules[1].match.path.regex: \"(\" does not compile"},
 		{"two path kinds", "  rules:\n  - match: {path: {exact: /a, prefix: /b}}\n", "spec.rules[0].match.path: want exactly one of exact, prefix or regex"},

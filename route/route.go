@@ -42,6 +42,13 @@ type Rule struct {
 	Policy *policy.Policy
 	Delay  *Delay
 	Abort  *Abort
+	Mirror *Mirror
+}
+
+// Mirror is where a rule's copies go.
+type Mirror struct {
+	Backend
+	Percent float64
 }
 
 // Backend is one weighted subset with its picker.
@@ -138,6 +145,13 @@ func Compile(name string, spec *resource.RouteSpec, eps []*balancer.Endpoint, ve
 			}
 			cr.total += b.Weight
 			cr.Backends = append(cr.Backends, be)
+		}
+		if m := r.Mirror; m != nil {
+			mb := Backend{Subset: m.Subset, Endpoints: subsets[m.Subset], Picker: balancer.Empty()}
+			if len(mb.Endpoints) > 0 {
+				mb.Picker = pick(mb.Endpoints)
+			}
+			cr.Mirror = &Mirror{Backend: mb, Percent: m.Percent}
 		}
 		if f := r.Fault; f != nil {
 			if d := f.Delay; d != nil {

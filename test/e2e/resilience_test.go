@@ -453,3 +453,44 @@ spec:
 		}
 	})
 }
+
+// TestMirror: the mirrored subset receives a copy of every request while
+// the primary's answers do not wait for the (slow) copies.
+func TestMirror(t *testing.T) {
+	cp := StartControl(t)
+	v1 := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v1"}})
+	shadow := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v2"}, AppArgs: []string{"--delay", "1s"}})
+	cp.WaitReady("orders", 2, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  service: orders
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  rules:
+  - backends: [{subset: v1, weight: 1}]
+    mirror: {subset: v2, percent: 100}
+`)
+	before := served(t, shadow)
+	const n = 20
+	var slowest time.Duration
+	for i := range n {
+		r := meshGet(c, "orders", "/m", nil)
+		if !r.OK() || r.Reply.Name != v1.Name {
+			t.Fatalf("request %d: %s, want v1's answer", i+1, r)
+		}
+		slowest = max(slowest, r.End.Sub(r.Start))
+	}
+	if slowest > 500*time.Millisecond {
+		t.Errorf("slowest primary answer %s: the 1s copies slowed it", slowest)
+	}
+	var got int64
+	if !poll(eventually, 100*time.Millisecond, func() bool { got = served(t, shadow) - before; return got >= n }) {
+		t.Errorf("the mirror received %d copies of %d requests", got, n)
+	}
+	t.Logf("%d requests: slowest primary %s; mirror received %d copies", n, slowest, got)
+}
