@@ -175,7 +175,7 @@ type Call struct {
 	// MirrorAddr, when set, is the instance a copy of the request should
 	// go to (the engine sends it, fire-and-forget).
 	MirrorAddr string
-	picker balancer.Picker
+	picker     balancer.Picker
 	// choices is how many instances the picker chooses from.
 	choices int
 
