@@ -43,6 +43,7 @@ plane pushes every change to the sidecars.
 		newDemoAppCmd(),
 		newStatCmd(), newTopCmd(), newTracesCmd(), newTraceCmd(),
 		newTopicsCmd(), newPublishCmd(), newDLQCmd(),
+		newExplainCmd(),
 	)
 	return root
 }

@@ -420,6 +420,29 @@ spec:
 			t.Errorf("v1's instances not both used: %v", by)
 		}
 	})
+	t.Run("explain", func(t *testing.T) {
+		var v2ID string
+		for _, in := range cp.WaitReady("orders", 3, eventually) {
+			if in.Version == "v2" {
+				v2ID = in.ID
+			}
+		}
+		r := weft(t, 30*time.Second, nil, "explain", "orders", "--header", "x-canary=1", "--server", cp.URL)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "Route/orders rule 0 matches") || !strings.Contains(r.Stdout, "subset v2: weight 1 of 1") {
+			t.Fatalf("explain for a canary request:\n%s", r)
+		}
+		for _, line := range strings.Split(r.Stdout, "\n") {
+			if strings.Contains(line, "version v1") && !strings.Contains(line, "not in the rule's subsets") ||
+				strings.Contains(line, v2ID) && !strings.Contains(line, "may serve it") {
+				t.Errorf("explain: wrong reason on %q\n%s", line, r.Stdout)
+			}
+		}
+		t.Logf("weft explain orders --header x-canary=1:\n%s", r.Stdout)
+		r = weft(t, 30*time.Second, nil, "explain", "orders", "--path", "/abort/1", "--server", cp.URL)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "rule 1 matches") || !strings.Contains(r.Stdout, "100% aborted with 418") {
+			t.Fatalf("explain for /abort/1:\n%s", r)
+		}
+	})
 	t.Run("abort", func(t *testing.T) {
 		r := meshGet(c, "orders", "/abort/x", nil)
 		if r.Status != 418 || r.Header.Get("X-Weft-Error") != "fault_injected" {
