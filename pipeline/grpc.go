@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"math"
 	"strconv"
 	"time"
 )
@@ -32,6 +33,9 @@ func ParseGRPCTimeout(v string) (time.Duration, bool) {
 		unit = time.Nanosecond
 	default:
 		return 0, false
+	}
+	if n > int64(math.MaxInt64/unit) {
+		return math.MaxInt64, true // 99999999H and the like: longer than a Duration holds
 	}
 	return time.Duration(n) * unit, true
 }
