@@ -278,12 +278,13 @@ func TestBreakerAndTimeouts(t *testing.T) {
 }
 
 // TestGRPCPipeline: a gRPC call gets the same policies, with gRPC answers:
-// UNAVAILABLE is retried on the other instance, and a mesh error is a
-// grpc-status with x-weft-error.
+// UNAVAILABLE is retried on the other instance, Route rules match its
+// metadata and method path, and a mesh error is a grpc-status with
+// x-weft-error.
 func TestGRPCPipeline(t *testing.T) {
 	cp := StartControl(t)
-	good := StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc"}})
-	StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc", "--fail-percent", "100"}})
+	good := StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc"}, Flags: []string{"--version", "v1"}})
+	StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc", "--fail-percent", "100"}, Flags: []string{"--version", "v2"}})
 	cp.WaitReady("echo-grpc", 2, eventually)
 	client := StartClient(t, cp, nil)
 	dial := func(authority string) testpb.TestServiceClient {
@@ -323,6 +324,36 @@ func TestGRPCPipeline(t *testing.T) {
 		}
 	}
 
+	t.Run("route", func(t *testing.T) {
+		applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: echo-grpc}
+spec:
+  service: echo-grpc
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  rules:
+  - match: {headers: [{name: x-to, exact: bad}]}
+    backends: [{subset: v2, weight: 1}]
+  - match: {path: {prefix: /grpc.testing.TestService/}}
+    backends: [{subset: v1, weight: 1}]
+`)
+		for i := range 10 {
+			ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-to", "bad"), 5*time.Second)
+			_, err := call(ctx)
+			cancel()
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("call %d with x-to: bad: %v, want UNAVAILABLE from the v2 subset (its only, failing, instance)", i+1, err)
+			}
+			ctx, cancel = context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-to", "badly"), 5*time.Second)
+			resp, err := call(ctx)
+			cancel()
+			if err != nil || resp.Username != good.Name {
+				t.Fatalf("call %d with x-to: badly: %v, want v1 (%s) by the path rule", i+1, err, good.Name)
+			}
+		}
+	})
 	t.Run("mesh error", func(t *testing.T) {
 		var hdr, trl metadata.MD
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
