@@ -181,6 +181,7 @@ type Call struct {
 
 	replayable, idempotent bool
 	grpcDeadline           bool
+	counted                bool // Endpoint's InFlight counts this try
 	info                   balancer.PickInfo
 	held                   uint8
 }
@@ -395,6 +396,7 @@ func (p *Pipeline) Try(c *Call, now time.Time) (addr string, timeout time.Durati
 	}
 	ep := c.Endpoint
 	ep.InFlight.Add(1)
+	c.counted = true
 	c.Last = ep
 	c.Tries++
 	c.TryStart = now
@@ -418,10 +420,10 @@ func (p *Pipeline) timeout(c *Call) *MeshError {
 
 // endTry releases the current try's instance.
 func (c *Call) endTry() {
-	if c.Endpoint != nil {
+	if c.Endpoint != nil && c.counted {
 		c.Endpoint.InFlight.Add(-1)
-		c.Endpoint = nil
 	}
+	c.Endpoint, c.counted = nil, false
 	if c.held&holdConn != 0 {
 		c.Policy.Live.Breaker.Release(policy.SlotConnection, c.Policy.MaxConnections)
 		c.held &^= holdConn
@@ -567,10 +569,10 @@ func (p *Pipeline) End(c *Call) {
 // Detach ends the try's in-flight count without ending the request (an
 // upgraded connection is long-lived, not a request in flight).
 func (c *Call) Detach() {
-	if c.Endpoint != nil {
+	if c.Endpoint != nil && c.counted {
 		c.Endpoint.InFlight.Add(-1)
-		c.Endpoint = nil
 	}
+	c.Endpoint, c.counted = nil, false
 }
 
 // LookupError is the mesh error for a failed destination lookup.

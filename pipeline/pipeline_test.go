@@ -247,3 +247,37 @@ func TestMeshErrorGRPC(t *testing.T) {
 		}
 	}
 }
+
+// TestInFlightBalanced: whatever way a request ends — answered, retried,
+// out of time before a retry — every endpoint's in-flight count returns to
+// zero, and the breaker's counts too.
+func TestInFlightBalanced(t *testing.T) {
+	spec := retries(3, "5xx")
+	spec.Timeout = "50ms"
+	spec.CircuitBreaker = &resource.CircuitBreaker{MaxRequests: 10, MaxConnections: 10, MaxPendingRequests: 10}
+	d := dest(t, 3, spec)
+	p := New(Config{Resolver: fixed{d}})
+	for _, after := range []time.Duration{0, time.Second} {
+		c := &Call{}
+		now := time.Now()
+		if e := p.Start(c, &req{method: "GET"}, now); e != nil {
+			t.Fatal(e)
+		}
+		p.Try(c, now)
+		if again, _ := p.Answered(c, &Outcome{Status: 503}, now); !again {
+			t.Fatal("no retry")
+		}
+		if _, _, e := p.Try(c, now.Add(after)); (e != nil) != (after > 0) {
+			t.Fatalf("second try after %s: %v", after, e)
+		}
+		p.End(c)
+		for _, ep := range d.Endpoints {
+			if n := ep.InFlight.Load(); n != 0 {
+				t.Errorf("after %s: %s in flight %d, want 0", after, ep.ID, n)
+			}
+		}
+		if r, cn, pd := d.Traffic.Live.Breaker.Counts(); r != 0 || cn != 0 || pd != 0 {
+			t.Errorf("after %s: breaker counts %d %d %d, want 0", after, r, cn, pd)
+		}
+	}
+}
