@@ -311,7 +311,9 @@ func (c *Call) prepare(r Request) {
 		}
 	}
 	c.replayable = r.Replayable(c.bodyLimit())
-	c.idempotent = c.GRPC || idempotent(r)
+	// Only retries after a response need it (a refused connection goes
+	// again whatever the method); headers are not readable later.
+	c.idempotent = c.Policy.Retries > 0 && (c.GRPC || idempotent(r))
 	c.Policy.Live.Budget.Request()
 }
 

@@ -16,6 +16,7 @@ type Budget struct {
 	perSecond atomic.Int64 // whole tokens per second
 	tokens    atomic.Int64 // thousandths
 	last      atomic.Int64 // unix nanos of the last clock deposit
+	cap       atomic.Int64 // see ceiling
 }
 
 const milli = 1000
@@ -26,6 +27,7 @@ func (b *Budget) configure(ratio float64, perSecond int) {
 	first := b.ratio.Load() == 0 && b.perSecond.Load() == 0 && b.tokens.Load() == 0
 	b.ratio.Store(int64(math.Round(ratio * milli)))
 	b.perSecond.Store(int64(perSecond))
+	b.cap.Store(int64(perSecond)*milli + 100*b.ratio.Load())
 	if first {
 		// A new destination starts with one second's allowance.
 		b.tokens.Store(int64(perSecond) * milli)
@@ -34,9 +36,7 @@ func (b *Budget) configure(ratio float64, perSecond int) {
 
 // ceiling bounds saved-up tokens, so a long quiet spell cannot fund a
 // burst of retries larger than one second's allowance plus 100 requests'.
-func (b *Budget) ceiling() int64 {
-	return b.perSecond.Load()*milli + 100*b.ratio.Load()
-}
+func (b *Budget) ceiling() int64 { return b.cap.Load() }
 
 // Request deposits one request's share.
 func (b *Budget) Request() {

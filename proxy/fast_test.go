@@ -70,11 +70,13 @@ func newFastRoutersWith(tb testing.TB, sampling float64, spec *resource.TrafficP
 // exchange runs one request through r as the engine does, with a 200.
 func exchange(r h1.Router, req *h1.Request, d *h1.Decision, res *h1.Result) {
 	r.Route(req, d)
+	// One clock read, as before: the engine reads it once for the head
+	// (Result.UpstreamHeaders) and hands the same time to the Retrier.
+	now := time.Now()
 	if rt, ok := r.(h1.Retrier); ok {
-		okHead.At = time.Now() // not concurrent: one exchange at a time
+		okHead.At = now // not concurrent: one exchange at a time
 		rt.Answered(req, d, &okHead, nil)
 	}
-	now := time.Now()
 	*res = h1.Result{Status: 200, Start: now, UpstreamStart: now, UpstreamHeaders: now, End: now}
 	r.Finish(req, d, res)
 }
