@@ -392,10 +392,17 @@ func (b *replayBody) whole() bool {
 	return b.eof && !b.over
 }
 
+// again is the body for the next try: what was held, then (when the
+// source was not read to its end, as after a refused connection) the rest
+// of the source, still held as it passes.
 func (b *replayBody) again() io.ReadCloser {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return io.NopCloser(bytes.NewReader(b.buf))
+	held := bytes.NewReader(b.buf[:len(b.buf):len(b.buf)])
+	if b.eof {
+		return io.NopCloser(held)
+	}
+	return io.NopCloser(io.MultiReader(held, b))
 }
 
 func isDialError(err error) bool {
