@@ -175,7 +175,8 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 
 	// Healed, it is back in rotation once its ejection time is over.
 	appControl(t, bad, "/_control/fail?percent=0")
-	back := poll(eventually, 100*time.Millisecond, func() bool {
+	// Repeat ejections during the load lengthen the last one (n × 3s).
+	back := poll(2*eventually, 100*time.Millisecond, func() bool {
 		return countByName(<-Load(c, "orders", LoadOpts{Workers: 1, MaxPerWorker: 30, Duration: 5 * time.Second}, nil))[bad.Name] > 0
 	})
 	if !back {
