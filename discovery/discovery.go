@@ -30,7 +30,9 @@ import (
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/route"
 )
 
 // Errors a lookup can end with; the proxy turns each into an x-weft-error.
@@ -52,6 +54,14 @@ type Destination struct {
 	HashKey   resource.HashKey
 	Timeout   time.Duration
 	Policy    *resource.TrafficPolicySpec // nil when the service has none
+	// Traffic is the compiled policy the request pipeline applies (the
+	// defaults when the service has no TrafficPolicy). Never nil.
+	Traffic *policy.Policy
+	// Outlier maps each endpoint to its outlier-detection counters; nil
+	// without outlier detection. Ejected instances are not in Endpoints.
+	Outlier map[*balancer.Endpoint]*policy.Stat
+	// Routes is the service's compiled Route; nil without one.
+	Routes *route.Table
 	// Config holds every object configuring the service (its TrafficPolicy,
 	// Subscriptions, …), sorted by kind and name.
 	Config []*pb.ConfigObject
@@ -86,6 +96,9 @@ type Config struct {
 	// TLS, when set, secures the stream (the control plane's certificate
 	// verified by the mesh CA); nil: plaintext (a loopback control plane).
 	TLS *tls.Config
+	// OnEjected, when set, is told how many instances of a destination are
+	// ejected by outlier detection each time that changes (for a gauge).
+	OnEjected func(service string, ejected int)
 }
 
 // Client is safe for concurrent use.
@@ -110,6 +123,8 @@ type Client struct {
 	everConnected atomic.Bool
 	acks          chan struct{}
 	watchers      map[string]map[chan *Destination]struct{}
+	// ejectc wakes the outlier loop when a detector ejected an instance.
+	ejectc chan struct{}
 
 	updates atomic.Int64
 }
@@ -125,6 +140,7 @@ type state struct {
 	instances map[string]*pb.Instance
 	endpoints map[string]*balancer.Endpoint // kept across rebuilds: InFlight survives
 	config    []*pb.ConfigObject
+	live      *policy.Live // budget, breaker, outlier state: kept across rebuilds
 }
 
 type streamState struct {
@@ -147,7 +163,7 @@ func New(cfg Config) *Client {
 		cfg.Heartbeat = time.Second
 	}
 	c := &Client{cfg: cfg, log: cfg.Logger, wanted: map[string]*want{}, states: map[string]*state{},
-		acks: make(chan struct{}, 1), watchers: map[string]map[chan *Destination]struct{}{}}
+		acks: make(chan struct{}, 1), watchers: map[string]map[chan *Destination]struct{}{}, ejectc: make(chan struct{}, 1)}
 	if cfg.Instance != nil {
 		c.instance = proto.CloneOf(cfg.Instance)
 	}
@@ -383,6 +399,16 @@ func (c *Client) Run(ctx context.Context) error {
 		return fmt.Errorf("control plane %s: %w", c.cfg.ControlAddr, err)
 	}
 	defer conn.Close()
+	outlierCtx, stopOutliers := context.WithCancel(ctx)
+	outliersDone := make(chan struct{})
+	go func() {
+		defer close(outliersDone)
+		c.outliers(outlierCtx)
+	}()
+	defer func() {
+		stopOutliers()
+		<-outliersDone
+	}()
 	client := pb.NewDiscoveryClient(conn)
 	backoff := 100 * time.Millisecond
 	const maxBackoff = time.Second
@@ -521,7 +547,7 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	}
 	st := c.states[u.Service]
 	if st == nil {
-		st = &state{instances: map[string]*pb.Instance{}, endpoints: map[string]*balancer.Endpoint{}}
+		st = &state{instances: map[string]*pb.Instance{}, endpoints: map[string]*balancer.Endpoint{}, live: policy.NewLive()}
 		c.states[u.Service] = st
 	}
 	if u.Reset_ {
@@ -544,14 +570,19 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	}
 	d := c.build(u.Service, st)
 	pushedLoads(st, loads)
-	next := maps.Clone(*c.table.Load())
-	next[u.Service] = d
-	c.table.Store(&next)
+	c.publishLocked(u.Service, d)
 	if !w.done {
 		w.done = true
 		close(w.ready)
 	}
-	for ch := range c.watchers[u.Service] {
+}
+
+// publishLocked swaps d into the table and hands it to the watchers.
+func (c *Client) publishLocked(service string, d *Destination) {
+	next := maps.Clone(*c.table.Load())
+	next[service] = d
+	c.table.Store(&next)
+	for ch := range c.watchers[service] {
 		offer(ch, d)
 	}
 }
@@ -570,6 +601,46 @@ func pushedLoads(st *state, loads []*pb.Instance) {
 		if _, age, ok := ep.LastLoad(now); !ok || age > balancer.LoadFresh {
 			ep.ReportLoadAt(now, []byte(in.Load))
 		}
+	}
+}
+
+// outliers rebuilds the snapshots of destinations whose outlier detector
+// ejected an instance (at once) or re-admitted one (reviewed every 100ms).
+func (c *Client) outliers(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ejected := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.ejectc:
+			ejected = true
+		case <-tick.C:
+		}
+		now := time.Now()
+		c.mu.Lock()
+		for service, st := range c.states {
+			d, ok := (*c.table.Load())[service]
+			if !ok || d.Traffic == nil || d.Traffic.Outlier == nil || c.wanted[service] == nil {
+				continue
+			}
+			if d.Traffic.Outlier.Sweep(now) || ejected {
+				nd := c.build(service, st)
+				c.publishLocked(service, nd)
+				if f := c.cfg.OnEjected; f != nil {
+					f(service, len(nd.Outlier)-len(nd.Endpoints))
+				}
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *Client) ejected() {
+	select {
+	case c.ejectc <- struct{}{}:
+	default:
 	}
 }
 
@@ -615,7 +686,21 @@ func (c *Client) Watch(service string) (<-chan *Destination, func()) {
 func (c *Client) build(service string, st *state) *Destination {
 	d := &Destination{Service: service, Exists: st.exists, Version: st.version, Algorithm: resource.DefaultAlgorithm,
 		Timeout: resource.DefaultTimeout, Config: st.config}
+	if st.live == nil {
+		st.live = policy.NewLive()
+	}
+	var routeSpec *resource.RouteSpec
+	routeName := ""
 	for _, obj := range st.config {
+		if obj.Kind == resource.KindRoute {
+			var rs resource.RouteSpec
+			if err := json.Unmarshal(obj.SpecJson, &rs); err != nil {
+				c.log.Error("ignoring unreadable route", "service", service, "err", err)
+			} else {
+				routeSpec, routeName = &rs, obj.Name
+			}
+			continue
+		}
 		if obj.Kind != resource.KindTrafficPolicy {
 			continue
 		}
@@ -641,6 +726,8 @@ func (c *Client) build(service string, st *state) *Destination {
 		d.Algorithm = resource.DefaultAlgorithm
 		b, _ = balancer.Get(d.Algorithm)
 	}
+	d.Traffic = policy.Compile(d.Policy, st.live)
+	d.Timeout = d.Traffic.Timeout
 	live := map[string]bool{}
 	for _, id := range slices.Sorted(maps.Keys(st.instances)) {
 		in := st.instances[id]
@@ -661,12 +748,47 @@ func (c *Client) build(service string, st *state) *Destination {
 			delete(st.endpoints, id)
 		}
 	}
+	if det := d.Traffic.Outlier; det != nil {
+		d.Endpoints = c.withoutEjected(d, det)
+	}
 	if len(d.Endpoints) == 0 {
 		d.Picker = balancer.Empty()
 	} else {
 		d.Picker = balancer.Build(b, d.Endpoints, opts)
 	}
+	if routeSpec != nil {
+		version := func(ep *balancer.Endpoint) string {
+			if in := st.instances[ep.ID]; in != nil {
+				return in.Version
+			}
+			return ""
+		}
+		build := func(eps []*balancer.Endpoint) balancer.Picker { return balancer.Build(b, eps, opts) }
+		d.Routes = route.Compile(routeName, routeSpec, d.Endpoints, version, build, d.Traffic)
+	}
 	return d
+}
+
+// withoutEjected tracks d's ready endpoints in the outlier detector and
+// returns those not ejected (the detector never ejects them all).
+func (c *Client) withoutEjected(d *Destination, det *policy.Detector) []*balancer.Endpoint {
+	det.OnChange(c.ejected)
+	ids := make([]string, len(d.Endpoints))
+	addrs := make([]string, len(d.Endpoints))
+	for i, ep := range d.Endpoints {
+		ids[i], addrs[i] = ep.ID, ep.Address
+	}
+	stats := det.Track(ids, addrs)
+	d.Outlier = make(map[*balancer.Endpoint]*policy.Stat, len(d.Endpoints))
+	kept := make([]*balancer.Endpoint, 0, len(d.Endpoints))
+	for _, ep := range d.Endpoints {
+		st := stats[ep.ID]
+		d.Outlier[ep] = st
+		if !st.Ejected() {
+			kept = append(kept, ep)
+		}
+	}
+	return kept
 }
 
 // Updates counts updates received (for /stats and tests).

@@ -2,21 +2,16 @@ package proxy
 
 import (
 	"bytes"
-	"net/url"
-
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"time"
-
-	"github.com/cespare/xxhash/v2"
+	"unsafe"
 
 	"github.com/weftmesh/weft/balancer"
-	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/pipeline"
 	"github.com/weftmesh/weft/proxy/h1"
-	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
@@ -25,14 +20,12 @@ import (
 // purpose-built forwarding engine that allocates nothing per request,
 // through the routers below; everything else (h2c and gRPC, Upgrade,
 // CONNECT) is handed to the net/http path (Outbound, Inbound) on the same
-// listener. Both paths produce the same routing, errors and telemetry.
+// listener. Both paths run every request through one pipeline (package
+// pipeline), so routing, retries, breakers and errors are the same.
 
-// cachedResolver is the allocation-free lookup the fast path prefers.
-type cachedResolver interface {
-	CachedBytes(service []byte) (*discovery.Destination, bool)
-}
-
-// FastOutbound routes the app's HTTP/1.1 calls for the h1 engine.
+// FastOutbound routes the app's HTTP/1.1 calls for the h1 engine: a thin
+// adapter from the engine's Router and Retrier callbacks to the request
+// pipeline (Start, Try, Answered, End).
 type FastOutbound struct {
 	o *Outbound
 	// LocalAddr is where requests addressed to the sidecar itself go (a
@@ -41,9 +34,12 @@ type FastOutbound struct {
 	source    []byte
 }
 
-var _ h1.Router = (*FastOutbound)(nil)
+var (
+	_ h1.Router  = (*FastOutbound)(nil)
+	_ h1.Retrier = (*FastOutbound)(nil)
+)
 
-// Fast returns the fast-path router sharing o's resolver, telemetry and
+// Fast returns the fast-path router sharing o's pipeline, telemetry and
 // counters.
 func (o *Outbound) Fast(localAddr string) *FastOutbound {
 	return &FastOutbound{o: o, LocalAddr: localAddr, source: []byte(o.source)}
@@ -51,14 +47,14 @@ func (o *Outbound) Fast(localAddr string) *FastOutbound {
 
 // fastState is one connection's per-request state, reused across requests.
 type fastState struct {
-	dest     *discovery.Destination
-	ep, last *balancer.Endpoint
-	tries    int
-	local    bool
-	weftErr  string
-	path     string // for spans and the access log only (the engine empties the target before Finish)
-	set      []h1.Field
-	tel      *telemetry.Fast
+	call    pipeline.Call
+	req     h1Request
+	outcome pipeline.Outcome
+	local   bool
+	weftErr string
+	path    string // for spans and the access log only (the engine empties the target before Finish)
+	set     []h1.Field
+	tel     *telemetry.Fast
 }
 
 var fieldSource = []byte(HeaderSource)
@@ -69,9 +65,41 @@ func (f *FastOutbound) state(d *h1.Decision) *fastState {
 		st = &fastState{set: make([]h1.Field, 0, 4), tel: f.o.tel.NewFast()}
 		d.State = st
 	}
-	st.dest, st.ep, st.last, st.tries, st.local, st.weftErr, st.path = nil, nil, nil, 0, false, "", ""
+	st.local, st.weftErr, st.path = false, "", ""
+	st.call = pipeline.Call{}
 	st.set = st.set[:0]
 	return st
+}
+
+// h1Request adapts the engine's request to pipeline.Request. Its strings
+// alias the connection's buffer (unsafe.String, no copy: the fast path
+// allocates nothing per request); the pipeline does not keep them.
+type h1Request struct{ r *h1.Request }
+
+var _ pipeline.Request = (*h1Request)(nil)
+
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+func (q *h1Request) Method() string            { return methodString(q.r.Method) }
+func (q *h1Request) Authority() string         { return bytesString(q.r.Host) }
+func (q *h1Request) Path() string              { return bytesString(q.r.Path()) }
+func (q *h1Request) Header(name string) string { return bytesString(q.r.Get(name)) }
+func (q *h1Request) RemoteIP() string          { return pipeline.RemoteIP(q.r.RemoteAddr) }
+
+// GRPC is false: gRPC needs HTTP/2, which the net/http path serves.
+func (q *h1Request) GRPC() bool { return false }
+
+func (q *h1Request) Replayable(limit int) bool {
+	r := q.r
+	if !r.Chunked && r.ContentLength <= 0 {
+		return true
+	}
+	return !r.Chunked && r.ContentLength <= int64(limit) && r.Get("Expect") == nil
 }
 
 // Route implements h1.Router.
@@ -79,11 +107,6 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 	f.o.Requests.Add(1)
 	st := f.state(d)
 	host := hostOnly(req.Host)
-	if len(host) == 0 {
-		st.fail(d, &MeshError{Status: http.StatusBadRequest, Code: CodeBadRequest,
-			Message: "no Host: name the service to call (Host: orders, or an absolute URL http://orders/...)"})
-		return
-	}
 	if isLocalHostBytes(host) {
 		st.local = true
 		if f.LocalAddr == "" {
@@ -93,44 +116,43 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 		d.Addr = f.LocalAddr
 		return
 	}
-	dest, ok := (*discovery.Destination)(nil), false
-	if cr, yes := f.o.resolver.(cachedResolver); yes {
-		dest, ok = cr.CachedBytes(host)
-	}
-	if !ok {
-		var err error
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		dest, err = f.o.resolver.Lookup(ctx, serviceName(string(host)))
-		cancel()
-		if err != nil {
-			st.begin(f.o, req, string(host), false)
-			st.fail(d, lookupError(serviceName(string(host)), err))
-			return
+	st.req.r = req
+	now := time.Now()
+	c := &st.call
+	if e := f.o.pipe.Start(c, &st.req, now); e != nil {
+		if c.Service != "" {
+			st.begin(f.o, req, c.Service, c.Dest != nil && c.Dest.Exists, now)
 		}
-	}
-	st.dest = dest
-	st.begin(f.o, req, dest.Service, dest.Exists)
-	if !dest.Exists {
-		st.fail(d, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeUnknownService, Service: dest.Service,
-			Message: fmt.Sprintf("no service %q is registered with the control plane", dest.Service)})
+		st.fail(d, e)
 		return
 	}
-	ep, err := dest.Picker.Pick(fastPickInfo(req, dest.HashKey))
-	if err != nil {
-		msg := fmt.Sprintf("service %q has no instances", dest.Service)
-		if n := len(dest.Instances); n > 0 {
-			msg = fmt.Sprintf("service %q has %d instance(s), none ready", dest.Service, n)
-		}
-		st.fail(d, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeNoReadyInstances, Service: dest.Service, Message: msg})
+	st.begin(f.o, req, c.Service, true, now)
+	if !st.try(f.o.pipe, d, now) {
 		return
 	}
-	st.use(d, ep)
-	d.HeaderTimeout = dest.Timeout
+	d.ReplayLimit = c.ReplayLimit()
+	d.IdleTimeout = c.Policy.IdleTimeout
 	st.set = append(st.set, h1.Field{Name: fieldSource, Value: f.source})
 	if st.tel != nil {
 		st.set = appendTraceFields(st.set, st.tel)
 	}
 	d.Set = st.set
+	if c.MirrorAddr != "" {
+		f.o.mirror.mirrorH1(req, c.MirrorAddr, st.set)
+	}
+}
+
+// try starts the pipeline's next try, pointing d at it; false when the
+// pipeline answered instead.
+func (st *fastState) try(p *pipeline.Pipeline, d *h1.Decision, now time.Time) bool {
+	addr, timeout, e := p.Try(&st.call, now)
+	if e != nil {
+		st.call.Err = e
+		st.fail(d, e)
+		return false
+	}
+	d.Addr, d.HeaderTimeout = addr, timeout
+	return true
 }
 
 var fieldTraceparent = []byte("traceparent")
@@ -151,15 +173,8 @@ func appendTraceFields(set []h1.Field, tel *telemetry.Fast) []h1.Field {
 	return set
 }
 
-func (st *fastState) use(d *h1.Decision, ep *balancer.Endpoint) {
-	st.ep, st.last = ep, ep
-	st.tries++
-	ep.InFlight.Add(1)
-	d.Addr = ep.Address
-}
-
 // begin starts the request's telemetry (client side).
-func (st *fastState) begin(o *Outbound, req *h1.Request, dst string, known bool) {
+func (st *fastState) begin(o *Outbound, req *h1.Request, dst string, known bool, now time.Time) {
 	if st.tel == nil {
 		return
 	}
@@ -169,7 +184,7 @@ func (st *fastState) begin(o *Outbound, req *h1.Request, dst string, known bool)
 	if !known {
 		dst = metrics.Unknown
 	}
-	st.tel.Begin(metrics.Client, methodString(req.Method), o.source, dst, time.Now())
+	st.tel.Begin(metrics.Client, methodString(req.Method), o.source, dst, now)
 	if st.tel.WantsStrings() {
 		st.path = pathOnly(req.Path())
 	}
@@ -190,95 +205,88 @@ func (st *fastState) fail(d *h1.Decision, e *MeshError) {
 	st.weftErr = e.Code
 }
 
-// Next implements h1.Router: a refused connection is tried on another
-// instance (nothing was sent).
+// Next implements h1.Router: a refused connection goes to the pipeline,
+// which tries another instance (nothing was sent).
 func (f *FastOutbound) Next(req *h1.Request, d *h1.Decision, err error) bool {
 	st := d.State.(*fastState)
-	if st.local || st.dest == nil {
+	if st.local || st.call.Endpoint == nil {
 		return false
 	}
-	st.ep.Observe(0, true) // balance: load report
-	st.ep.InFlight.Add(-1)
-	st.ep = nil
-	if st.tries >= maxAttempts {
+	st.outcome = pipeline.Outcome{Failure: pipeline.FailConnect, Err: err}
+	return f.again(st, d, time.Time{})
+}
+
+// Answered implements h1.Retrier: every try's response head or failure
+// goes through the pipeline, which may want the request sent again.
+func (f *FastOutbound) Answered(req *h1.Request, d *h1.Decision, resp *h1.Response, err error) bool {
+	st := d.State.(*fastState)
+	if st.local || st.call.Endpoint == nil {
 		return false
 	}
-	ep, perr := st.dest.Picker.Pick(balancer.PickInfo{})
-	for i := 0; perr == nil && ep == st.last && i < 4 && len(st.dest.Endpoints) > 1; i++ {
-		ep, perr = st.dest.Picker.Pick(balancer.PickInfo{})
+	o := &st.outcome
+	*o = pipeline.Outcome{}
+	now := time.Time{}
+	switch {
+	case resp != nil:
+		now = resp.At
+		o.Status = resp.Status
+		o.WeftError = bytesString(resp.Get(HeaderError))
+		o.Load = resp.Get(balancer.LoadHeader)
+	case errors.Is(err, h1.ErrUpstreamTimeout):
+		o.Failure, o.Err = pipeline.FailTimeout, err
+	default:
+		o.Failure, o.Err = pipeline.FailReset, err
 	}
-	if perr != nil {
+	return f.again(st, d, now)
+}
+
+// again hands the try's outcome to the pipeline (now: when it came; zero
+// for the present) and starts the next try if the pipeline wants one.
+func (f *FastOutbound) again(st *fastState, d *h1.Decision, now time.Time) bool {
+	p := f.o.pipe
+	if now.IsZero() {
+		now = time.Now()
+	}
+	retry, wait := p.Answered(&st.call, &st.outcome, now)
+	st.outcome.WeftError, st.outcome.Load = "", nil // they alias the upstream's buffer
+	if !retry {
 		return false
 	}
-	st.use(d, ep)
-	return true
+	if wait > 0 {
+		time.Sleep(wait) // this request's own goroutine: nothing else waits on it
+	}
+	return st.try(p, d, time.Now())
 }
 
 // Finish implements h1.Router.
 func (f *FastOutbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	st := d.State.(*fastState)
-	if st.ep != nil {
-		observe(st.ep, res) // balance: load report
-		st.ep.InFlight.Add(-1)
+	if st.local {
+		return
 	}
-	if res.Err != nil && !res.HeadWritten && st.dest != nil {
+	c := &st.call
+	if res.Err != nil && !res.HeadWritten && c.Dest != nil {
 		var op *net.OpError
 		switch {
-		case errors.As(res.Err, &op) && op.Op == "dial":
-			st.fail(d, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeConnectFailed, Service: st.dest.Service,
-				Message: fmt.Sprintf("could not reach an instance of %q", st.dest.Service), Err: res.Err})
-		case errors.Is(res.Err, h1.ErrUpstreamTimeout):
-			st.fail(d, &MeshError{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, Service: st.dest.Service,
-				Message: fmt.Sprintf("no response within %s", st.dest.Timeout)})
 		case errors.Is(res.Err, h1.ErrBadRequest), errors.Is(res.Err, h1.ErrDownstream):
+		case c.Err != nil:
+			st.fail(d, c.Err)
+		case errors.As(res.Err, &op) && op.Op == "dial":
+			st.fail(d, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeConnectFailed, Service: c.Service,
+				Message: fmt.Sprintf("could not reach an instance of %q", c.Service), Err: res.Err})
+		case errors.Is(res.Err, h1.ErrUpstreamTimeout):
+			st.fail(d, &MeshError{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, Service: c.Service,
+				Message: fmt.Sprintf("no response within %s", c.Policy.Timeout)})
 		default:
-			st.fail(d, &MeshError{Status: http.StatusBadGateway, Code: CodeUpstreamReset, Service: st.dest.Service,
+			st.fail(d, &MeshError{Status: http.StatusBadGateway, Code: CodeUpstreamReset, Service: c.Service,
 				Message: "the upstream failed the request", Err: res.Err})
 		}
 		res.Status = d.Status
 	}
-	if st.tel != nil && !st.local {
-		end(st.tel, st.weftErr, st.path, req, res, st.ep)
+	f.o.pipe.End(c)
+	if st.tel != nil && c.Service != "" {
+		end(st.tel, st.weftErr, st.path, req, res, c.Last)
 	}
-}
-
-// ResponseHead implements h1.ResponseHeadRouter: the callee's load report
-// goes to its endpoint. // balance: load report
-func (f *FastOutbound) ResponseHead(d *h1.Decision, status int, fields []h1.Field) {
-	st := d.State.(*fastState)
-	if st.ep == nil {
-		return
-	}
-	for i := range fields {
-		if h1.EqualFold(fields[i].Name, fieldLoad) {
-			st.ep.ReportLoad(fields[i].Value)
-			return
-		}
-	}
-}
-
-var fieldLoad = []byte(balancer.LoadHeader)
-
-// observe tells ep how the attempt went: its time to the response head
-// (or to the failure), failed for an upstream error or a 5xx. // balance: load report
-func observe(ep *balancer.Endpoint, res *h1.Result) {
-	if res.UpstreamStart.IsZero() {
-		return
-	}
-	end := res.UpstreamHeaders
-	if end.IsZero() {
-		end = res.End
-		if end.IsZero() {
-			end = time.Now()
-		}
-	}
-	failed := res.Status >= 500
-	if res.Err != nil && !errors.Is(res.Err, h1.ErrDownstream) && !errors.Is(res.Err, h1.ErrBadRequest) {
-		failed = true
-	} else if res.Err != nil && res.UpstreamHeaders.IsZero() {
-		return // the caller's fault: says nothing of the endpoint
-	}
-	ep.Observe(end.Sub(res.UpstreamStart), failed)
 }
 
 // FastInbound routes other sidecars' HTTP/1.1 calls to the app.
@@ -296,11 +304,13 @@ type inState struct {
 	path    string
 	tel     *telemetry.Fast
 	set     []h1.Field
-	load    []byte     // balance: load report
-	resp    []h1.Field // RespSet's array
-	tracked bool
+	load    []byte
+	respSet [1]h1.Field
+	tracked bool   // LoadTracker told of this request
 	scratch []byte // the authorization stage's path buffer
 }
+
+var fieldLoad = []byte(balancer.LoadHeader)
 
 // Route implements h1.Router.
 func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
@@ -312,10 +322,19 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	}
 	st.weftErr = ""
 	d.Addr = f.in.appAddr
-	if f.in.Load != nil { // balance: load report
+	if f.in.Load != nil {
+		// Every answer to the caller carries this instance's load.
 		st.load = f.in.Load(st.load[:0])
-		st.resp = append(st.resp[:0], h1.Field{Name: fieldLoad, Value: st.load})
-		d.RespSet = st.resp
+		st.respSet[0] = h1.Field{Name: fieldLoad, Value: st.load}
+		d.RespSet = st.respSet[:]
+	}
+	if f.in.limiter.Load() != nil {
+		if e := f.in.limited(bytesString(req.Get(HeaderSource)), time.Now()); e != nil {
+			d.Addr = ""
+			d.Status = e.Status
+			d.Header, d.Body = meshErrorAnswer(e)
+			st.weftErr = e.Code
+		}
 	}
 	if st.tracked = f.in.LoadTracker != nil; st.tracked {
 		f.in.LoadTracker.Begin()
@@ -358,7 +377,7 @@ func (f *FastInbound) Next(*h1.Request, *h1.Decision, error) bool { return false
 // Finish implements h1.Router.
 func (f *FastInbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	st := d.State.(*inState)
-	if st.tracked { // balance: load report
+	if st.tracked {
 		if !res.UpstreamHeaders.IsZero() && !res.UpstreamStart.IsZero() {
 			f.in.LoadTracker.Latency(res.UpstreamHeaders.Sub(res.UpstreamStart))
 		}
@@ -472,80 +491,4 @@ func methodString(m []byte) string {
 		}
 	}
 	return string(m)
-}
-
-// fastPickInfo is pickInfo for the fast path's request.
-func fastPickInfo(req *h1.Request, k resource.HashKey) balancer.PickInfo {
-	var key []byte
-	switch k.Source {
-	case resource.HashNone:
-		return balancer.PickInfo{}
-	case resource.HashHeader:
-		key = req.Get(k.Name)
-	case resource.HashCookie:
-		key = cookieValue(req.Get("Cookie"), k.Name)
-	case resource.HashQuery:
-		key = queryValue(req.Path(), k.Name)
-	case resource.HashSourceIP:
-		if a, ok := req.RemoteAddr.(*net.TCPAddr); ok {
-			return hashKey(a.IP.String())
-		}
-	}
-	if len(key) == 0 {
-		return balancer.PickInfo{}
-	}
-	return hashKeyBytes(key)
-}
-
-func hashKey(s string) balancer.PickInfo {
-	return balancer.PickInfo{Hash: xxhash.Sum64String(s), HasHash: true}
-}
-
-func hashKeyBytes(b []byte) balancer.PickInfo {
-	return balancer.PickInfo{Hash: xxhash.Sum64(b), HasHash: true}
-}
-
-// cookieValue finds name's value in a Cookie header ("a=1; b=2").
-func cookieValue(h []byte, name string) []byte {
-	for len(h) > 0 {
-		var part []byte
-		if i := bytes.IndexByte(h, ';'); i >= 0 {
-			part, h = h[:i], h[i+1:]
-		} else {
-			part, h = h, nil
-		}
-		part = bytes.TrimSpace(part)
-		if k, v, ok := bytes.Cut(part, []byte("=")); ok && string(k) == name {
-			return bytes.Trim(v, `"`)
-		}
-	}
-	return nil
-}
-
-// queryValue finds name's first value in the query of path, unescaped as
-// url.Query would (so both paths hash a key alike).
-func queryValue(path []byte, name string) []byte {
-	_, q, ok := bytes.Cut(path, []byte("?"))
-	if !ok {
-		return nil
-	}
-	for len(q) > 0 {
-		var part []byte
-		if i := bytes.IndexByte(q, '&'); i >= 0 {
-			part, q = q[:i], q[i+1:]
-		} else {
-			part, q = q, nil
-		}
-		k, v, _ := bytes.Cut(part, []byte("="))
-		if string(k) != name {
-			continue
-		}
-		if bytes.ContainsAny(v, "%+") {
-			if s, err := url.QueryUnescape(string(v)); err == nil {
-				return []byte(s)
-			}
-		}
-		return v
-	}
-	return nil
 }

@@ -9,7 +9,9 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/balancer/roundrobin"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/proxy/h1"
+	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 	"github.com/weftmesh/weft/telemetry/tracing"
@@ -21,11 +23,23 @@ type oneDestination struct{ d *discovery.Destination }
 func (r oneDestination) Lookup(context.Context, string) (*discovery.Destination, error) {
 	return r.d, nil
 }
-func (r oneDestination) CachedBytes([]byte) (*discovery.Destination, bool) { return r.d, true }
+func (r oneDestination) Cached(string) (*discovery.Destination, bool) { return r.d, true }
 
 // newFastRouters returns the outbound and inbound fast-path routers of one
 // sidecar with its default telemetry (metrics, tracing at the default 1%).
 func newFastRouters(tb testing.TB, sampling float64) (*FastOutbound, *FastInbound) {
+	return newFastRoutersWith(tb, sampling, nil)
+}
+
+// resiliencePolicy sets retries, outlier detection and a breaker: what the
+// pipeline checks on every request even when none of it fires.
+var resiliencePolicy = &resource.TrafficPolicySpec{Service: "orders",
+	Retries:          &resource.Retries{Attempts: 2, RetryOn: []string{"5xx"}},
+	OutlierDetection: &resource.OutlierDetection{Consecutive5xx: 5},
+	CircuitBreaker:   &resource.CircuitBreaker{MaxConnections: 1000, MaxPendingRequests: 1000, MaxRequests: 1000}}
+
+// newFastRoutersWith is newFastRouters for a destination under spec.
+func newFastRoutersWith(tb testing.TB, sampling float64, spec *resource.TrafficPolicySpec) (*FastOutbound, *FastInbound) {
 	tb.Helper()
 	tr, err := tracing.New(tracing.Config{Service: "frontend", Endpoint: "http://127.0.0.1:1/v1/traces", Sampling: sampling})
 	if err != nil {
@@ -39,6 +53,14 @@ func newFastRouters(tb testing.TB, sampling float64) (*FastOutbound, *FastInboun
 		tb.Fatal(err)
 	}
 	dest := &discovery.Destination{Service: "orders", Exists: true, Endpoints: eps, Picker: rr.Build(eps, balancer.BuildOptions{}), Timeout: time.Second}
+	if spec != nil {
+		dest.Policy = spec
+		dest.Traffic = policy.Compile(spec, policy.NewLive())
+		if det := dest.Traffic.Outlier; det != nil {
+			stats := det.Track([]string{eps[0].ID}, []string{eps[0].Address})
+			dest.Outlier = map[*balancer.Endpoint]*policy.Stat{eps[0]: stats[eps[0].ID]}
+		}
+	}
 	out := NewOutbound(OutboundConfig{Resolver: oneDestination{dest}, Source: "frontend", Telemetry: tel})
 	in := NewInbound("127.0.0.1:9", AppProtocolAuto, nil)
 	in.Telemetry = tel
@@ -48,10 +70,18 @@ func newFastRouters(tb testing.TB, sampling float64) (*FastOutbound, *FastInboun
 // exchange runs one request through r as the engine does, with a 200.
 func exchange(r h1.Router, req *h1.Request, d *h1.Decision, res *h1.Result) {
 	r.Route(req, d)
+	// One clock read, as before: the engine reads it once for the head
+	// (Result.UpstreamHeaders) and hands the same time to the Retrier.
 	now := time.Now()
+	if rt, ok := r.(h1.Retrier); ok {
+		okHead.At = now // not concurrent: one exchange at a time
+		rt.Answered(req, d, &okHead, nil)
+	}
 	*res = h1.Result{Status: 200, Start: now, UpstreamStart: now, UpstreamHeaders: now, End: now}
 	r.Finish(req, d, res)
 }
+
+var okHead = h1.Response{Status: 200, Fields: []h1.Field{{Name: []byte("Content-Type"), Value: []byte("application/json")}}}
 
 func request(fields ...h1.Field) *h1.Request {
 	return &h1.Request{Method: []byte("GET"), Target: []byte("/orders/1"), Host: []byte("orders"), ProtoMinor: 1,
@@ -115,12 +145,14 @@ func TestFastTraceHeaders(t *testing.T) {
 // once its metric series exists.
 func TestFastRouteDoesNotAllocate(t *testing.T) {
 	out, in := newFastRouters(t, 1e-12)
+	withPolicy, _ := newFastRoutersWith(t, 1e-12, resiliencePolicy)
 	for name, tc := range map[string]struct {
 		r   h1.Router
 		req *h1.Request
 	}{
 		"outbound": {out, request()},
-		"inbound":  {in, request(h1.Field{Name: []byte("traceparent"), Value: []byte(unsampledParent)})},
+		"outbound with retries, outlier detection and a breaker": {withPolicy, request()},
+		"inbound": {in, request(h1.Field{Name: []byte("traceparent"), Value: []byte(unsampledParent)})},
 	} {
 		var d h1.Decision
 		var res h1.Result
@@ -138,12 +170,14 @@ func TestFastRouteDoesNotAllocate(t *testing.T) {
 // with that unsampled traceparent.
 func BenchmarkFastRoute(b *testing.B) {
 	out, in := newFastRouters(b, tracing.DefaultSampling)
+	withPolicy, _ := newFastRoutersWith(b, tracing.DefaultSampling, resiliencePolicy)
 	for _, bc := range []struct {
 		name string
 		r    h1.Router
 		req  *h1.Request
 	}{
 		{"outbound-new-trace", out, request()},
+		{"outbound-new-trace-policy", withPolicy, request()},
 		{"inbound-unsampled-parent", in, request(h1.Field{Name: []byte("traceparent"), Value: []byte(unsampledParent)})},
 	} {
 		b.Run(bc.name, func(b *testing.B) {

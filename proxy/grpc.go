@@ -18,6 +18,9 @@ func grpcTrailersOnly(resp *http.Response) error {
 		return nil
 	}
 	resp.Trailer = http.Header{}
+	// The calling sidecar sees the status only after the (empty) body;
+	// this copy in the head lets its pipeline decide a retry at once.
+	resp.Header.Set(headerGRPCStatusHint, resp.Header.Get("Grpc-Status"))
 	for _, k := range []string{"Grpc-Status", "Grpc-Message", "Grpc-Status-Details-Bin"} {
 		if v, ok := resp.Header[k]; ok {
 			resp.Trailer[k] = v
@@ -26,6 +29,10 @@ func grpcTrailersOnly(resp *http.Response) error {
 	}
 	return nil
 }
+
+// headerGRPCStatusHint carries a trailers-only answer's grpc-status in the
+// head from the callee's sidecar to the caller's, which removes it.
+const headerGRPCStatusHint = "X-Weft-Grpc-Status"
 
 // bufferPool lends the net/http path's reverse proxies their copy buffers;
 // without one, httputil.ReverseProxy allocates 32 KiB per request.

@@ -17,6 +17,8 @@ import (
 
 	"github.com/weftmesh/weft/authz"
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/policy"
+	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
@@ -55,13 +57,19 @@ type Inbound struct {
 	// Set before serving.
 	Telemetry *telemetry.Telemetry
 
+	// Metrics counts rate-limited requests; nil counts nothing. Set
+	// before serving.
+	Metrics *metrics.Recorder
+
+	limiter atomic.Pointer[policy.RateLimiter]
+
 	// Load, when set, appends this instance's current load report (the
 	// value of balancer.LoadHeader) to dst; the inbound adds it to every
 	// response it sends back to a calling sidecar. Set before serving.
 	Load func(dst []byte) []byte
 	// LoadTracker, when set, is told of every request forwarded to the app,
 	// for the load report's in-flight count and latency. Set before
-	// serving. // balance: load report
+	// serving.
 	LoadTracker LoadTracker
 
 	// Authz holds the service's AuthorizationPolicies; nil: none. Set
@@ -73,7 +81,7 @@ type Inbound struct {
 
 // LoadTracker counts what the app is doing: Begin and End around each
 // request, Latency with its time to response head. They run on every
-// request and must not block or allocate. // balance: load report
+// request and must not block or allocate.
 type LoadTracker interface {
 	Begin()
 	End()
@@ -109,20 +117,12 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 			telemetry.FromContext(pr.In.Context()).Inject(pr.Out.Header)
 		},
 		Transport:      inboundTransport{in},
-		ModifyResponse: in.modifyResponse,
+		ModifyResponse: grpcTrailersOnly,
 		BufferPool:     copyBuffers,
 		ErrorHandler:   in.errorHandler,
 		ErrorLog:       slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	return in
-}
-
-// modifyResponse adds the load report to the app's answer. // balance: load report
-func (in *Inbound) modifyResponse(resp *http.Response) error {
-	if in.Load != nil {
-		resp.Header.Set(balancer.LoadHeader, string(in.Load(nil)))
-	}
-	return grpcTrailersOnly(resp)
 }
 
 type inboundTransport struct{ in *Inbound }
@@ -132,7 +132,7 @@ func (t inboundTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if t.in.appH2(r) {
 		base = t.in.h2
 	}
-	if lt := t.in.LoadTracker; lt != nil { // balance: load report
+	if lt := t.in.LoadTracker; lt != nil {
 		start := time.Now()
 		defer func() { lt.Latency(time.Since(start)) }()
 	}
@@ -165,6 +165,30 @@ func (b *timedBody) Read(p []byte) (int, error) {
 
 func isGRPC(r *http.Request) bool {
 	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+// SetRateLimit makes the inbound enforce rl for service (nil: no limit).
+// An unchanged limit keeps its buckets.
+func (in *Inbound) SetRateLimit(service string, rl *resource.RateLimit) {
+	if cur := in.limiter.Load(); (cur == nil && rl == nil) || (cur != nil && cur.Same(rl)) {
+		return
+	}
+	in.limiter.Store(policy.NewRateLimiter(service, rl))
+}
+
+// limited reports whether a request from source is over the rate limit,
+// counting it and returning the answer to send when it is.
+func (in *Inbound) limited(source string, now time.Time) *MeshError {
+	l := in.limiter.Load()
+	if l == nil || l.Allow(source, now) {
+		return nil
+	}
+	if !metrics.ValidName(source) {
+		source = metrics.Unknown
+	}
+	in.Metrics.Count(metrics.EventRateLimited, metrics.Server, source, l.Service)
+	return &MeshError{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Service: l.Service,
+		Message: fmt.Sprintf("instance over the rate limit of service %q", l.Service)}
 }
 
 // Drain makes every later HTTP/1.1 response carry "Connection: close", so
@@ -205,9 +229,17 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if in.draining.Load() && r.ProtoMajor == 1 {
 		w.Header().Set("Connection", "close")
 	}
-	if lt := in.LoadTracker; lt != nil { // balance: load report
+	if lt := in.LoadTracker; lt != nil {
 		lt.Begin()
 		defer lt.End()
+	}
+	if in.Load != nil {
+		// Every answer to the caller carries this instance's load.
+		w.Header().Set(balancer.LoadHeader, string(in.Load(nil)))
+	}
+	if e := in.limited(r.Header.Get(HeaderSource), time.Now()); e != nil {
+		e.WriteFor(w, isGRPC(r))
+		return
 	}
 	if ex := in.Telemetry.Begin(metrics.Server, w, r); ex != nil {
 		defer ex.End()
@@ -220,14 +252,14 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (in *Inbound) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
 	if isDialError(err) {
 		(&MeshError{Status: http.StatusServiceUnavailable, Code: CodeAppUnavailable, Service: serviceName(r.Host),
-			Message: fmt.Sprintf("the app at %s is not accepting connections", in.appAddr)}).Write(w)
+			Message: fmt.Sprintf("the app at %s is not accepting connections", in.appAddr)}).WriteFor(w, isGRPC(r))
 		return
 	}
 	if r.Context().Err() != nil {
 		return
 	}
 	(&MeshError{Status: http.StatusBadGateway, Code: CodeUpstreamReset, Service: serviceName(r.Host),
-		Message: "the app failed the request", Err: err}).Write(w)
+		Message: "the app failed the request", Err: err}).WriteFor(w, isGRPC(r))
 }
 
 // tunnel carries raw TCP between a caller's --upstream port and the app.

@@ -1,41 +1,35 @@
 // Package proxy is the sidecar's data path. Outbound takes the app's calls
-// (HTTP/1.1 proxy-style or origin-form, or h2c), finds the destination
-// service from the Host, picks an instance with the destination's balancer
-// and forwards to that instance's sidecar; Inbound takes calls from other
-// sidecars and forwards them to the local app. Opaque TCP rides a CONNECT
-// tunnel between the same two listeners.
+// (HTTP/1.1 proxy-style or origin-form, or h2c) and runs each through the
+// request pipeline (package pipeline: destination, policy, instance,
+// tries) to that instance's sidecar; FastOutbound is the same for the h1
+// engine. Inbound takes calls from other sidecars and forwards them to the
+// local app. Opaque TCP rides a CONNECT tunnel between the same two
+// listeners.
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/cespare/xxhash/v2"
-
 	"github.com/weftmesh/weft/balancer"
-	"github.com/weftmesh/weft/discovery"
-	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/pipeline"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
 
 // Resolver finds a destination service's current view.
-type Resolver interface {
-	Lookup(ctx context.Context, service string) (*discovery.Destination, error)
-}
-
-// maxAttempts bounds tries on different instances when connecting fails
-// (nothing has been sent then, so a retry is safe for any method).
-const maxAttempts = 3
+type Resolver = pipeline.Resolver
 
 // Outbound serves the app's outgoing calls.
 type Outbound struct {
@@ -46,6 +40,8 @@ type Outbound struct {
 	rp       *httputil.ReverseProxy
 	tr       *meshTransport
 	tel      *telemetry.Telemetry
+	pipe     *pipeline.Pipeline
+	mirror   *mirror
 
 	Requests atomic.Int64
 }
@@ -64,6 +60,9 @@ type OutboundConfig struct {
 	// Dial, when set, connects to other sidecars (mTLS) offering the ALPN
 	// protocol the connection will speak; nil: plain TCP.
 	Dial DialFunc
+	// Metrics counts the pipeline's retries, overflows and ejections; nil
+	// counts nothing.
+	Metrics *metrics.Recorder
 }
 
 // DialFunc opens a connection to another sidecar's inbound listener.
@@ -74,8 +73,11 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	o := &Outbound{resolver: cfg.Resolver, source: cfg.Source, local: cfg.Local, log: cfg.Logger, tel: cfg.Telemetry}
+	o := &Outbound{resolver: cfg.Resolver, source: cfg.Source, local: cfg.Local, log: cfg.Logger, tel: cfg.Telemetry,
+		pipe:   pipeline.New(pipeline.Config{Resolver: cfg.Resolver, Source: cfg.Source, Metrics: cfg.Metrics}),
+		mirror: newMirror()}
 	o.tr = newMeshTransport(cfg.Dial)
+	o.tr.pipe = o.pipe
 	o.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -90,14 +92,21 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 				rt.ex.Inject(pr.Out.Header) // this hop's span is the callee's parent
 			}
 		},
-		Transport:      o.tr,
-		ModifyResponse: grpcTrailersOnly,
-		BufferPool:     copyBuffers,
-		ErrorHandler:   o.errorHandler,
-		ErrorLog:       slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
+		Transport: o.tr,
+		ModifyResponse: func(resp *http.Response) error {
+			err := grpcTrailersOnly(resp)
+			resp.Header.Del(headerGRPCStatusHint) // for sidecars only, not the app
+			return err
+		},
+		BufferPool:   copyBuffers,
+		ErrorHandler: o.errorHandler,
+		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	return o
 }
+
+// Pipeline is the request pipeline both of o's engines run (to add a stage).
+func (o *Outbound) Pipeline() *pipeline.Pipeline { return o.pipe }
 
 // Local is the handler for requests addressed to the sidecar itself.
 func (o *Outbound) Local() http.Handler { return o.local }
@@ -123,46 +132,61 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.local.ServeHTTP(w, r)
 		return
 	}
+	grpc := isGRPC(r)
 	ex := o.tel.Begin(metrics.Client, w, r)
 	if ex != nil {
 		defer ex.End()
 		w = ex
 	}
-	dest, err := o.resolver.Lookup(r.Context(), service)
-	ex.Route(service, err == nil && dest.Exists)
-	if err != nil {
-		lookupError(service, err).Write(w)
-		return
-	}
-	if !dest.Exists {
-		(&MeshError{Status: http.StatusServiceUnavailable, Code: CodeUnknownService, Service: service,
-			Message: fmt.Sprintf("no service %q is registered with the control plane", service)}).Write(w)
-		return
-	}
-	if len(dest.Endpoints) == 0 {
-		msg := fmt.Sprintf("service %q has no instances", service)
-		if n := len(dest.Instances); n > 0 {
-			msg = fmt.Sprintf("service %q has %d instance(s), none ready", service, n)
+	rt := &route{ex: ex, grpc: grpc}
+	rq := &httpRequest{r: r, grpc: grpc}
+	c := &rt.call
+	e := o.pipe.Start(c, rq, time.Now())
+	defer o.pipe.End(c)
+	if e != nil {
+		if c.Service == "" {
+			c.Service = service
 		}
-		(&MeshError{Status: http.StatusServiceUnavailable, Code: CodeNoReadyInstances, Service: service, Message: msg}).Write(w)
+		ex.Route(c.Service, c.Dest != nil && c.Dest.Exists)
+		e.WriteFor(w, grpc)
 		return
 	}
-	rt := &route{dest: dest, info: pickInfo(r, dest.HashKey), ex: ex}
+	ex.Route(c.Service, true)
+	if c.MirrorAddr != "" {
+		o.mirror.mirrorHTTP(r, c.MirrorAddr, o.source)
+	}
+	if limit := c.ReplayLimit(); limit > 0 && r.Body != nil && r.Body != http.NoBody {
+		rt.body = &replayBody{src: r.Body, limit: limit}
+		r.Body = rt.body
+	}
 	o.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), routeKey{}, rt)))
 }
 
-func lookupError(service string, err error) *MeshError {
-	switch {
-	case errors.Is(err, discovery.ErrControlUnreachable):
-		return &MeshError{Status: http.StatusServiceUnavailable, Code: CodeControlUnreach, Service: service,
-			Message: "the control plane is unreachable and this sidecar has never seen the service"}
-	case errors.Is(err, discovery.ErrTooManyDestinations):
-		return &MeshError{Status: http.StatusServiceUnavailable, Code: CodeTooManyServices, Service: service, Message: err.Error()}
-	case errors.Is(err, context.Canceled):
-		return &MeshError{Status: 499, Code: CodeBadRequest, Service: service, Message: "the caller went away"}
-	}
-	return &MeshError{Status: http.StatusServiceUnavailable, Code: CodeDiscoveryTimeout, Service: service, Message: err.Error()}
+// httpRequest adapts a net/http request to pipeline.Request.
+type httpRequest struct {
+	r    *http.Request
+	grpc bool
 }
+
+func (q *httpRequest) Method() string            { return q.r.Method }
+func (q *httpRequest) Authority() string         { return q.r.Host }
+func (q *httpRequest) Path() string              { return q.r.URL.RequestURI() }
+func (q *httpRequest) Header(name string) string { return q.r.Header.Get(name) }
+func (q *httpRequest) GRPC() bool                { return q.grpc }
+func (q *httpRequest) RemoteIP() string {
+	h, _, _ := net.SplitHostPort(q.r.RemoteAddr)
+	return h
+}
+
+// Replayable: no body, or one the outbound holds as it streams it (a
+// replayBody) — whether all of it was held is known only after a try,
+// which reports it in Outcome.Unreplayable.
+func (q *httpRequest) Replayable(limit int) bool {
+	b := q.r.Body
+	return b == nil || b == http.NoBody || (limit > 0 && q.r.ContentLength <= int64(limit))
+}
+
+func lookupError(service string, err error) *MeshError { return pipeline.LookupError(service, err) }
 
 // serviceName is the host without port, lowercased.
 func serviceName(host string) string {
@@ -176,36 +200,13 @@ func isLocalHost(h string) bool {
 	return h == "127.0.0.1" || h == "localhost" || h == "::1" || h == "[::1]"
 }
 
-// pickInfo extracts the request's hash key, if the destination uses one.
-func pickInfo(r *http.Request, k resource.HashKey) balancer.PickInfo {
-	var key string
-	switch k.Source {
-	case resource.HashNone:
-		return balancer.PickInfo{}
-	case resource.HashHeader:
-		key = r.Header.Get(k.Name)
-	case resource.HashCookie:
-		if c, err := r.Cookie(k.Name); err == nil {
-			key = c.Value
-		}
-	case resource.HashQuery:
-		key = r.URL.Query().Get(k.Name)
-	case resource.HashSourceIP:
-		key, _, _ = net.SplitHostPort(r.RemoteAddr)
-	}
-	if key == "" {
-		return balancer.PickInfo{}
-	}
-	// xxhash, not maphash: every sidecar must send one key to one instance.
-	return balancer.PickInfo{Hash: xxhash.Sum64String(key), HasHash: true}
-}
-
 type routeKey struct{}
 
 type route struct {
-	dest *discovery.Destination
-	info balancer.PickInfo
+	call pipeline.Call
 	ex   *telemetry.Exchange // nil when telemetry is off
+	grpc bool
+	body *replayBody // nil when the body is not held for retries
 }
 
 var errUpstreamTimeout = errors.New("upstream timeout")
@@ -215,6 +216,7 @@ var errUpstreamTimeout = errors.New("upstream timeout")
 // the destination's timeout.
 type meshTransport struct {
 	h1, h2 *http.Transport
+	pipe   *pipeline.Pipeline
 }
 
 func newMeshTransport(dial DialFunc) *meshTransport {
@@ -258,78 +260,162 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if req.ProtoMajor == 2 {
 		base = t.h2
 	}
-	replayable := req.Body == nil || req.Body == http.NoBody
-	var last *balancer.Endpoint
-	var lastErr error
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		ep, err := rt.dest.Picker.Pick(rt.info)
-		// On a retry prefer another instance (a few tries; the picker is cheap).
-		for i := 0; err == nil && ep == last && i < 4 && len(rt.dest.Endpoints) > 1; i++ {
-			ep, err = rt.dest.Picker.Pick(balancer.PickInfo{})
+	c, p := &rt.call, t.pipe
+	for {
+		now := time.Now()
+		addr, timeout, e := p.Try(c, now)
+		if e != nil {
+			return nil, e
 		}
-		if err != nil {
-			break
-		}
-		last = ep
 		ctx, cancel := context.WithCancelCause(req.Context())
-		timer := time.AfterFunc(rt.dest.Timeout, func() { cancel(errUpstreamTimeout) })
+		timer := time.AfterFunc(timeout, func() { cancel(errUpstreamTimeout) })
 		out := req.WithContext(ctx)
 		u := *req.URL
-		u.Host = ep.Address
+		u.Host = addr
 		out.URL = &u
-		ep.InFlight.Add(1)
+		if c.GRPCDeadline() {
+			// The caller's deadline, less what the mesh has spent of it.
+			out.Header = req.Header.Clone()
+			out.Header.Set("Grpc-Timeout", pipeline.FormatGRPCTimeout(c.Remaining(now)))
+		}
+		if rt.body != nil && c.Tries > 1 {
+			out.Body = rt.body.again()
+		}
 		rt.ex.UpstreamStart()
-		sent := time.Now()
 		resp, err := base.RoundTrip(out)
 		rt.ex.UpstreamDone()
 		timer.Stop()
-		if err == nil { // balance: load report
-			ep.Observe(time.Since(sent), resp.StatusCode >= 500)
-			if v := resp.Header.Get(balancer.LoadHeader); v != "" {
-				ep.ReportLoad([]byte(v))
-			}
-		} else if req.Context().Err() == nil {
-			ep.Observe(time.Since(sent), true)
-		}
+		var o pipeline.Outcome
+		o.Unreplayable = rt.body != nil && !rt.body.whole()
 		if err != nil {
-			ep.InFlight.Add(-1)
 			cause := context.Cause(ctx)
 			cancel(nil)
-			if errors.Is(cause, errUpstreamTimeout) {
-				return nil, &MeshError{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, Service: rt.dest.Service,
-					Message: fmt.Sprintf("instance %s did not answer within %s", ep.ID, rt.dest.Timeout)}
+			if req.Context().Err() != nil {
+				return nil, err // the app went away
 			}
-			if isDialError(err) {
-				lastErr = err
-				continue
+			switch {
+			case errors.Is(cause, errUpstreamTimeout):
+				o.Failure = pipeline.FailTimeout
+			case isDialError(err):
+				o.Failure = pipeline.FailConnect
+			default:
+				o.Failure = pipeline.FailReset
 			}
-			return nil, &MeshError{Status: http.StatusBadGateway, Code: CodeUpstreamReset, Service: rt.dest.Service,
-				Message: fmt.Sprintf("instance %s (%s) failed the request", ep.ID, ep.Address), Err: err}
+			o.Err = err
+			retry, wait := p.Answered(c, &o, time.Now())
+			if !retry {
+				return nil, c.Err
+			}
+			if !sleepCtx(req.Context(), wait) {
+				return nil, req.Context().Err()
+			}
+			continue
 		}
-		// The callee's sidecar could not reach its app and sent nothing to
-		// it: a bodiless request can go to another instance.
-		if replayable && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(HeaderError) == CodeAppUnavailable && attempt+1 < maxAttempts {
+		o.Status = resp.StatusCode
+		o.WeftError = resp.Header.Get(HeaderError)
+		gs := resp.Header.Get("Grpc-Status")
+		if hint := resp.Header.Get(headerGRPCStatusHint); hint != "" {
+			resp.Header.Del(headerGRPCStatusHint)
+			if gs == "" {
+				gs = hint
+			}
+		}
+		if gs != "" {
+			// A trailers-only answer: the call's status is in the head.
+			if n, err := strconv.Atoi(gs); err == nil {
+				o.HasGRPC, o.GRPCStatus = true, n
+			}
+		}
+		if v := resp.Header.Get(balancer.LoadHeader); v != "" {
+			o.Load = []byte(v)
+		}
+		retry, wait := p.Answered(c, &o, time.Now())
+		if retry {
+			// Read a small rest so the connection can be reused.
+			io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 			resp.Body.Close()
-			ep.InFlight.Add(-1)
 			cancel(nil)
-			lastErr = fmt.Errorf("instance %s: app unavailable", ep.ID)
+			if !sleepCtx(req.Context(), wait) {
+				return nil, req.Context().Err()
+			}
 			continue
 		}
 		if resp.StatusCode == http.StatusSwitchingProtocols {
 			// An upgraded stream is long-lived; it is not a request in flight.
-			ep.InFlight.Add(-1)
+			c.Detach()
 			return resp, nil
 		}
-		rt.ex.Peer(ep.ID, ep.Address)
-		resp.Body = &trackedBody{ReadCloser: resp.Body, ep: ep, cancel: cancel, ex: rt.ex}
+		rt.ex.Peer(c.Last.ID, c.Last.Address)
+		resp.Body = newTrackedBody(resp.Body, cancel, rt.ex, c.Policy.IdleTimeout)
 		return resp, nil
 	}
-	if lastErr == nil {
-		return nil, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeNoReadyInstances, Service: rt.dest.Service,
-			Message: fmt.Sprintf("service %q has no ready instances", rt.dest.Service)}
+}
+
+// sleepCtx waits d unless ctx ends first (false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return true
 	}
-	return nil, &MeshError{Status: http.StatusServiceUnavailable, Code: CodeConnectFailed, Service: rt.dest.Service,
-		Message: fmt.Sprintf("could not reach an instance of %q", rt.dest.Service), Err: lastErr}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// replayBody holds a request body as it is streamed to the first try, up
+// to limit bytes, so that a retry can send it again — if it was read to
+// its end within the limit. A streaming call (a gRPC stream) is never
+// held back: it is forwarded as it comes, and simply not retried.
+type replayBody struct {
+	src   io.ReadCloser
+	limit int
+	mu    sync.Mutex // the transport reads on its own goroutine
+	buf   []byte
+	eof   bool
+	over  bool
+}
+
+func (b *replayBody) Read(p []byte) (int, error) {
+	n, err := b.src.Read(p)
+	b.mu.Lock()
+	if !b.over {
+		if len(b.buf)+n > b.limit {
+			b.over, b.buf = true, nil
+		} else {
+			b.buf = append(b.buf, p[:n]...)
+		}
+	}
+	if err == io.EOF {
+		b.eof = true
+	}
+	b.mu.Unlock()
+	return n, err
+}
+
+// Close is the transport's; the server closes the real body.
+func (b *replayBody) Close() error { return nil }
+
+func (b *replayBody) whole() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof && !b.over
+}
+
+// again is the body for the next try: what was held, then (when the
+// source was not read to its end, as after a refused connection) the rest
+// of the source, still held as it passes.
+func (b *replayBody) again() io.ReadCloser {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	held := bytes.NewReader(b.buf[:len(b.buf):len(b.buf)])
+	if b.eof {
+		return io.NopCloser(held)
+	}
+	return io.NopCloser(io.MultiReader(held, b))
 }
 
 func isDialError(err error) bool {
@@ -337,19 +423,33 @@ func isDialError(err error) bool {
 	return errors.As(err, &op) && op.Op == "dial"
 }
 
-// trackedBody ends the request's in-flight count and its timeout context
-// when the response body is done.
+// trackedBody ends the try's timeout context when the response body is
+// done, counts the wait on it as upstream time (so the overhead metric
+// holds only the sidecar's own work), and cuts a body that stalls for the
+// policy's idle timeout.
 type trackedBody struct {
 	io.ReadCloser
-	ep     *balancer.Endpoint
 	cancel context.CancelCauseFunc
 	done   atomic.Bool
 	ex     *telemetry.Exchange
+	idle   time.Duration
+	timer  *time.Timer
 }
 
-// Read counts the wait on the upstream's body as upstream time, so the
-// overhead metric holds only the sidecar's own work.
+var errIdleTimeout = errors.New("upstream response body idle timeout")
+
+func newTrackedBody(rc io.ReadCloser, cancel context.CancelCauseFunc, ex *telemetry.Exchange, idle time.Duration) *trackedBody {
+	b := &trackedBody{ReadCloser: rc, cancel: cancel, ex: ex, idle: idle}
+	if idle > 0 {
+		b.timer = time.AfterFunc(idle, func() { cancel(errIdleTimeout) })
+	}
+	return b
+}
+
 func (b *trackedBody) Read(p []byte) (int, error) {
+	if b.timer != nil {
+		b.timer.Reset(b.idle)
+	}
 	if b.ex == nil {
 		return b.ReadCloser.Read(p)
 	}
@@ -362,7 +462,9 @@ func (b *trackedBody) Read(p []byte) (int, error) {
 func (b *trackedBody) Close() error {
 	err := b.ReadCloser.Close()
 	if b.done.CompareAndSwap(false, true) {
-		b.ep.InFlight.Add(-1)
+		if b.timer != nil {
+			b.timer.Stop()
+		}
 		b.cancel(nil)
 	}
 	return err
@@ -372,7 +474,7 @@ func (o *Outbound) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	var me *MeshError
 	if errors.As(err, &me) {
 		o.log.Debug("outbound error", "host", r.Host, "err", err)
-		me.Write(w)
+		me.WriteFor(w, isGRPC(r))
 		return
 	}
 	if r.Context().Err() != nil {
@@ -380,5 +482,5 @@ func (o *Outbound) errorHandler(w http.ResponseWriter, r *http.Request, err erro
 	}
 	o.log.Debug("outbound error", "host", r.Host, "err", err)
 	(&MeshError{Status: http.StatusBadGateway, Code: CodeUpstreamReset, Service: serviceName(r.Host),
-		Message: "the upstream failed the request", Err: err}).Write(w)
+		Message: "the upstream failed the request", Err: err}).WriteFor(w, isGRPC(r))
 }

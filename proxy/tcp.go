@@ -73,7 +73,7 @@ func (u *TCPUpstream) serve(ctx context.Context, c net.Conn) error {
 	}
 	var last *balancer.Endpoint
 	lastErr := errNoTunnel
-	for attempt := 0; attempt < maxAttempts; attempt++ {
+	for attempt := 0; attempt < tunnelAttempts; attempt++ {
 		ep, err := dest.Picker.Pick(balancer.PickInfo{})
 		for i := 0; err == nil && ep == last && i < 4 && len(dest.Endpoints) > 1; i++ {
 			ep, err = dest.Picker.Pick(balancer.PickInfo{})
@@ -95,3 +95,7 @@ func (u *TCPUpstream) serve(ctx context.Context, c net.Conn) error {
 	}
 	return lastErr
 }
+
+// tunnelAttempts bounds the instances a TCP connection is tried on (a
+// refused tunnel has sent nothing, so another instance is safe).
+const tunnelAttempts = 3

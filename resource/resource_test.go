@@ -36,7 +36,7 @@ func TestDecode(t *testing.T) {
 		{"unknown kind", strings.Replace(goodPolicy, "TrafficPolicy", "Gateway", 1), 0, `unknown kind "Gateway"`},
 		{"missing kind", strings.Replace(goodPolicy, "kind: TrafficPolicy\n", "", 1), 0, "kind is missing"},
 		{"wrong apiVersion", strings.Replace(goodPolicy, "v1alpha1", "v9", 1), 0, "unsupported apiVersion"},
-		{"unknown field", strings.Replace(goodPolicy, "  service: orders\n", "  service: orders\n  retries: 3\n", 1), 0, "unknown field"},
+		{"unknown field", strings.Replace(goodPolicy, "  service: orders\n", "  service: orders\n  retry: 3\n", 1), 0, "unknown field"},
 		{"bad name", strings.Replace(goodPolicy, "name: orders", "name: Orders_1", 1), 0, "metadata.name"},
 		{"bad service", strings.Replace(goodPolicy, "service: orders", "service: ''", 1), 0, "spec.service"},
 		{"bad timeout", strings.Replace(goodPolicy, "  service: orders\n", "  service: orders\n  timeout: soon\n", 1), 0, "timeout"},

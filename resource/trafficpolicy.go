@@ -25,8 +25,16 @@ type TrafficPolicySpec struct {
 	Service      string        `json:"service"`
 	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty"`
 	// Timeout bounds the wait for the upstream's response headers (a Go
-	// duration such as "3s"); streaming bodies are not cut. Default 15s.
+	// duration such as "3s"), over every try; streaming bodies are not cut
+	// (idleTimeout covers a stalled one). Default 15s.
 	Timeout string `json:"timeout,omitempty"`
+	// IdleTimeout cuts a response body that sends nothing for this long.
+	// Default: none.
+	IdleTimeout      string            `json:"idleTimeout,omitempty"`
+	Retries          *Retries          `json:"retries,omitempty"`
+	OutlierDetection *OutlierDetection `json:"outlierDetection,omitempty"`
+	CircuitBreaker   *CircuitBreaker   `json:"circuitBreaker,omitempty"`
+	RateLimit        *RateLimit        `json:"rateLimit,omitempty"`
 }
 
 // LoadBalancer chooses the algorithm and, for hash algorithms, the key.
@@ -111,7 +119,8 @@ func (s *TrafficPolicySpec) TimeoutDuration() time.Duration {
 	return DefaultTimeout
 }
 
-// ParseTrafficPolicySpec decodes and validates a spec.
+// ParseTrafficPolicySpec decodes and validates a spec. Errors name the
+// field from spec on ("retries.backoff.base: ...").
 func ParseTrafficPolicySpec(raw json.RawMessage) (TrafficPolicySpec, error) {
 	var s TrafficPolicySpec
 	if err := decodeSpec(raw, &s); err != nil {
@@ -145,6 +154,23 @@ func ParseTrafficPolicySpec(raw json.RawMessage) (TrafficPolicySpec, error) {
 				return s, fmt.Errorf("loadBalancer.hashBalanceFactor: %g is out of range (want 1 to 100; default %g)", *f, balancer.DefaultHashBalanceFactor)
 			}
 		}
+	}
+	if s.IdleTimeout != "" {
+		if err := positiveDuration(s.IdleTimeout); err != nil {
+			return s, fmt.Errorf("idleTimeout: %w", err)
+		}
+	}
+	if err := s.Retries.validate("retries"); err != nil {
+		return s, err
+	}
+	if err := s.OutlierDetection.validate(); err != nil {
+		return s, fmt.Errorf("outlierDetection.%w", err)
+	}
+	if err := s.CircuitBreaker.validate(); err != nil {
+		return s, fmt.Errorf("circuitBreaker.%w", err)
+	}
+	if err := s.RateLimit.validate(); err != nil {
+		return s, fmt.Errorf("rateLimit.%w", err)
 	}
 	return s, nil
 }

@@ -8,6 +8,7 @@ import (
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/version"
 )
 
@@ -85,6 +86,7 @@ func (s *Sidecar) adminRoutes() http.Handler {
 	mux.HandleFunc("GET /config", s.config)
 	mux.HandleFunc("GET /identity", s.id.serveView)
 	mux.HandleFunc("GET /stats", s.stats)
+	mux.HandleFunc("GET /outliers", s.outliers)
 	mux.Handle("GET /metrics", s.metrics.Handler())
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -181,4 +183,27 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v)
+}
+
+// OutlierView is one destination's ejected instances (GET /outliers).
+type OutlierView struct {
+	Service string            `json:"service"`
+	Ejected []policy.Ejection `json:"ejected"`
+}
+
+// outliers lists, per destination with outlier detection, the instances
+// ejected now and why.
+func (s *Sidecar) outliers(w http.ResponseWriter, r *http.Request) {
+	out := []OutlierView{}
+	for _, d := range s.disc.Destinations() {
+		if d.Traffic == nil || d.Traffic.Outlier == nil {
+			continue
+		}
+		ej := d.Traffic.Outlier.Ejections()
+		if ej == nil {
+			ej = []policy.Ejection{}
+		}
+		out = append(out, OutlierView{Service: d.Service, Ejected: ej})
+	}
+	writeJSON(w, out)
 }

@@ -238,7 +238,8 @@ func New(cfg Config) (*Sidecar, error) {
 		return nil, err
 	}
 	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Zone: cfg.Zone, Logger: s.log.With("component", "discovery"),
-		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate, Greeting: s.id.greeting, TLS: ctlTLS})
+		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate, Greeting: s.id.greeting, TLS: ctlTLS,
+		OnEjected: func(service string, n int) { s.metrics.SetEjected(service, n) }})
 	s.id.disc = s.disc
 	dial := s.id.dialer().Dial
 	for _, u := range s.upstreams {
@@ -255,12 +256,13 @@ func New(cfg Config) (*Sidecar, error) {
 	for _, u := range s.upstreams {
 		u.Source, u.Telemetry = cfg.Service, tel
 	}
-	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel,
+	s.out = proxy.NewOutbound(proxy.OutboundConfig{Resolver: s.disc, Source: cfg.Service, Logger: s.log.With("component", "outbound"), Telemetry: tel, Metrics: s.metrics,
 		Local: s.msg.pub, // POST /v1/publish/{topic} on 127.0.0.1
 		Dial:  dial})     // mTLS to other sidecars
 	if cfg.AppPort > 0 {
 		s.in = proxy.NewInbound(net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)), cfg.AppProtocol, s.log.With("component", "inbound"))
 		s.in.Telemetry = tel
+		s.in.Metrics = s.metrics
 		s.newLoad()
 		s.in.Authz = s.newAuthorizer()
 	}
@@ -432,6 +434,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	s.runMessaging(bg, goRun)
 	s.runCapture(bg, goRun)
 	s.runLoad(bg, goRun)
+	if s.in != nil {
+		goRun("rate limit", func() error { s.watchRateLimit(bg); return nil })
+	}
 	if s.cfg.TrimExecutable {
 		goRun("trim", func() error { s.trimLoop(bg); return nil })
 	}

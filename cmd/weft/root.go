@@ -58,6 +58,7 @@ plane pushes every change to the sidecars.
 		newVersionCmd(), newCheckCmd(), newProxyConfigCmd(),
 		newInjectCmd(),
 		newTokenCmd(), newIdentityCmd(),
+		newExplainCmd(),
 	)
 	registerCompletions(root)
 	return root

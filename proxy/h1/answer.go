@@ -101,7 +101,7 @@ func (c *conn) writeResponseHead(mode int) {
 	o.writeString("HTTP/1.1 ")
 	o.write(r.code)
 	o.writeString("\r\n")
-	writeFields(o, r.fields, r.hop, c.d.RespSet) // balance: load report
+	writeFields(o, r.fields, r.hop, c.d.RespSet)
 	for i := range c.d.RespSet {
 		f := &c.d.RespSet[i]
 		o.write(f.Name)
@@ -163,6 +163,10 @@ func (c *conn) writeAnswer(status int, header []Field, body []byte) int {
 	if _, err := checkFields(header, false); status < 200 || status > 999 || err != nil {
 		return c.writeError(500, "invalid_answer", "the router's answer cannot be sent: status or header field invalid")
 	}
+	respSet := c.d.RespSet
+	if _, err := checkFields(respSet, false); err != nil {
+		respSet = nil
+	}
 	o, s := &c.out, c.s
 	o.writeString("HTTP/1.1 ")
 	o.writeInt(int64(status))
@@ -178,6 +182,12 @@ func (c *conn) writeAnswer(status int, header []Field, body []byte) int {
 		o.write(header[i].Name)
 		o.writeString(": ")
 		o.write(header[i].Value)
+		o.writeString("\r\n")
+	}
+	for i := range respSet {
+		o.write(respSet[i].Name)
+		o.writeString(": ")
+		o.write(respSet[i].Value)
 		o.writeString("\r\n")
 	}
 	withBody := status != 204 && status != 304
@@ -224,6 +234,7 @@ func (c *conn) reject(pe *protoError) {
 	c.out = outbuf{buf: c.outBlk[:0], dst: c.downW}
 	c.closeAfter = true
 	c.req.Method, c.req.ProtoMinor = nil, 1
+	c.d.RespSet = nil
 	code := "bad_request"
 	if pe.status == 505 || pe.status == 501 {
 		code = "unsupported"

@@ -81,6 +81,11 @@ type conn struct {
 	discOut outbuf
 	disc    discard
 
+	replay   []byte // the request body held whole (Decision.ReplayLimit)
+	replayed bool
+	idle     idleReader
+	respView Response
+
 	served     int
 	body       int
 	closeAfter bool
@@ -278,7 +283,8 @@ func (c *conn) exchange() action {
 		c.body = bodyUnread
 	}
 	d.Addr, d.Set, d.Status, d.Header, d.Body, d.HeaderTimeout = "", nil, 0, nil, nil, 0
-	d.RespSet = nil // balance: load report
+	d.ReplayLimit, d.IdleTimeout, d.RespSet = 0, 0, nil
+	c.replayed = false
 	s.Router.Route(req, d)
 	c.keepMethodHost()
 
@@ -398,11 +404,18 @@ func (c *conn) forward() {
 	s, req, d, res := c.s, &c.req, &c.d, &c.res
 	setHost, err := checkFields(d.Set, true)
 	if err == nil {
-		_, err = checkFields(d.RespSet, false) // balance: load report
+		_, err = checkFields(d.RespSet, false)
 	}
 	if err != nil {
 		res.Err = err
 		return
+	}
+	if d.ReplayLimit > 0 && c.body == bodyUnread && !req.Chunked && req.ContentLength <= int64(d.ReplayLimit) &&
+		!(c.m.expect100 && c.in.r == c.in.w) {
+		if err := c.holdBody(); err != nil {
+			res.Err = err
+			return
+		}
 	}
 	retried := false
 	for {
@@ -420,14 +433,91 @@ func (c *conn) forward() {
 			continue
 		}
 		c.up.Store(up)
-		res.UpstreamStart = time.Now()
+		if res.UpstreamStart.IsZero() {
+			// The first try's: the wait on every try (and between
+			// them) is the upstream's, not the sidecar's overhead.
+			res.UpstreamStart = time.Now()
+		}
 		retry := c.roundTrip(up, setHost, retried)
 		c.up.Store(nil)
 		if !retry {
 			return
 		}
 		retried = true
+		if setHost, err = checkFields(d.Set, true); err != nil {
+			res.Err = err
+			return
+		}
 	}
+}
+
+// holdBody reads the whole request body (of known length) into c.replay,
+// so that it can be sent on more than one try.
+func (c *conn) holdBody() error {
+	n := int(c.req.ContentLength)
+	c.replay = c.replay[:0]
+	for len(c.replay) < n {
+		if c.in.r == c.in.w {
+			if err := c.in.fill(); err != nil {
+				c.body = bodyPartial
+				c.closeAfter = true
+				return fmt.Errorf("%w: reading request body: %w", ErrDownstream, readErr(err))
+			}
+		}
+		k := min(c.in.w-c.in.r, n-len(c.replay))
+		c.replay = append(c.replay, c.in.buf[c.in.r:c.in.r+k]...)
+		c.in.r += k
+	}
+	c.body = bodyDone
+	c.replayed = true
+	return nil
+}
+
+// canReplay reports whether the request can be sent again.
+func (c *conn) canReplay() bool {
+	return c.body == bodyDone && (!c.hadBody() || c.replayed)
+}
+
+// retrier is the Router's Retrier, if it is one.
+func (c *conn) retrier() Retrier {
+	r, _ := c.s.Router.(Retrier)
+	return r
+}
+
+// idleReader sets a read deadline before every read of a response body
+// (Decision.IdleTimeout).
+type idleReader struct {
+	nc net.Conn
+	d  time.Duration
+}
+
+func (r *idleReader) Read(p []byte) (int, error) {
+	r.nc.SetReadDeadline(time.Now().Add(r.d))
+	return r.nc.Read(p)
+}
+
+// discardResponse drops a response a Retrier did not want, keeping the
+// upstream connection when its body is small enough to read past.
+func (c *conn) discardResponse(up *upConn, mode int) {
+	resp := &c.resp
+	reusable := !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
+	c.disc.left = maxDiscard
+	var rerr, werr error
+	switch mode {
+	case modeCL:
+		rerr, werr = copyN(&up.in, &c.discOut, resp.contentLength)
+	case modeChunked:
+		rerr, werr = copyChunked(&up.in, &c.discOut, true, c.chunkLimits())
+	case modeEOF:
+		reusable = false
+	}
+	c.discOut.buf, c.discOut.err = c.discOut.buf[:0], nil
+	if reusable && rerr == nil && werr == nil && up.in.r == up.in.w {
+		c.up.Store(nil)
+		c.s.ups.put(up)
+		return
+	}
+	c.dropUpstream(up)
 }
 
 // dropUpstream closes an upstream connection whose state is unknown.
@@ -486,6 +576,10 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 			}
 		}
 	}
+	if c.replayed && werr == nil {
+		o.write(c.replay)
+		werr = o.err
+	}
 	if werr == nil {
 		werr = o.flush()
 	}
@@ -508,12 +602,17 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 			if down {
 				res.Err = fmt.Errorf("%w: %w", ErrDownstream, err)
 				c.closeAfter = true
-			} else if werr == nil && !retried && up.reused && up.in.n == 0 && !c.hadBody() && idempotent(req) &&
+			} else if werr == nil && !retried && up.reused && up.in.n == 0 && (!c.hadBody() || c.replayed) && idempotent(req) &&
 				!errors.Is(err, os.ErrDeadlineExceeded) {
 				c.dropUpstream(up)
 				return true
 			} else {
 				res.Err = upstreamError(err, werr)
+				if rt := c.retrier(); rt != nil && rt.Answered(req, d, nil, res.Err) && c.canReplay() {
+					res.Err = nil
+					c.dropUpstream(up)
+					return true
+				}
 			}
 			c.dropUpstream(up)
 			return false
@@ -525,9 +624,6 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	res.UpstreamHeaders = time.Now()
 	resp := &c.resp
 	res.Status = resp.status
-	if hr, ok := c.s.Router.(ResponseHeadRouter); ok { // balance: load report
-		hr.ResponseHead(d, resp.status, resp.fields)
-	}
 
 	mode := modeNone
 	switch {
@@ -539,6 +635,15 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	default:
 		mode = modeEOF
 	}
+	if rt := c.retrier(); rt != nil {
+		c.respView = Response{Status: resp.status, Fields: resp.fields, At: res.UpstreamHeaders}
+		again := rt.Answered(req, d, &c.respView, nil)
+		c.respView.Fields = nil
+		if again && werr == nil && !earlyFinal && c.canReplay() {
+			c.discardResponse(up, mode)
+			return true
+		}
+	}
 	reusable := werr == nil && !earlyFinal && c.body == bodyDone && mode != modeEOF &&
 		!resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
 	sentBefore := c.out.n // interim responses
@@ -546,6 +651,10 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	res.HeadWritten = true
 	var rerr error
 	werr = nil
+	if d.IdleTimeout > 0 && mode != modeNone {
+		c.idle = idleReader{nc: up.nc, d: d.IdleTimeout}
+		up.in.src = &c.idle
+	}
 	switch mode {
 	case modeChunked:
 		rerr, werr = copyChunked(&up.in, o, req.ProtoMinor == 0, c.chunkLimits())
@@ -553,6 +662,11 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 		rerr, werr = copyN(&up.in, o, resp.contentLength)
 	case modeEOF:
 		rerr, werr = copyUntilEOF(&up.in, o, req.ProtoMinor == 1)
+	}
+	if up.in.src == &c.idle {
+		up.in.src = up.nc
+		up.nc.SetReadDeadline(time.Time{})
+		c.idle = idleReader{}
 	}
 	switch {
 	case rerr != nil && c.out.n == sentBefore:

@@ -136,12 +136,6 @@ type Decision struct {
 	// ErrInvalidField rather than risk a smuggled or split request.
 	Set []Field
 
-	// RespSet holds fields added to the forwarded final response head,
-	// replacing same-named ones from the upstream, under Set's rules (a
-	// bad one fails the request with ErrInvalidField). Added for the load
-	// report an inbound sidecar attaches to every response. // balance: load report
-	RespSet []Field
-
 	// The local answer, for Addr "" or for an engine error (see Result).
 	// Status 0 with Addr "" answers 500. Content-Length is always the
 	// engine's (len(Body)); Header must not hold framing fields.
@@ -155,6 +149,22 @@ type Decision struct {
 	// timeout: bodies may stream for as long as they like. Added so the
 	// outbound's per-destination timeout can be kept.
 	HeaderTimeout time.Duration
+
+	// ReplayLimit, when positive, makes the engine read a request body of
+	// known length up to this many bytes whole before the first try, so
+	// that a Retrier can have the request sent again after an upstream
+	// answered or failed. A larger, chunked or 100-continue body streams
+	// as before and is never sent twice.
+	ReplayLimit int
+
+	// IdleTimeout, when positive, cuts a response body that sends nothing
+	// for this long (the connections close: the response is cut short).
+	IdleTimeout time.Duration
+
+	// RespSet holds fields added to the response sent downstream (after
+	// the upstream's, replacing same-named ones), on forwarded and local
+	// answers alike, e.g. a load report. The same rules as for Set apply.
+	RespSet []Field
 
 	// State is the Router's per-request state, handed back in Next and
 	// Finish. The engine never writes it except to set it to nil when a
@@ -195,12 +205,35 @@ type Result struct {
 	HeadWritten bool
 }
 
-// ResponseHeadRouter is a Router that wants to see each upstream's final
-// response head: ResponseHead is called once it has been read, before it
-// is relayed, with fields valid during the call only. Added so the calling
-// sidecar can read the callee's load report. // balance: load report
-type ResponseHeadRouter interface {
-	ResponseHead(d *Decision, status int, fields []Field)
+// Response is an upstream's final response head as a Retrier sees it;
+// Fields alias the upstream connection's buffer, valid during the call.
+type Response struct {
+	Status int
+	Fields []Field
+	// At is when the head had been read (Result.UpstreamHeaders).
+	At time.Time
+}
+
+// Get returns the value of the first field named name, or nil.
+func (r *Response) Get(name string) []byte {
+	for i := range r.Fields {
+		if equalFold(r.Fields[i].Name, name) {
+			return r.Fields[i].Value
+		}
+	}
+	return nil
+}
+
+// Retrier is an optional Router capability: it sees every try's outcome
+// before anything of it goes downstream — the final response head (resp
+// set, err nil) or a failure before one (resp nil; a dial failure goes to
+// Next instead). It returns true, with d.Addr (and d.HeaderTimeout) set
+// for the next try, to have the request sent again; the engine then drops
+// that response. The engine honours true only when the request can be
+// replayed: no body, or one held whole under Decision.ReplayLimit.
+// Otherwise the response is relayed (or the failure answered) as usual.
+type Retrier interface {
+	Answered(req *Request, d *Decision, resp *Response, err error) bool
 }
 
 // Router decides where requests go. Its methods are called from the

@@ -103,6 +103,7 @@ type Recorder struct {
 	tcpConns *prometheus.CounterVec
 	tcpBytes *prometheus.CounterVec
 	overflow prometheus.Counter
+	res      resilience
 
 	// series is copied on write: readers take no lock.
 	series atomic.Pointer[map[key]*series]
@@ -159,6 +160,7 @@ func New(o Options) *Recorder {
 		Help: "Requests recorded in an \"other\" series because a cap on names or series was reached."})
 	r.reg.MustRegister(r.requests, r.duration, ov, r.tcpConns, r.tcpBytes, r.overflow,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.initResilience()
 	empty := map[key]*series{}
 	r.series.Store(&empty)
 	return r

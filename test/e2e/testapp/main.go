@@ -7,6 +7,10 @@
 //     WebSocket echo; /env reports the weft-related environment;
 //     POST /burn?for=D spins every CPU for D (at most 2m; 0 stops), to
 //     make the instance busy for load-aware balancing.
+//     ?status=N answers N; --fail-percent P answers 503 to P% of requests
+//     (gRPC: UNAVAILABLE), changed at run time with
+//     /_control/fail?percent=P; /_control/count reports requests served
+//     (both sent to the app's own port, not through the mesh).
 //   - --grpc: grpc.testing.TestService over h2c (UnaryCall, StreamingOutputCall,
 //     FullDuplexCall) on the same port.
 //   - --tcp-echo: raw TCP echo.
@@ -24,6 +28,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -52,7 +57,19 @@ var (
 	exitAfter  = flag.Duration("exit-after", 0, "exit on its own after this long (with --exit-code)")
 	exitCode   = flag.Int("exit-code", 0, "exit code used with --exit-after")
 	logFile    = flag.String("log", "", "also append the log lines to this file")
+	failPct    = flag.Int("fail-percent", 0, "answer 503 (gRPC: UNAVAILABLE) to this percentage of requests")
 )
+
+var (
+	failPercent atomic.Int64
+	served      atomic.Int64
+)
+
+// failNow decides whether this request fails, at the set percentage.
+func failNow() bool {
+	p := failPercent.Load()
+	return p > 0 && rand.Int64N(100) < p
+}
 
 var logOut struct {
 	sync.Mutex
@@ -119,6 +136,7 @@ func main() {
 		logOut.f = f
 	}
 	watchParent()
+	failPercent.Store(int64(*failPct))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -234,8 +252,32 @@ func serveHTTP(ctx context.Context, ln net.Listener) {
 		logf("burn %d %s", time.Now().UnixNano(), d)
 		w.Write([]byte("ok\n"))
 	})
+	mux.HandleFunc("/_control/fail", func(w http.ResponseWriter, r *http.Request) {
+		p, err := strconv.Atoi(r.URL.Query().Get("percent"))
+		if err != nil || p < 0 || p > 100 {
+			http.Error(w, "want ?percent=0..100", http.StatusBadRequest)
+			return
+		}
+		failPercent.Store(int64(p))
+		logf("fail-percent %d", p)
+	})
+	mux.HandleFunc("/_control/count", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]int64{"served": served.Load()})
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
 		fs.note(r.URL.Path)
+		if st, err := strconv.Atoi(r.URL.Query().Get("status")); err == nil && st >= 200 && st <= 599 {
+			w.Header().Set("x-instance", instanceID())
+			http.Error(w, "status asked for", st)
+			return
+		}
+		if failNow() {
+			w.Header().Set("x-instance", instanceID())
+			http.Error(w, "failing on purpose (--fail-percent)", http.StatusServiceUnavailable)
+			return
+		}
 		if s := r.URL.Query().Get("sleep"); s != "" {
 			if d, err := time.ParseDuration(s); err == nil && d > 0 && d < time.Minute {
 				time.Sleep(d)
@@ -322,6 +364,10 @@ func echoStatus(s *testpb.EchoStatus) error {
 }
 
 func (testServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	served.Add(1)
+	if failNow() {
+		return nil, status.Error(codes.Unavailable, "failing on purpose (--fail-percent)")
+	}
 	if err := echoStatus(req.ResponseStatus); err != nil {
 		return nil, err
 	}

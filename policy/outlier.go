@@ -1,0 +1,217 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/resource"
+)
+
+// Detector is a destination's passive outlier detection: it counts each
+// instance's consecutive failures from the answers real requests get and
+// ejects an instance whose count reaches a threshold, for baseEjectionTime
+// × the number of times in a row it was ejected. Ejection does not change
+// a snapshot in place: the detector signals its owner (discovery), which
+// builds a snapshot without the ejected instances and, once their time is
+// up, one with them again.
+type Detector struct {
+	consecutive5xx, consecutiveGateway atomic.Int64
+	interval, base                     atomic.Int64 // nanoseconds
+	maxPercent                         atomic.Int64
+
+	mu      sync.Mutex
+	stats   map[string]*Stat // by instance id
+	total   int              // instances known at the last rebuild
+	changed func()           // set by the owner; called without mu held, must not block
+	review  time.Time
+}
+
+// Stat is one instance's counters. The request path reaches it through
+// the snapshot's Stats map; only atomics are touched there.
+type Stat struct {
+	ID         string
+	Address    string
+	c5xx, cgw  atomic.Int64
+	ejected    atomic.Bool
+	until      time.Time // guarded by Detector.mu
+	since      time.Time // guarded by Detector.mu
+	reason     string    // guarded by Detector.mu
+	multiplier int       // guarded by Detector.mu
+	ejections  int64     // guarded by Detector.mu
+}
+
+func newDetector() *Detector { return &Detector{stats: map[string]*Stat{}} }
+
+func (d *Detector) configure(c5, cg int, interval, base time.Duration, pct int) {
+	d.consecutive5xx.Store(int64(c5))
+	d.consecutiveGateway.Store(int64(cg))
+	d.interval.Store(int64(interval))
+	d.base.Store(int64(base))
+	d.maxPercent.Store(int64(pct))
+}
+
+// OnChange sets the function called when the set of ejected instances
+// changes; it must not block.
+func (d *Detector) OnChange(f func()) {
+	d.mu.Lock()
+	d.changed = f
+	d.mu.Unlock()
+}
+
+// Interval is how often Sweep should run.
+func (d *Detector) Interval() time.Duration { return time.Duration(d.interval.Load()) }
+
+// Track returns the stat of every id/address pair (creating missing ones,
+// dropping those of instances gone), for the owner's next snapshot.
+func (d *Detector) Track(ids, addrs []string) map[string]*Stat {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]*Stat, len(ids))
+	for i, id := range ids {
+		st := d.stats[id]
+		if st == nil || st.Address != addrs[i] {
+			st = &Stat{ID: id, Address: addrs[i]}
+		}
+		out[id] = st
+	}
+	d.stats = out
+	d.total = len(ids)
+	return out
+}
+
+// Ejected reports whether the instance is out of rotation.
+func (st *Stat) Ejected() bool { return st.ejected.Load() }
+
+// Report records one try's outcome at st: fivexx for any 5xx, gateway for
+// 502/503/504 or a failed connection (which also counts as 5xx). It
+// reports whether this answer ejected the instance.
+func (d *Detector) Report(st *Stat, fivexx, gateway bool, now time.Time) bool {
+	if st == nil {
+		return false
+	}
+	if !fivexx && !gateway {
+		// Load first: a success rarely needs to write (no cache-line
+		// ping-pong between the cores serving one destination).
+		if st.c5xx.Load() != 0 {
+			st.c5xx.Store(0)
+		}
+		if st.cgw.Load() != 0 {
+			st.cgw.Store(0)
+		}
+		return false
+	}
+	n5 := st.c5xx.Add(1)
+	ng := int64(0)
+	if gateway {
+		ng = st.cgw.Add(1)
+	} else if st.cgw.Load() != 0 {
+		st.cgw.Store(0)
+	}
+	reason := ""
+	if t := d.consecutive5xx.Load(); t > 0 && n5 >= t {
+		reason = fmt.Sprintf("%d consecutive 5xx", n5)
+	} else if t := d.consecutiveGateway.Load(); t > 0 && ng >= t {
+		reason = fmt.Sprintf("%d consecutive gateway errors", ng)
+	}
+	if reason == "" || st.ejected.Load() {
+		return false
+	}
+	return d.eject(st, reason, now)
+}
+
+func (d *Detector) eject(st *Stat, reason string, now time.Time) bool {
+	d.mu.Lock()
+	if st.ejected.Load() || d.stats[st.ID] != st {
+		d.mu.Unlock()
+		return false
+	}
+	ejected := 0
+	for _, s := range d.stats {
+		if s.ejected.Load() {
+			ejected++
+		}
+	}
+	allowed := d.total * int(d.maxPercent.Load()) / 100
+	if allowed == 0 && d.maxPercent.Load() > 0 && d.total > 1 {
+		allowed = 1
+	}
+	if ejected >= allowed || ejected+1 >= d.total {
+		d.mu.Unlock()
+		return false
+	}
+	st.multiplier = min(st.multiplier+1, resource.MaxEjectionMultiplier)
+	st.ejections++
+	st.since = now
+	st.until = now.Add(time.Duration(d.base.Load()) * time.Duration(st.multiplier))
+	st.reason = reason
+	st.c5xx.Store(0)
+	st.cgw.Store(0)
+	st.ejected.Store(true)
+	f := d.changed
+	d.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return true
+}
+
+// Sweep re-admits instances whose ejection is over and, once per
+// interval, lowers the multiplier of instances not ejected (so an
+// instance that stays healthy starts from baseEjectionTime again). It
+// reports whether the set of ejected instances changed.
+func (d *Detector) Sweep(now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	changed := false
+	decay := now.After(d.review)
+	if decay {
+		d.review = now.Add(time.Duration(d.interval.Load()))
+	}
+	for _, st := range d.stats {
+		switch {
+		case st.ejected.Load() && !now.Before(st.until):
+			st.ejected.Store(false)
+			st.c5xx.Store(0)
+			st.cgw.Store(0)
+			changed = true
+		case !st.ejected.Load() && decay && st.multiplier > 0 && now.Sub(st.until) > time.Duration(d.base.Load()):
+			st.multiplier--
+		}
+	}
+	return changed
+}
+
+// Ejection is one ejected instance, for the admin view.
+type Ejection struct {
+	ID        string    `json:"id"`
+	Address   string    `json:"address"`
+	Reason    string    `json:"reason"`
+	Since     time.Time `json:"since"`
+	Until     time.Time `json:"until"`
+	Ejections int64     `json:"ejections"` // times ejected so far
+}
+
+// Ejections lists the instances ejected now, by id.
+func (d *Detector) Ejections() []Ejection {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var out []Ejection
+	for _, st := range d.stats {
+		if st.ejected.Load() {
+			out = append(out, Ejection{ID: st.ID, Address: st.Address, Reason: st.reason, Since: st.since, Until: st.until, Ejections: st.ejections})
+		}
+	}
+	slices.SortFunc(out, func(a, b Ejection) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}

@@ -1,0 +1,124 @@
+package policy
+
+import (
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/resource"
+)
+
+func TestOutlierEjection(t *testing.T) {
+	pct := 50
+	spec := &resource.TrafficPolicySpec{Service: "orders", OutlierDetection: &resource.OutlierDetection{
+		Consecutive5xx: 3, BaseEjectionTime: "10s", Interval: "1s", MaxEjectionPercent: &pct}}
+	live := NewLive()
+	d := Compile(spec, live).Outlier
+	changes := 0
+	d.OnChange(func() { changes++ })
+	stats := d.Track([]string{"a", "b", "c", "d"}, []string{"1", "2", "3", "4"})
+	now := time.Now()
+	for i := range 2 {
+		if d.Report(stats["a"], true, true, now) {
+			t.Fatalf("ejected after %d failures, threshold 3", i+1)
+		}
+	}
+	d.Report(stats["a"], false, false, now) // a success resets the count
+	for range 2 {
+		d.Report(stats["a"], true, false, now)
+	}
+	if stats["a"].Ejected() {
+		t.Fatal("ejected though a success broke the run")
+	}
+	if !d.Report(stats["a"], true, false, now) || !stats["a"].Ejected() || changes != 1 {
+		t.Fatalf("not ejected after 3 consecutive 5xx (changes %d)", changes)
+	}
+	for range 3 {
+		d.Report(stats["b"], true, true, now)
+	}
+	if !stats["b"].Ejected() {
+		t.Fatal("b not ejected (50% of 4 allows 2)")
+	}
+	for range 5 {
+		d.Report(stats["c"], true, true, now)
+	}
+	if stats["c"].Ejected() {
+		t.Fatal("c ejected past maxEjectionPercent 50")
+	}
+	ej := d.Ejections()
+	if len(ej) != 2 || ej[0].ID != "a" || ej[0].Reason != "3 consecutive 5xx" || !ej[0].Until.Equal(now.Add(10*time.Second)) {
+		t.Fatalf("ejections %+v", ej)
+	}
+	if d.Sweep(now.Add(9 * time.Second)) {
+		t.Fatal("re-admitted before baseEjectionTime")
+	}
+	if !d.Sweep(now.Add(10*time.Second)) || stats["a"].Ejected() {
+		t.Fatal("not re-admitted after baseEjectionTime")
+	}
+	// A second ejection in a row lasts twice as long.
+	later := now.Add(11 * time.Second)
+	for range 3 {
+		d.Report(stats["a"], true, false, later)
+	}
+	if ej := d.Ejections(); ej[0].ID != "a" || ej[0].Until.Sub(later) != 20*time.Second || ej[0].Ejections != 2 {
+		t.Fatalf("second ejection %+v, want 20s", ej[0])
+	}
+}
+
+func TestOutlierNeverEjectsTheLast(t *testing.T) {
+	pct := 100
+	det := Compile(&resource.TrafficPolicySpec{Service: "x", OutlierDetection: &resource.OutlierDetection{Consecutive5xx: 1, MaxEjectionPercent: &pct}}, NewLive()).Outlier
+	stats := det.Track([]string{"a", "b"}, []string{"1", "2"})
+	now := time.Now()
+	det.Report(stats["a"], true, false, now)
+	det.Report(stats["b"], true, false, now)
+	if stats["a"].Ejected() == stats["b"].Ejected() {
+		t.Fatalf("ejected a=%v b=%v, want exactly one", stats["a"].Ejected(), stats["b"].Ejected())
+	}
+}
+
+func TestBudgetWithdraw(t *testing.T) {
+	live := NewLive()
+	ratio, per := 0.5, 2
+	Compile(&resource.TrafficPolicySpec{Service: "x", Retries: &resource.Retries{Attempts: 1,
+		Budget: &resource.RetryBudget{Ratio: &ratio, MinPerSecond: &per}}}, live)
+	b := &live.Budget
+	now := time.Now()
+	got := 0
+	for range 10 {
+		b.Request()
+		if b.Withdraw(now) {
+			got++
+		}
+	}
+	// One second's 2 to start, then one per two requests.
+	if got != 2+5 {
+		t.Errorf("%d retries allowed for 10 requests, want 7", got)
+	}
+	if b.Withdraw(now) {
+		t.Error("a retry allowed with the budget spent")
+	}
+	if !b.Withdraw(now.Add(time.Second)) {
+		t.Error("no retry allowed a second later (minPerSecond 2)")
+	}
+}
+
+func TestRateLimiter(t *testing.T) {
+	l := NewRateLimiter("orders", &resource.RateLimit{RequestsPerSecond: 10, Burst: 5})
+	now := time.Now()
+	got := 0
+	for range 20 {
+		if l.Allow("a", now) {
+			got++
+		}
+	}
+	if got != 5 {
+		t.Errorf("%d allowed at once, want the burst of 5", got)
+	}
+	if !l.Allow("a", now.Add(100*time.Millisecond)) || l.Allow("a", now.Add(100*time.Millisecond)) {
+		t.Error("after 100ms at 10/s, want exactly one more")
+	}
+	ps := NewRateLimiter("orders", &resource.RateLimit{RequestsPerSecond: 1, Burst: 1, PerSource: true})
+	if !ps.Allow("a", now) || ps.Allow("a", now) || !ps.Allow("b", now) {
+		t.Error("perSource: each source wants its own allowance")
+	}
+}

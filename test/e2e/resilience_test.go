@@ -1,0 +1,551 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// The request pipeline's policies (retries, budget, outlier detection,
+// breaker, timeouts) over real sidecars, on HTTP/1.1 and gRPC.
+
+// applyYAML applies a manifest and waits out the propagation bound.
+func applyYAML(t *testing.T, cp *Control, manifest string) {
+	t.Helper()
+	f := writeFile(t, "policy.yaml", manifest)
+	if r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL); r.Code != 0 {
+		t.Fatalf("apply failed:\n%s\nmanifest:\n%s", r, manifest)
+	}
+	time.Sleep(propagation + settle)
+}
+
+func policyDoc(service, body string) string {
+	return fmt.Sprintf("apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata:\n  name: %s\nspec:\n  service: %s\n%s", service, service, body)
+}
+
+// appControl calls the testapp's own control endpoint (not through the mesh).
+func appControl(t *testing.T, s *Sidecar, pathQuery string) string {
+	t.Helper()
+	code, body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d%s", s.AppPort, pathQuery))
+	if err != nil || code != 200 {
+		t.Fatalf("testapp %s %s: %d %s %v", s.Name, pathQuery, code, body, err)
+	}
+	return body
+}
+
+func served(t *testing.T, s *Sidecar) int64 {
+	var v struct{ Served int64 }
+	if err := json.Unmarshal([]byte(appControl(t, s, "/_control/count")), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v.Served
+}
+
+// metricSum sums a counter's samples on the sidecar's /metrics whose labels
+// contain every one of match.
+func metricSum(t *testing.T, s *Sidecar, name string, match ...string) float64 {
+	t.Helper()
+	code, body, err := httpGet(s.AdminURL() + "/metrics")
+	if err != nil || code != 200 {
+		t.Fatalf("GET /metrics: %d %v", code, err)
+	}
+	sum := 0.0
+	re := regexp.MustCompile(`^` + name + `(\{[^}]*\})? ([0-9.e+-]+)$`)
+line:
+	for _, l := range strings.Split(body, "\n") {
+		m := re.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		for _, want := range match {
+			if !strings.Contains(m[1], want) {
+				continue line
+			}
+		}
+		v, _ := strconv.ParseFloat(m[2], 64)
+		sum += v
+	}
+	return sum
+}
+
+type outlierView struct {
+	Service string `json:"service"`
+	Ejected []struct {
+		ID, Address, Reason string
+	} `json:"ejected"`
+}
+
+func ejected(t *testing.T, client *Sidecar, service string) []string {
+	t.Helper()
+	code, body, err := httpGet(client.AdminURL() + "/outliers")
+	if err != nil || code != 200 {
+		t.Fatalf("GET /outliers: %d %s %v", code, body, err)
+	}
+	var vs []outlierView
+	if err := json.Unmarshal([]byte(body), &vs); err != nil {
+		t.Fatalf("GET /outliers: %v in %s", err, body)
+	}
+	var out []string
+	for _, v := range vs {
+		if v.Service == service {
+			for _, e := range v.Ejected {
+				out = append(out, e.ID+" ("+e.Reason+")")
+			}
+		}
+	}
+	return out
+}
+
+// TestRetriesAndOutlierDetection: one of three instances answers 503 half
+// the time; with retries and outlier detection the caller sees ≥ 99.9%
+// success over 5,000 requests, the bad instance is ejected (shown with its
+// reason on the admin's /outliers) and re-admitted once it heals.
+func TestRetriesAndOutlierDetection(t *testing.T) {
+	cp := StartControl(t)
+	good1 := StartRun(t, cp, RunOpts{Service: "orders"})
+	good2 := StartRun(t, cp, RunOpts{Service: "orders"})
+	bad := StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "50"}})
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  retries:
+    attempts: 2
+    retryOn: [5xx]
+    backoff: {base: 1ms, max: 5ms}
+  outlierDetection:
+    consecutive5xx: 3
+    interval: 500ms
+    baseEjectionTime: 3s
+`))
+	waitAllServing(t, c, "orders", good1.Name, good2.Name)
+
+	const n = 5000
+	var ejectedSeen atomic.Value
+	stop := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			if e := ejected(t, client, "orders"); len(e) > 0 {
+				ejectedSeen.Store(e)
+			}
+		}
+	}()
+	rs := <-Load(c, "orders", LoadOpts{Workers: 8, MaxPerWorker: n / 8, Duration: 2 * time.Minute}, nil)
+	close(stop)
+	<-watched
+	fails := failures(rs)
+	rate := 1 - float64(len(fails))/float64(len(rs))
+	t.Logf("%d requests, %d failed: success %.4f; by instance %v", len(rs), len(fails), rate, countByName(rs))
+	if len(rs) < n || rate < 0.999 {
+		t.Errorf("success %.4f over %d requests, want ≥ 0.999 over %d:%s", rate, len(rs), n, describe(fails, 5))
+	}
+	e, _ := ejectedSeen.Load().([]string)
+	if len(e) == 0 || !strings.Contains(e[0], "consecutive 5xx") {
+		t.Errorf("the failing instance was never listed as ejected on /outliers (saw %v)", e)
+	} else {
+		t.Logf("ejected: %v", e)
+	}
+	if ej := metricSum(t, client, "weft_outlier_ejections_total", `destination_service="orders"`); ej < 1 {
+		t.Errorf("weft_outlier_ejections_total = %v, want ≥ 1", ej)
+	}
+	if r := metricSum(t, client, "weft_retries_total", `destination_service="orders"`); r < 1 {
+		t.Errorf("weft_retries_total = %v, want ≥ 1", r)
+	}
+
+	// Healed, it is back in rotation once its ejection time is over.
+	appControl(t, bad, "/_control/fail?percent=0")
+	// Repeat ejections during the load lengthen the last one (n × 3s).
+	back := poll(2*eventually, 100*time.Millisecond, func() bool {
+		return countByName(<-Load(c, "orders", LoadOpts{Workers: 1, MaxPerWorker: 30, Duration: 5 * time.Second}, nil))[bad.Name] > 0
+	})
+	if !back {
+		t.Errorf("%s never served again after healing; ejected: %v", bad.Name, ejected(t, client, "orders"))
+	}
+}
+
+// TestRetryBudget: with every instance failing, upstream attempts stay
+// within (1 + ratio) × requests + minPerSecond × seconds.
+func TestRetryBudget(t *testing.T) {
+	cp := StartControl(t)
+	var insts []*Sidecar
+	for range 3 {
+		insts = append(insts, StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "100"}}))
+	}
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  retries:
+    attempts: 3
+    retryOn: [5xx]
+    backoff: {base: 1ms, max: 2ms}
+    budget: {ratio: 0.2, minPerSecond: 10}
+`))
+	before := int64(0)
+	for _, s := range insts {
+		before += served(t, s)
+	}
+	start := time.Now()
+	rs := <-Load(c, "orders", LoadOpts{Workers: 4, MaxPerWorker: 500, Duration: time.Minute}, nil)
+	secs := time.Since(start).Seconds()
+	attempts := int64(0)
+	for _, s := range insts {
+		attempts += served(t, s)
+	}
+	attempts -= before
+	// The budget's first second is granted up front: one more second.
+	bound := 1.2*float64(len(rs)) + 10*(secs+1)
+	t.Logf("%d requests in %.1fs: %d upstream attempts (bound %.0f; %.2f per request)", len(rs), secs, attempts, bound, float64(attempts)/float64(len(rs)))
+	if float64(attempts) > bound {
+		t.Errorf("%d attempts for %d requests in %.1fs, over the budget's %.0f", attempts, len(rs), secs, bound)
+	}
+	if attempts <= int64(len(rs)) {
+		t.Errorf("%d attempts for %d requests: no retries at all", attempts, len(rs))
+	}
+	if x := metricSum(t, client, "weft_retry_budget_exhausted_total", `destination_service="orders"`); x < 1 {
+		t.Errorf("weft_retry_budget_exhausted_total = %v, want ≥ 1", x)
+	}
+	for _, r := range rs[:1] {
+		if r.Status != 503 {
+			t.Errorf("a request that failed every try: %s, want the upstream's 503 relayed", r)
+		}
+	}
+}
+
+// TestBreakerAndTimeouts: past maxRequests a request is answered 503
+// overflow at once; a try that takes longer than perTryTimeout is retried
+// and, when every try does, answered 504 upstream_timeout.
+func TestBreakerAndTimeouts(t *testing.T) {
+	cp, _, client, c := startOrders(t, 2)
+	applyYAML(t, cp, policyDoc("orders", `  timeout: 1500ms
+  circuitBreaker: {maxRequests: 2}
+  retries:
+    attempts: 1
+    retryOn: [gateway-error]
+    perTryTimeout: 300ms
+`))
+	t.Run("overflow", func(t *testing.T) {
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				meshGet(c, "orders", "/slow?sleep=1s", nil) // holds a slot (and times out)
+			}()
+		}
+		time.Sleep(150 * time.Millisecond)
+		r := meshGet(c, "orders", "/x", nil)
+		wg.Wait()
+		if r.Status != 503 || r.Header.Get("X-Weft-Error") != "overflow" || !strings.Contains(string(r.Body), "maxRequests 2") {
+			t.Fatalf("third concurrent request: %s, want 503 overflow naming maxRequests 2", r)
+		}
+		if d := r.End.Sub(r.Start); d > 500*time.Millisecond {
+			t.Errorf("overflow answered after %s, want at once", d)
+		}
+		if n := metricSum(t, client, "weft_circuit_overflow_total", `destination_service="orders"`); n < 1 {
+			t.Errorf("weft_circuit_overflow_total = %v", n)
+		}
+	})
+	t.Run("per-try timeout", func(t *testing.T) {
+		r := meshGet(c, "orders", "/slow?sleep=2s", nil)
+		took := r.End.Sub(r.Start)
+		if r.Status != 504 || r.Header.Get("X-Weft-Error") != "upstream_timeout" || !strings.Contains(string(r.Body), "per-try timeout 300ms (2 tries)") {
+			t.Fatalf("every try slow: %s, want 504 upstream_timeout after 2 tries of 300ms", r)
+		}
+		if took < 550*time.Millisecond || took > 1400*time.Millisecond {
+			t.Errorf("answered after %s, want about 2 × 300ms", took)
+		}
+	})
+}
+
+// TestGRPCPipeline: a gRPC call gets the same policies, with gRPC answers:
+// UNAVAILABLE is retried on the other instance, Route rules match its
+// metadata and method path, and a mesh error is a grpc-status with
+// x-weft-error.
+func TestGRPCPipeline(t *testing.T) {
+	cp := StartControl(t)
+	good := StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc"}, Flags: []string{"--version", "v1"}})
+	StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc", "--fail-percent", "100"}, Flags: []string{"--version", "v2"}})
+	cp.WaitReady("echo-grpc", 2, eventually)
+	client := StartClient(t, cp, nil)
+	dial := func(authority string) testpb.TestServiceClient {
+		cc, err := grpc.NewClient(client.OutboundAddr(), grpc.WithAuthority(authority), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cc.Close() })
+		return testpb.NewTestServiceClient(cc)
+	}
+	tc := dial("echo-grpc")
+	call := func(ctx context.Context) (*testpb.SimpleResponse, error) {
+		return tc.UnaryCall(ctx, &testpb.SimpleRequest{Payload: &testpb.Payload{Body: []byte("hi")}})
+	}
+	unavailable := 0
+	for range 20 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := call(ctx)
+		cancel()
+		if status.Code(err) == codes.Unavailable {
+			unavailable++
+		}
+	}
+	if unavailable == 0 {
+		t.Fatalf("without retries no call failed, but one instance answers UNAVAILABLE to all")
+	}
+	applyYAML(t, cp, policyDoc("echo-grpc", `  retries:
+    attempts: 2
+    retryOn: [unavailable]
+`))
+	for i := range 30 {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := call(ctx)
+		cancel()
+		if err != nil || resp.Username != good.Name {
+			t.Fatalf("call %d with retries: %v (from %q), want success from %s", i+1, err, resp.GetUsername(), good.Name)
+		}
+	}
+
+	t.Run("route", func(t *testing.T) {
+		applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: echo-grpc}
+spec:
+  service: echo-grpc
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  rules:
+  - match: {headers: [{name: x-to, exact: bad}]}
+    backends: [{subset: v2, weight: 1}]
+  - match: {path: {prefix: /grpc.testing.TestService/}}
+    backends: [{subset: v1, weight: 1}]
+`)
+		for i := range 10 {
+			ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-to", "bad"), 5*time.Second)
+			_, err := call(ctx)
+			cancel()
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("call %d with x-to: bad: %v, want UNAVAILABLE from the v2 subset (its only, failing, instance)", i+1, err)
+			}
+			ctx, cancel = context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), "x-to", "badly"), 5*time.Second)
+			resp, err := call(ctx)
+			cancel()
+			if err != nil || resp.Username != good.Name {
+				t.Fatalf("call %d with x-to: badly: %v, want v1 (%s) by the path rule", i+1, err, good.Name)
+			}
+		}
+	})
+	t.Run("mesh error", func(t *testing.T) {
+		var hdr, trl metadata.MD
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, err := dial("no-such-grpc").UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Header(&hdr), grpc.Trailer(&trl))
+		st := status.Convert(err)
+		weftErr := strings.Join(append(hdr.Get("x-weft-error"), trl.Get("x-weft-error")...), "")
+		if st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "unknown_service") || weftErr != "unknown_service" {
+			t.Fatalf("call to an unknown service: %v (x-weft-error %q), want UNAVAILABLE unknown_service", err, weftErr)
+		}
+	})
+}
+
+// TestRateLimit: the destination's own sidecar answers requests over
+// rateLimit 429 rate_limited, at about the set rate.
+func TestRateLimit(t *testing.T) {
+	cp, insts, _, c := startOrders(t, 1)
+	applyYAML(t, cp, policyDoc("orders", "  rateLimit: {requestsPerSecond: 20, burst: 5}\n"))
+	start := time.Now()
+	rs := <-Load(c, "orders", LoadOpts{Workers: 4, MaxPerWorker: 10000, Duration: 2 * time.Second}, nil)
+	secs := time.Since(start).Seconds()
+	ok, limited := 0, 0
+	for _, r := range rs {
+		switch {
+		case r.OK():
+			ok++
+		case r.Status == 429 && r.Header.Get("X-Weft-Error") == "rate_limited":
+			limited++
+		default:
+			t.Fatalf("unexpected answer: %s", r)
+		}
+	}
+	t.Logf("%d requests in %.1fs: %d passed (%.1f/s), %d answered 429", len(rs), secs, ok, float64(ok)/secs, limited)
+	if max := 5 + 20*secs*1.2; float64(ok) > max || float64(ok) < 20*secs*0.5 {
+		t.Errorf("%d passed in %.1fs, want about 20/s plus the burst of 5 (at most %.0f)", ok, secs, max)
+	}
+	if limited == 0 {
+		t.Error("no request was rate limited")
+	}
+	if n := metricSum(t, insts[0], "weft_rate_limited_total", `reporter="server"`, `source_service="client"`); n != float64(limited) {
+		t.Errorf("weft_rate_limited_total{source_service=client} = %v on the instance, want %d", n, limited)
+	}
+}
+
+// TestRoutes: a Route's header canary routes exactly, a 90/10 split stays
+// within statistical bounds, an injected abort answers fault_injected and
+// an injected delay shows in the caller's latency but not the callee's.
+func TestRoutes(t *testing.T) {
+	cp := StartControl(t)
+	v1a := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v1"}})
+	v1b := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v1"}})
+	v2 := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v2"}})
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", v1a.Name, v1b.Name, v2.Name)
+	applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  service: orders
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  rules:
+  - match: {headers: [{name: x-canary, exact: "1"}]}
+    backends: [{subset: v2, weight: 1}]
+  - match: {path: {prefix: /abort}}
+    fault: {abort: {percent: 100, status: 418}}
+  - match: {path: {exact: /delay}}
+    fault: {delay: {percent: 100, fixed: 300ms}}
+  - backends: [{subset: v1, weight: 90}, {subset: v2, weight: 10}]
+`)
+	t.Run("header canary", func(t *testing.T) {
+		for i := range 40 {
+			if r := mustGet(t, c, "orders", "/c", http.Header{"X-Canary": {"1"}}); r.Name != v2.Name {
+				t.Fatalf("request %d with x-canary: 1 went to %s, want %s (v2)", i+1, r.Name, v2.Name)
+			}
+		}
+	})
+	t.Run("split 90/10", func(t *testing.T) {
+		const n = 2000
+		rs := <-Load(c, "orders", LoadOpts{Workers: 8, MaxPerWorker: n / 8, Duration: time.Minute,
+			Header: func(int, int) http.Header { return http.Header{"X-Canary": {"10"}} }}, nil) // not exactly "1"
+		if f := failures(rs); len(f) > 0 {
+			t.Fatalf("%d failures:%s", len(f), describe(f, 5))
+		}
+		by := countByName(rs)
+		// 10% of 2000 is 200, σ ≈ 13.4: ± 5σ.
+		t.Logf("split over %d requests: %v", len(rs), by)
+		if got := by[v2.Name]; got < 133 || got > 267 {
+			t.Errorf("v2 got %d of %d, want 200 ± 67", got, len(rs))
+		}
+		if by[v1a.Name] == 0 || by[v1b.Name] == 0 {
+			t.Errorf("v1's instances not both used: %v", by)
+		}
+	})
+	t.Run("explain", func(t *testing.T) {
+		var v2ID string
+		for _, in := range cp.WaitReady("orders", 3, eventually) {
+			if in.Version == "v2" {
+				v2ID = in.ID
+			}
+		}
+		r := weft(t, 30*time.Second, nil, "explain", "orders", "--header", "x-canary=1", "--server", cp.URL)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "Route/orders rule 0 matches") || !strings.Contains(r.Stdout, "subset v2: weight 1 of 1") {
+			t.Fatalf("explain for a canary request:\n%s", r)
+		}
+		for _, line := range strings.Split(r.Stdout, "\n") {
+			if strings.Contains(line, "version v1") && !strings.Contains(line, "not in the rule's subsets") ||
+				strings.Contains(line, v2ID) && !strings.Contains(line, "may serve it") {
+				t.Errorf("explain: wrong reason on %q\n%s", line, r.Stdout)
+			}
+		}
+		t.Logf("weft explain orders --header x-canary=1:\n%s", r.Stdout)
+		r = weft(t, 30*time.Second, nil, "explain", "orders", "--path", "/abort/1", "--server", cp.URL)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "rule 1 matches") || !strings.Contains(r.Stdout, "100% aborted with 418") {
+			t.Fatalf("explain for /abort/1:\n%s", r)
+		}
+	})
+	t.Run("abort", func(t *testing.T) {
+		r := meshGet(c, "orders", "/abort/x", nil)
+		if r.Status != 418 || r.Header.Get("X-Weft-Error") != "fault_injected" {
+			t.Fatalf("/abort: %s, want 418 fault_injected", r)
+		}
+	})
+	t.Run("delay", func(t *testing.T) {
+		serverSum := func() float64 {
+			s := 0.0
+			for _, in := range []*Sidecar{v1a, v1b, v2} {
+				s += metricSum(t, in, "weft_request_duration_seconds_sum", `reporter="server"`)
+			}
+			return s
+		}
+		before := serverSum()
+		var client time.Duration
+		for range 5 {
+			r := meshGet(c, "orders", "/delay", nil)
+			if !r.OK() {
+				t.Fatalf("/delay: %s", r)
+			}
+			client += r.End.Sub(r.Start)
+		}
+		server := serverSum() - before
+		t.Logf("5 delayed requests took %s at the client; the callees' sidecars saw %.3fs", client, server)
+		if client < 5*300*time.Millisecond {
+			t.Errorf("5 delayed requests took %s at the client, want ≥ 1.5s", client)
+		}
+		if server > 0.5 {
+			t.Errorf("the callees' sidecars saw %.3fs for 5 requests, want the delay (1.5s) not there", server)
+		}
+	})
+}
+
+// TestMirror: the mirrored subset receives a copy of every request while
+// the primary's answers do not wait for the (slow) copies.
+func TestMirror(t *testing.T) {
+	cp := StartControl(t)
+	v1 := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v1"}})
+	shadow := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", "v2"}, AppArgs: []string{"--delay", "1s"}})
+	cp.WaitReady("orders", 2, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  service: orders
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  rules:
+  - backends: [{subset: v1, weight: 1}]
+    mirror: {subset: v2, percent: 100}
+`)
+	before := served(t, shadow)
+	const n = 20
+	var slowest time.Duration
+	for i := range n {
+		r := meshGet(c, "orders", "/m", nil)
+		if !r.OK() || r.Reply.Name != v1.Name {
+			t.Fatalf("request %d: %s, want v1's answer", i+1, r)
+		}
+		slowest = max(slowest, r.End.Sub(r.Start))
+	}
+	if slowest > 500*time.Millisecond {
+		t.Errorf("slowest primary answer %s: the 1s copies slowed it", slowest)
+	}
+	var got int64
+	if !poll(eventually, 100*time.Millisecond, func() bool { got = served(t, shadow) - before; return got >= n }) {
+		t.Errorf("the mirror received %d copies of %d requests", got, n)
+	}
+	t.Logf("%d requests: slowest primary %s; mirror received %d copies", n, slowest, got)
+}
