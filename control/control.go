@@ -114,7 +114,10 @@ type Server struct {
 	sec        *security // the mesh CA and the certificates it issued
 	tokens     *token.Manager
 	localToken string
-	brokerPass string // the embedded broker's password with --broker-auth
+	// injectTokens: the sidecar injector's join token per service.
+	injectMu     sync.Mutex
+	injectTokens map[string]string
+	brokerPass   string // the embedded broker's password with --broker-auth
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad

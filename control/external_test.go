@@ -17,16 +17,11 @@ func tp(name, service, algorithm string) resource.Object {
 }
 
 func algorithmOf(s *control.Server, service string) string {
-	for _, v := range s.Registry().Services() {
-		if v.Name != service {
-			continue
-		}
-		for _, c := range v.Config {
-			var spec resource.TrafficPolicySpec
-			_ = json.Unmarshal(c.SpecJson, &spec)
-			if spec.LoadBalancer != nil {
-				return spec.LoadBalancer.Algorithm
-			}
+	for _, c := range s.Registry().Config(service) {
+		var spec resource.TrafficPolicySpec
+		_ = json.Unmarshal(c.SpecJson, &spec)
+		if spec.LoadBalancer != nil {
+			return spec.LoadBalancer.Algorithm
 		}
 	}
 	return ""

@@ -226,3 +226,24 @@ func (s *Server) tokenRoutes(mux *http.ServeMux) {
 		writeJSON(w, http.StatusOK, map[string]string{"revoked": r.PathValue("id")})
 	})
 }
+
+// InjectToken returns the join token the sidecar injector puts into pods
+// of service: one per service for the control plane's life (tokens are
+// stored as hashes, so after a restart a new one is minted; the old ones
+// stay valid for pods already running).
+func (s *Server) InjectToken(service string) (string, error) {
+	s.injectMu.Lock()
+	defer s.injectMu.Unlock()
+	if t, ok := s.injectTokens[service]; ok {
+		return t, nil
+	}
+	secret, _, err := s.tokens.Create(token.RoleJoin, service, "injected into Kubernetes pods", 0)
+	if err != nil {
+		return "", err
+	}
+	if s.injectTokens == nil {
+		s.injectTokens = map[string]string{}
+	}
+	s.injectTokens[service] = secret
+	return secret, nil
+}

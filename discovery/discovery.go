@@ -125,6 +125,8 @@ type Client struct {
 	watchers      map[string]map[chan *Destination]struct{}
 	// ejectc wakes the outlier loop when a detector ejected an instance.
 	ejectc chan struct{}
+	// unmeshed holds the addresses of instances without a sidecar.
+	unmeshed atomic.Pointer[map[string]bool]
 
 	updates atomic.Int64
 }
@@ -141,6 +143,7 @@ type state struct {
 	endpoints map[string]*balancer.Endpoint // kept across rebuilds: InFlight survives
 	config    []*pb.ConfigObject
 	live      *policy.Live // budget, breaker, outlier state: kept across rebuilds
+	unmeshed  int          // instances without a sidecar
 }
 
 type streamState struct {
@@ -571,10 +574,44 @@ func (c *Client) apply(u *pb.ServiceUpdate) {
 	d := c.build(u.Service, st)
 	pushedLoads(st, loads)
 	c.publishLocked(u.Service, d)
+	c.noteUnmeshedLocked(st)
 	if !w.done {
 		w.done = true
 		close(w.ready)
 	}
+}
+
+// noteUnmeshedLocked keeps the set of unmeshed instances' addresses that
+// Unmeshed reads, rebuilt only when st has or had such instances (mesh-only
+// destinations never pay for it).
+func (c *Client) noteUnmeshedLocked(st *state) {
+	n := 0
+	for _, in := range st.instances {
+		if in.Unmeshed {
+			n++
+		}
+	}
+	if n == 0 && st.unmeshed == 0 {
+		return
+	}
+	st.unmeshed = n
+	set := map[string]bool{}
+	for _, other := range c.states {
+		for _, in := range other.instances {
+			if in.Unmeshed {
+				set[in.Address] = true
+			}
+		}
+	}
+	c.unmeshed.Store(&set)
+}
+
+// Unmeshed reports whether addr is an instance with no sidecar (an
+// unmeshed Kubernetes endpoint), which callers reach in plaintext. It is
+// asked once per new upstream connection, not per request.
+func (c *Client) Unmeshed(addr string) bool {
+	m := c.unmeshed.Load()
+	return m != nil && (*m)[addr]
 }
 
 // publishLocked swaps d into the table and hands it to the watchers.

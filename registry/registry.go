@@ -361,3 +361,14 @@ func (r *Registry) Services() []ServiceView {
 	}
 	return out
 }
+
+// Config returns the objects configuring service as last pushed, whether
+// or not it has instances (nil when none).
+func (r *Registry) Config(service string) []*pb.ConfigObject {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.services[service]; s != nil {
+		return s.config
+	}
+	return nil
+}

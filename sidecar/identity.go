@@ -336,7 +336,11 @@ func (id *identity) renew(ctx context.Context) (notAfter, notBefore time.Time, e
 // dialer is the outbound side: mTLS to every other sidecar; before the
 // first certificate, plaintext in a permissive mesh, a wait in a strict one.
 func (id *identity) dialer() *mtls.Dialer {
-	return &mtls.Dialer{Source: id.src, Plaintext: func() bool { return id.mode() == mtls.Permissive }}
+	d := &mtls.Dialer{Source: id.src, Plaintext: func() bool { return id.mode() == mtls.Permissive }}
+	if id.disc != nil {
+		d.PlainAddr = id.disc.Unmeshed
+	}
+	return d
 }
 
 // IdentityView is GET /identity on the admin listener.

@@ -51,7 +51,10 @@ type Instance struct {
 	// plane (the x-weft-load value, at most 256 bytes), for callers that have
 	// not talked to it lately; its sidecar re-registers with a new one only
 	// on a significant change, at most every 5 s. Empty: none yet.
-	Load          string `protobuf:"bytes,30,opt,name=load,proto3" json:"load,omitempty"`
+	Load string `protobuf:"bytes,30,opt,name=load,proto3" json:"load,omitempty"`
+	// unmeshed: the instance has no sidecar (a Kubernetes endpoint of an app
+	// outside the mesh), so callers connect to it in plaintext, not mTLS.
+	Unmeshed      bool `protobuf:"varint,40,opt,name=unmeshed,proto3" json:"unmeshed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -161,6 +164,13 @@ func (x *Instance) GetLoad() string {
 		return x.Load
 	}
 	return ""
+}
+
+func (x *Instance) GetUnmeshed() bool {
+	if x != nil {
+		return x.Unmeshed
+	}
+	return false
 }
 
 type SidecarMessage struct {
@@ -1094,7 +1104,7 @@ var File_discovery_proto protoreflect.FileDescriptor
 
 const file_discovery_proto_rawDesc = "" +
 	"\n" +
-	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\x95\x03\n" +
+	"\x0fdiscovery.proto\x12\x11weft.discovery.v1\"\xb1\x03\n" +
 	"\bInstance\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x18\n" +
@@ -1107,7 +1117,8 @@ const file_discovery_proto_rawDesc = "" +
 	"\x10outbound_address\x18\t \x01(\tR\x0foutboundAddress\x12!\n" +
 	"\fweft_version\x18\n" +
 	" \x01(\tR\vweftVersion\x12\x12\n" +
-	"\x04load\x18\x1e \x01(\tR\x04load\x1a9\n" +
+	"\x04load\x18\x1e \x01(\tR\x04load\x12\x1a\n" +
+	"\bunmeshed\x18( \x01(\bR\bunmeshed\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8e\x03\n" +

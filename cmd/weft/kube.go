@@ -146,6 +146,7 @@ func (k *kubeFlags) start(ctx context.Context, s *control.Server, log *slog.Logg
 	}
 	runs := map[string]func(context.Context) error{"resources": rw.Run, "endpoints": ed.Run}
 	if k.inject {
+		k.sidecar.JoinToken = s.InjectToken
 		inj, err := k.injector(client, log)
 		if err != nil {
 			return nil, err

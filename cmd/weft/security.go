@@ -44,7 +44,13 @@ func (s *sidecarFlags) addSecurity(f *pflag.FlagSet) {
 func addTokenFlag(root *cobra.Command) {
 	var tok string
 	root.PersistentFlags().StringVar(&tok, "token", "", "token for the control plane: an API token (admin or read) for CLI commands, a join token for weft sidecar/run (env WEFT_TOKEN; default: the local token file the control plane writes on this machine)")
-	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+	prev := root.PersistentPreRunE // the global flags' check: keep it
+	root.PersistentPreRunE = func(cmd *cobra.Command, args []string) error {
+		if prev != nil {
+			if err := prev(cmd, args); err != nil {
+				return err
+			}
+		}
 		if tok != "" {
 			return os.Setenv("WEFT_TOKEN", tok)
 		}

@@ -164,7 +164,7 @@ func (d *Discovery) instance(e map[string]any, ns, svc string, port int64) *pb.I
 	ready := condition(e, "ready", true)
 	serving := condition(e, "serving", ready)
 	terminating := condition(e, "terminating", false)
-	in := &pb.Instance{Service: svc, Address: net.JoinHostPort(addrs[0], strconv.FormatInt(port, 10)), Ready: ready && !terminating}
+	in := &pb.Instance{Service: svc, Address: net.JoinHostPort(addrs[0], strconv.FormatInt(port, 10)), Ready: ready && !terminating, Unmeshed: true}
 	ref, _, _ := unstructured.NestedStringMap(e, "targetRef")
 	id := addrs[0]
 	if ref["kind"] == "Pod" && ref["name"] != "" {

@@ -64,6 +64,14 @@ type Config struct {
 	ImagePullPolicy string
 	// Requests and limits when the pod's annotations say nothing.
 	CPURequest, MemoryRequest, CPULimit, MemoryLimit string
+	// JoinToken, when set, returns the join token the injected sidecar
+	// proves its service with (WEFT_TOKEN): the control plane's injector
+	// mints one per service. Interim: the token is in the pod spec, so
+	// whoever may read pods of that namespace may claim the service; the
+	// next step is the pod's projected ServiceAccount token, checked with
+	// a TokenReview. Nil (weft inject -f): no token; the sidecar needs
+	// WEFT_TOKEN from elsewhere (e.g. a Secret).
+	JoinToken func(service string) (string, error)
 }
 
 // Defaults for Config's resources.
@@ -173,6 +181,13 @@ func Pod(c Config, meta, spec map[string]any) (bool, error) {
 			"capabilities":             map[string]any{"drop": []any{"ALL"}},
 			"seccompProfile":           map[string]any{"type": "RuntimeDefault"},
 		},
+	}
+	if c.JoinToken != nil {
+		tok, err := c.JoinToken(service)
+		if err != nil {
+			return false, fmt.Errorf("join token for service %q: %w", service, err)
+		}
+		sidecar["env"] = append(sidecar["env"].([]any), map[string]any{"name": "WEFT_TOKEN", "value": tok})
 	}
 	// First, so it is up before any other init container that may call out.
 	spec["initContainers"] = append([]any{sidecar}, inits...)

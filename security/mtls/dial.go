@@ -15,6 +15,10 @@ type Dialer struct {
 	// sidecar has no certificate yet (a permissive mesh keeps working while
 	// it starts); otherwise Dial waits for the certificate, within Timeout.
 	Plaintext func() bool
+	// PlainAddr, when it returns true for an address, lets Dial skip TLS
+	// to it: an instance with no sidecar (an unmeshed Kubernetes endpoint)
+	// cannot answer a handshake.
+	PlainAddr func(addr string) bool
 }
 
 // Dial connects and completes a mutually authenticated TLS handshake
@@ -32,6 +36,9 @@ func (d *Dialer) Dial(ctx context.Context, network, addr, alpn string) (net.Conn
 	c, err := nd.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
+	}
+	if d.PlainAddr != nil && d.PlainAddr(addr) {
+		return c, nil
 	}
 	if !d.Source.HasIdentity() {
 		if d.Plaintext != nil && d.Plaintext() {

@@ -34,9 +34,9 @@ func TestFirstContactMessages(t *testing.T) {
 		want string // the whole of stderr
 	}{
 		{"get without argument", []string{"get", "--server", cp.URL},
-			`weft: get what? want one of: services, resources, config INSTANCE`},
+			`weft: get what? want one of: services, resources, certs, config INSTANCE`},
 		{"get unknown object", []string{"get", "pods", "--server", cp.URL},
-			`weft: unknown object "pods": want one of: services, resources, config INSTANCE`},
+			`weft: unknown object "pods": want one of: services, resources, certs, config INSTANCE`},
 		{"get config without instance", []string{"get", "config", "--server", cp.URL},
 			`weft: get config: want one instance id (see weft get services)`},
 		{"get config unknown instance", []string{"get", "config", "nope", "--server", cp.URL},
