@@ -286,3 +286,22 @@ func TestUpstreamFailsMidBody(t *testing.T) {
 		})
 	}
 }
+
+// TestBadBodyAnswerIgnoresFinishStatus: the engine's 400 for a malformed
+// body after the head went upstream does not depend on what the Router's
+// Finish leaves in Result.Status (the outbound router copied its
+// Decision.Status, 0, there and the client got a 500).
+func TestBadBodyAnswerIgnoresFinishStatus(t *testing.T) {
+	up, _ := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		readRequestHead(br)
+		io.Copy(io.Discard, br)
+	})
+	r := &recRouter{addr: up, finish: func(_ *Request, d *Decision, res *Result) { res.Status = d.Status }}
+	addr := newEngine(t, &Server{Router: r})
+	c := dial(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+	resp, body := c.read("POST")
+	if resp.StatusCode != 400 || resp.Header.Get("X-Weft-Error") != "bad_request" {
+		t.Fatalf("status %d %q: %s", resp.StatusCode, resp.Header.Get("X-Weft-Error"), body)
+	}
+}
