@@ -14,6 +14,7 @@ demo: build
 # deps installs what the tests need (Debian packages), idempotently.
 deps:
 	bash scripts/deps.sh
+	bash scripts/h2spec.sh >/dev/null
 
 test: deps build vet
 	$(GO) test -count=1 -timeout 25m ./...

@@ -463,6 +463,10 @@ func newServer(h http.Handler) *http.Server {
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		Protocols:         new(http.Protocols),
+		// RFC 9113's default frame size, advertised and enforced: a HEADERS
+		// frame larger than it is a FRAME_SIZE_ERROR (h2spec 4.2/3) rather
+		// than up to 1 MiB buffered per frame.
+		HTTP2: &http.HTTP2Config{MaxReadFrameSize: 16 << 10},
 	}
 	// HTTP/1.1 and HTTP/2 with prior knowledge (h2c, what gRPC speaks) on
 	// one port.
