@@ -77,6 +77,9 @@ type Config struct {
 	// on the whole process: meant for the weft binary, not for a program
 	// embedding a sidecar.
 	TrimExecutable bool
+	// Listen bounds the outbound and inbound listeners' clients: header
+	// read and idle timeouts, connections per listener.
+	Listen ListenLimits
 }
 
 // Defaults.
@@ -107,6 +110,9 @@ type Sidecar struct {
 	outFront, inFront    *front
 	localSrv             *http.Server // the outbound's Local handler, for the fast path
 	adminSrv             *http.Server
+
+	lm     *listenerMetrics
+	lmOnce sync.Once
 
 	appReady  chan struct{} // closed when the app first accepts connections
 	readyOnce sync.Once
@@ -337,7 +343,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			}
 			router = s.out.Fast(localAddr)
 		}
-		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"))
+		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"), s.cfg.Listen, s.listenMetrics(), "outbound")
 		s.outFront.run(goRun, "outbound")
 	}
 	if s.inLn != nil {
@@ -345,7 +351,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		if !s.cfg.NoFastPath {
 			router = s.in.Fast()
 		}
-		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"))
+		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"), s.cfg.Listen, s.listenMetrics(), "inbound")
 		s.inFront.run(goRun, "inbound")
 		goRun("probe", func() error { s.probe(bg); return nil })
 	}
