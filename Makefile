@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/weft
 export CGO_ENABLED ?= 0
 
-.PHONY: build demo test test-unit test-e2e deps bench proto fmt vet
+.PHONY: build demo test test-unit test-e2e deps bench proto fmt vet fuzz
 
 build:
 	$(GO) build -trimpath -ldflags '-s -w' -o $(BIN) ./cmd/weft
@@ -22,6 +22,10 @@ test: deps build vet
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (gofmt -l . && echo "gofmt: files above need formatting" && false)
+
+# fuzz runs every fuzz target for FUZZTIME each (default 20s); `go test` runs only their seeds.
+fuzz:
+	FUZZTIME=$(or $(FUZZTIME),20s) bash scripts/fuzz.sh
 
 bench: build
 	bash bench/run.sh

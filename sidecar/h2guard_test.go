@@ -73,3 +73,37 @@ func TestH2Guard(t *testing.T) {
 		})
 	}
 }
+
+// FuzzH2Guard: whatever a client sends, the guard passes a prefix of it
+// unchanged, all of it unless it names a reason, and never panics.
+func FuzzH2Guard(f *testing.F) {
+	f.Add([]byte(h2Preface + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"))
+	f.Add([]byte(h2Preface + "\x00\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01"))
+	f.Add([]byte("PRI * HTTP/1.1\r\n\r\n"))
+	f.Add([]byte(h2Preface + "\xff\xff\xff\x00\x00\x00\x00\x00\x01abc"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		a, b := net.Pipe()
+		go func() {
+			// Odd-sized writes, so frame headers straddle reads.
+			for rest := in; len(rest) > 0; {
+				k := min(len(rest), 7)
+				if _, err := a.Write(rest[:k]); err != nil {
+					break
+				}
+				rest = rest[k:]
+			}
+			a.Close()
+		}()
+		var reason string
+		g := newH2Guard(b, func(r string) { reason = r })
+		var out bytes.Buffer
+		io.Copy(&out, g)
+		if !bytes.HasPrefix(in, out.Bytes()) {
+			t.Fatal("passed bytes that are not the input's")
+		}
+		if reason == "" && out.Len() != len(in) {
+			t.Fatalf("passed %d of %d bytes without a reason", out.Len(), len(in))
+		}
+	})
+}
