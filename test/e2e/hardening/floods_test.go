@@ -157,6 +157,11 @@ func TestMaxConnections(t *testing.T) {
 	m := startMesh(t, startApp(t), "", "--max-connections", strconv.Itoa(limit))
 	m.waitRoutable(t)
 	// waitRoutable's connection may still be counted for an instant.
+	if !harness.PollEvery(eventually, 20*time.Millisecond, func() bool {
+		return metric(t, m.clientAdmin, "weft_listener_connections", `listener="outbound"`) == 0
+	}) {
+		t.Fatal("weft_listener_connections never 0 with no client connected")
+	}
 	var held []net.Conn
 	for i := 0; i < limit; i++ {
 		c, err := net.Dial("tcp", m.outbound)
@@ -399,13 +404,23 @@ func repeat(write func() error) int {
 }
 
 // TestH2Floods runs each flood against the server sidecar's inbound
-// listener (h2c, what the network reaches) while a healthy h2c client
-// keeps calling it; the sidecar's RSS must stay bounded.
+// listener (h2c, what the network reaches) and the client sidecar's
+// outbound, while a healthy h2c client keeps calling the same listener;
+// the sidecar's RSS must stay bounded.
 func TestH2Floods(t *testing.T) {
-	const rssBound = 128 << 20 // growth allowed per flood
 	m := startMesh(t, startApp(t), "")
 	m.waitRoutable(t)
-	hc := h2Client(m.inbound)
+	for _, l := range []struct {
+		name, addr, admin string
+		p                 *harness.Proc
+	}{{"inbound", m.inbound, m.serverAdmin, m.server}, {"outbound", m.outbound, m.clientAdmin, m.client}} {
+		t.Run(l.name, func(t *testing.T) { runFloods(t, l.name, l.addr, l.admin, l.p.Pid()) })
+	}
+}
+
+func runFloods(t *testing.T, listener, addr, admin string, pid int) {
+	const rssBound = 128 << 20 // growth allowed per flood
+	hc := h2Client(addr)
 	get := func() error {
 		resp, err := hc.Get("http://back/healthy")
 		if err != nil {
@@ -423,9 +438,9 @@ func TestH2Floods(t *testing.T) {
 	}
 	for _, f := range floods {
 		t.Run(f.name, func(t *testing.T) {
-			before := rss(t, m.server.Pid())
-			guardBefore := metric(t, m.serverAdmin, "weft_listener_closed_total", `listener="inbound"`, `reason="`+f.guard+`"`)
-			h := dialH2(t, m.inbound)
+			before := rss(t, pid)
+			guardBefore := metric(t, admin, "weft_listener_closed_total", `listener="`+listener+`"`, `reason="`+f.guard+`"`)
+			h := dialH2(t, addr)
 			ended := make(chan string, 1)
 			var peak atomic.Int64
 			stop := make(chan struct{})
@@ -435,7 +450,7 @@ func TestH2Floods(t *testing.T) {
 					case <-stop:
 						return
 					case <-time.After(100 * time.Millisecond):
-						if r := rss(t, m.server.Pid()); r > peak.Load() {
+						if r := rss(t, pid); r > peak.Load() {
 							peak.Store(r)
 						}
 					}
@@ -459,7 +474,7 @@ func TestH2Floods(t *testing.T) {
 			}()
 			start := time.Now()
 			frames := make(chan int, 1)
-			cpuBefore := cpuTime(t, m.server.Pid())
+			cpuBefore := cpuTime(t, pid)
 			go func() { frames <- f.run(h) }()
 			if !f.noRead {
 				go func() { ended <- h.readUntilClosed(floodTime + 10*time.Second) }()
@@ -479,10 +494,10 @@ func TestH2Floods(t *testing.T) {
 			}
 			took := time.Since(start)
 			hwg.Wait()
-			cpu := cpuTime(t, m.server.Pid()) - cpuBefore
-			after := rss(t, m.server.Pid())
-			t.Logf("%s: %d frames in %s, connection: %q; inbound sidecar CPU %s, RSS %d MiB before, peak %d MiB, %d MiB after; healthy h2c requests meanwhile: %d ok",
-				f.name, n, took.Round(time.Millisecond), how, cpu, before>>20, max(peak.Load(), after)>>20, after>>20, healthyN)
+			cpu := cpuTime(t, pid) - cpuBefore
+			after := rss(t, pid)
+			t.Logf("%s: %d frames in %s, connection: %q; %s sidecar CPU %s, RSS %d MiB before, peak %d MiB, %d MiB after; healthy h2c requests meanwhile: %d ok",
+				f.name, n, took.Round(time.Millisecond), how, listener, cpu, before>>20, max(peak.Load(), after)>>20, after>>20, healthyN)
 			if healthyErr != nil {
 				t.Errorf("healthy request during the flood: %v", healthyErr)
 			}
@@ -490,7 +505,7 @@ func TestH2Floods(t *testing.T) {
 				t.Errorf("connection still open %s after the flood", floodTime+10*time.Second)
 			}
 			if f.guard != "" {
-				if n := metric(t, m.serverAdmin, "weft_listener_closed_total", `listener="inbound"`, `reason="`+f.guard+`"`); n != guardBefore+1 {
+				if n := metric(t, admin, "weft_listener_closed_total", `listener="`+listener+`"`, `reason="`+f.guard+`"`); n != guardBefore+1 {
 					t.Errorf("weft_listener_closed_total{reason=%q} went from %v to %v", f.guard, guardBefore, n)
 				}
 			}
