@@ -27,6 +27,8 @@ type h2guard struct {
 	hdr      [9]byte // the frame header being read
 	hn       int     // bytes of hdr read
 	skip     int     // payload bytes of the current frame still to pass
+	wu       [4]byte // a WINDOW_UPDATE's increment, as it is read
+	wun      int     // bytes of wu still to read (0: not in one)
 	empty    int     // consecutive frames with an empty payload and no end flag
 	tokens   float64 // control-frame budget
 	last     time.Time
@@ -36,8 +38,11 @@ type h2guard struct {
 // Guard limits.
 const (
 	h2MaxEmptyFrames = 100   // consecutive empty DATA/HEADERS/CONTINUATION frames without END_STREAM/END_HEADERS
-	h2ControlBurst   = 10000 // SETTINGS, PING, RST_STREAM, PRIORITY and WINDOW_UPDATE frames in a burst
+	h2ControlBurst   = 10000 // SETTINGS, PING, RST_STREAM, PRIORITY and small WINDOW_UPDATE frames in a burst
 	h2ControlRate    = 5000  // ... and per second after it
+	// h2SmallWindowUpdate: WINDOW_UPDATE frames with an increment below it
+	// count as control frames.
+	h2SmallWindowUpdate = 4096
 )
 
 const h2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -79,6 +84,17 @@ func (g *h2guard) scan(b []byte) string {
 		}
 		if g.skip > 0 {
 			k := min(g.skip, len(b))
+			if g.wun > 0 {
+				c := copy(g.wu[4-g.wun:], b[:min(k, g.wun)])
+				if g.wun -= c; g.wun == 0 {
+					inc := uint32(g.wu[0]&0x7f)<<24 | uint32(g.wu[1])<<16 | uint32(g.wu[2])<<8 | uint32(g.wu[3])
+					if inc < h2SmallWindowUpdate {
+						if r := g.control(); r != "" {
+							return r
+						}
+					}
+				}
+			}
 			g.skip -= k
 			b = b[k:]
 			continue
@@ -125,8 +141,17 @@ func (g *h2guard) frame(typ, flags byte, length int) string {
 			return ""
 		}
 		return g.control()
-	case frRST, frPriority, frWindow:
+	case frRST, frPriority:
 		return g.control()
+	case frWindow:
+		// Only small increments count: a client acknowledging the data it
+		// receives sends one update per many KiB (Go: 4 KiB at least,
+		// gRPC: a quarter window), however fast the data flows, while a
+		// flood of tiny ones is all cost. A malformed length is net/http's
+		// to refuse.
+		if length == 4 {
+			g.wun = 4
+		}
 	}
 	return ""
 }

@@ -55,6 +55,16 @@ func TestH2Guard(t *testing.T) {
 				fr.WritePing(true, [8]byte{})
 			}
 		}), ""},
+		{"tiny WINDOW_UPDATEs", frames(func(fr *http2.Framer) {
+			for i := 0; i <= 2*h2ControlBurst; i++ { // twice the burst: the budget refills as the test runs
+				fr.WriteWindowUpdate(0, 1)
+			}
+		}), "h2_control_flood"},
+		{"WINDOW_UPDATEs acknowledging data", frames(func(fr *http2.Framer) {
+			for i := 0; i <= 2*h2ControlBurst; i++ {
+				fr.WriteWindowUpdate(uint32(i%3), 16<<10)
+			}
+		}), ""},
 		{"not HTTP/2", bytes.Repeat([]byte("GET / HTTP/1.1\r\n"), 5000), ""},
 	}
 	for _, tt := range tests {

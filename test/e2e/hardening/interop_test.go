@@ -3,6 +3,7 @@ package hardening_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/grpclog"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
 
 // interopCases are the gRPC interoperability test cases (grpc/interop,
@@ -155,6 +157,40 @@ func TestGRPCInterop(t *testing.T) {
 		})
 	}
 	t.Logf("gRPC interop: %d/%d cases passed direct and through the sidecar pair", passed, len(interopCases))
+	// A bulk stream (64 MiB in 32 KiB messages) makes the clients send
+	// WINDOW_UPDATE and BDP PING frames as fast as data flows: the h2
+	// guard must not take that for a flood.
+	t.Run("bulk_server_streaming", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		params := make([]*testpb.ResponseParameters, 2048)
+		for i := range params {
+			params[i] = &testpb.ResponseParameters{Size: 32 << 10}
+		}
+		st, err := testgrpc.NewTestServiceClient(mesh).StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{ResponseParameters: params})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for {
+			r, err := st.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatalf("after %d messages: %v", n, err)
+			}
+			n += len(r.GetPayload().GetBody())
+		}
+		if n != 2048*32<<10 {
+			t.Fatalf("received %d bytes", n)
+		}
+		for _, admin := range []string{m.clientAdmin, m.serverAdmin} {
+			if c := metric(t, admin, "weft_listener_closed_total"); c != 0 {
+				t.Errorf("%s: weft_listener_closed_total = %v", admin, c)
+			}
+		}
+	})
 	// They did go through the mesh: the server sidecar counted gRPC
 	// requests, and a case against a service that does not exist fails.
 	if n := metric(t, m.serverAdmin, "weft_requests_total", `reporter="server"`, `grpc_status="0"`); n < 8 {
