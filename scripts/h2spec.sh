@@ -6,7 +6,7 @@
 set -euo pipefail
 
 version=v2.2.1
-cache="${WEFT_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/weft/tools}/h2spec-$version"
+cache="${WEFT_TOOLS_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/weft/tools}/h2spec-$version"
 bin="$cache/h2spec"
 if [ ! -x "$bin" ]; then
   echo "h2spec: building $version into $cache" >&2

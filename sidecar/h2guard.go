@@ -171,10 +171,10 @@ func (g *h2guard) control() string {
 }
 
 // CloseWrite half-closes the connection when the underlying one can, as
-// a tunnel (CONNECT) needs.
+// a tunnel (CONNECT) needs; otherwise it closes it.
 func (g *h2guard) CloseWrite() error {
 	if cw, ok := g.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return nil
+	return g.Conn.Close()
 }
