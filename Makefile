@@ -6,7 +6,7 @@ export CGO_ENABLED ?= 0
 # enabled by weft), and with it html/template: 4.3 MB of the binary.
 TAGS    ?= grpcnotrace
 
-.PHONY: build demo test test-unit test-e2e deps bench proto fmt vet image
+.PHONY: build demo test test-unit test-e2e deps bench proto fmt vet image fuzz
 
 # What `weft version` prints, stamped into the binary (package version).
 VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo dev)
@@ -27,6 +27,7 @@ demo: build
 deps:
 	bash scripts/deps.sh
 	bash scripts/kube-tools.sh >/dev/null
+	bash scripts/h2spec.sh >/dev/null
 
 test: deps build vet
 	$(GO) test -count=1 -timeout 25m ./...
@@ -39,6 +40,10 @@ vet:
 # example's app image from binaries built here; fails past 30 MB.
 image: build
 	VERSION=$(VERSION) GO=$(GO) bash scripts/image.sh $(BIN)
+
+# fuzz runs every fuzz target for FUZZTIME each (default 20s); `go test` runs only their seeds.
+fuzz:
+	FUZZTIME=$(or $(FUZZTIME),20s) bash scripts/fuzz.sh
 
 bench: build
 	bash bench/run.sh

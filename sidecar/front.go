@@ -20,12 +20,22 @@ type front struct {
 	hs   *http.Server
 }
 
-func newFront(ln net.Listener, h http.Handler, router h1.Router, log *slog.Logger) *front {
-	f := &front{ln: ln, hs: newServer(h)}
+func newFront(ln net.Listener, h http.Handler, router h1.Router, log *slog.Logger, lim ListenLimits, lm *listenerMetrics, name string) *front {
+	lim = lim.withDefaults()
+	ln = lm.limit(ln, name, lim.MaxConns)
+	hs := newServer(h)
+	hs.ReadHeaderTimeout, hs.IdleTimeout = lim.ReadHeaderTimeout, lim.IdleTimeout
+	f := &front{ln: ln, hs: hs}
 	if router != nil {
 		f.hand = h1.NewHandoffListener(ln.Addr())
-		f.fast = &h1.Server{Router: router, Logger: log, Fallback: func(c net.Conn) {
-			if err := f.hand.Handoff(c); err != nil {
+		f.fast = &h1.Server{Router: router, Logger: log, Limits: h1.Limits{
+			ReadHeaderTimeout: lim.ReadHeaderTimeout, IdleTimeout: lim.IdleTimeout,
+		}, Fallback: func(c net.Conn) {
+			g := newH2Guard(c, func(reason string) {
+				lm.closed.WithLabelValues(name, reason).Inc()
+				log.Warn("connection closed", "reason", reason, "remote", c.RemoteAddr().String())
+			})
+			if err := f.hand.Handoff(g); err != nil {
 				c.Close()
 			}
 		}}

@@ -100,6 +100,9 @@ type Config struct {
 	// file the control plane writes on this machine when its gRPC port is
 	// TLS, else a plaintext stream.
 	CABundle string
+	// Listen bounds the outbound and inbound listeners' clients: header
+	// read and idle timeouts, connections per listener.
+	Listen ListenLimits
 }
 
 // Defaults.
@@ -137,6 +140,9 @@ type Sidecar struct {
 	outFront, inFront    *front
 	localSrv             *http.Server // the outbound's Local handler, for the fast path
 	adminSrv             *http.Server
+
+	lm     *listenerMetrics
+	lmOnce sync.Once
 
 	appReady  chan struct{} // closed when the app first accepts connections
 	readyOnce sync.Once
@@ -399,7 +405,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 			}
 			router = s.out.Fast(localAddr)
 		}
-		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"))
+		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"), s.cfg.Listen, s.listenMetrics(), "outbound")
 		if s.outFront.fast != nil {
 			s.outFront.fast.Dial = s.fastDial(localAddr)
 		}
@@ -417,7 +423,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		if !s.cfg.NoFastPath {
 			router = s.in.Fast()
 		}
-		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"))
+		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"), s.cfg.Listen, s.listenMetrics(), "inbound")
 		// The verified caller reaches the net/http path's requests.
 		s.inFront.hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context { return proxy.WithPeer(ctx, c.RemoteAddr()) }
 		s.inFront.run(goRun, "inbound")
@@ -544,6 +550,10 @@ func newServer(h http.Handler) *http.Server {
 		IdleTimeout:       5 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		Protocols:         new(http.Protocols),
+		// RFC 9113's default frame size, advertised and enforced: a HEADERS
+		// frame larger than it is a FRAME_SIZE_ERROR (h2spec 4.2/3) rather
+		// than up to 1 MiB buffered per frame.
+		HTTP2: &http.HTTP2Config{MaxReadFrameSize: 16 << 10},
 	}
 	// HTTP/1.1 and HTTP/2 with prior knowledge (h2c, what gRPC speaks) on
 	// one port.

@@ -43,6 +43,9 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.BoolVar(&s.cfg.TrimExecutable, "trim-executable", true, "after start-up and then every 30s, unmap the weft binary's read-only pages from this process (they stay in the page cache), so that only the pages in use count as resident (Linux)")
 	f.IntVar(&s.cfg.AppPID, "app-pid", 0, "process id of the app, whose process tree's CPU use this instance reports to load_aware callers (weft run knows it)")
 	f.StringVar(&s.cfg.LoadCgroup, "load-cgroup", "", "cgroup v2 directory of this instance (its container), or auto for the sidecar's own, whose CPU and memory pressure it reports to load_aware callers; wins over the app's pid")
+	f.DurationVar(&s.cfg.Listen.ReadHeaderTimeout, "read-header-timeout", sidecar.DefaultReadHeaderTimeout, "outbound and inbound listeners: how long a client has from the first byte of a request head to its end (slow clients are cut off)")
+	f.DurationVar(&s.cfg.Listen.IdleTimeout, "idle-timeout", sidecar.DefaultIdleTimeout, "outbound and inbound listeners: how long a keep-alive connection may wait for its next request")
+	f.IntVar(&s.cfg.Listen.MaxConns, "max-connections", sidecar.DefaultMaxConns, "outbound and inbound listeners: open connections per listener; more are closed at once (weft_listener_rejected_total)")
 	f.BoolVar(&s.telemetry, "telemetry", true, "record per-request metrics, spans and access logs (false: only to measure their cost)")
 	_ = f.MarkHidden("telemetry")
 	addCaptureFlags(f, &s.cfg.Capture)
@@ -52,6 +55,15 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 func (s *sidecarFlags) config() (sidecar.Config, error) {
 	cfg := s.cfg
 	cfg.NoTelemetry = !s.telemetry
+	if cfg.Listen.ReadHeaderTimeout <= 0 {
+		return cfg, fmt.Errorf("--read-header-timeout %s: want a positive duration", cfg.Listen.ReadHeaderTimeout)
+	}
+	if cfg.Listen.IdleTimeout <= 0 {
+		return cfg, fmt.Errorf("--idle-timeout %s: want a positive duration", cfg.Listen.IdleTimeout)
+	}
+	if cfg.Listen.MaxConns <= 0 {
+		return cfg, fmt.Errorf("--max-connections %d: want a positive number", cfg.Listen.MaxConns)
+	}
 	if cfg.Service == "" {
 		return cfg, fmt.Errorf("--service is required")
 	}

@@ -314,7 +314,11 @@ func (c *conn) exchange() action {
 			if d.Status != 0 {
 				c.writeAnswer(d.Status, d.Header, d.Body)
 			} else {
-				c.writeError(res.Status, errorCode(res.Status), res.Err.Error())
+				// The engine's own answer, from the error: a Router's
+				// Finish may have overwritten res.Status (with 0) without
+				// giving an answer.
+				st := defaultStatus(res.Err)
+				c.writeError(st, errorCode(st), res.Err.Error())
 			}
 			if c.out.flush() != nil {
 				c.closeAfter = true

@@ -35,6 +35,11 @@ func TestRejected(t *testing.T) {
 		{"TE xchunked", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", 400},
 		{"TE chunked with junk", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;q=1\r\n\r\n", 400},
 		{"TE in HTTP/1.0", "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+		{"TE chunked, identity", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n", 400},
+		{"TE vertical tab", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n", 400},
+		{"TE space before colon with CL", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n", 400},
+		{"obs-fold hiding TE with CL", "POST / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400},
+		{"target NUL", "GET /a\x00 HTTP/1.1\r\nHost: a\r\n\r\n", 400},
 		{"CL differing", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd", 400},
 		{"CL list", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc", 400},
 		{"CL negative", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400},
@@ -154,6 +159,8 @@ func TestBadChunkedBody(t *testing.T) {
 		{"size empty", "\r\nab\r\n0\r\n\r\n"},
 		{"size overflow", "1000000000000000\r\n"},
 		{"size negative", "-1\r\n"},
+		{"size with 0x", "0x2\r\nab\r\n0\r\n\r\n"},
+		{"ext bare LF", "2;a\nab\r\n0\r\n\r\n"},
 		{"ext with CTL", "2;a\x01\r\nab\r\n0\r\n\r\n"},
 		{"ext without semicolon", "2 a\r\nab\r\n0\r\n\r\n"},
 		{"space before semicolon", "2 ;a\r\nab\r\n0\r\n\r\n"},
@@ -284,5 +291,24 @@ func TestUpstreamFailsMidBody(t *testing.T) {
 				t.Fatalf("result %+v", res)
 			}
 		})
+	}
+}
+
+// TestBadBodyAnswerIgnoresFinishStatus: the engine's 400 for a malformed
+// body after the head went upstream does not depend on what the Router's
+// Finish leaves in Result.Status (the outbound router copied its
+// Decision.Status, 0, there and the client got a 500).
+func TestBadBodyAnswerIgnoresFinishStatus(t *testing.T) {
+	up, _ := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		readRequestHead(br)
+		io.Copy(io.Discard, br)
+	})
+	r := &recRouter{addr: up, finish: func(_ *Request, d *Decision, res *Result) { res.Status = d.Status }}
+	addr := newEngine(t, &Server{Router: r})
+	c := dial(t, addr)
+	c.send("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+	resp, body := c.read("POST")
+	if resp.StatusCode != 400 || resp.Header.Get("X-Weft-Error") != "bad_request" {
+		t.Fatalf("status %d %q: %s", resp.StatusCode, resp.Header.Get("X-Weft-Error"), body)
 	}
 }

@@ -1,0 +1,144 @@
+package hardening_test
+
+import (
+	"encoding/xml"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
+)
+
+// h2specFailing are the h2spec cases the listeners fail today, each with
+// why. Both listeners serve h2c through net/http's HTTP/2 server (handed
+// off by the HTTP/1.1 engine); these need the native h2 engine (issue 13,
+// item 1) or a shared port that is not also HTTP/1.1. The test asserts
+// this list exactly, so a fix or a regression shows.
+var h2specFailing = map[string]string{
+	"http2/3.5/2":     "invalid connection preface: the port also speaks HTTP/1.1, so the bytes are answered as an HTTP/1.1 request (400) before the close",
+	"http2/6.5.3/1":   "two SETTINGS_INITIAL_WINDOW_SIZE in one frame: net/http's h2 server hangs up on a SETTINGS frame with duplicate entries (on purpose, a DoS guard) instead of applying them in order",
+	"http2/8.1.2.2/1": "connection-specific field in HEADERS: net/http's h2 server answers 400 without calling the proxy (nothing is forwarded), where h2spec wants RST_STREAM PROTOCOL_ERROR",
+	"http2/8.1.2.2/2": "TE other than trailers: answered 400 by net/http's h2 server, not forwarded, where h2spec wants RST_STREAM PROTOCOL_ERROR",
+}
+
+const h2specTotal = 145
+
+// h2specRacyOutbound may fail on the outbound listener only: there the
+// request's authority (h2spec sends 127.0.0.1:PORT) is no service, so the
+// mesh answers 503 at once, without reading the body, and whether net/http
+// sees the content-length mismatch before the response is a race.
+var h2specRacyOutbound = []string{"http2/8.1.2.6/1", "http2/8.1.2.6/2"}
+
+// TestH2Spec runs h2spec (h2c, prior knowledge) against the client
+// sidecar's outbound listener and the server sidecar's inbound listener
+// and asserts its summary: every case passes but the known ones.
+func TestH2Spec(t *testing.T) {
+	bin := h2specBinary(t)
+	port := harness.FreePort(t)
+	app := harness.Start(t, "app-back", bins.App, "--port", strconv.Itoa(port), "--name", "back")
+	harness.WaitListening(t, app, harness.Addr(port), eventually)
+	m := startMesh(t, port, "")
+	m.waitRoutable(t)
+	for _, l := range []struct{ name, addr string }{{"outbound", m.outbound}, {"inbound", m.inbound}} {
+		t.Run(l.name, func(t *testing.T) {
+			t.Parallel()
+			_, p, _ := net.SplitHostPort(l.addr)
+			report := filepath.Join(t.TempDir(), "h2spec.xml")
+			cmd := exec.Command(bin, "-h", "127.0.0.1", "-p", p, "-o", "5", "-j", report)
+			out, _ := cmd.CombinedOutput() // exits 1 when a case fails
+			passed, total, failed, err := readH2specReport(report)
+			if err != nil {
+				t.Fatalf("h2spec report: %v\n%s", err, harness.Tail(string(out), 60, 8<<10))
+			}
+			t.Logf("h2spec on the %s listener: %d/%d passed, failing %v", l.name, passed, total, failed)
+			want := make([]string, 0, len(h2specFailing))
+			for id := range h2specFailing {
+				want = append(want, id)
+			}
+			slices.Sort(want)
+			if l.name == "outbound" {
+				failed = slices.DeleteFunc(failed, func(id string) bool {
+					if slices.Contains(h2specRacyOutbound, id) {
+						t.Logf("h2spec %s failed (racy on the outbound, see h2specRacyOutbound)", id)
+						passed++ // counted as the race's other outcome
+						return true
+					}
+					return false
+				})
+			}
+			if total != h2specTotal || passed != total-len(want) || !slices.Equal(failed, want) {
+				t.Errorf("h2spec: %d/%d passed, failing %v; want %d/%d, failing %v\n%s",
+					passed, total, failed, h2specTotal-len(want), h2specTotal, want, harness.Tail(string(out), 80, 12<<10))
+			}
+		})
+	}
+}
+
+// h2specBinary builds (once, cached outside the clone) and returns h2spec,
+// through the project's script.
+func h2specBinary(t testing.TB) string {
+	t.Helper()
+	gomod, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(filepath.Dir(strings.TrimSpace(string(gomod))), "scripts", "h2spec.sh")
+	cmd := exec.Command("bash", script)
+	cmd.Stderr = os.Stderr
+	done := make(chan struct{})
+	var out []byte
+	go func() { out, err = cmd.Output(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Minute):
+		cmd.Process.Kill()
+		<-done
+	}
+	if err != nil {
+		t.Fatalf("scripts/h2spec.sh: %v", err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// readH2specReport reads h2spec's JUnit report: how many cases passed of
+// how many run, and the ids (package/index, as h2spec names them) of the
+// failed ones, sorted.
+func readH2specReport(path string) (passed, total int, failed []string, err error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	var r struct {
+		Suites []struct {
+			Package string `xml:"package,attr"`
+			Cases   []struct {
+				Failure *struct{} `xml:"failure"`
+				Error   *struct{} `xml:"error"`
+				Skipped *struct{} `xml:"skipped"`
+			} `xml:"testcase"`
+		} `xml:"testsuite"`
+	}
+	if err := xml.Unmarshal(b, &r); err != nil {
+		return 0, 0, nil, err
+	}
+	for _, s := range r.Suites {
+		for i, c := range s.Cases {
+			total++
+			switch {
+			case c.Failure != nil || c.Error != nil:
+				failed = append(failed, fmt.Sprintf("%s/%d", s.Package, i+1))
+			case c.Skipped == nil:
+				passed++
+			}
+		}
+	}
+	slices.Sort(failed)
+	return passed, total, failed, nil
+}
