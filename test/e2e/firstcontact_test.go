@@ -26,7 +26,7 @@ func TestFirstContactMessages(t *testing.T) {
 	}
 	defer held.Close()
 	busy := held.Addr().String()
-	unknownField := writeFile(t, "retries.yaml", policyYAML("x", "x", "", "")+"  retries: 3\n")
+	unknownField := writeFile(t, "retires.yaml", policyYAML("x", "x", "", "")+"  retires: 3\n")
 	dead := addr(freePort(t))
 	cases := []struct {
 		name string
@@ -54,7 +54,7 @@ func TestFirstContactMessages(t *testing.T) {
 			"--outbound", addr(freePort(t)), "--admin", addr(freePort(t))},
 			`weft: --otlp-endpoint: "ftp://x": scheme "ftp": want http, https, grpc or grpcs`},
 		{"unknown field", []string{"apply", "-f", unknownField, "--server", cp.URL},
-			`weft: ` + unknownField + `: document 1 (TrafficPolicy/x): spec: unknown field "retries"`},
+			`weft: ` + unknownField + `: document 1 (TrafficPolicy/x): spec: unknown field "retires"`},
 		{"second instance on the default outbound", []string{"run", "--service", "s", "--control", dead, "--outbound", busy,
 			"--admin", addr(freePort(t)), "--", "true"},
 			`weft: --outbound ` + busy + `: port already in use (is another weft running?); a further instance on this host needs its own ports: --outbound 127.0.0.1:0 --admin 127.0.0.1:0 (any free port; weft get services -o wide shows which)`},

@@ -43,6 +43,12 @@ type Proc struct {
 // killed and, if the test failed, the tail of its output is logged.
 func Start(t testing.TB, name, bin string, args ...string) *Proc {
 	t.Helper()
+	return StartEnv(t, name, bin, nil, args...)
+}
+
+// StartEnv is Start with env ("K=V") added to the test's environment.
+func StartEnv(t testing.TB, name, bin string, env []string, args ...string) *Proc {
+	t.Helper()
 	p := &Proc{
 		t: t, Name: name, Bin: bin, Args: args,
 		Output: filepath.Join(t.TempDir(), name+".log"),
@@ -54,6 +60,9 @@ func Start(t testing.TB, name, bin string, args ...string) *Proc {
 	}
 	defer f.Close()
 	p.cmd = exec.Command(bin, args...)
+	if env != nil {
+		p.cmd.Env = append(os.Environ(), env...)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 
@@ -25,10 +26,14 @@ type podJSON struct {
 	} `json:"metadata"`
 	Spec struct {
 		InitContainers []struct {
-			Name           string         `json:"name"`
-			Image          string         `json:"image"`
-			RestartPolicy  string         `json:"restartPolicy"`
-			Args           []string       `json:"args"`
+			Name          string   `json:"name"`
+			Image         string   `json:"image"`
+			RestartPolicy string   `json:"restartPolicy"`
+			Args          []string `json:"args"`
+			Env           []struct {
+				Name  string `json:"name"`
+				Value string `json:"value"`
+			} `json:"env"`
 			ReadinessProbe map[string]any `json:"readinessProbe"`
 			StartupProbe   map[string]any `json:"startupProbe"`
 			Resources      struct {
@@ -151,7 +156,18 @@ func runInjected(t *testing.T, p podJSON, cp *harness.Control, cl *client) {
 		}
 		args = append(args, a)
 	}
-	sidecar := harness.Start(t, "sidecar-shop-1", bins.Weft, args...)
+	// The kubelet would set the env the injector wrote with literal
+	// values, the join token among them.
+	var env []string
+	for _, e := range p.Spec.InitContainers[0].Env {
+		if e.Value != "" {
+			env = append(env, e.Name+"="+e.Value)
+		}
+	}
+	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "WEFT_TOKEN=") }) {
+		t.Errorf("the injected sidecar has no WEFT_TOKEN to prove its service with: %v", p.Spec.InitContainers[0].Env)
+	}
+	sidecar := harness.StartEnv(t, "sidecar-shop-1", bins.Weft, env, args...)
 	ready := "http://" + podIPs[0] + ":15020/ready"
 	harness.WaitUp(t, sidecar, "http://"+podIPs[0]+":15020/healthz", eventually)
 	if code, body, _ := harness.Get(ready); code == 200 {
