@@ -9,6 +9,7 @@ package kube
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/weftmesh/weft/kube/client"
 )
@@ -49,11 +50,16 @@ var (
 	EndpointSlices = client.Resource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
 )
 
+// Resync is how often informers call their handler without a change, so
+// a failed status write is retried.
+const Resync = 10 * time.Minute
+
 // Informer is an informer of one resource in namespace ns ("" for all)
-// that calls onChange on every add, update and delete.
+// that calls onChange on every add, update and delete, and every Resync.
 func Informer(c *client.Client, r client.Resource, ns string, log *slog.Logger, onChange func()) *client.Informer {
 	inf := client.NewInformer(c, r, ns, log)
 	inf.OnChange = onChange
+	inf.Resync = Resync
 	return inf
 }
 

@@ -23,9 +23,14 @@ type Informer struct {
 	res Resource
 	ns  string
 	log *slog.Logger
-	// OnChange is called (from Run's goroutine) after every add, update or
-	// delete, and after each list; it must not block.
+	// OnChange is called after every add, update or delete, after each
+	// list, and every Resync; it must not block, and may be called from
+	// two of Run's goroutines at once.
 	OnChange func()
+	// Resync, when positive, calls OnChange that often even without a
+	// change, so a caller's failed write (a status) is tried again (what
+	// client-go's resync period did).
+	Resync time.Duration
 
 	mu     sync.RWMutex
 	items  map[string]Object
@@ -82,6 +87,24 @@ func (i *Informer) changed() {
 
 // Run lists and watches until ctx is done.
 func (i *Informer) Run(ctx context.Context) {
+	if i.Resync > 0 {
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() {
+			t := time.NewTicker(i.Resync)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if i.HasSynced() {
+						i.changed()
+					}
+				}
+			}
+		})
+	}
 	fails := 0
 	var lastErr string
 	for ctx.Err() == nil {

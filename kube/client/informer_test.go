@@ -107,3 +107,34 @@ func TestInformerRelistsOnGone(t *testing.T) {
 		t.Errorf("listed object %v: want its apiVersion and kind filled from the list", o)
 	}
 }
+
+// Resync calls the handler again without a change, so a failed write is
+// retried.
+func TestInformerResync(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("watch") != "1" {
+			fmt.Fprint(w, `{"kind":"PodList","apiVersion":"v1","metadata":{"resourceVersion":"1"},"items":[]}`)
+			return
+		}
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	c, _ := New(&Config{Host: srv.URL})
+	inf := NewInformer(c, Resource{Version: "v1", Resource: "pods"}, "", nil)
+	inf.Resync = 20 * time.Millisecond
+	calls := make(chan struct{}, 1000)
+	inf.OnChange = func() { calls <- struct{}{} }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { inf.Run(ctx); close(done) }()
+	for n := range 4 { // the list's call and three resyncs
+		select {
+		case <-calls:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d calls of OnChange, want 4 (the list and three resyncs)", n)
+		}
+	}
+	cancel()
+	<-done
+}
