@@ -2,7 +2,10 @@ package client_test
 
 import (
 	"context"
+	"net/url"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +126,24 @@ func TestAgainstAPIServer(t *testing.T) {
 
 	cl.MustKubectl(t, nil, "-n", "shop", "delete", "configmap", "a")
 	waitFor("the delete", func() bool { return inf.Get("shop", "a") == nil })
+
+	// A pod's view: the service account's token and CA, the API server
+	// from KUBERNETES_SERVICE_HOST and _PORT.
+	sa := t.TempDir()
+	os.WriteFile(filepath.Join(sa, "token"), []byte(cl.Token+"\n"), 0o600)
+	os.WriteFile(filepath.Join(sa, "ca.crt"), cl.CA, 0o600)
+	u, _ := url.Parse(cl.URL)
+	t.Setenv("KUBERNETES_SERVICE_HOST", u.Hostname())
+	t.Setenv("KUBERNETES_SERVICE_PORT", u.Port())
+	icfg, err := client.InClusterFrom(sa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic, err := client.New(icfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, err := ic.List(ctx, svcs, "shop"); err != nil || len(l.Items) != 1 || l.Items[0].Name() != "lb" {
+		t.Errorf("in-cluster list of services: %v, %v; want lb", l, err)
+	}
 }
