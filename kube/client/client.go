@@ -190,6 +190,16 @@ func statusError(code int, body []byte) error {
 // maxBody bounds a response read whole (an object, a page of a list).
 const maxBody = 64 << 20
 
+// ErrAnswerTooLarge is the error of an answer larger than maxBody.
+var ErrAnswerTooLarge = errors.New("answer larger than 64 MiB")
+
+// bounded reads r up to maxBody bytes, then fails with ErrAnswerTooLarge.
+func bounded(r io.Reader) io.Reader {
+	b := &budgetReader{r: r, limit: maxBody}
+	b.err = ErrAnswerTooLarge
+	return b
+}
+
 // do sends one request and returns the response when it is a 2xx; any
 // other answer is a *StatusError.
 func (c *Client) do(ctx context.Context, method, path string, q url.Values, body []byte, contentType string) (*http.Response, error) {
@@ -236,7 +246,7 @@ func (c *Client) object(ctx context.Context, method, path string, q url.Values, 
 	}
 	defer resp.Body.Close()
 	var o Object
-	if err := decode(io.LimitReader(resp.Body, maxBody), &o); err != nil {
+	if err := decode(bounded(resp.Body), &o); err != nil {
 		return nil, fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
 	}
 	return o, nil
@@ -311,7 +321,7 @@ func (c *Client) List(ctx context.Context, r Resource, ns string) (*List, error)
 			return nil, err
 		}
 		var page listPage
-		err = decode(io.LimitReader(resp.Body, maxBody), &page)
+		err = decode(bounded(resp.Body), &page)
 		resp.Body.Close()
 		if err != nil {
 			return nil, fmt.Errorf("listing %s: decoding the answer: %w", r, err)

@@ -105,15 +105,20 @@ func (s *EventStream) Close() error {
 }
 
 // budgetReader reads from r until it has read limit bytes in all.
+// It then fails with err (ErrEventTooLarge when nil).
 type budgetReader struct {
 	r     io.Reader
 	n     int64
 	limit int64
+	err   error
 }
 
 func (b *budgetReader) Read(p []byte) (int, error) {
 	left := b.limit - b.n
 	if left <= 0 {
+		if b.err != nil {
+			return 0, b.err
+		}
 		return 0, ErrEventTooLarge
 	}
 	if int64(len(p)) > left {
