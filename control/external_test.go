@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/control"
 	"github.com/weftmesh/weft/resource"
 )
@@ -31,6 +32,10 @@ func algorithmOf(s *control.Server, service string) string {
 // ones take effect, each refused one says why.
 func TestSetExternal(t *testing.T) {
 	s := start(t)
+	// The registry lists only services with instances.
+	for _, svc := range []string{"payments", "orders"} {
+		s.Registry().Upsert(&pb.Instance{Service: svc, Id: svc + "-1", Address: "127.0.0.1:1", Ready: true}, t)
+	}
 	if code, body := post(t, "http://"+s.HTTPAddr()+"/api/v1/apply", policy); code != http.StatusOK {
 		t.Fatalf("apply: %d %s", code, body)
 	}

@@ -11,11 +11,11 @@ import (
 	"sync"
 
 	"github.com/spf13/pflag"
-	"k8s.io/client-go/dynamic"
 
 	"github.com/weftmesh/weft/bind"
 	"github.com/weftmesh/weft/control"
 	"github.com/weftmesh/weft/kube"
+	"github.com/weftmesh/weft/kube/client"
 	"github.com/weftmesh/weft/kube/endpoints"
 	"github.com/weftmesh/weft/kube/inject"
 	"github.com/weftmesh/weft/kube/resources"
@@ -59,7 +59,7 @@ func (k *kubeFlags) register(f *pflag.FlagSet) {
 }
 
 // injector builds the injector's server from the flags.
-func (k *kubeFlags) injector(client dynamic.Interface, log *slog.Logger) (*inject.Server, error) {
+func (k *kubeFlags) injector(kc *client.Client, log *slog.Logger) (*inject.Server, error) {
 	if k.sidecar.Image == "" {
 		return nil, errors.New("--inject needs --sidecar-image")
 	}
@@ -112,7 +112,7 @@ func (k *kubeFlags) injector(client dynamic.Interface, log *slog.Logger) (*injec
 	if err != nil {
 		return nil, err
 	}
-	return &inject.Server{Listener: ln, Cert: cert, Config: k.sidecar, Client: client, Registration: reg,
+	return &inject.Server{Listener: ln, Cert: cert, Config: k.sidecar, Client: kc, Registration: reg,
 		Logger: log.With("component", "injector")}, nil
 }
 
@@ -129,17 +129,16 @@ func (k *kubeFlags) start(ctx context.Context, s *control.Server, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	kube.LogTo(log.With("component", "client-go"))
-	client, err := kube.Client(cfg)
+	kc, err := kube.Client(cfg)
 	if err != nil {
 		return nil, err
 	}
-	rw, err := resources.New(resources.Options{Client: client, Sink: s, Namespace: k.namespace,
+	rw, err := resources.New(resources.Options{Client: kc, Sink: s, Namespace: k.namespace,
 		Logger: log.With("component", "kube-resources")})
 	if err != nil {
 		return nil, err
 	}
-	ed, err := endpoints.New(endpoints.Options{Client: client, Registry: s.Registry(), Namespace: k.namespace,
+	ed, err := endpoints.New(endpoints.Options{Client: kc, Registry: s.Registry(), Namespace: k.namespace,
 		Logger: log.With("component", "kube-endpoints")})
 	if err != nil {
 		return nil, err
@@ -147,7 +146,7 @@ func (k *kubeFlags) start(ctx context.Context, s *control.Server, log *slog.Logg
 	runs := map[string]func(context.Context) error{"resources": rw.Run, "endpoints": ed.Run}
 	if k.inject {
 		k.sidecar.JoinToken = s.InjectToken
-		inj, err := k.injector(client, log)
+		inj, err := k.injector(kc, log)
 		if err != nil {
 			return nil, err
 		}

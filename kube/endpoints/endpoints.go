@@ -24,13 +24,12 @@ import (
 	"net"
 	"slices"
 	"strconv"
-
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/cache"
+	"sync"
+	"time"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/kube"
+	"github.com/weftmesh/weft/kube/client"
 	"github.com/weftmesh/weft/registry"
 )
 
@@ -49,7 +48,7 @@ const (
 
 // Options configure Discovery.
 type Options struct {
-	Client   dynamic.Interface
+	Client   *client.Client
 	Registry *registry.Registry
 	// Namespace limits discovery to one namespace ("" for all).
 	Namespace string
@@ -60,7 +59,7 @@ type Options struct {
 type Discovery struct {
 	o                      Options
 	log                    *slog.Logger
-	services, slices, pods cache.SharedIndexInformer
+	services, slices, pods *client.Informer
 	kick                   kube.Kick
 	registered             map[string]map[string]bool // service → instance ids we upserted
 	warned                 map[string]string          // service key → last warning, said once
@@ -73,14 +72,9 @@ func New(o Options) (*Discovery, error) {
 	}
 	d := &Discovery{o: o, log: o.Logger, kick: kube.NewKick(),
 		registered: map[string]map[string]bool{}, warned: map[string]string{}}
-	d.services = kube.Informer(o.Client, kube.Services, o.Namespace)
-	d.slices = kube.Informer(o.Client, kube.EndpointSlices, o.Namespace)
-	d.pods = kube.Informer(o.Client, kube.Pods, o.Namespace)
-	for _, inf := range []cache.SharedIndexInformer{d.services, d.slices, d.pods} {
-		if err := kube.OnChange(inf, d.kick.Kick); err != nil {
-			return nil, err
-		}
-	}
+	d.services = kube.Informer(o.Client, kube.Services, o.Namespace, o.Logger, d.kick.Kick)
+	d.slices = kube.Informer(o.Client, kube.EndpointSlices, o.Namespace, o.Logger, d.kick.Kick)
+	d.pods = kube.Informer(o.Client, kube.Pods, o.Namespace, o.Logger, d.kick.Kick)
 	return d, nil
 }
 
@@ -91,10 +85,12 @@ var theOwner = &owner{}
 
 // Run watches until ctx is done, then removes what it registered.
 func (d *Discovery) Run(ctx context.Context) error {
-	for _, inf := range []cache.SharedIndexInformer{d.services, d.slices, d.pods} {
-		go inf.RunWithContext(ctx)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for _, inf := range []*client.Informer{d.services, d.slices, d.pods} {
+		wg.Go(func() { inf.Run(ctx) })
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), d.services.HasSynced, d.slices.HasSynced, d.pods.HasSynced) {
+	if !waitSynced(ctx, d.services, d.slices, d.pods) {
 		return nil
 	}
 	d.log.Info("kubernetes endpoints synced", "namespace", d.o.Namespace)
@@ -113,31 +109,26 @@ func (d *Discovery) Run(ctx context.Context) error {
 // compute builds every service's instances from the informers' caches.
 func (d *Discovery) compute() map[string][]*pb.Instance {
 	out := map[string][]*pb.Instance{}
-	for _, x := range d.slices.GetStore().List() {
-		sl, ok := x.(*unstructured.Unstructured)
-		if !ok {
-			continue
-		}
-		ns := sl.GetNamespace()
-		svcName := sl.GetLabels()[LabelServiceName]
+	for _, sl := range d.slices.List() {
+		ns := sl.Namespace()
+		svcName := sl.Labels()[LabelServiceName]
 		if svcName == "" {
 			continue
 		}
-		svc := d.object(d.services, ns, svcName)
+		svc := d.services.Get(ns, svcName)
 		if svc == nil {
 			continue
 		}
 		key := ns + "/" + svcName
-		port, err := pickPort(sl, svc.GetAnnotations()[AnnotationPort])
+		port, err := pickPort(sl, svc.Annotations()[AnnotationPort])
 		if err != nil {
 			d.warnOnce(key, fmt.Sprintf("service %s: %v", key, err))
 			continue
 		}
-		if t, _, _ := unstructured.NestedString(sl.Object, "addressType"); t == "FQDN" {
+		if client.NestedString(sl, "addressType") == "FQDN" {
 			continue
 		}
-		eps, _, _ := unstructured.NestedSlice(sl.Object, "endpoints")
-		for _, e := range eps {
+		for _, e := range client.NestedSlice(sl, "endpoints") {
 			em, ok := e.(map[string]any)
 			if !ok {
 				continue
@@ -157,7 +148,7 @@ func (d *Discovery) compute() map[string][]*pb.Instance {
 // Ready carries the endpoint's readiness; a terminating, serving endpoint
 // is marked with the label weft.dev/terminating for fallback.
 func (d *Discovery) instance(e map[string]any, ns, svc string, port int64) *pb.Instance {
-	addrs, _, _ := unstructured.NestedStringSlice(e, "addresses")
+	addrs := client.NestedStrings(e, "addresses")
 	if len(addrs) == 0 {
 		return nil
 	}
@@ -165,7 +156,7 @@ func (d *Discovery) instance(e map[string]any, ns, svc string, port int64) *pb.I
 	serving := condition(e, "serving", ready)
 	terminating := condition(e, "terminating", false)
 	in := &pb.Instance{Service: svc, Address: net.JoinHostPort(addrs[0], strconv.FormatInt(port, 10)), Ready: ready && !terminating, Unmeshed: true}
-	ref, _, _ := unstructured.NestedStringMap(e, "targetRef")
+	ref := client.NestedStringMap(e, "targetRef")
 	id := addrs[0]
 	if ref["kind"] == "Pod" && ref["name"] != "" {
 		id = ref["name"]
@@ -173,18 +164,18 @@ func (d *Discovery) instance(e map[string]any, ns, svc string, port int64) *pb.I
 		if pns == "" {
 			pns = ns
 		}
-		if pod := d.object(d.pods, pns, ref["name"]); pod != nil {
-			if pod.GetAnnotations()[AnnotationInjected] == "true" {
+		if pod := d.pod(pns, ref["name"]); pod != nil {
+			if pod.Annotations()[AnnotationInjected] == "true" {
 				return nil
 			}
-			in.Labels = maps.Clone(pod.GetLabels())
-			in.Version = pod.GetLabels()[LabelVersion]
+			in.Labels = maps.Clone(pod.Labels())
+			in.Version = pod.Labels()[LabelVersion]
 		}
 	}
 	in.Id = "k8s/" + ns + "/" + id + ":" + strconv.FormatInt(port, 10)
-	if z, _, _ := unstructured.NestedString(e, "zone"); z != "" {
+	if z := client.NestedString(e, "zone"); z != "" {
 		in.Zone = z
-	} else if zs, _, _ := unstructured.NestedSlice(e, "hints", "forZones"); len(zs) > 0 {
+	} else if zs := client.NestedSlice(e, "hints", "forZones"); len(zs) > 0 {
 		if zm, ok := zs[0].(map[string]any); ok {
 			in.Zone, _ = zm["name"].(string)
 		}
@@ -218,8 +209,8 @@ func fallback(ins []*pb.Instance) []*pb.Instance {
 // condition reads endpoint.conditions[name]; absent means def (the API's
 // rule: a missing ready is ready).
 func condition(e map[string]any, name string, def bool) bool {
-	v, ok, _ := unstructured.NestedFieldNoCopy(e, "conditions", name)
-	if !ok || v == nil {
+	v := client.Nested(e, "conditions", name)
+	if v == nil {
 		return def
 	}
 	b, ok := v.(bool)
@@ -231,8 +222,8 @@ func condition(e map[string]any, name string, def bool) bool {
 
 // pickPort chooses the slice's port: the one named by the Service's
 // weft.dev/port annotation, else the one named "http", else the only one.
-func pickPort(sl *unstructured.Unstructured, want string) (int64, error) {
-	ports, _, _ := unstructured.NestedSlice(sl.Object, "ports")
+func pickPort(sl client.Object, want string) (int64, error) {
+	ports := client.NestedSlice(sl, "ports")
 	var names []string
 	var only int64
 	for _, p := range ports {
@@ -268,13 +259,30 @@ func pickPort(sl *unstructured.Unstructured, want string) (int64, error) {
 	return 0, fmt.Errorf("its endpoints have ports %v and none is named http: name the mesh's with the %s annotation", names, AnnotationPort)
 }
 
-func (d *Discovery) object(inf cache.SharedIndexInformer, ns, name string) *unstructured.Unstructured {
-	x, ok, err := inf.GetStore().GetByKey(ns + "/" + name)
-	if err != nil || !ok {
+// pod is the pod ns/name from the informer (nil when unknown, or in a
+// unit test without one).
+func (d *Discovery) pod(ns, name string) client.Object {
+	if d.pods == nil {
 		return nil
 	}
-	u, _ := x.(*unstructured.Unstructured)
-	return u
+	return d.pods.Get(ns, name)
+}
+
+// waitSynced waits for every informer's first list; false when ctx ended
+// first.
+func waitSynced(ctx context.Context, infs ...*client.Informer) bool {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if !slices.ContainsFunc(infs, func(i *client.Informer) bool { return !i.HasSynced() }) {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-tick.C:
+		}
+	}
 }
 
 func (d *Discovery) warnOnce(key, msg string) {

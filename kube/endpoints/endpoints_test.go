@@ -4,17 +4,16 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-
 	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/kube/client"
 )
 
-func slice(ports ...map[string]any) *unstructured.Unstructured {
+func slice(ports ...map[string]any) client.Object {
 	ps := make([]any, len(ports))
 	for i := range ports {
 		ps[i] = ports[i]
 	}
-	return &unstructured.Unstructured{Object: map[string]any{"ports": ps}}
+	return client.Object{"ports": ps}
 }
 
 func port(name string, n int64, proto string) map[string]any {
@@ -24,7 +23,7 @@ func port(name string, n int64, proto string) map[string]any {
 func TestPickPort(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
-		sl      *unstructured.Unstructured
+		sl      client.Object
 		want    string
 		port    int64
 		errWord string

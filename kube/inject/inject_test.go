@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -146,6 +145,6 @@ func FuzzManifest(f *testing.F) {
 	})
 }
 
-func gvk(kind string) metav1.GroupVersionKind {
-	return metav1.GroupVersionKind{Version: "v1", Kind: kind}
+func gvk(kind string) groupVersionKind {
+	return groupVersionKind{Version: "v1", Kind: kind}
 }

@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"time"
 
-	"k8s.io/client-go/dynamic"
+	"github.com/weftmesh/weft/kube/client"
 )
 
 // Server is the webhook's HTTPS server and the registration it keeps.
@@ -17,7 +17,7 @@ type Server struct {
 	Listener     net.Listener
 	Cert         tls.Certificate
 	Config       Config
-	Client       dynamic.Interface
+	Client       *client.Client
 	Registration Registration
 	Logger       *slog.Logger
 }

@@ -21,11 +21,7 @@ import (
 	"path/filepath"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/client-go/dynamic"
+	"github.com/weftmesh/weft/kube/client"
 )
 
 // The admission.k8s.io/v1 AdmissionReview, the part a mutating webhook
@@ -38,12 +34,17 @@ type (
 		Response   *admissionResponse `json:"response,omitempty"`
 	}
 	admissionRequest struct {
-		UID       string                  `json:"uid"`
-		Kind      metav1.GroupVersionKind `json:"kind"`
-		Namespace string                  `json:"namespace"`
-		Name      string                  `json:"name"`
-		Operation string                  `json:"operation"`
-		Object    json.RawMessage         `json:"object"`
+		UID       string           `json:"uid"`
+		Kind      groupVersionKind `json:"kind"`
+		Namespace string           `json:"namespace"`
+		Name      string           `json:"name"`
+		Operation string           `json:"operation"`
+		Object    json.RawMessage  `json:"object"`
+	}
+	groupVersionKind struct {
+		Group   string `json:"group"`
+		Version string `json:"version"`
+		Kind    string `json:"kind"`
 	}
 	admissionResponse struct {
 		UID       string   `json:"uid"`
@@ -194,7 +195,7 @@ func LoadCert(dir string) (tls.Certificate, []byte, error) {
 
 // Registration: the MutatingWebhookConfiguration the control plane keeps.
 
-var webhookConfigs = schema.GroupVersionResource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "mutatingwebhookconfigurations"}
+var webhookConfigs = client.Resource{Group: "admissionregistration.k8s.io", Version: "v1", Resource: "mutatingwebhookconfigurations"}
 
 // Registration says how the API server reaches the webhook.
 type Registration struct {
@@ -271,18 +272,17 @@ func (r Registration) Object() map[string]any {
 }
 
 // Register creates or updates the MutatingWebhookConfiguration.
-func Register(ctx context.Context, c dynamic.Interface, r Registration) error {
-	obj := &unstructured.Unstructured{Object: r.Object()}
-	ri := c.Resource(webhookConfigs)
-	cur, err := ri.Get(ctx, obj.GetName(), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		_, err = ri.Create(ctx, obj, metav1.CreateOptions{FieldManager: "weft-control"})
+func Register(ctx context.Context, c *client.Client, r Registration) error {
+	obj := client.Object(r.Object())
+	cur, err := c.Get(ctx, webhookConfigs, "", obj.Name())
+	if client.IsNotFound(err) {
+		_, err = c.Create(ctx, webhookConfigs, "", obj)
 		return err
 	}
 	if err != nil {
 		return err
 	}
-	obj.SetResourceVersion(cur.GetResourceVersion())
-	_, err = ri.Update(ctx, obj, metav1.UpdateOptions{FieldManager: "weft-control"})
+	obj.SetResourceVersion(cur.ResourceVersion())
+	_, err = c.Update(ctx, webhookConfigs, "", obj)
 	return err
 }

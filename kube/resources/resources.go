@@ -19,17 +19,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"sync"
 	"time"
-
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/weftmesh/weft/control"
 	"github.com/weftmesh/weft/kube"
+	"github.com/weftmesh/weft/kube/client"
 	"github.com/weftmesh/weft/kube/crd"
 	"github.com/weftmesh/weft/resource"
 )
@@ -51,7 +46,7 @@ const (
 
 // Options configure a Watcher.
 type Options struct {
-	Client dynamic.Interface
+	Client *client.Client
 	Sink   Sink
 	// Namespace limits the watch to one namespace ("" for all).
 	Namespace string
@@ -68,8 +63,8 @@ type Watcher struct {
 
 type kindInformer struct {
 	kind string
-	gvr  schema.GroupVersionResource
-	inf  cache.SharedIndexInformer
+	gvr  client.Resource
+	inf  *client.Informer
 }
 
 // New sets up an informer per registered resource kind.
@@ -79,11 +74,8 @@ func New(o Options) (*Watcher, error) {
 	}
 	w := &Watcher{o: o, log: o.Logger, kick: kube.NewKick()}
 	for _, k := range resource.KindNames() {
-		gvr := schema.GroupVersionResource{Group: crd.Group, Version: crd.Version, Resource: crd.Plural(k)}
-		inf := kube.Informer(o.Client, gvr, o.Namespace)
-		if err := kube.OnChange(inf, w.kick.Kick); err != nil {
-			return nil, err
-		}
+		gvr := client.Resource{Group: crd.Group, Version: crd.Version, Resource: crd.Plural(k)}
+		inf := kube.Informer(o.Client, gvr, o.Namespace, o.Logger, w.kick.Kick)
 		w.kinds = append(w.kinds, kindInformer{kind: k, gvr: gvr, inf: inf})
 	}
 	return w, nil
@@ -93,8 +85,10 @@ func New(o Options) (*Watcher, error) {
 // nothing is handed to the sink, so a half-listed cluster never removes
 // policies that exist.
 func (w *Watcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for _, k := range w.kinds {
-		go k.inf.RunWithContext(ctx)
+		wg.Go(func() { k.inf.Run(ctx) })
 	}
 	if err := w.waitSynced(ctx); err != nil {
 		return err
@@ -154,8 +148,8 @@ func (w *Watcher) waitSynced(ctx context.Context) error {
 
 // item is one custom resource as found.
 type item struct {
-	u   *unstructured.Unstructured
-	gvr schema.GroupVersionResource
+	u   client.Object
+	gvr client.Resource
 	obj resource.Object
 	err error // conversion error
 }
@@ -163,11 +157,7 @@ type item struct {
 func (w *Watcher) sync(ctx context.Context) {
 	var items []item
 	for _, k := range w.kinds {
-		for _, x := range k.inf.GetStore().List() {
-			u, ok := x.(*unstructured.Unstructured)
-			if !ok {
-				continue
-			}
+		for _, u := range k.inf.List() {
 			obj, err := Convert(u)
 			items = append(items, item{u: u, gvr: k.gvr, obj: obj, err: err})
 		}
@@ -176,11 +166,11 @@ func (w *Watcher) sync(ctx context.Context) {
 	// applied would with weft apply.
 	sort.SliceStable(items, func(i, j int) bool {
 		a, b := items[i].u, items[j].u
-		ta, tb := a.GetCreationTimestamp(), b.GetCreationTimestamp()
-		if !ta.Equal(&tb) {
-			return ta.Before(&tb)
+		ta, tb := a.CreationTimestamp(), b.CreationTimestamp()
+		if !ta.Equal(tb) {
+			return ta.Before(tb)
 		}
-		return a.GetNamespace()+"/"+a.GetName() < b.GetNamespace()+"/"+b.GetName()
+		return a.Namespace()+"/"+a.Name() < b.Namespace()+"/"+b.Name()
 	})
 	var objs []resource.Object
 	var idx []int
@@ -205,18 +195,18 @@ func (w *Watcher) sync(ctx context.Context) {
 
 // Convert turns a custom resource into the object weft apply would send:
 // the namespace is dropped (the mesh has one namespace of names).
-func Convert(u *unstructured.Unstructured) (resource.Object, error) {
+func Convert(u client.Object) (resource.Object, error) {
 	o := resource.Object{
-		APIVersion: u.GetAPIVersion(),
-		Kind:       u.GetKind(),
+		APIVersion: u.APIVersion(),
+		Kind:       u.Kind(),
 		Metadata: resource.Meta{
-			Name:        u.GetName(),
-			Labels:      u.GetLabels(),
-			Annotations: u.GetAnnotations(),
-			Generation:  u.GetGeneration(),
+			Name:        u.Name(),
+			Labels:      u.Labels(),
+			Annotations: u.Annotations(),
+			Generation:  u.Generation(),
 		},
 	}
-	spec, ok := u.Object["spec"]
+	spec, ok := u["spec"]
 	if !ok {
 		return o, errors.New("spec is missing")
 	}
@@ -231,21 +221,21 @@ func Convert(u *unstructured.Unstructured) (resource.Object, error) {
 // writeStatus patches the object's Accepted condition when it differs from
 // what is there, so a sync caused by a status write writes nothing.
 func (w *Watcher) writeStatus(ctx context.Context, it item) {
-	status, reason, msg := metav1.ConditionTrue, ReasonAccepted, "the control plane applied it"
+	status, reason, msg := "True", ReasonAccepted, "the control plane applied it"
 	if it.err != nil {
-		status, reason, msg = metav1.ConditionFalse, ReasonInvalid, it.err.Error()
+		status, reason, msg = "False", ReasonInvalid, it.err.Error()
 		if errors.Is(it.err, control.ErrConflict) {
 			reason = ReasonConflict
 		}
 	}
-	gen := it.u.GetGeneration()
+	gen := it.u.Generation()
 	cur := findCondition(it.u, ConditionAccepted)
-	if cur != nil && cur["status"] == string(status) && cur["reason"] == reason && cur["message"] == msg &&
+	if cur != nil && cur["status"] == status && cur["reason"] == reason && cur["message"] == msg &&
 		fmt.Sprint(cur["observedGeneration"]) == fmt.Sprint(gen) {
 		return
 	}
 	lt := time.Now().UTC().Format(time.RFC3339)
-	if cur != nil && cur["status"] == string(status) {
+	if cur != nil && cur["status"] == status {
 		if s, ok := cur["lastTransitionTime"].(string); ok {
 			lt = s
 		}
@@ -253,27 +243,25 @@ func (w *Watcher) writeStatus(ctx context.Context, it item) {
 	patch := map[string]any{"status": map[string]any{
 		"observedGeneration": gen,
 		"conditions": []any{map[string]any{
-			"type": ConditionAccepted, "status": string(status), "reason": reason, "message": msg,
+			"type": ConditionAccepted, "status": status, "reason": reason, "message": msg,
 			"observedGeneration": gen, "lastTransitionTime": lt,
 		}},
 	}}
 	b, _ := json.Marshal(patch)
-	_, err := w.o.Client.Resource(it.gvr).Namespace(it.u.GetNamespace()).
-		Patch(ctx, it.u.GetName(), types.MergePatchType, b, metav1.PatchOptions{FieldManager: "weft-control"}, "status")
+	_, err := w.o.Client.Patch(ctx, it.gvr, it.u.Namespace(), it.u.Name(), b, "status")
 	if err != nil {
-		w.log.Warn("writing status", "kind", it.u.GetKind(), "namespace", it.u.GetNamespace(), "name", it.u.GetName(), "err", err)
+		w.log.Warn("writing status", "kind", it.u.Kind(), "namespace", it.u.Namespace(), "name", it.u.Name(), "err", err)
 		return
 	}
 	if it.err != nil {
-		w.log.Info("kubernetes resource refused", "kind", it.u.GetKind(), "namespace", it.u.GetNamespace(), "name", it.u.GetName(), "reason", reason, "err", it.err)
+		w.log.Info("kubernetes resource refused", "kind", it.u.Kind(), "namespace", it.u.Namespace(), "name", it.u.Name(), "reason", reason, "err", it.err)
 	} else {
-		w.log.Info("kubernetes resource accepted", "kind", it.u.GetKind(), "namespace", it.u.GetNamespace(), "name", it.u.GetName(), "generation", gen)
+		w.log.Info("kubernetes resource accepted", "kind", it.u.Kind(), "namespace", it.u.Namespace(), "name", it.u.Name(), "generation", gen)
 	}
 }
 
-func findCondition(u *unstructured.Unstructured, typ string) map[string]any {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
+func findCondition(u client.Object, typ string) map[string]any {
+	for _, c := range client.NestedSlice(u, "status", "conditions") {
 		if m, ok := c.(map[string]any); ok && m["type"] == typ {
 			return m
 		}

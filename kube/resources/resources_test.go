@@ -4,8 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
+
+	"github.com/weftmesh/weft/kube/client"
 )
 
 func TestConvert(t *testing.T) {
@@ -18,12 +19,12 @@ status: {conditions: []}
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Decoded as the dynamic client decodes: integers are int64.
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(js); err != nil {
+	// Decoded as the client decodes: integers are int64.
+	var u client.Object
+	if err := client.Decode(js, &u); err != nil {
 		t.Fatal(err)
 	}
-	m := u.Object
+	m := u
 	o, err := Convert(u)
 	if err != nil {
 		t.Fatal(err)
@@ -38,7 +39,7 @@ status: {conditions: []}
 		t.Errorf("spec %s", o.Spec)
 	}
 	delete(m, "spec")
-	if _, err := Convert(&unstructured.Unstructured{Object: m}); err == nil || !strings.Contains(err.Error(), "spec is missing") {
+	if _, err := Convert(m); err == nil || !strings.Contains(err.Error(), "spec is missing") {
 		t.Errorf("without spec: err %v", err)
 	}
 }
