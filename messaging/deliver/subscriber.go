@@ -46,7 +46,10 @@ const (
 	// 1000 msg/s. Expiring busy fetches after 100 ms hands the unused
 	// request back ten times a second (a pull request per 100 ms per busy
 	// partition, nothing next to the messages); an idle loop still long
-	// polls for fetchWait, on one slot.
+	// polls for fetchWait, on one slot. Measured with bench/messaging
+	// -keys 100 at 1000 msg/s, alternating builds on the shared machine
+	// (load 3.6–7): p99 21.5 / 7.8 / 147 ms before, 2.6 / 5.9 / 35 ms
+	// after; CPU per message unchanged within the noise.
 	busyFetchWait    = 100 * time.Millisecond
 	unreachableRetry = 200 * time.Millisecond
 )
