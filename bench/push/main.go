@@ -115,7 +115,7 @@ func run(weft string, n, events, perConn int, gap time.Duration) error {
 	if _, err := os.Stat(weft); err != nil {
 		weft = filepath.Join(dir, "weft")
 		fmt.Fprintln(os.Stderr, "building ./cmd/weft …")
-		if out, err := exec.Command("go", "build", "-o", weft, "./cmd/weft").CombinedOutput(); err != nil {
+		if out, err := exec.Command("go", "build", "-o", weft, "github.com/weftmesh/weft/cmd/weft").CombinedOutput(); err != nil {
 			return fmt.Errorf("go build ./cmd/weft: %w\n%s", err, out)
 		}
 	}
