@@ -48,6 +48,18 @@ fuzz:
 bench: build
 	bash bench/run.sh
 
+# bench-push: registration → every subscribed sidecar, with 1,000 and 5,000
+# simulated sidecars on one control plane (bench/push). bench-messaging:
+# publish → callback through two sidecars against direct JetStream.
+.PHONY: bench-push bench-messaging
+bench-push: build
+	$(GO) run ./bench/push -weft $(BIN) -sidecars 1000
+	$(GO) run ./bench/push -weft $(BIN) -sidecars 5000 -events 20
+
+bench-messaging: build
+	$(GO) run ./bench/messaging -weft $(BIN) -duration 5s
+	$(GO) run ./bench/messaging -weft $(BIN) -duration 5s -keys 64
+
 # proto regenerates the committed gRPC code (needs protoc, protoc-gen-go, protoc-gen-go-grpc).
 proto:
 	cd api/discoveryv1 && protoc --go_out=. --go_opt=paths=source_relative \

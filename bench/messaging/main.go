@@ -108,6 +108,10 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	for _, r := range []result{lat, pubOnly, thr, dlat, dthr} {
 		fmt.Printf("%-34s %11.0f %10.0f %9s %9s %9s %9s %6d\n", r.name, r.pub, r.rate, ms(r.p(50)), ms(r.p(90)), ms(r.p(99)), ms(r.p(100)), r.lost)
 	}
+	fmt.Printf("\nthroughput, sidecars ÷ direct: %.2f (received/s)\n", thr.rate/dthr.rate)
+	fmt.Println("CPU µs per message in the max runs (utime+stime; a loaded machine inflates them less than it does the rates):")
+	fmt.Println("  sidecars:", thr.cpu)
+	fmt.Println("  direct:  ", dthr.cpu)
 	fmt.Println("\nlatency: from the publish request starting to the subscriber's callback (sidecars)")
 	fmt.Println("or to the consumer receiving it (direct); both clocks are this process's.")
 	fmt.Println("\"publish → 200\" is the app's publish request alone: the broker has stored the message.")
@@ -117,6 +121,49 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 		}
 	}
 	return nil
+}
+
+// cpuTimes reads utime+stime (seconds) of the bench's processes: this one
+// (publishers and the app, or the JetStream clients), the control plane
+// (the broker), and the sidecars when they run.
+func (e *env) cpuTimes() map[string]float64 {
+	m := map[string]float64{"bench": cpuSeconds(os.Getpid())}
+	for i, name := range []string{"control+broker", "subscriber sidecar", "publisher sidecar"} {
+		if i < len(e.procs) {
+			m[name] = cpuSeconds(e.procs[i].Process.Pid)
+		}
+	}
+	return m
+}
+
+func cpuNote(before, after map[string]float64, msgs int, sidecars bool) string {
+	names := []string{"bench", "control+broker"}
+	if sidecars {
+		names = append(names, "publisher sidecar", "subscriber sidecar")
+	}
+	var parts []string
+	total := 0.0
+	for _, n := range names {
+		us := 1e6 * (after[n] - before[n]) / float64(max(msgs, 1))
+		total += us
+		parts = append(parts, fmt.Sprintf("%s %.0f", n, us))
+	}
+	return strings.Join(parts, ", ") + fmt.Sprintf("; total %.0f", total)
+}
+
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (u + st) / 100
 }
 
 func numCPU() int {
@@ -134,6 +181,7 @@ type result struct {
 	rate float64
 	lat  []time.Duration
 	lost int
+	cpu  string // CPU µs per message of each process, for the max runs
 }
 
 func (r result) p(q int) time.Duration {
@@ -405,6 +453,7 @@ func (e *env) viaSidecars(rate int, dur time.Duration, size, conc int, max bool)
 		name = fmt.Sprintf("sidecars, max (%d publishers)", conc)
 	}
 	fmt.Fprintf(os.Stderr, "running: %s for %s…\n", name, dur)
+	cpu0 := e.cpuTimes()
 	start := time.Now()
 	var lat []time.Duration
 	var last time.Time
@@ -441,6 +490,7 @@ func (e *env) viaSidecars(rate int, dur time.Duration, size, conc int, max bool)
 	}
 	r := result{name: name, lat: lat, lost: int(sent) - len(lat), pub: float64(sent) / dur.Seconds()}
 	r.rate = float64(len(lat)) / last.Sub(start).Seconds()
+	r.cpu = cpuNote(cpu0, e.cpuTimes(), len(lat), true)
 	return r, nil
 }
 
@@ -498,6 +548,7 @@ func (e *env) direct(rate int, dur time.Duration, size, conc int, max bool) (res
 		return result{}, err
 	}
 	defer cc.Stop()
+	cpu0 := e.cpuTimes()
 	start := time.Now()
 	done := make(chan struct{})
 	var sent int64
@@ -521,5 +572,6 @@ func (e *env) direct(rate int, dur time.Duration, size, conc int, max bool) (res
 	}
 	r := result{name: name, lat: lat, lost: int(sent) - len(lat), pub: float64(sent) / dur.Seconds()}
 	r.rate = float64(len(lat)) / last.Sub(start).Seconds()
+	r.cpu = cpuNote(cpu0, e.cpuTimes(), len(lat), false)
 	return r, nil
 }
