@@ -13,14 +13,19 @@ import (
 
 // Path names.
 const (
-	PathDirect  = "direct"
-	PathWeft    = "weft"
-	PathHAProxy = "haproxy"
-	PathNginx   = "nginx"
+	PathDirect = "direct"
+	PathWeft   = "weft"
+	// PathWeftPolicy is the weft path with a TrafficPolicy that sets
+	// retries, outlier detection and a circuit breaker on the backend: none
+	// of them fires on healthy traffic, so it shows what the request
+	// pipeline costs when policy is configured but idle.
+	PathWeftPolicy = "weft-policy"
+	PathHAProxy    = "haproxy"
+	PathNginx      = "nginx"
 )
 
 // AllPaths is every path, in the order rounds interleave them.
-var AllPaths = []string{PathDirect, PathWeft, PathHAProxy, PathNginx}
+var AllPaths = []string{PathDirect, PathWeft, PathWeftPolicy, PathHAProxy, PathNginx}
 
 // Env is what a path needs to start.
 type Env struct {
@@ -82,7 +87,7 @@ func StartPath(ctx context.Context, name string, env *Env, round int) (*Topology
 			t, err = startHAProxy(ctx, env, dir, name)
 		case PathNginx:
 			t, err = startNginx(ctx, env, dir, name)
-		case PathWeft:
+		case PathWeft, PathWeftPolicy:
 			t, err = startWeft(ctx, env, dir, name)
 		default:
 			return nil, fmt.Errorf("unknown path %q", name)
@@ -306,6 +311,11 @@ func startWeft(ctx context.Context, env *Env, dir, name string) (*Topology, erro
 	if err := WaitHTTP(ctx, "http://"+httpAddr+"/healthz", "", wait, control); err != nil {
 		return fail(fmt.Errorf("control plane: %w", err))
 	}
+	if name == PathWeftPolicy {
+		if err := applyPolicy(ctx, env.WeftBin, dir, "http://"+httpAddr); err != nil {
+			return fail(err)
+		}
+	}
 	server, err := start(name+"-server-sidecar", "sidecar", "--control", grpcAddr, "--service", "backend",
 		"--app-port", backendPort, "--inbound", inbound, "--outbound", serverOut, "--admin", serverAdmin)
 	if err != nil {
@@ -330,4 +340,39 @@ func startWeft(ctx context.Context, env *Env, dir, name string) (*Topology, erro
 		return fail(fmt.Errorf("weft path: %w", err))
 	}
 	return t, nil
+}
+
+// resiliencePolicy is what the weft-policy path applies: every resilience
+// feature of the pipeline on, at values healthy traffic never trips.
+const resiliencePolicy = `apiVersion: weft.dev/v1alpha1
+kind: TrafficPolicy
+metadata: {name: backend}
+spec:
+  service: backend
+  retries:
+    attempts: 2
+    retryOn: [connect-failure, reset, gateway-error, 5xx]
+    perTryTimeout: 2s
+    budget: {ratio: 0.2, minPerSecond: 10}
+  outlierDetection:
+    consecutive5xx: 5
+    interval: 1s
+    baseEjectionTime: 30s
+    maxEjectionPercent: 50
+  circuitBreaker:
+    maxConnections: 10000
+    maxPendingRequests: 10000
+    maxRequests: 10000
+`
+
+func applyPolicy(ctx context.Context, weft, dir, server string) error {
+	f := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(f, []byte(resiliencePolicy), 0o644); err != nil {
+		return err
+	}
+	out, err := exec.CommandContext(ctx, weft, "apply", "-f", f, "--server", server).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("weft apply of the bench policy: %v: %s", err, out)
+	}
+	return nil
 }
