@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -299,8 +300,11 @@ func PruneLocal(max int) {
 		addr := net.JoinHostPort(host, port)
 		gone, seen := dead[addr]
 		if !seen {
-			c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
-			gone = err != nil
+			// Only a refused connection proves nobody serves there: a
+			// timeout on a loaded machine must not delete a live control
+			// plane's token file.
+			c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+			gone = errors.Is(err, syscall.ECONNREFUSED)
 			if c != nil {
 				c.Close()
 			}
