@@ -137,6 +137,9 @@ func (s *Server) checkJoin(ctx context.Context, secret, namespace, service strin
 	if rv := s.accounts.Load(); errors.Is(err, token.ErrInvalid) && rv != nil && tokenreview.LooksLike(strings.TrimSpace(secret)) {
 		return checkAccount(ctx, *rv, secret, namespace, service)
 	}
+	if errors.Is(err, token.ErrInvalid) && tokenreview.LooksLike(strings.TrimSpace(secret)) {
+		return errors.New("join token: this looks like a Kubernetes ServiceAccount token, but the control plane does not check those: run weft control with --kubernetes (or --kubeconfig), or give the sidecar a join token (weft token create --service " + service + ")")
+	}
 	if err != nil {
 		return fmt.Errorf("join token: %w", err)
 	}
