@@ -21,6 +21,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
@@ -114,10 +115,9 @@ type Server struct {
 	sec        *security // the mesh CA and the certificates it issued
 	tokens     *token.Manager
 	localToken string
-	// injectTokens: the sidecar injector's join token per service.
-	injectMu     sync.Mutex
-	injectTokens map[string]string
-	brokerPass   string // the embedded broker's password with --broker-auth
+	// accounts reviews Kubernetes ServiceAccount tokens (--kubernetes).
+	accounts   atomic.Pointer[AccountReviewer]
+	brokerPass string // the embedded broker's password with --broker-auth
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad

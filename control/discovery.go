@@ -37,7 +37,7 @@ type discoveryServer struct {
 	settings map[string]string
 	sec      *security
 	// checkJoin decides whether a CSR's join token may claim a service.
-	checkJoin func(token, service string) error
+	checkJoin func(ctx context.Context, token, namespace, service string) error
 	strict    bool // register only instances whose stream has a certificate
 }
 
@@ -185,7 +185,7 @@ func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 			}
 			var cert *pb.Certificate
 			var svc string
-			err := d.checkJoin(msg.Csr.GetToken(), msg.Csr.GetService())
+			err := d.checkJoin(ctx, msg.Csr.GetToken(), msg.Csr.GetNamespace(), msg.Csr.GetService())
 			if err == nil {
 				cert, svc, err = d.sec.issue(msg.Csr, have, stream, id)
 			}

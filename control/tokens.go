@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftmesh/weft/kube/tokenreview"
+	"github.com/weftmesh/weft/security/mtls"
 	"github.com/weftmesh/weft/security/token"
 	"github.com/weftmesh/weft/store"
 )
@@ -122,16 +125,58 @@ func (s *Server) writeLocalToken() func() {
 	}
 }
 
-// checkJoin decides whether a CSR's token may claim service.
-func (s *Server) checkJoin(secret, service string) error {
+// checkJoin decides whether a CSR's token may claim service in namespace:
+// a join token of this control plane, or, with a ServiceAccount reviewer
+// set (weft control --kubernetes), a Kubernetes ServiceAccount token, which
+// may claim exactly service = its ServiceAccount's name in its namespace.
+func (s *Server) checkJoin(ctx context.Context, secret, namespace, service string) error {
 	t, err := s.tokens.Check(secret)
 	if errors.Is(err, token.ErrMissing) {
 		return errors.New("no join token: give the sidecar --token, WEFT_TOKEN or --token-file (weft token create --service " + service + "), or run it on the control plane's machine, where the local token file is found")
+	}
+	if rv := s.accounts.Load(); errors.Is(err, token.ErrInvalid) && rv != nil && tokenreview.LooksLike(strings.TrimSpace(secret)) {
+		return checkAccount(ctx, *rv, secret, namespace, service)
+	}
+	if errors.Is(err, token.ErrInvalid) && tokenreview.LooksLike(strings.TrimSpace(secret)) {
+		return errors.New("join token: this looks like a Kubernetes ServiceAccount token, but the control plane does not check those: run weft control with --kubernetes (or --kubeconfig), or give the sidecar a join token (weft token create --service " + service + ")")
 	}
 	if err != nil {
 		return fmt.Errorf("join token: %w", err)
 	}
 	return t.MayJoin(service)
+}
+
+// AccountReviewer authenticates Kubernetes ServiceAccount tokens
+// (*tokenreview.Reviewer).
+type AccountReviewer interface {
+	Review(ctx context.Context, secret string) (tokenreview.Account, error)
+}
+
+// SetAccountReviewer makes CSRs with a Kubernetes ServiceAccount token
+// acceptable (weft control --kubernetes); nil turns that off.
+func (s *Server) SetAccountReviewer(r AccountReviewer) {
+	if r == nil {
+		s.accounts.Store(nil)
+		return
+	}
+	s.accounts.Store(&r)
+}
+
+// checkAccount applies the mapping rule: ServiceAccount NS/SA may claim
+// service SA in namespace NS (Istio's rule too), nothing else.
+func checkAccount(ctx context.Context, rv AccountReviewer, secret, namespace, service string) error {
+	acct, err := rv.Review(ctx, secret)
+	if err != nil {
+		return err
+	}
+	if namespace == "" {
+		namespace = mtls.DefaultNamespace
+	}
+	if acct.Name != service || acct.Namespace != namespace {
+		return fmt.Errorf("the Kubernetes token is for ServiceAccount %s/%s, which may register only service %q in namespace %q, not %q in %q (a pod's ServiceAccount must be named for its service)",
+			acct.Namespace, acct.Name, acct.Name, acct.Namespace, service, namespace)
+	}
+	return nil
 }
 
 // withAuth guards the API. Token management always needs an admin token;
@@ -225,25 +270,4 @@ func (s *Server) tokenRoutes(mux *http.ServeMux) {
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"revoked": r.PathValue("id")})
 	})
-}
-
-// InjectToken returns the join token the sidecar injector puts into pods
-// of service: one per service for the control plane's life (tokens are
-// stored as hashes, so after a restart a new one is minted; the old ones
-// stay valid for pods already running).
-func (s *Server) InjectToken(service string) (string, error) {
-	s.injectMu.Lock()
-	defer s.injectMu.Unlock()
-	if t, ok := s.injectTokens[service]; ok {
-		return t, nil
-	}
-	secret, _, err := s.tokens.Create(token.RoleJoin, service, "injected into Kubernetes pods", 0)
-	if err != nil {
-		return "", err
-	}
-	if s.injectTokens == nil {
-		s.injectTokens = map[string]string{}
-	}
-	s.injectTokens[service] = secret
-	return secret, nil
 }

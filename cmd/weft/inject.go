@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/weftmesh/weft/kube/inject"
+	"github.com/weftmesh/weft/kube/tokenreview"
 )
 
 // maxInjectBytes bounds the manifest weft inject reads.
@@ -57,5 +58,6 @@ injector webhook makes.
 	f.StringVar(&c.Image, "sidecar-image", "weft:latest", "the weft image the sidecar runs")
 	f.StringVar(&c.Control, "sidecar-control", "weft-control.weft-system.svc:15010", "the control plane's gRPC address as pods reach it")
 	f.StringVar(&c.ImagePullPolicy, "sidecar-image-pull-policy", "IfNotPresent", "imagePullPolicy of the sidecar")
+	f.StringVar(&c.TokenAudience, "token-audience", tokenreview.DefaultAudience, "audience of the sidecar's projected ServiceAccount token (as the control plane's --token-audience)")
 	return cmd
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/kube/endpoints"
 	"github.com/weftmesh/weft/kube/inject"
 	"github.com/weftmesh/weft/kube/resources"
+	"github.com/weftmesh/weft/kube/tokenreview"
 )
 
 // kubeFlags are `weft control`'s Kubernetes flags.
@@ -56,6 +57,7 @@ func (k *kubeFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&k.sidecar.Image, "sidecar-image", "", "the weft image injected sidecars run (required with --inject)")
 	f.StringVar(&k.sidecar.Control, "sidecar-control", "", "the control plane's gRPC address as pods reach it, e.g. weft-control.weft-system.svc:15010 (required with --inject)")
 	f.StringVar(&k.sidecar.ImagePullPolicy, "sidecar-image-pull-policy", "IfNotPresent", "imagePullPolicy of injected sidecars")
+	f.StringVar(&k.sidecar.TokenAudience, "token-audience", tokenreview.DefaultAudience, "audience of the projected ServiceAccount tokens sidecars prove their service with (checked with a TokenReview; ServiceAccount NS/SA may register only service SA in namespace NS)")
 }
 
 // injector builds the injector's server from the flags.
@@ -143,9 +145,10 @@ func (k *kubeFlags) start(ctx context.Context, s *control.Server, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
+	// Sidecars in pods prove their service with a ServiceAccount token.
+	s.SetAccountReviewer(tokenreview.New(kc, tokenreview.Options{Audience: k.sidecar.TokenAudience}))
 	runs := map[string]func(context.Context) error{"resources": rw.Run, "endpoints": ed.Run}
 	if k.inject {
-		k.sidecar.JoinToken = s.InjectToken
 		inj, err := k.injector(kc, log)
 		if err != nil {
 			return nil, err

@@ -35,7 +35,7 @@ func addControlSecurityFlags(f *pflag.FlagSet, c *control.SecurityConfig) {
 func (s *sidecarFlags) addSecurity(f *pflag.FlagSet) {
 	f.StringVar(&s.cfg.Namespace, "namespace", "default", "namespace of this instance's identity (spiffe://TD/ns/NAMESPACE/sa/SERVICE)")
 	f.StringVar(&s.cfg.CABundle, "ca-bundle", "", "PEM file of the mesh CA (the control plane's DATA-DIR/ca.pem) by which the control plane's TLS certificate is verified (default: the local file a control plane on this machine writes when its gRPC port is TLS)")
-	f.StringVar(&s.cfg.TokenFile, "token-file", "", "file holding the join token (default: --token, $WEFT_TOKEN, or the local token file the control plane writes on this machine)")
+	f.StringVar(&s.cfg.TokenFile, "token-file", "", "file holding the join token, or a pod's projected Kubernetes ServiceAccount token (re-read for every CSR, so a rotated token is used; default: --token, $WEFT_TOKEN, or the local token file the control plane writes on this machine)")
 }
 
 // addTokenFlag adds --token to every command: the API token of CLI

@@ -144,6 +144,11 @@ func TestValues(t *testing.T) {
 		}
 	}
 
+	// The control plane reviews sidecars' ServiceAccount tokens.
+	if !grants(d["ClusterRole/weft"], "authentication.k8s.io", "tokenreviews", "create") {
+		t.Errorf("ClusterRole/weft does not grant create on tokenreviews.authentication.k8s.io:\n%s", fmtAny(d["ClusterRole/weft"]))
+	}
+
 	// The chart's webhooks select what the control plane's registration
 	// selects (kube/inject keeps it up to date and must not change it).
 	reg := inject.Registration{ServiceNamespace: namespace, ServiceName: "weft", ServicePort: 443, FailurePolicy: "Fail"}.Object()
@@ -170,6 +175,28 @@ func TestValues(t *testing.T) {
 	if !strings.Contains(fmtAny(d["Deployment/weft"]), "weft:9.9.9") {
 		t.Error("image.tag 9.9.9 is not the control plane's image")
 	}
+}
+
+// grants reports whether a ClusterRole has a rule allowing verb on
+// resource of group.
+func grants(role map[string]any, group, resource, verb string) bool {
+	rules, _ := role["rules"].([]any)
+	for _, r := range rules {
+		m, _ := r.(map[string]any)
+		has := func(k, v string) bool {
+			l, _ := m[k].([]any)
+			for _, x := range l {
+				if x == v || x == "*" {
+					return true
+				}
+			}
+			return false
+		}
+		if has("apiGroups", group) && has("resources", resource) && has("verbs", verb) {
+			return true
+		}
+	}
+	return false
 }
 
 // selectors is what decides which pods a webhook sees, JSON-normalised.

@@ -10,7 +10,13 @@
 //   - a readiness probe on its admin /ready, which follows the app (ready
 //     once the app accepts connections), so the pod is ready when its app is;
 //   - resources from the pod's annotations (weft.dev/proxy-cpu-request, …);
-//   - the app containers get HTTP_PROXY pointing at it.
+//   - the app containers get HTTP_PROXY pointing at it;
+//   - a projected ServiceAccount token (audience weft, an hour's life,
+//     rotated by the kubelet) it proves its service with: the control plane
+//     checks it with a TokenReview and lets ServiceAccount NS/SA register
+//     only service SA in namespace NS, so the pod's ServiceAccount must be
+//     named for its service (the pod is refused otherwise). Its SPIFFE
+//     namespace is the pod's.
 package inject
 
 import (
@@ -21,6 +27,7 @@ import (
 	"strconv"
 
 	"github.com/weftmesh/weft/kube/endpoints"
+	"github.com/weftmesh/weft/kube/tokenreview"
 )
 
 // Labels and annotations.
@@ -46,6 +53,14 @@ const (
 // ContainerName is the sidecar's container.
 const ContainerName = "weft-sidecar"
 
+// The projected ServiceAccount token.
+const (
+	TokenVolume     = "weft-token"
+	TokenDir        = "/var/run/secrets/weft.dev/serviceaccount"
+	TokenFile       = TokenDir + "/token"
+	TokenExpiration = 3600 // seconds; the kubelet renews it at 80% of that
+)
+
 // Ports inside the pod.
 const (
 	InboundPort  = 15006
@@ -64,14 +79,10 @@ type Config struct {
 	ImagePullPolicy string
 	// Requests and limits when the pod's annotations say nothing.
 	CPURequest, MemoryRequest, CPULimit, MemoryLimit string
-	// JoinToken, when set, returns the join token the injected sidecar
-	// proves its service with (WEFT_TOKEN): the control plane's injector
-	// mints one per service. Interim: the token is in the pod spec, so
-	// whoever may read pods of that namespace may claim the service; the
-	// next step is the pod's projected ServiceAccount token, checked with
-	// a TokenReview. Nil (weft inject -f): no token; the sidecar needs
-	// WEFT_TOKEN from elsewhere (e.g. a Secret).
-	JoinToken func(service string) (string, error)
+	// TokenAudience is the audience of the projected ServiceAccount token
+	// the sidecar proves its service with (default tokenreview.DefaultAudience);
+	// the control plane reviews it for the same audience.
+	TokenAudience string
 }
 
 // Defaults for Config's resources.
@@ -121,6 +132,19 @@ func Pod(c Config, meta, spec map[string]any) (bool, error) {
 	if service == "" {
 		return false, fmt.Errorf("cannot tell the pod's service: set the annotation %s (or the label app.kubernetes.io/name or app)", AnnotationService)
 	}
+	// The control plane's mapping rule (ServiceAccount SA may claim only
+	// service SA): a pod whose ServiceAccount is named otherwise would get
+	// a sidecar that can never have its certificate.
+	sa, _ := spec["serviceAccountName"].(string)
+	if sa == "" {
+		sa, _ = spec["serviceAccount"].(string)
+	}
+	if sa == "" {
+		sa = "default"
+	}
+	if sa != service {
+		return false, fmt.Errorf("the pod's service is %q but its ServiceAccount is %q: a sidecar proves its service with its ServiceAccount's token, which may claim only the service named like it; set spec.serviceAccountName: %s (and create that ServiceAccount), or set the annotation %s: %s", service, sa, service, AnnotationService, sa)
+	}
 	appPort, err := appPort(ann, containers)
 	if err != nil {
 		return false, err
@@ -134,6 +158,8 @@ func Pod(c Config, meta, spec map[string]any) (bool, error) {
 		"--control", c.Control,
 		"--service", service,
 		"--id", "$(WEFT_POD_NAME)",
+		"--namespace", "$(WEFT_POD_NAMESPACE)",
+		"--token-file", TokenFile,
 		"--outbound", "127.0.0.1:" + strconv.Itoa(OutboundPort),
 		"--admin", "$(WEFT_POD_IP):" + strconv.Itoa(AdminPort),
 	}
@@ -164,6 +190,7 @@ func Pod(c Config, meta, spec map[string]any) (bool, error) {
 		"args":          args,
 		"env": []any{
 			fieldEnv("WEFT_POD_NAME", "metadata.name"),
+			fieldEnv("WEFT_POD_NAMESPACE", "metadata.namespace"),
 			fieldEnv("WEFT_POD_IP", "status.podIP"),
 		},
 		"ports": []any{
@@ -173,6 +200,9 @@ func Pod(c Config, meta, spec map[string]any) (bool, error) {
 		"startupProbe":   probe("/healthz", 1, 30),
 		"readinessProbe": probe("/ready", 2, 2),
 		"resources":      res,
+		"volumeMounts": []any{
+			map[string]any{"name": TokenVolume, "mountPath": TokenDir, "readOnly": true},
+		},
 		"securityContext": map[string]any{
 			"runAsNonRoot":             true,
 			"runAsUser":                int64(65532),
@@ -182,13 +212,14 @@ func Pod(c Config, meta, spec map[string]any) (bool, error) {
 			"seccompProfile":           map[string]any{"type": "RuntimeDefault"},
 		},
 	}
-	if c.JoinToken != nil {
-		tok, err := c.JoinToken(service)
-		if err != nil {
-			return false, fmt.Errorf("join token for service %q: %w", service, err)
-		}
-		sidecar["env"] = append(sidecar["env"].([]any), map[string]any{"name": "WEFT_TOKEN", "value": tok})
-	}
+	aud := or(c.TokenAudience, tokenreview.DefaultAudience)
+	vols, _ := spec["volumes"].([]any)
+	spec["volumes"] = append(vols, map[string]any{
+		"name": TokenVolume,
+		"projected": map[string]any{"sources": []any{map[string]any{
+			"serviceAccountToken": map[string]any{"audience": aud, "expirationSeconds": int64(TokenExpiration), "path": "token"},
+		}}},
+	})
 	// First, so it is up before any other init container that may call out.
 	spec["initContainers"] = append([]any{sidecar}, inits...)
 	proxy := "http://127.0.0.1:" + strconv.Itoa(OutboundPort)

@@ -24,10 +24,12 @@ func TestPodErrors(t *testing.T) {
 		name, pod, word string
 	}{
 		{"no service", `{metadata: {}, spec: {containers: [{name: a}]}}`, "weft.dev/service"},
-		{"bad app port", `{metadata: {labels: {app: x}, annotations: {weft.dev/app-port: "http"}}, spec: {containers: [{name: a}]}}`, `weft.dev/app-port: "http" is not a port`},
-		{"app port is the sidecar's", `{metadata: {labels: {app: x}, annotations: {weft.dev/app-port: "15001"}}, spec: {containers: [{name: a}]}}`, "one of the sidecar's ports"},
-		{"bad quantity", `{metadata: {labels: {app: x}, annotations: {weft.dev/proxy-memory-limit: "lots"}}, spec: {containers: [{name: a}]}}`, "weft.dev/proxy-memory-limit"},
+		{"bad app port", `{metadata: {labels: {app: x}, annotations: {weft.dev/app-port: "http"}}, spec: {serviceAccountName: x, containers: [{name: a}]}}`, `weft.dev/app-port: "http" is not a port`},
+		{"app port is the sidecar's", `{metadata: {labels: {app: x}, annotations: {weft.dev/app-port: "15001"}}, spec: {serviceAccountName: x, containers: [{name: a}]}}`, "one of the sidecar's ports"},
+		{"bad quantity", `{metadata: {labels: {app: x}, annotations: {weft.dev/proxy-memory-limit: "lots"}}, spec: {serviceAccountName: x, containers: [{name: a}]}}`, "weft.dev/proxy-memory-limit"},
 		{"no containers", `{metadata: {labels: {app: x}}, spec: {containers: []}}`, "spec.containers is empty"},
+		{"default service account", `{metadata: {labels: {app: shop}}, spec: {containers: [{name: a}]}}`, `its ServiceAccount is "default": a sidecar proves its service with its ServiceAccount's token`},
+		{"other service account", `{metadata: {labels: {app: shop}}, spec: {serviceAccountName: web, containers: [{name: a}]}}`, "set spec.serviceAccountName: shop"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := decode(t, tc.pod)
@@ -43,7 +45,7 @@ func TestPodErrors(t *testing.T) {
 }
 
 func TestPodInjectsOnce(t *testing.T) {
-	p := decode(t, `{metadata: {labels: {app.kubernetes.io/name: shop, app: other}}, spec: {initContainers: [{name: migrate}], containers: [{name: a, ports: [{containerPort: 53, protocol: UDP}, {containerPort: 9000}], env: [{name: HTTP_PROXY, value: mine}]}]}}`)
+	p := decode(t, `{metadata: {labels: {app.kubernetes.io/name: shop, app: other}}, spec: {serviceAccountName: shop, initContainers: [{name: migrate}], containers: [{name: a, ports: [{containerPort: 53, protocol: UDP}, {containerPort: 9000}], env: [{name: HTTP_PROXY, value: mine}]}]}}`)
 	meta, spec := p["metadata"].(map[string]any), p["spec"].(map[string]any)
 	changed, err := Pod(cfg, meta, spec)
 	if err != nil || !changed {
@@ -56,6 +58,23 @@ func TestPodInjectsOnce(t *testing.T) {
 	args, _ := json.Marshal(inits[0].(map[string]any)["args"])
 	if !strings.Contains(string(args), `"--service","shop"`) || !strings.Contains(string(args), `"--app-port","9000"`) {
 		t.Errorf("args %s: want service shop (app.kubernetes.io/name first) and the first TCP port 9000", args)
+	}
+	for _, want := range []string{`"--token-file","` + TokenFile + `"`, `"--namespace","$(WEFT_POD_NAMESPACE)"`} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("args %s lack %s", args, want)
+		}
+	}
+	sc, _ := json.Marshal(inits[0])
+	if !strings.Contains(string(sc), `"volumeMounts":[{"mountPath":"`+TokenDir+`","name":"weft-token","readOnly":true}]`) ||
+		!strings.Contains(string(sc), `{"name":"WEFT_POD_NAMESPACE","valueFrom":{"fieldRef":{"fieldPath":"metadata.namespace"}}}`) {
+		t.Errorf("the sidecar lacks the token mount or the namespace from the downward API: %s", sc)
+	}
+	vols, _ := json.Marshal(spec["volumes"])
+	if string(vols) != `[{"name":"weft-token","projected":{"sources":[{"serviceAccountToken":{"audience":"weft","expirationSeconds":3600,"path":"token"}}]}}]` {
+		t.Errorf("volumes %s: want the projected ServiceAccount token for audience weft", vols)
+	}
+	if strings.Contains(string(sc), "WEFT_TOKEN") {
+		t.Errorf("a literal token is in the pod spec: %s", sc)
 	}
 	env, _ := json.Marshal(spec["containers"].([]any)[0].(map[string]any)["env"])
 	if string(env) != `[{"name":"HTTP_PROXY","value":"mine"}]` {
@@ -85,7 +104,7 @@ spec:
     spec:
       template:
         metadata: {labels: {app: nightly}}
-        spec: {restartPolicy: Never, containers: [{name: job, image: j}]}
+        spec: {serviceAccountName: nightly, restartPolicy: Never, containers: [{name: job, image: j}]}
 ---
 apiVersion: v1
 kind: ConfigMap
@@ -118,7 +137,7 @@ spec: {containers: [{name: a}]}
 }
 
 func TestReview(t *testing.T) {
-	pod := `{"metadata":{"name":"p","labels":{"app":"p"}},"spec":{"containers":[{"name":"a"}]}}`
+	pod := `{"metadata":{"name":"p","labels":{"app":"p"}},"spec":{"serviceAccountName":"p","containers":[{"name":"a"}]}}`
 	resp := review(cfg, &admissionRequest{UID: "u1", Operation: "CREATE", Object: json.RawMessage(pod), Kind: gvk("Pod")})
 	if !resp.Allowed || resp.UID != "u1" || resp.PatchType != "JSONPatch" || !strings.Contains(string(resp.Patch), ContainerName) {
 		t.Errorf("pod review: %+v", resp)

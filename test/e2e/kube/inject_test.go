@@ -4,10 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/weftmesh/weft/kube/inject"
 	"github.com/weftmesh/weft/kube/kubetest"
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
@@ -34,6 +38,10 @@ type podJSON struct {
 				Name  string `json:"name"`
 				Value string `json:"value"`
 			} `json:"env"`
+			VolumeMounts []struct {
+				Name      string `json:"name"`
+				MountPath string `json:"mountPath"`
+			} `json:"volumeMounts"`
 			ReadinessProbe map[string]any `json:"readinessProbe"`
 			StartupProbe   map[string]any `json:"startupProbe"`
 			Resources      struct {
@@ -44,19 +52,38 @@ type podJSON struct {
 		Containers []struct {
 			Env []struct{ Name, Value string } `json:"env"`
 		} `json:"containers"`
+		Volumes []struct {
+			Name      string `json:"name"`
+			Projected struct {
+				Sources []struct {
+					ServiceAccountToken *struct {
+						Audience          string `json:"audience"`
+						ExpirationSeconds int64  `json:"expirationSeconds"`
+						Path              string `json:"path"`
+					} `json:"serviceAccountToken"`
+				} `json:"sources"`
+			} `json:"projected"`
+		} `json:"volumes"`
 	} `json:"spec"`
 }
 
-// createPod creates a pod and returns it as the API server stored it.
-func createPod(t *testing.T, c *kubetest.Cluster, ns, name, labels, annotations string) podJSON {
-	t.Helper()
-	y := fmt.Sprintf(`apiVersion: v1
+// podYAML is a pod running as ServiceAccount sa.
+func podYAML(ns, name, sa, labels, annotations string) []byte {
+	return fmt.Appendf(nil, `apiVersion: v1
 kind: Pod
 metadata: {name: %s, namespace: %s, labels: {%s}, annotations: {%s}}
 spec:
+  serviceAccountName: %s
   containers: [{name: app, image: shop:1, ports: [{containerPort: 8080}]}]
-`, name, ns, labels, annotations)
-	out := c.MustKubectl(t, []byte(y), "create", "-o", "json", "-f", "-")
+`, name, ns, labels, annotations, sa)
+}
+
+// createPod creates a pod whose ServiceAccount is named for its service
+// (the app label's value) and returns it as the API server stored it.
+func createPod(t *testing.T, c *kubetest.Cluster, ns, name, labels, annotations string) podJSON {
+	t.Helper()
+	_, app, _ := strings.Cut(strings.Split(labels, ",")[0], "app: ")
+	out := c.MustKubectl(t, podYAML(ns, name, app, labels, annotations), "create", "-o", "json", "-f", "-")
 	var p podJSON
 	if err := json.Unmarshal([]byte(out), &p); err != nil {
 		t.Fatalf("kubectl create -o json: %v: %s", err, out)
@@ -122,7 +149,36 @@ func testInject(t *testing.T, c *kubetest.Cluster, cp *harness.Control, cl *clie
 		t.Errorf("the app container has no HTTP_PROXY to its sidecar: %+v", p.Spec.Containers[0].Env)
 	}
 
-	runInjected(t, p, cp, cl)
+	if len(sc.VolumeMounts) != 1 || sc.VolumeMounts[0].MountPath != inject.TokenDir || sc.VolumeMounts[0].Name != inject.TokenVolume {
+		t.Errorf("sidecar volume mounts %+v, want the projected token at %s", sc.VolumeMounts, inject.TokenDir)
+	}
+	var projected bool
+	for _, v := range p.Spec.Volumes {
+		for _, src := range v.Projected.Sources {
+			if v.Name == inject.TokenVolume && src.ServiceAccountToken != nil {
+				tok := src.ServiceAccountToken
+				projected = tok.Audience == "weft" && tok.ExpirationSeconds == 3600 && tok.Path == "token"
+			}
+		}
+	}
+	if !projected {
+		t.Errorf("pod volumes %+v lack a projected ServiceAccount token for audience weft, 3600 s", p.Spec.Volumes)
+	}
+	for _, e := range sc.Env {
+		if e.Name == "WEFT_TOKEN" {
+			t.Errorf("a literal token is in the pod spec: %+v", e)
+		}
+	}
+
+	// A pod whose ServiceAccount is not named for its service is admitted
+	// without the sidecar (which could never get its certificate), with a
+	// warning saying why.
+	out, err := c.Kubectl(podYAML("meshed", "shop-sa", "other", "app: shop", ""), "create", "-o", "json", "-f", "-")
+	if err != nil || !strings.Contains(out, `its ServiceAccount is "other"`) || strings.Contains(out, "weft-sidecar") {
+		t.Errorf("a pod of service shop running as ServiceAccount other: %v\n%s\nwant it admitted uninjected with a warning naming the ServiceAccount", err, out)
+	}
+
+	runInjected(t, c, p, cp, cl)
 
 	if p := createPod(t, c, "plain", "shop-2", "app: shop", ""); injected(p) {
 		t.Error("a pod in an unlabelled namespace was injected")
@@ -140,32 +196,68 @@ func testInject(t *testing.T, c *kubetest.Cluster, cp *harness.Control, cl *clie
 // control plane the test's), beside an app on the pod's port 8080: the
 // mesh reaches the app through it, and its readiness follows the app.
 // Fixed ports are safe: the test has its own network namespace.
-func runInjected(t *testing.T, p podJSON, cp *harness.Control, cl *client) {
+func runInjected(t *testing.T, c *kubetest.Cluster, p podJSON, cp *harness.Control, cl *client) {
 	if !inNetns {
 		t.Log("not running the injected sidecar: no network namespace of its own for its fixed ports")
 		return
 	}
+	// The kubelet would mount the projected token at the path the args
+	// name; here it is a file of the test's.
+	tokenFile := filepath.Join(t.TempDir(), "token")
 	var args []string
 	sc := p.Spec.InitContainers[0].Args
 	for i := 0; i < len(sc); i++ {
-		a := strings.NewReplacer("$(WEFT_POD_IP)", podIPs[0], "$(WEFT_POD_NAME)", "shop-1").Replace(sc[i])
-		if a == "--control" && i+1 < len(sc) {
-			args = append(args, a, cp.GRPCAddr)
+		a := strings.NewReplacer("$(WEFT_POD_IP)", podIPs[0], "$(WEFT_POD_NAME)", "shop-1", "$(WEFT_POD_NAMESPACE)", "meshed").Replace(sc[i])
+		if (a == "--control" || a == "--token-file") && i+1 < len(sc) {
+			if a == "--token-file" && sc[i+1] != inject.TokenFile {
+				t.Errorf("--token-file %s, want the projected token %s", sc[i+1], inject.TokenFile)
+			}
+			args = append(args, a, map[string]string{"--control": cp.GRPCAddr, "--token-file": tokenFile}[a])
 			i++
 			continue
 		}
 		args = append(args, a)
 	}
-	// The kubelet would set the env the injector wrote with literal
-	// values, the join token among them.
+	if !slices.Contains(args, "--token-file") || !slices.Contains(args, "meshed") {
+		t.Fatalf("the injected sidecar's args %q lack --token-file, or --namespace from the pod", sc)
+	}
+	// The kubelet would ask for the token with the TokenRequest API, for
+	// the pod's ServiceAccount and the volume's audience: so does the test
+	// (kubectl create token).
+	c.MustKubectl(t, nil, "create", "serviceaccount", "-n", "meshed", "shop")
+	c.MustKubectl(t, nil, "create", "serviceaccount", "-n", "meshed", "other")
+	saToken := func(sa, audience string) string {
+		return strings.TrimSpace(c.MustKubectl(t, nil, "create", "token", "-n", "meshed", sa, "--audience", audience, "--duration", "1h"))
+	}
 	var env []string
 	for _, e := range p.Spec.InitContainers[0].Env {
 		if e.Value != "" {
 			env = append(env, e.Name+"="+e.Value)
 		}
 	}
-	if !slices.ContainsFunc(env, func(kv string) bool { return strings.HasPrefix(kv, "WEFT_TOKEN=") }) {
-		t.Errorf("the injected sidecar has no WEFT_TOKEN to prove its service with: %v", p.Spec.InitContainers[0].Env)
+	env = append(env, "WEFT_TOKEN=") // none from the test's environment
+
+	// Refused: a token of ServiceAccount other claiming shop, and shop's
+	// token for another audience.
+	for _, bad := range []struct{ sa, audience, why string }{
+		{"other", "weft", "the Kubernetes token is for ServiceAccount meshed/other, which may register only service"},
+		{"shop", "https://kubernetes.default.svc", "kubernetes token refused by the API server"},
+	} {
+		if err := os.WriteFile(tokenFile, []byte(saToken(bad.sa, bad.audience)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		sidecar := harness.StartEnv(t, "sidecar-shop-1-"+bad.sa, bins.Weft, env, args...)
+		if !harness.Poll(eventually, func() bool { return strings.Contains(sidecar.ReadOutput(), bad.why) }) {
+			t.Errorf("a sidecar with a token of ServiceAccount %s, audience %s: no refusal saying %q:\n%s", bad.sa, bad.audience, bad.why, sidecar.Tail(20))
+		}
+		if _, err := cl.get("shop"); err == nil {
+			t.Errorf("shop is reachable through a sidecar with a token of ServiceAccount %s, audience %s", bad.sa, bad.audience)
+		}
+		sidecar.Stop(10 * time.Second)
+	}
+
+	if err := os.WriteFile(tokenFile, []byte(saToken("shop", "weft")+"\n"), 0o600); err != nil {
+		t.Fatal(err)
 	}
 	sidecar := harness.StartEnv(t, "sidecar-shop-1", bins.Weft, env, args...)
 	ready := "http://" + podIPs[0] + ":15020/ready"
@@ -179,6 +271,12 @@ func runInjected(t *testing.T, p podJSON, cp *harness.Control, cl *client) {
 	}
 	app := startBackend(t, "shop-1", ln)
 	harness.WaitUp(t, sidecar, ready, eventually)
+	var id struct {
+		SPIFFEID string `json:"spiffeId"`
+	}
+	if code, body, _ := harness.Get("http://" + podIPs[0] + ":15020/identity"); code != 200 || json.Unmarshal([]byte(body), &id) != nil || id.SPIFFEID != "spiffe://weft.local/ns/meshed/sa/shop" {
+		t.Errorf("the injected sidecar's identity %+v (%d %s), want spiffe://weft.local/ns/meshed/sa/shop", id, code, body)
+	}
 	var name string
 	if !harness.Poll(eventually, func() bool { name, err = cl.get("shop"); return err == nil }) {
 		t.Fatalf("the client cannot reach shop through the injected sidecar: %v", err)
