@@ -99,6 +99,10 @@ type Config struct {
 	// OnEjected, when set, is told how many instances of a destination are
 	// ejected by outlier detection each time that changes (for a gauge).
 	OnEjected func(service string, ejected int)
+	// OnEjections, when set, is told which instances of a destination are
+	// ejected each time that changes (none: the destination has no
+	// ejections, or no longer outlier detection).
+	OnEjections func(service string, ejected []policy.Ejection)
 }
 
 // Client is safe for concurrent use.
@@ -646,6 +650,7 @@ func pushedLoads(st *state, loads []*pb.Instance) {
 func (c *Client) outliers(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	reported := map[string]bool{} // destinations told of ejections, for OnEjections
 	for {
 		ejected := false
 		select {
@@ -668,6 +673,21 @@ func (c *Client) outliers(ctx context.Context) {
 				if f := c.cfg.OnEjected; f != nil {
 					f(service, len(nd.Outlier)-len(nd.Endpoints))
 				}
+				if f := c.cfg.OnEjections; f != nil {
+					ej := d.Traffic.Outlier.Ejections()
+					if len(ej) > 0 || reported[service] {
+						f(service, ej)
+					}
+					reported[service] = len(ej) > 0
+				}
+			}
+		}
+		for service := range reported {
+			d, ok := (*c.table.Load())[service]
+			if !ok || d.Traffic == nil || d.Traffic.Outlier == nil || c.wanted[service] == nil {
+				// Gone, or outlier detection turned off: nothing is ejected.
+				c.cfg.OnEjections(service, nil)
+				delete(reported, service)
 			}
 		}
 		c.mu.Unlock()

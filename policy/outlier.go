@@ -39,6 +39,7 @@ type Stat struct {
 	until      time.Time // guarded by Detector.mu
 	since      time.Time // guarded by Detector.mu
 	reason     string    // guarded by Detector.mu
+	code       string    // guarded by Detector.mu: the reason's code
 	multiplier int       // guarded by Detector.mu
 	ejections  int64     // guarded by Detector.mu
 }
@@ -110,19 +111,27 @@ func (d *Detector) Report(st *Stat, fivexx, gateway bool, now time.Time) bool {
 	} else if st.cgw.Load() != 0 {
 		st.cgw.Store(0)
 	}
-	reason := ""
+	reason, code := "", ""
 	if t := d.consecutive5xx.Load(); t > 0 && n5 >= t {
-		reason = fmt.Sprintf("%d consecutive 5xx", n5)
+		reason, code = fmt.Sprintf("%d consecutive 5xx", n5), ReasonConsecutive5xx
 	} else if t := d.consecutiveGateway.Load(); t > 0 && ng >= t {
-		reason = fmt.Sprintf("%d consecutive gateway errors", ng)
+		reason, code = fmt.Sprintf("%d consecutive gateway errors", ng), ReasonConsecutiveGateway
 	}
 	if reason == "" || st.ejected.Load() {
 		return false
 	}
-	return d.eject(st, reason, now)
+	return d.eject(st, reason, code, now)
 }
 
-func (d *Detector) eject(st *Stat, reason string, now time.Time) bool {
+// Reason codes: why an instance was ejected, as a bounded label value
+// (the metric weft_outlier_ejected_instance, `weft get services`).
+const (
+	ReasonConsecutive5xx     = "consecutive_5xx"
+	ReasonConsecutiveGateway = "consecutive_gateway_errors"
+	ReasonSuccessRate        = "success_rate"
+)
+
+func (d *Detector) eject(st *Stat, reason, code string, now time.Time) bool {
 	d.mu.Lock()
 	if st.ejected.Load() || d.stats[st.ID] != st {
 		d.mu.Unlock()
@@ -146,7 +155,7 @@ func (d *Detector) eject(st *Stat, reason string, now time.Time) bool {
 	st.ejections++
 	st.since = now
 	st.until = now.Add(time.Duration(d.base.Load()) * time.Duration(st.multiplier))
-	st.reason = reason
+	st.reason, st.code = reason, code
 	st.c5xx.Store(0)
 	st.cgw.Store(0)
 	st.ejected.Store(true)
@@ -189,6 +198,7 @@ type Ejection struct {
 	ID        string    `json:"id"`
 	Address   string    `json:"address"`
 	Reason    string    `json:"reason"`
+	Code      string    `json:"code"` // the reason's code: consecutive_5xx, consecutive_gateway_errors, success_rate
 	Since     time.Time `json:"since"`
 	Until     time.Time `json:"until"`
 	Ejections int64     `json:"ejections"` // times ejected so far
@@ -201,7 +211,7 @@ func (d *Detector) Ejections() []Ejection {
 	var out []Ejection
 	for _, st := range d.stats {
 		if st.ejected.Load() {
-			out = append(out, Ejection{ID: st.ID, Address: st.Address, Reason: st.reason, Since: st.since, Until: st.until, Ejections: st.ejections})
+			out = append(out, Ejection{ID: st.ID, Address: st.Address, Reason: st.reason, Code: st.code, Since: st.since, Until: st.until, Ejections: st.ejections})
 		}
 	}
 	slices.SortFunc(out, func(a, b Ejection) int {

@@ -9,6 +9,7 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/policy"
+	"github.com/weftmesh/weft/telemetry/metrics"
 	"github.com/weftmesh/weft/version"
 )
 
@@ -206,4 +207,14 @@ func (s *Sidecar) outliers(w http.ResponseWriter, r *http.Request) {
 		out = append(out, OutlierView{Service: d.Service, Ejected: ej})
 	}
 	writeJSON(w, out)
+}
+
+// setEjectedInstances exports dst's ejected instances as the gauge the
+// control plane scrapes (weft_outlier_ejected_instance).
+func (s *Sidecar) setEjectedInstances(dst string, ej []policy.Ejection) {
+	out := make([]metrics.EjectedInstance, len(ej))
+	for i, e := range ej {
+		out[i] = metrics.EjectedInstance{Instance: e.ID, Reason: e.Code}
+	}
+	s.metrics.SetEjectedInstances(dst, out)
 }
