@@ -103,6 +103,10 @@ type Config struct {
 	// ejected each time that changes (none: the destination has no
 	// ejections, or no longer outlier detection).
 	OnEjections func(service string, ejected []policy.Ejection)
+	// OnSweptEjections, when set, is told how many instances of a
+	// destination the periodic review ejected (success rate), for the
+	// ejections counter (the request path counts its own).
+	OnSweptEjections func(service string, n int)
 }
 
 // Client is safe for concurrent use.
@@ -667,7 +671,11 @@ func (c *Client) outliers(ctx context.Context) {
 			if !ok || d.Traffic == nil || d.Traffic.Outlier == nil || c.wanted[service] == nil {
 				continue
 			}
-			if d.Traffic.Outlier.Sweep(now) || ejected {
+			swept := d.Traffic.Outlier.Sweep(now)
+			if n := d.Traffic.Outlier.SweptEjections(); n > 0 && c.cfg.OnSweptEjections != nil {
+				c.cfg.OnSweptEjections(service, n)
+			}
+			if swept || ejected {
 				nd := c.build(service, st)
 				c.publishLocked(service, nd)
 				if f := c.cfg.OnEjected; f != nil {

@@ -1,7 +1,9 @@
 package policy
 
 import (
+	"cmp"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -21,6 +23,11 @@ type Detector struct {
 	consecutive5xx, consecutiveGateway atomic.Int64
 	interval, base                     atomic.Int64 // nanoseconds
 	maxPercent                         atomic.Int64
+	// Success-rate ejection: off while srMinRequests is 0 (then the
+	// request path counts nothing for it).
+	srMinRequests, srMinHosts atomic.Int64
+	srFactor                  atomic.Uint64 // math.Float64bits
+	swept                     atomic.Int64  // success-rate ejections not yet taken (SweptEjections)
 
 	mu      sync.Mutex
 	stats   map[string]*Stat // by instance id
@@ -35,6 +42,7 @@ type Stat struct {
 	ID         string
 	Address    string
 	c5xx, cgw  atomic.Int64
+	reqs, fail atomic.Int64 // this interval's tries and failures (success-rate ejection only)
 	ejected    atomic.Bool
 	until      time.Time // guarded by Detector.mu
 	since      time.Time // guarded by Detector.mu
@@ -45,6 +53,14 @@ type Stat struct {
 }
 
 func newDetector() *Detector { return &Detector{stats: map[string]*Stat{}} }
+
+// configureSuccessRate turns success-rate ejection on (minRequests > 0)
+// or off.
+func (d *Detector) configureSuccessRate(minRequests, minHosts int, factor float64) {
+	d.srMinHosts.Store(int64(minHosts))
+	d.srFactor.Store(math.Float64bits(factor))
+	d.srMinRequests.Store(int64(minRequests))
+}
 
 func (d *Detector) configure(c5, cg int, interval, base time.Duration, pct int) {
 	d.consecutive5xx.Store(int64(c5))
@@ -93,6 +109,12 @@ func (d *Detector) Report(st *Stat, fivexx, gateway bool, now time.Time) bool {
 	if st == nil {
 		return false
 	}
+	if d.srMinRequests.Load() > 0 {
+		st.reqs.Add(1)
+		if fivexx || gateway {
+			st.fail.Add(1)
+		}
+	}
 	if !fivexx && !gateway {
 		// Load first: a success rarely needs to write (no cache-line
 		// ping-pong between the cores serving one destination).
@@ -133,8 +155,22 @@ const (
 
 func (d *Detector) eject(st *Stat, reason, code string, now time.Time) bool {
 	d.mu.Lock()
-	if st.ejected.Load() || d.stats[st.ID] != st {
+	if !d.ejectLocked(st, reason, code, now) {
 		d.mu.Unlock()
+		return false
+	}
+	f := d.changed
+	d.mu.Unlock()
+	if f != nil {
+		f()
+	}
+	return true
+}
+
+// ejectLocked ejects st unless it is ejected already, gone, or
+// maxEjectionPercent (or the last instance) forbids; d.mu is held.
+func (d *Detector) ejectLocked(st *Stat, reason, code string, now time.Time) bool {
+	if st.ejected.Load() || d.stats[st.ID] != st {
 		return false
 	}
 	ejected := 0
@@ -148,7 +184,6 @@ func (d *Detector) eject(st *Stat, reason, code string, now time.Time) bool {
 		allowed = 1
 	}
 	if ejected >= allowed || ejected+1 >= d.total {
-		d.mu.Unlock()
 		return false
 	}
 	st.multiplier = min(st.multiplier+1, resource.MaxEjectionMultiplier)
@@ -159,18 +194,15 @@ func (d *Detector) eject(st *Stat, reason, code string, now time.Time) bool {
 	st.c5xx.Store(0)
 	st.cgw.Store(0)
 	st.ejected.Store(true)
-	f := d.changed
-	d.mu.Unlock()
-	if f != nil {
-		f()
-	}
 	return true
 }
 
 // Sweep re-admits instances whose ejection is over and, once per
 // interval, lowers the multiplier of instances not ejected (so an
-// instance that stays healthy starts from baseEjectionTime again). It
-// reports whether the set of ejected instances changed.
+// instance that stays healthy starts from baseEjectionTime again) and,
+// with success-rate ejection, ejects the instances far below their
+// peers' success rate. It reports whether the set of ejected instances
+// changed.
 func (d *Detector) Sweep(now time.Time) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -190,8 +222,64 @@ func (d *Detector) Sweep(now time.Time) bool {
 			st.multiplier--
 		}
 	}
+	if decay && d.srMinRequests.Load() > 0 && d.successRateLocked(now) {
+		changed = true
+	}
 	return changed
 }
+
+// successRateLocked ejects, of the instances in rotation with at least
+// minRequests tries this interval (when at least minHosts have), those
+// whose success rate is below mean − factor × stdev, lowest first, within
+// maxEjectionPercent; then starts the next interval's counts. d.mu is
+// held.
+func (d *Detector) successRateLocked(now time.Time) bool {
+	type rate struct {
+		st   *Stat
+		rate float64
+	}
+	minReq := d.srMinRequests.Load()
+	var rates []rate
+	sum := 0.0
+	for _, st := range d.stats {
+		n, f := st.reqs.Swap(0), st.fail.Swap(0)
+		if st.ejected.Load() || n < minReq {
+			continue
+		}
+		r := 1 - float64(f)/float64(n)
+		rates = append(rates, rate{st, r})
+		sum += r
+	}
+	if int64(len(rates)) < d.srMinHosts.Load() || len(rates) < 3 {
+		return false
+	}
+	mean := sum / float64(len(rates))
+	variance := 0.0
+	for _, r := range rates {
+		variance += (r.rate - mean) * (r.rate - mean)
+	}
+	stdev := math.Sqrt(variance / float64(len(rates)))
+	factor := math.Float64frombits(d.srFactor.Load())
+	threshold := mean - factor*stdev
+	slices.SortFunc(rates, func(a, b rate) int { return cmp.Compare(a.rate, b.rate) })
+	changed := false
+	for _, r := range rates {
+		if r.rate >= threshold {
+			break
+		}
+		reason := fmt.Sprintf("success rate %.1f%% below %.1f%% (mean %.1f%% - %g × stdev %.1f%%)",
+			100*r.rate, 100*threshold, 100*mean, factor, 100*stdev)
+		if d.ejectLocked(r.st, reason, ReasonSuccessRate, now) {
+			d.swept.Add(1)
+			changed = true
+		}
+	}
+	return changed
+}
+
+// SweptEjections returns how many instances Sweep ejected (success rate)
+// since the last call, for the ejections counter.
+func (d *Detector) SweptEjections() int { return int(d.swept.Swap(0)) }
 
 // Ejection is one ejected instance, for the admin view.
 type Ejection struct {

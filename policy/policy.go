@@ -125,6 +125,11 @@ func Compile(spec *resource.TrafficPolicySpec, live *Live) *Policy {
 			live.outlier = newDetector()
 		}
 		live.outlier.configure(c5, cg, interval, base, pct)
+		if sr := od.SuccessRate; sr != nil {
+			live.outlier.configureSuccessRate(sr.Values())
+		} else {
+			live.outlier.configureSuccessRate(0, 0, 0)
+		}
 		p.Outlier = live.outlier
 	} else {
 		live.outlier = nil

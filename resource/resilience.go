@@ -3,6 +3,7 @@ package resource
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -210,6 +211,64 @@ type OutlierDetection struct {
 	// still be ejected if there are two or more (0 turns ejection off); the
 	// last instance is never ejected.
 	MaxEjectionPercent *int `json:"maxEjectionPercent,omitempty"`
+	// SuccessRate, when set, also ejects instances whose success rate over
+	// the last interval is far below their peers'.
+	SuccessRate *SuccessRateEjection `json:"successRate,omitempty"`
+}
+
+// SuccessRateEjection: once per interval, of the instances that answered
+// at least MinRequests tries (and only when at least MinHosts did), those
+// whose success rate is below mean − StdevFactor × stdev are ejected,
+// within maxEjectionPercent. Envoy's success-rate outlier detection, with
+// its defaults.
+type SuccessRateEjection struct {
+	// MinRequests an instance must have answered in the interval to
+	// count (default 100).
+	MinRequests int `json:"minRequests,omitempty"`
+	// MinHosts instances with enough requests are needed for a verdict
+	// (default 3, at least 3).
+	MinHosts int `json:"minHosts,omitempty"`
+	// StdevFactor: how many standard deviations below the mean a success
+	// rate must be (default 1.9).
+	StdevFactor float64 `json:"stdevFactor,omitempty"`
+}
+
+// Defaults for success-rate ejection.
+const (
+	DefaultSuccessRateMinRequests = 100
+	DefaultSuccessRateMinHosts    = 3
+	DefaultSuccessRateStdevFactor = 1.9
+)
+
+func (s *SuccessRateEjection) validate() error {
+	if s == nil {
+		return nil
+	}
+	if s.MinRequests < 0 || s.MinRequests > 1_000_000 {
+		return fmt.Errorf("successRate.minRequests: %d is not between 1 and 1000000 (0: the default 100)", s.MinRequests)
+	}
+	if s.MinHosts != 0 && (s.MinHosts < 3 || s.MinHosts > 10_000) {
+		return fmt.Errorf("successRate.minHosts: %d is not between 3 and 10000 (a mean and deviation need three instances)", s.MinHosts)
+	}
+	if s.StdevFactor < 0 || s.StdevFactor > 100 || math.IsNaN(s.StdevFactor) {
+		return fmt.Errorf("successRate.stdevFactor: %v is not between 0 (default 1.9) and 100", s.StdevFactor)
+	}
+	return nil
+}
+
+// Values returns the settings with their defaults.
+func (s *SuccessRateEjection) Values() (minRequests, minHosts int, stdevFactor float64) {
+	minRequests, minHosts, stdevFactor = s.MinRequests, s.MinHosts, s.StdevFactor
+	if minRequests == 0 {
+		minRequests = DefaultSuccessRateMinRequests
+	}
+	if minHosts == 0 {
+		minHosts = DefaultSuccessRateMinHosts
+	}
+	if stdevFactor == 0 {
+		stdevFactor = DefaultSuccessRateStdevFactor
+	}
+	return
 }
 
 // Defaults for outlier detection.
@@ -242,7 +301,7 @@ func (o *OutlierDetection) validate() error {
 	if p := o.MaxEjectionPercent; p != nil && (*p < 0 || *p > 100) {
 		return fmt.Errorf("maxEjectionPercent: %d is not between 0 and 100", *p)
 	}
-	return nil
+	return o.SuccessRate.validate()
 }
 
 // Values returns the settings with their defaults.

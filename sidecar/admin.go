@@ -218,3 +218,11 @@ func (s *Sidecar) setEjectedInstances(dst string, ej []policy.Ejection) {
 	}
 	s.metrics.SetEjectedInstances(dst, out)
 }
+
+// countSweptEjections counts ejections made by the periodic review
+// (success rate) in weft_outlier_ejections_total.
+func (s *Sidecar) countSweptEjections(dst string, n int) {
+	for range n {
+		s.metrics.Count(metrics.EventEjection, metrics.Client, s.cfg.Service, dst)
+	}
+}
