@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -28,6 +29,9 @@ type Detector struct {
 	srMinRequests, srMinHosts atomic.Int64
 	srFactor                  atomic.Uint64 // math.Float64bits
 	swept                     atomic.Int64  // success-rate ejections not yet taken (SweptEjections)
+	// Active health checks: probes failed (passed) in a row to eject
+	// (re-admit); guarded by mu.
+	hcUnhealthy, hcHealthy int
 
 	mu      sync.Mutex
 	stats   map[string]*Stat // by instance id
@@ -50,6 +54,8 @@ type Stat struct {
 	code       string    // guarded by Detector.mu: the reason's code
 	multiplier int       // guarded by Detector.mu
 	ejections  int64     // guarded by Detector.mu
+	hcFails    int       // guarded by Detector.mu: health probes failed in a row
+	hcPasses   int       // guarded by Detector.mu: … passed in a row
 }
 
 func newDetector() *Detector { return &Detector{stats: map[string]*Stat{}} }
@@ -151,6 +157,7 @@ const (
 	ReasonConsecutive5xx     = "consecutive_5xx"
 	ReasonConsecutiveGateway = "consecutive_gateway_errors"
 	ReasonSuccessRate        = "success_rate"
+	ReasonHealthCheck        = "health_check"
 )
 
 func (d *Detector) eject(st *Stat, reason, code string, now time.Time) bool {
@@ -213,6 +220,8 @@ func (d *Detector) Sweep(now time.Time) bool {
 	}
 	for _, st := range d.stats {
 		switch {
+		case st.ejected.Load() && st.code == ReasonHealthCheck:
+			// Back only when its probes pass (ReportHealth).
 		case st.ejected.Load() && !now.Before(st.until):
 			st.ejected.Store(false)
 			st.c5xx.Store(0)
@@ -277,7 +286,50 @@ func (d *Detector) successRateLocked(now time.Time) bool {
 	return changed
 }
 
-// SweptEjections returns how many instances Sweep ejected (success rate)
+func (d *Detector) configureHealth(unhealthy, healthy int) {
+	d.mu.Lock()
+	d.hcUnhealthy, d.hcHealthy = unhealthy, healthy
+	d.mu.Unlock()
+}
+
+// ReportHealth records one active health probe of instance id: after
+// unhealthyThreshold failures in a row the instance is ejected (reason
+// health_check, why the last probe failed) until healthyThreshold probes
+// pass in a row. It reports whether the set of ejected instances changed;
+// the owner then rebuilds the snapshot.
+func (d *Detector) ReportHealth(id string, healthy bool, why string, now time.Time) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st := d.stats[id]
+	if st == nil {
+		return false
+	}
+	if !healthy {
+		st.hcFails++
+		st.hcPasses = 0
+		if st.hcFails < max(d.hcUnhealthy, 1) || st.ejected.Load() {
+			return false
+		}
+		if !d.ejectLocked(st, "health check failed "+strconv.Itoa(st.hcFails)+" times in a row: "+why, ReasonHealthCheck, now) {
+			return false
+		}
+		st.until = time.Time{} // until its probes pass
+		d.swept.Add(1)
+		return true
+	}
+	st.hcPasses++
+	st.hcFails = 0
+	if !st.ejected.Load() || st.code != ReasonHealthCheck || st.hcPasses < max(d.hcHealthy, 1) {
+		return false
+	}
+	st.ejected.Store(false)
+	st.c5xx.Store(0)
+	st.cgw.Store(0)
+	return true
+}
+
+// SweptEjections returns how many instances Sweep (success rate) or
+// ReportHealth ejected
 // since the last call, for the ejections counter.
 func (d *Detector) SweptEjections() int { return int(d.swept.Swap(0)) }
 

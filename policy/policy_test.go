@@ -196,3 +196,44 @@ func TestSuccessRateEjection(t *testing.T) {
 		})
 	}
 }
+
+// TestHealthCheckEjection: unhealthyThreshold failed probes in a row eject
+// (reason health_check, why), time does not re-admit, healthyThreshold
+// passes in a row do.
+func TestHealthCheckEjection(t *testing.T) {
+	p := Compile(&resource.TrafficPolicySpec{Service: "x", OutlierDetection: &resource.OutlierDetection{BaseEjectionTime: "1s",
+		HealthCheck: &resource.HealthCheck{Path: "/healthz", Interval: "1s", UnhealthyThreshold: 2, HealthyThreshold: 2}}}, NewLive())
+	if hc := p.HealthCheck; hc == nil || hc.Path != "/healthz" || hc.Interval != time.Second || hc.Timeout != time.Second {
+		t.Fatalf("compiled health check %+v", hc)
+	}
+	det := p.Outlier
+	stats := det.Track([]string{"a", "b", "c"}, []string{"1", "2", "3"})
+	now := time.Now()
+	if det.ReportHealth("a", false, "GET /healthz: 503", now) || stats["a"].Ejected() {
+		t.Fatal("ejected after one failed probe, threshold 2")
+	}
+	det.ReportHealth("a", true, "", now) // a pass breaks the run
+	det.ReportHealth("a", false, "GET /healthz: 503", now)
+	if !det.ReportHealth("a", false, "GET /healthz: 503", now) || !stats["a"].Ejected() {
+		t.Fatal("not ejected after 2 failed probes in a row")
+	}
+	ej := det.Ejections()
+	if len(ej) != 1 || ej[0].Code != ReasonHealthCheck || ej[0].Reason != "health check failed 2 times in a row: GET /healthz: 503" {
+		t.Fatalf("ejections %+v", ej)
+	}
+	if det.SweptEjections() != 1 {
+		t.Fatal("the ejection is not counted")
+	}
+	if det.Sweep(now.Add(time.Hour)) || !stats["a"].Ejected() {
+		t.Fatal("re-admitted by time though its probes still fail")
+	}
+	if det.ReportHealth("a", true, "", now) || !stats["a"].Ejected() {
+		t.Fatal("re-admitted after one pass, threshold 2")
+	}
+	if !det.ReportHealth("a", true, "", now) || stats["a"].Ejected() {
+		t.Fatal("not re-admitted after 2 passes")
+	}
+	if det.ReportHealth("nobody", false, "x", now) {
+		t.Fatal("an unknown instance changed something")
+	}
+}

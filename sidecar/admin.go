@@ -1,7 +1,9 @@
 package sidecar
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
@@ -9,6 +11,7 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/policy"
+	"github.com/weftmesh/weft/security/mtls"
 	"github.com/weftmesh/weft/telemetry/metrics"
 	"github.com/weftmesh/weft/version"
 )
@@ -225,4 +228,10 @@ func (s *Sidecar) countSweptEjections(dst string, n int) {
 	for range n {
 		s.metrics.Count(metrics.EventEjection, metrics.Client, s.cfg.Service, dst)
 	}
+}
+
+// healthDial connects active health checks to an instance's inbound the
+// way requests do (mTLS when the mesh has it).
+func (s *Sidecar) healthDial(ctx context.Context, addr string) (net.Conn, error) {
+	return s.id.dialer().Dial(ctx, "tcp", addr, mtls.ALPNHTTP1)
 }

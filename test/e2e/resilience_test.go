@@ -623,3 +623,48 @@ spec:
 	}
 	t.Logf("%d requests: slowest primary %s; mirror received %d copies", n, slowest, got)
 }
+
+// TestActiveHealthCheck: with outlierDetection.healthCheck the calling
+// sidecar probes every instance without any traffic; an instance whose
+// health path answers 503 is ejected (reason health_check, with the
+// status) and comes back once its probes pass.
+func TestActiveHealthCheck(t *testing.T) {
+	cp := StartControl(t)
+	good1 := StartRun(t, cp, RunOpts{Service: "orders"})
+	good2 := StartRun(t, cp, RunOpts{Service: "orders"})
+	bad := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--id", "orders-sick"}})
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  outlierDetection:
+    consecutive5xx: 1000    # only the probes eject here
+    healthCheck: {path: /healthz, interval: 200ms, timeout: 150ms, unhealthyThreshold: 2, healthyThreshold: 2}
+`))
+	waitAllServing(t, c, "orders", good1.Name, good2.Name, bad.Name)
+	if e := ejected(t, client, "orders"); len(e) != 0 {
+		t.Fatalf("ejected while every instance is healthy: %v", e)
+	}
+	appControl(t, bad, "/_control/fail?percent=100")
+	var e []string
+	if !poll(eventually, 50*time.Millisecond, func() bool {
+		e = ejected(t, client, "orders")
+		return len(e) == 1
+	}) {
+		t.Fatalf("the failing instance was not ejected by its probes; ejected: %v", e)
+	}
+	if want := "orders-sick (health check failed 2 times in a row: GET /healthz: 503"; !strings.HasPrefix(e[0], want) {
+		t.Errorf("ejected %v, want %q…", e, want)
+	}
+	rs := <-Load(c, "orders", LoadOpts{Workers: 2, MaxPerWorker: 50, Duration: 10 * time.Second}, nil)
+	if fails := failures(rs); len(fails) > 0 || countByName(rs)[bad.Name] > 0 {
+		t.Errorf("while ejected: %d of %d failed, %d went to %s:%s", len(fails), len(rs), countByName(rs)[bad.Name], bad.Name, describe(fails, 3))
+	}
+	appControl(t, bad, "/_control/fail?percent=0")
+	if !poll(eventually, 50*time.Millisecond, func() bool { return len(ejected(t, client, "orders")) == 0 }) {
+		t.Fatalf("healed, but still ejected: %v", ejected(t, client, "orders"))
+	}
+	waitAllServing(t, c, "orders", bad.Name)
+	if n := metricSum(t, client, "weft_outlier_ejections_total", `destination_service="orders"`); n < 1 {
+		t.Errorf("weft_outlier_ejections_total = %v, want ≥ 1", n)
+	}
+}
