@@ -668,3 +668,37 @@ func TestActiveHealthCheck(t *testing.T) {
 		t.Errorf("weft_outlier_ejections_total = %v, want ≥ 1", n)
 	}
 }
+
+// TestSuccessRateEjection: of three instances, one answers 503 to 30% of
+// requests — never enough in a row for consecutive5xx — and success-rate
+// ejection takes it out (reason success_rate on /outliers).
+func TestSuccessRateEjection(t *testing.T) {
+	cp := StartControl(t)
+	good1 := StartRun(t, cp, RunOpts{Service: "orders"})
+	good2 := StartRun(t, cp, RunOpts{Service: "orders"})
+	StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "30"}, Flags: []string{"--id", "orders-flaky"}})
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  outlierDetection:
+    consecutive5xx: 1000
+    interval: 500ms
+    baseEjectionTime: 20s
+    successRate: {minRequests: 20, stdevFactor: 1}
+`))
+	waitAllServing(t, c, "orders", good1.Name, good2.Name)
+	var e []string
+	ok := poll(eventually, 10*time.Millisecond, func() bool {
+		<-Load(c, "orders", LoadOpts{Workers: 4, MaxPerWorker: 50, Duration: 5 * time.Second}, nil)
+		e = ejected(t, client, "orders")
+		return len(e) > 0
+	})
+	if !ok || len(e) != 1 || !strings.HasPrefix(e[0], "orders-flaky (success rate ") {
+		t.Fatalf("ejected %v, want only orders-flaky for its success rate", e)
+	}
+	t.Logf("ejected: %v", e)
+	rs := <-Load(c, "orders", LoadOpts{Workers: 4, MaxPerWorker: 100, Duration: 10 * time.Second}, nil)
+	if fails := failures(rs); len(fails) > 0 {
+		t.Errorf("while ejected (20s): %d of %d failed:%s", len(fails), len(rs), describe(fails, 3))
+	}
+}
