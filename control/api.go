@@ -12,6 +12,7 @@ import (
 
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/store"
+	"github.com/weftmesh/weft/telemetry/aggregator"
 	"github.com/weftmesh/weft/telemetry/tracestore"
 	"github.com/weftmesh/weft/version"
 )
@@ -32,6 +33,14 @@ type (
 		WeftVersion string `json:"weftVersion,omitempty"`
 		// Load is the instance's last pushed x-weft-load value.
 		Load string `json:"load,omitempty"`
+		// Ejected lists the callers whose outlier detection ejected this
+		// instance, as of the metrics aggregator's last scrape.
+		Ejected []EjectedByJSON `json:"ejected,omitempty"`
+	}
+	EjectedByJSON struct {
+		Reason         string `json:"reason"` // consecutive_5xx, consecutive_gateway_errors, success_rate
+		CallerService  string `json:"callerService"`
+		CallerInstance string `json:"callerInstance"`
 	}
 	ServiceJSON struct {
 		Name      string         `json:"name"`
@@ -100,6 +109,10 @@ func writeErr(w http.ResponseWriter, code int, err error) {
 
 func (s *Server) getServices(w http.ResponseWriter, r *http.Request) {
 	out := ServicesJSON{Services: []ServiceJSON{}}
+	var ejected map[string][]aggregator.Ejection
+	if s.agg != nil {
+		ejected = s.agg.Ejections()
+	}
 	for _, v := range s.reg.Services() {
 		sj := ServiceJSON{Name: v.Name, Instances: []InstanceJSON{}}
 		for _, in := range v.Instances {
@@ -109,6 +122,12 @@ func (s *Server) getServices(w http.ResponseWriter, r *http.Request) {
 			}
 			sj.Instances = append(sj.Instances, InstanceJSON{ID: in.Id, Address: in.Address, Ready: in.Ready, Version: in.Version, Labels: labels, Zone: in.Zone,
 				Outbound: in.OutboundAddress, Admin: in.AdminAddress, WeftVersion: in.WeftVersion, Load: in.Load})
+			for _, e := range ejected[v.Name] {
+				if e.Instance == in.Id {
+					last := &sj.Instances[len(sj.Instances)-1]
+					last.Ejected = append(last.Ejected, EjectedByJSON{Reason: e.Reason, CallerService: e.CallerService, CallerInstance: e.CallerInstance})
+				}
+			}
 		}
 		out.Services = append(out.Services, sj)
 	}

@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -30,6 +31,7 @@ import (
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/healthcheck"
 	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/route"
@@ -99,6 +101,17 @@ type Config struct {
 	// OnEjected, when set, is told how many instances of a destination are
 	// ejected by outlier detection each time that changes (for a gauge).
 	OnEjected func(service string, ejected int)
+	// OnEjections, when set, is told which instances of a destination are
+	// ejected each time that changes (none: the destination has no
+	// ejections, or no longer outlier detection).
+	OnEjections func(service string, ejected []policy.Ejection)
+	// OnSweptEjections, when set, is told how many instances of a
+	// destination the periodic review ejected (success rate), for the
+	// ejections counter (the request path counts its own).
+	OnSweptEjections func(service string, n int)
+	// HealthDial opens a connection to an instance's inbound for active
+	// health checks (outlierDetection.healthCheck); nil: plain TCP.
+	HealthDial func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 // Client is safe for concurrent use.
@@ -646,6 +659,18 @@ func pushedLoads(st *state, loads []*pb.Instance) {
 func (c *Client) outliers(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	reported := map[string]bool{}   // destinations told of ejections, for OnEjections
+	checks := map[string]*checker{} // active health checks, by destination
+	var stopping []chan struct{}    // checks cancelled, perhaps still finishing a probe
+	defer func() {
+		for _, ch := range checks {
+			ch.cancel()
+			stopping = append(stopping, ch.done)
+		}
+		for _, done := range stopping {
+			<-done
+		}
+	}()
 	for {
 		ejected := false
 		select {
@@ -662,16 +687,110 @@ func (c *Client) outliers(ctx context.Context) {
 			if !ok || d.Traffic == nil || d.Traffic.Outlier == nil || c.wanted[service] == nil {
 				continue
 			}
-			if d.Traffic.Outlier.Sweep(now) || ejected {
+			swept := d.Traffic.Outlier.Sweep(now)
+			if n := d.Traffic.Outlier.SweptEjections(); n > 0 && c.cfg.OnSweptEjections != nil {
+				c.cfg.OnSweptEjections(service, n)
+			}
+			if swept || ejected {
 				nd := c.build(service, st)
 				c.publishLocked(service, nd)
 				if f := c.cfg.OnEjected; f != nil {
 					f(service, len(nd.Outlier)-len(nd.Endpoints))
 				}
+				if f := c.cfg.OnEjections; f != nil {
+					ej := d.Traffic.Outlier.Ejections()
+					if len(ej) > 0 || reported[service] {
+						f(service, ej)
+					}
+					reported[service] = len(ej) > 0
+				}
+			}
+		}
+		stopping = c.reconcileChecks(ctx, checks, stopping)
+		for service := range reported {
+			d, ok := (*c.table.Load())[service]
+			if !ok || d.Traffic == nil || d.Traffic.Outlier == nil || c.wanted[service] == nil {
+				// Gone, or outlier detection turned off: nothing is ejected.
+				c.cfg.OnEjections(service, nil)
+				delete(reported, service)
 			}
 		}
 		c.mu.Unlock()
 	}
+}
+
+// checker is one destination's running active health check.
+type checker struct {
+	hc     policy.HealthCheck
+	det    *policy.Detector
+	cancel context.CancelFunc
+	done   chan struct{} // closed when its probes are over
+}
+
+// reconcileChecks starts the health checks of destinations whose policy
+// asks for one and cancels those of destinations gone, or whose check
+// changed; c.mu is held, so it does not wait for them: it returns the
+// cancelled checks still finishing (the outlier loop waits for them when
+// it ends).
+func (c *Client) reconcileChecks(ctx context.Context, checks map[string]*checker, stopping []chan struct{}) []chan struct{} {
+	stopping = slices.DeleteFunc(stopping, func(done chan struct{}) bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
+	table := *c.table.Load()
+	for service, ch := range checks {
+		d, ok := table[service]
+		if !ok || c.wanted[service] == nil || d.Traffic == nil || d.Traffic.HealthCheck == nil ||
+			*d.Traffic.HealthCheck != ch.hc || d.Traffic.Outlier != ch.det {
+			ch.cancel()
+			stopping = append(stopping, ch.done)
+			delete(checks, service)
+		}
+	}
+	for service, d := range table {
+		if checks[service] != nil || c.wanted[service] == nil || d.Traffic == nil || d.Traffic.HealthCheck == nil || d.Traffic.Outlier == nil {
+			continue
+		}
+		checks[service] = c.startCheck(ctx, service, *d.Traffic.HealthCheck, d.Traffic.Outlier)
+	}
+	return stopping
+}
+
+func (c *Client) startCheck(ctx context.Context, service string, hc policy.HealthCheck, det *policy.Detector) *checker {
+	dial := c.cfg.HealthDial
+	if dial == nil {
+		var d net.Dialer
+		dial = func(ctx context.Context, addr string) (net.Conn, error) { return d.DialContext(ctx, "tcp", addr) }
+	}
+	cfg := healthcheck.Config{Service: service, Path: hc.Path, Interval: hc.Interval, Timeout: hc.Timeout, Dial: dial,
+		Source: c.cfg.Instance.GetService(),
+		Targets: func() []healthcheck.Target {
+			d := (*c.table.Load())[service]
+			if d == nil {
+				return nil
+			}
+			out := make([]healthcheck.Target, 0, len(d.Outlier))
+			for ep := range d.Outlier {
+				out = append(out, healthcheck.Target{ID: ep.ID, Address: ep.Address})
+			}
+			return out
+		},
+		Report: func(id string, healthy bool, why string) {
+			if det.ReportHealth(id, healthy, why, time.Now()) {
+				c.ejected() // the outlier loop rebuilds the snapshot
+			}
+		}}
+	cctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		healthcheck.Run(cctx, cfg)
+	}()
+	return &checker{hc: hc, det: det, cancel: cancel, done: done}
 }
 
 func (c *Client) ejected() {

@@ -62,6 +62,8 @@ type Policy struct {
 	// Outlier is the destination's outlier detector; nil without outlier
 	// detection.
 	Outlier *Detector
+	// HealthCheck is the active health check to run; nil without one.
+	HealthCheck *HealthCheck
 
 	// Live is the state shared by this destination's snapshots.
 	Live *Live
@@ -125,6 +127,16 @@ func Compile(spec *resource.TrafficPolicySpec, live *Live) *Policy {
 			live.outlier = newDetector()
 		}
 		live.outlier.configure(c5, cg, interval, base, pct)
+		if hc := od.HealthCheck; hc != nil {
+			interval, timeout, unhealthy, healthy := hc.Values()
+			p.HealthCheck = &HealthCheck{Path: hc.Path, Interval: interval, Timeout: timeout}
+			live.outlier.configureHealth(unhealthy, healthy)
+		}
+		if sr := od.SuccessRate; sr != nil {
+			live.outlier.configureSuccessRate(sr.Values())
+		} else {
+			live.outlier.configureSuccessRate(0, 0, 0)
+		}
 		p.Outlier = live.outlier
 	} else {
 		live.outlier = nil
@@ -220,4 +232,13 @@ func (p *Policy) With(timeout string, r *resource.Retries) *Policy {
 		q.BudgetRatio, q.BudgetPerSecond = ratio, per
 	}
 	return &q
+}
+
+// HealthCheck is a destination's active health check: an HTTP GET of Path
+// through each instance's inbound (or, with no Path, a TCP connection)
+// every Interval, each waiting at most Timeout. Results go to
+// Detector.ReportHealth.
+type HealthCheck struct {
+	Path              string
+	Interval, Timeout time.Duration
 }

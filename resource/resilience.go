@@ -3,6 +3,7 @@ package resource
 import (
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -210,6 +211,134 @@ type OutlierDetection struct {
 	// still be ejected if there are two or more (0 turns ejection off); the
 	// last instance is never ejected.
 	MaxEjectionPercent *int `json:"maxEjectionPercent,omitempty"`
+	// SuccessRate, when set, also ejects instances whose success rate over
+	// the last interval is far below their peers'.
+	SuccessRate *SuccessRateEjection `json:"successRate,omitempty"`
+	// HealthCheck, when set, also probes every instance actively.
+	HealthCheck *HealthCheck `json:"healthCheck,omitempty"`
+}
+
+// HealthCheck: each calling sidecar probes every instance of the service
+// every Interval — an HTTP GET of Path through the instance's inbound
+// sidecar (2xx or 3xx is healthy), or with no Path a TCP connection to the
+// inbound — and ejects an instance after UnhealthyThreshold failed probes
+// in a row (reason health_check) until HealthyThreshold pass in a row.
+type HealthCheck struct {
+	Path               string `json:"path,omitempty"`
+	Interval           string `json:"interval,omitempty"`           // default 5s
+	Timeout            string `json:"timeout,omitempty"`            // default 1s, at most interval
+	UnhealthyThreshold int    `json:"unhealthyThreshold,omitempty"` // default 2
+	HealthyThreshold   int    `json:"healthyThreshold,omitempty"`   // default 1
+}
+
+// Defaults for active health checks.
+const (
+	DefaultHealthCheckInterval = 5 * time.Second
+	DefaultHealthCheckTimeout  = time.Second
+	DefaultUnhealthyThreshold  = 2
+	DefaultHealthyThreshold    = 1
+	MinHealthCheckInterval     = 100 * time.Millisecond
+	maxHealthCheckThreshold    = 100
+)
+
+func (h *HealthCheck) validate() error {
+	if h == nil {
+		return nil
+	}
+	if h.Path != "" && (!strings.HasPrefix(h.Path, "/") || len(h.Path) > 1024 || strings.ContainsAny(h.Path, " \r\n\t")) {
+		return fmt.Errorf("healthCheck.path: %q: want an absolute path such as /healthz (no spaces)", h.Path)
+	}
+	for _, d := range []struct{ name, v string }{{"interval", h.Interval}, {"timeout", h.Timeout}} {
+		if d.v == "" {
+			continue
+		}
+		if err := positiveDuration(d.v); err != nil {
+			return fmt.Errorf("healthCheck.%s: %w", d.name, err)
+		}
+	}
+	interval, timeout, _, _ := h.Values()
+	if interval < MinHealthCheckInterval {
+		return fmt.Errorf("healthCheck.interval: %s is less than %s", interval, MinHealthCheckInterval)
+	}
+	if timeout > interval {
+		return fmt.Errorf("healthCheck.timeout: %s is more than interval %s", timeout, interval)
+	}
+	if h.UnhealthyThreshold < 0 || h.UnhealthyThreshold > maxHealthCheckThreshold {
+		return fmt.Errorf("healthCheck.unhealthyThreshold: %d is not between 1 and %d", h.UnhealthyThreshold, maxHealthCheckThreshold)
+	}
+	if h.HealthyThreshold < 0 || h.HealthyThreshold > maxHealthCheckThreshold {
+		return fmt.Errorf("healthCheck.healthyThreshold: %d is not between 1 and %d", h.HealthyThreshold, maxHealthCheckThreshold)
+	}
+	return nil
+}
+
+// Values returns the settings with their defaults.
+func (h *HealthCheck) Values() (interval, timeout time.Duration, unhealthy, healthy int) {
+	interval = durationOr(h.Interval, DefaultHealthCheckInterval)
+	timeout = durationOr(h.Timeout, min(DefaultHealthCheckTimeout, interval))
+	unhealthy, healthy = h.UnhealthyThreshold, h.HealthyThreshold
+	if unhealthy == 0 {
+		unhealthy = DefaultUnhealthyThreshold
+	}
+	if healthy == 0 {
+		healthy = DefaultHealthyThreshold
+	}
+	return
+}
+
+// SuccessRateEjection: once per interval, of the instances that answered
+// at least MinRequests tries (and only when at least MinHosts did), those
+// whose success rate is below mean − StdevFactor × stdev are ejected,
+// within maxEjectionPercent. Envoy's success-rate outlier detection, with
+// its defaults.
+type SuccessRateEjection struct {
+	// MinRequests an instance must have answered in the interval to
+	// count (default 100).
+	MinRequests int `json:"minRequests,omitempty"`
+	// MinHosts instances with enough requests are needed for a verdict
+	// (default 3, at least 3).
+	MinHosts int `json:"minHosts,omitempty"`
+	// StdevFactor: how many standard deviations below the mean a success
+	// rate must be (default 1.9).
+	StdevFactor float64 `json:"stdevFactor,omitempty"`
+}
+
+// Defaults for success-rate ejection.
+const (
+	DefaultSuccessRateMinRequests = 100
+	DefaultSuccessRateMinHosts    = 3
+	DefaultSuccessRateStdevFactor = 1.9
+)
+
+func (s *SuccessRateEjection) validate() error {
+	if s == nil {
+		return nil
+	}
+	if s.MinRequests < 0 || s.MinRequests > 1_000_000 {
+		return fmt.Errorf("successRate.minRequests: %d is not between 1 and 1000000 (0: the default 100)", s.MinRequests)
+	}
+	if s.MinHosts != 0 && (s.MinHosts < 3 || s.MinHosts > 10_000) {
+		return fmt.Errorf("successRate.minHosts: %d is not between 3 and 10000 (a mean and deviation need three instances)", s.MinHosts)
+	}
+	if s.StdevFactor < 0 || s.StdevFactor > 100 || math.IsNaN(s.StdevFactor) {
+		return fmt.Errorf("successRate.stdevFactor: %v is not between 0 (default 1.9) and 100", s.StdevFactor)
+	}
+	return nil
+}
+
+// Values returns the settings with their defaults.
+func (s *SuccessRateEjection) Values() (minRequests, minHosts int, stdevFactor float64) {
+	minRequests, minHosts, stdevFactor = s.MinRequests, s.MinHosts, s.StdevFactor
+	if minRequests == 0 {
+		minRequests = DefaultSuccessRateMinRequests
+	}
+	if minHosts == 0 {
+		minHosts = DefaultSuccessRateMinHosts
+	}
+	if stdevFactor == 0 {
+		stdevFactor = DefaultSuccessRateStdevFactor
+	}
+	return
 }
 
 // Defaults for outlier detection.
@@ -242,7 +371,10 @@ func (o *OutlierDetection) validate() error {
 	if p := o.MaxEjectionPercent; p != nil && (*p < 0 || *p > 100) {
 		return fmt.Errorf("maxEjectionPercent: %d is not between 0 and 100", *p)
 	}
-	return nil
+	if err := o.SuccessRate.validate(); err != nil {
+		return err
+	}
+	return o.HealthCheck.validate()
 }
 
 // Values returns the settings with their defaults.

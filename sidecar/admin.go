@@ -1,7 +1,9 @@
 package sidecar
 
 import (
+	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"strconv"
@@ -9,6 +11,8 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/policy"
+	"github.com/weftmesh/weft/security/mtls"
+	"github.com/weftmesh/weft/telemetry/metrics"
 	"github.com/weftmesh/weft/version"
 )
 
@@ -206,4 +210,28 @@ func (s *Sidecar) outliers(w http.ResponseWriter, r *http.Request) {
 		out = append(out, OutlierView{Service: d.Service, Ejected: ej})
 	}
 	writeJSON(w, out)
+}
+
+// setEjectedInstances exports dst's ejected instances as the gauge the
+// control plane scrapes (weft_outlier_ejected_instance).
+func (s *Sidecar) setEjectedInstances(dst string, ej []policy.Ejection) {
+	out := make([]metrics.EjectedInstance, len(ej))
+	for i, e := range ej {
+		out[i] = metrics.EjectedInstance{Instance: e.ID, Reason: e.Code}
+	}
+	s.metrics.SetEjectedInstances(dst, out)
+}
+
+// countSweptEjections counts ejections made by the periodic review
+// (success rate) in weft_outlier_ejections_total.
+func (s *Sidecar) countSweptEjections(dst string, n int) {
+	for range n {
+		s.metrics.Count(metrics.EventEjection, metrics.Client, s.cfg.Service, dst)
+	}
+}
+
+// healthDial connects active health checks to an instance's inbound the
+// way requests do (mTLS when the mesh has it).
+func (s *Sidecar) healthDial(ctx context.Context, addr string) (net.Conn, error) {
+	return s.id.dialer().Dial(ctx, "tcp", addr, mtls.ALPNHTTP1)
 }

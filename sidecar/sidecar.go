@@ -245,7 +245,8 @@ func New(cfg Config) (*Sidecar, error) {
 	}
 	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Zone: cfg.Zone, Logger: s.log.With("component", "discovery"),
 		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate, Greeting: s.id.greeting, TLS: ctlTLS,
-		OnEjected: func(service string, n int) { s.metrics.SetEjected(service, n) }})
+		OnEjected: func(service string, n int) { s.metrics.SetEjected(service, n) }, OnEjections: s.setEjectedInstances,
+		OnSweptEjections: s.countSweptEjections, HealthDial: s.healthDial})
 	s.id.disc = s.disc
 	dial := s.id.dialer().Dial
 	for _, u := range s.upstreams {

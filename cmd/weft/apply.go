@@ -180,12 +180,24 @@ func getServices(ctx context.Context, c *apiclient.Client, output string, out io
 		return printYAML(out, res)
 	}
 	wide := output == "wide"
+	// EJECTED (reason and the callers that ejected it) shows only while
+	// some caller's outlier detection has an instance out.
+	anyEjected := false
+	for _, s := range res.Services {
+		for _, in := range s.Instances {
+			anyEjected = anyEjected || len(in.Ejected) > 0
+		}
+	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	if wide {
-		fmt.Fprintln(tw, "SERVICE\tINSTANCE\tADDRESS\tREADY\tVERSION\tLABELS\tOUTBOUND\tADMIN\tWEFT")
+		fmt.Fprint(tw, "SERVICE\tINSTANCE\tADDRESS\tREADY\tVERSION\tLABELS\tOUTBOUND\tADMIN\tWEFT")
 	} else {
-		fmt.Fprintln(tw, "SERVICE\tINSTANCE\tADDRESS\tREADY\tVERSION\tLABELS")
+		fmt.Fprint(tw, "SERVICE\tINSTANCE\tADDRESS\tREADY\tVERSION\tLABELS")
 	}
+	if anyEjected {
+		fmt.Fprint(tw, "\tEJECTED")
+	}
+	fmt.Fprintln(tw)
 	for _, s := range res.Services {
 		for _, in := range s.Instances {
 			var labels []string
@@ -197,10 +209,34 @@ func getServices(ctx context.Context, c *apiclient.Client, output string, out io
 			if wide {
 				fmt.Fprintf(tw, "\t%s\t%s\t%s", dash(in.Outbound), dash(in.Admin), dash(in.WeftVersion))
 			}
+			if anyEjected {
+				fmt.Fprintf(tw, "\t%s", dash(ejectedBy(in.Ejected)))
+			}
 			fmt.Fprintln(tw)
 		}
 	}
 	return tw.Flush()
+}
+
+// ejectedBy says why and by whom an instance is ejected:
+// "consecutive_5xx(by:web-1,web-2)", one group per reason.
+func ejectedBy(ej []control.EjectedByJSON) string {
+	var reasons []string
+	by := map[string][]string{}
+	for _, e := range ej {
+		if by[e.Reason] == nil {
+			reasons = append(reasons, e.Reason)
+		}
+		by[e.Reason] = append(by[e.Reason], e.CallerInstance)
+	}
+	slices.Sort(reasons)
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		callers := by[r]
+		slices.Sort(callers)
+		parts[i] = r + "(by:" + strings.Join(slices.Compact(callers), ",") + ")"
+	}
+	return strings.Join(parts, ",")
 }
 
 func getResources(ctx context.Context, c *apiclient.Client, output string, out io.Writer) error {

@@ -78,6 +78,10 @@ type Aggregator struct {
 	next    int                  // where the next slot goes
 	last    time.Time            // time of the last round
 	status  ScrapeStatus
+	// ejections holds what each sidecar of the last round reported
+	// ejected (by instance id and admin address): its last successful
+	// scrape's, while it stays a target.
+	ejections map[string][]Ejection
 }
 
 type key struct {
@@ -156,10 +160,11 @@ func (a *Aggregator) Run(ctx context.Context) error {
 }
 
 type result struct {
-	t      Target
-	values map[key]*sample
-	start  float64 // process start time (unix seconds), 0 if unknown
-	err    error
+	t       Target
+	values  map[key]*sample
+	ejected []Ejection
+	start   float64 // process start time (unix seconds), 0 if unknown
+	err     error
 }
 
 // Scrape runs one round: every target, at most maxConcurrent at a time,
@@ -180,29 +185,30 @@ func (a *Aggregator) Scrape(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			results[i].values, results[i].start, results[i].err = a.scrapeOne(ctx, t.Admin)
+			results[i].values, results[i].ejected, results[i].start, results[i].err = a.scrapeOne(ctx, t.Admin)
 		}()
 	}
 	wg.Wait()
 	a.fold(time.Now(), results)
 }
 
-func (a *Aggregator) scrapeOne(ctx context.Context, admin string) (map[key]*sample, float64, error) {
+func (a *Aggregator) scrapeOne(ctx context.Context, admin string) (map[key]*sample, []Ejection, float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	req.Header.Set("Accept", string(expfmt.NewFormat(expfmt.TypeProtoDelim)))
 	resp, err := a.cfg.Client.Do(req)
 	if err != nil {
-		return nil, 0, err
+		return nil, nil, 0, err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return nil, 0, fmt.Errorf("GET /metrics: %s", resp.Status)
+		return nil, nil, 0, fmt.Errorf("GET /metrics: %s", resp.Status)
 	}
 	dec := expfmt.NewDecoder(io.LimitReader(resp.Body, maxScrapeBytes), expfmt.ResponseFormat(resp.Header))
 	out := map[key]*sample{}
+	var ejected []Ejection
 	var start float64
 	for {
 		mf := &dto.MetricFamily{}
@@ -210,7 +216,7 @@ func (a *Aggregator) scrapeOne(ctx context.Context, admin string) (map[key]*samp
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return nil, 0, fmt.Errorf("decoding /metrics: %w", err)
+			return nil, nil, 0, fmt.Errorf("decoding /metrics: %w", err)
 		}
 		switch mf.GetName() {
 		case metrics.RequestsTotal:
@@ -241,13 +247,38 @@ func (a *Aggregator) scrapeOne(ctx context.Context, admin string) (map[key]*samp
 					}
 				}
 			}
+		case metrics.OutlierEjectedInstance:
+			for _, m := range mf.GetMetric() {
+				if e, ok := ejectionOf(m); ok && len(ejected) < metrics.MaxEjectedSeries {
+					ejected = append(ejected, e)
+				}
+			}
 		case "process_start_time_seconds":
 			if ms := mf.GetMetric(); len(ms) > 0 {
 				start = ms[0].GetGauge().GetValue()
 			}
 		}
 	}
-	return out, start, nil
+	return out, ejected, start, nil
+}
+
+// ejectionOf reads one weft_outlier_ejected_instance series (1 while
+// ejected; the caller fields are the scraped sidecar's, filled by fold).
+func ejectionOf(m *dto.Metric) (Ejection, bool) {
+	var e Ejection
+	for _, lp := range m.GetLabel() {
+		switch lp.GetName() {
+		case metrics.LabelDestination:
+			e.Service = lp.GetValue()
+		case metrics.LabelInstance:
+			e.Instance = lp.GetValue()
+		case metrics.LabelReason:
+			e.Reason = lp.GetValue()
+		}
+	}
+	ok := m.GetGauge().GetValue() > 0 && e.Service != "" && e.Instance != "" &&
+		len(e.Service) <= 63 && len(e.Instance) <= 253 && len(e.Reason) <= 63
+	return e, ok
 }
 
 func get(m map[key]*sample, k key) *sample {
@@ -308,9 +339,13 @@ func (a *Aggregator) fold(now time.Time, results []result) {
 	defer a.mu.Unlock()
 	delta := map[key]*sample{}
 	failed := 0
+	ejections := map[string][]Ejection{}
 	for _, r := range results {
 		id := r.t.Instance + "@" + r.t.Admin
 		if r.err != nil {
+			if e := a.ejections[id]; e != nil {
+				ejections[id] = e // its last word, while it is still a target
+			}
 			failed++
 			a.log.Debug("scrape failed", "service", r.t.Service, "instance", r.t.Instance, "admin", r.t.Admin, "err", r.err)
 			if in := a.insts[id]; in != nil {
@@ -341,7 +376,14 @@ func (a *Aggregator) fold(now time.Time, results []result) {
 			}
 		}
 		a.insts[id] = &instance{values: r.values, seen: now}
+		for i := range r.ejected {
+			r.ejected[i].CallerService, r.ejected[i].CallerInstance = r.t.Service, r.t.Instance
+		}
+		if len(r.ejected) > 0 {
+			ejections[id] = r.ejected
+		}
 	}
+	a.ejections = ejections
 	// Forget instances gone from the registry for the whole window. Kept
 	// that long so one that comes back (a lease lost and renewed) continues
 	// from its baseline instead of being counted again from zero.
@@ -405,6 +447,20 @@ type (
 		Service string `json:"service"`
 		Client  *View  `json:"client"`
 		Server  *View  `json:"server"`
+		// Ejected lists the service's instances that callers' outlier
+		// detection has ejected now (at the last scrape), one entry per
+		// caller that ejected it.
+		Ejected []Ejection `json:"ejected,omitempty"`
+	}
+	// Ejection: CallerInstance (of CallerService) has ejected Instance of
+	// Service, for Reason (consecutive_5xx, consecutive_gateway_errors,
+	// success_rate).
+	Ejection struct {
+		Service        string `json:"service"`
+		Instance       string `json:"instance"`
+		Reason         string `json:"reason"`
+		CallerService  string `json:"callerService"`
+		CallerInstance string `json:"callerInstance"`
 	}
 	EdgeStats struct {
 		Source      string `json:"source"`
@@ -488,8 +544,14 @@ func (a *Aggregator) Stats(d time.Duration) Stats {
 		}
 		add(&s[k.rep&1], v)
 	}
+	ejected := a.Ejections()
+	for name := range ejected {
+		if services[name] == nil {
+			services[name] = &[2]sample{}
+		}
+	}
 	for name, s := range services {
-		out.Services = append(out.Services, ServiceStats{Service: name, Client: view(&s[metrics.Client], secs), Server: view(&s[metrics.Server], secs)})
+		out.Services = append(out.Services, ServiceStats{Service: name, Client: view(&s[metrics.Client], secs), Server: view(&s[metrics.Server], secs), Ejected: ejected[name]})
 	}
 	for p, e := range edges {
 		out.Edges = append(out.Edges, EdgeStats{Source: p.src, Destination: p.dst, Client: view(&e[metrics.Client], secs), Server: view(&e[metrics.Server], secs)})
@@ -569,4 +631,26 @@ func quantile(q float64, s *sample) float64 {
 		}
 	}
 	return b[len(b)-1]
+}
+
+// Ejections returns, by destination service, the instances the sidecars
+// scraped last reported ejected, sorted by instance then caller.
+func (a *Aggregator) Ejections() map[string][]Ejection {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string][]Ejection{}
+	for _, es := range a.ejections {
+		for _, e := range es {
+			out[e.Service] = append(out[e.Service], e)
+		}
+	}
+	for _, es := range out {
+		sort.Slice(es, func(i, j int) bool {
+			if es[i].Instance != es[j].Instance {
+				return es[i].Instance < es[j].Instance
+			}
+			return es[i].CallerInstance < es[j].CallerInstance
+		})
+	}
+	return out
 }

@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -277,5 +279,42 @@ func TestSeries(t *testing.T) {
 	}
 	if got := a.Series("nobody", time.Minute); len(got.Points) != 3 || got.Points[0].Client != nil {
 		t.Errorf("series of an unknown service: %+v", got.Points)
+	}
+}
+
+// TestEjections: what callers' sidecars export as ejected shows per
+// destination service in Stats and Ejections, with reason and caller, and
+// goes once they re-admit the instance or stop being scraped.
+func TestEjections(t *testing.T) {
+	sc := newSidecars(t, "web-1", "web-2", "orders-1")
+	a := newAgg(sc, true)
+	w1, w2 := sc.recs["web-1"], sc.recs["web-2"]
+	w1.SetEjectedInstances("orders", []metrics.EjectedInstance{{Instance: "orders-3", Reason: "consecutive_5xx"}})
+	w2.SetEjectedInstances("orders", []metrics.EjectedInstance{{Instance: "orders-3", Reason: "success_rate"}, {Instance: "orders-2", Reason: "consecutive_5xx"}})
+	a.Scrape(context.Background())
+	want := []Ejection{
+		{Service: "orders", Instance: "orders-2", Reason: "consecutive_5xx", CallerService: "web", CallerInstance: "web-2"},
+		{Service: "orders", Instance: "orders-3", Reason: "consecutive_5xx", CallerService: "web", CallerInstance: "web-1"},
+		{Service: "orders", Instance: "orders-3", Reason: "success_rate", CallerService: "web", CallerInstance: "web-2"},
+	}
+	if got := a.Ejections()["orders"]; !reflect.DeepEqual(got, want) {
+		t.Fatalf("ejections %+v\nwant %+v", got, want)
+	}
+	st := a.Stats(time.Minute)
+	if len(st.Services) != 1 || st.Services[0].Service != "orders" || !reflect.DeepEqual(st.Services[0].Ejected, want) {
+		t.Fatalf("stats (no requests, ejections only) %+v", st.Services)
+	}
+
+	// web-1 re-admits; web-2 stops being a target.
+	w1.SetEjectedInstances("orders", nil)
+	sc.mu.Lock()
+	sc.targets = slices.DeleteFunc(sc.targets, func(t Target) bool { return t.Instance == "web-2" })
+	sc.mu.Unlock()
+	a.Scrape(context.Background())
+	if got := a.Ejections(); len(got) != 0 {
+		t.Fatalf("after re-admission and web-2 gone: %+v", got)
+	}
+	if st := a.Stats(time.Minute); len(st.Services) != 0 {
+		t.Fatalf("stats after: %+v", st.Services)
 	}
 }

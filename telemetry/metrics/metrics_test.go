@@ -207,3 +207,57 @@ func BenchmarkRecord(b *testing.B) {
 		}
 	})
 }
+
+// TestEjectedInstances: one series per ejected instance, replaced as a
+// whole per destination, gone on re-admission, and bounded.
+func TestEjectedInstances(t *testing.T) {
+	r := New(Options{})
+	series := func() map[string]float64 {
+		out := map[string]float64{}
+		mfs, err := r.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			if mf.GetName() != OutlierEjectedInstance {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				l := map[string]string{}
+				for _, lp := range m.GetLabel() {
+					l[lp.GetName()] = lp.GetValue()
+				}
+				out[l[LabelDestination]+"/"+l[LabelInstance]+"/"+l[LabelReason]] = m.GetGauge().GetValue()
+			}
+		}
+		return out
+	}
+	r.SetEjectedInstances("orders", []EjectedInstance{{"orders-1", "consecutive_5xx"}, {"orders-2", "success_rate"}})
+	r.SetEjectedInstances("users", []EjectedInstance{{"users-1", "consecutive_gateway_errors"}})
+	if got := series(); len(got) != 3 || got["orders/orders-1/consecutive_5xx"] != 1 || got["users/users-1/consecutive_gateway_errors"] != 1 {
+		t.Fatalf("series %v", got)
+	}
+	r.SetEjectedInstances("orders", []EjectedInstance{{"orders-2", "success_rate"}})
+	if got := series(); len(got) != 2 || got["orders/orders-2/success_rate"] != 1 {
+		t.Fatalf("after orders-1 re-admitted: %v", got)
+	}
+	r.SetEjectedInstances("orders", nil)
+	r.SetEjectedInstances("users", nil)
+	if got := series(); len(got) != 0 {
+		t.Fatalf("after all re-admitted: %v", got)
+	}
+	many := make([]EjectedInstance, MaxEjectedSeries+50)
+	for i := range many {
+		many[i] = EjectedInstance{fmt.Sprintf("i-%d", i), "consecutive_5xx"}
+	}
+	r.SetEjectedInstances("big", many)
+	r.SetEjectedInstances("other", many[:1])
+	if got := series(); len(got) != MaxEjectedSeries {
+		t.Fatalf("%d series, want at most %d", len(got), MaxEjectedSeries)
+	}
+	r.SetEjectedInstances("big", nil)
+	r.SetEjectedInstances("other", many[:1])
+	if got := series(); len(got) != 1 {
+		t.Fatalf("after big's went: %d series, want 1", len(got))
+	}
+}

@@ -15,9 +15,18 @@ const (
 	RetryBudgetExhausted  = "weft_retry_budget_exhausted_total"
 	OutlierEjectionsTotal = "weft_outlier_ejections_total"
 	OutlierEjected        = "weft_outlier_ejected"
-	OverflowTotal         = "weft_circuit_overflow_total"
-	RateLimitedTotal      = "weft_rate_limited_total"
-	FaultsTotal           = "weft_faults_injected_total"
+	// OutlierEjectedInstance is 1 for each instance a calling sidecar has
+	// ejected now (labels destination_service, instance, reason); the
+	// series goes when the instance is re-admitted. The control plane
+	// reads it to show ejections in `weft get services` and /api/v1/stats.
+	OutlierEjectedInstance = "weft_outlier_ejected_instance"
+	LabelInstance          = "instance"
+	LabelReason            = "reason"
+	// MaxEjectedSeries bounds the ejected-instance series of one sidecar.
+	MaxEjectedSeries = 1000
+	OverflowTotal    = "weft_circuit_overflow_total"
+	RateLimitedTotal = "weft_rate_limited_total"
+	FaultsTotal      = "weft_faults_injected_total"
 )
 
 // Event is a resilience event the pipeline counts.
@@ -53,7 +62,12 @@ type eventKey struct {
 type resilience struct {
 	vecs    [numEvents]*prometheus.CounterVec
 	ejected *prometheus.GaugeVec
-	cache   atomic.Pointer[map[eventKey]prometheus.Counter]
+	// byInst holds the ejected-instance series set now, per destination
+	// (guarded by Recorder.mu).
+	byInst    *prometheus.GaugeVec
+	instSets  map[string][]EjectedInstance
+	instCount int
+	cache     atomic.Pointer[map[eventKey]prometheus.Counter]
 }
 
 func (r *Recorder) initResilience() {
@@ -65,6 +79,11 @@ func (r *Recorder) initResilience() {
 	r.res.ejected = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: OutlierEjected,
 		Help: "Instances of a destination ejected by outlier detection now."}, []string{LabelDestination})
 	r.reg.MustRegister(r.res.ejected)
+	r.res.byInst = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: OutlierEjectedInstance,
+		Help: "1 for each instance of a destination ejected by outlier detection now, with the reason."},
+		[]string{LabelDestination, LabelInstance, LabelReason})
+	r.reg.MustRegister(r.res.byInst)
+	r.res.instSets = map[string][]EjectedInstance{}
 	empty := map[eventKey]prometheus.Counter{}
 	r.res.cache.Store(&empty)
 }
@@ -114,5 +133,43 @@ func (r *Recorder) SetEjected(dst string, n int) {
 	r.mu.Unlock()
 	if ok {
 		r.res.ejected.WithLabelValues(name).Set(float64(n))
+	}
+}
+
+// EjectedInstance is one instance ejected now and why (a reason code such
+// as consecutive_5xx).
+type EjectedInstance struct {
+	Instance, Reason string
+}
+
+// SetEjectedInstances replaces the ejected-instance series of dst with ej
+// (none: every series of dst goes). Series past MaxEjectedSeries in all
+// are not exported.
+func (r *Recorder) SetEjectedInstances(dst string, ej []EjectedInstance) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	name, ok := r.nameLocked(dst)
+	if !ok || name != dst {
+		return
+	}
+	for _, e := range r.res.instSets[dst] {
+		r.res.byInst.DeleteLabelValues(dst, e.Instance, e.Reason)
+		r.res.instCount--
+	}
+	delete(r.res.instSets, dst)
+	var kept []EjectedInstance
+	for _, e := range ej {
+		if r.res.instCount >= MaxEjectedSeries || len(e.Instance) > 253 || len(e.Reason) > 63 {
+			continue
+		}
+		r.res.byInst.WithLabelValues(dst, e.Instance, e.Reason).Set(1)
+		r.res.instCount++
+		kept = append(kept, EjectedInstance{Instance: strings.Clone(e.Instance), Reason: strings.Clone(e.Reason)})
+	}
+	if len(kept) > 0 {
+		r.res.instSets[dst] = kept
 	}
 }

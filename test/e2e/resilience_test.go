@@ -111,17 +111,68 @@ func ejected(t *testing.T, client *Sidecar, service string) []string {
 	return out
 }
 
+// controlEjections is what the control plane says is ejected of service:
+// "instance reason callerInstance" from /api/v1/stats, and from
+// /api/v1/services (what `weft get services -o json` prints).
+func controlEjections(t *testing.T, cp *Control, service string) (stats, services []string) {
+	t.Helper()
+	var st struct {
+		Services []struct {
+			Service string
+			Ejected []struct{ Instance, Reason, CallerInstance string }
+		}
+	}
+	var sv struct {
+		Services []struct {
+			Name      string
+			Instances []struct {
+				ID      string
+				Ejected []struct{ Reason, CallerInstance string }
+			}
+		}
+	}
+	for path, v := range map[string]any{"/api/v1/stats?window=1m": &st, "/api/v1/services": &sv} {
+		code, body, err := httpGet(cp.URL + path)
+		if err != nil || code != 200 {
+			t.Fatalf("GET %s: %d %s %v", path, code, body, err)
+		}
+		if err := json.Unmarshal([]byte(body), v); err != nil {
+			t.Fatalf("GET %s: %v in %s", path, err, body)
+		}
+	}
+	for _, s := range st.Services {
+		if s.Service == service {
+			for _, e := range s.Ejected {
+				stats = append(stats, e.Instance+" "+e.Reason+" "+e.CallerInstance)
+			}
+		}
+	}
+	for _, s := range sv.Services {
+		if s.Name == service {
+			for _, in := range s.Instances {
+				for _, e := range in.Ejected {
+					services = append(services, in.ID+" "+e.Reason+" "+e.CallerInstance)
+				}
+			}
+		}
+	}
+	return stats, services
+}
+
 // TestRetriesAndOutlierDetection: one of three instances answers 503 half
 // the time; with retries and outlier detection the caller sees ≥ 99.9%
 // success over 5,000 requests, the bad instance is ejected (shown with its
-// reason on the admin's /outliers) and re-admitted once it heals.
+// reason on the admin's /outliers, and in the control plane's stats and
+// services, scraped every 300ms) and re-admitted once it heals.
 func TestRetriesAndOutlierDetection(t *testing.T) {
-	cp := StartControl(t)
+	cp := StartControl(t, "--scrape-interval", "300ms")
 	good1 := StartRun(t, cp, RunOpts{Service: "orders"})
 	good2 := StartRun(t, cp, RunOpts{Service: "orders"})
-	bad := StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "50"}})
+	bad := StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "50"}, Flags: []string{"--id", "orders-bad"}})
 	cp.WaitReady("orders", 3, eventually)
-	client := StartClient(t, cp, nil)
+	// The caller is a registered unit (web's app and sidecar), so the
+	// control plane scrapes its sidecar's view of the ejections.
+	client := StartRun(t, cp, RunOpts{Service: "web", Flags: []string{"--id", "web-caller"}})
 	c := proxyClient(client.OutboundAddr())
 	applyYAML(t, cp, policyDoc("orders", `  retries:
     attempts: 2
@@ -135,7 +186,7 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 	waitAllServing(t, c, "orders", good1.Name, good2.Name)
 
 	const n = 5000
-	var ejectedSeen atomic.Value
+	var ejectedSeen, statsSeen, servicesSeen atomic.Value
 	stop := make(chan struct{})
 	watched := make(chan struct{})
 	go func() {
@@ -148,6 +199,14 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 			}
 			if e := ejected(t, client, "orders"); len(e) > 0 {
 				ejectedSeen.Store(e)
+			}
+			if st, sv := controlEjections(t, cp, "orders"); len(st) > 0 || len(sv) > 0 {
+				if len(st) > 0 {
+					statsSeen.Store(st)
+				}
+				if len(sv) > 0 {
+					servicesSeen.Store(sv)
+				}
 			}
 		}
 	}()
@@ -166,6 +225,14 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 	} else {
 		t.Logf("ejected: %v", e)
 	}
+	// The control plane saw it too: the bad instance, its reason, the caller.
+	want := "orders-bad consecutive_5xx web-caller"
+	for what, v := range map[string]*atomic.Value{"/api/v1/stats": &statsSeen, "/api/v1/services": &servicesSeen} {
+		got, _ := v.Load().([]string)
+		if len(got) == 0 || got[0] != want {
+			t.Errorf("the control plane's %s never showed %q as ejected (saw %v)", what, want, got)
+		}
+	}
 	if ej := metricSum(t, client, "weft_outlier_ejections_total", `destination_service="orders"`); ej < 1 {
 		t.Errorf("weft_outlier_ejections_total = %v, want ≥ 1", ej)
 	}
@@ -181,6 +248,13 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 	})
 	if !back {
 		t.Errorf("%s never served again after healing; ejected: %v", bad.Name, ejected(t, client, "orders"))
+	}
+	var st, sv []string
+	if !poll(eventually, 100*time.Millisecond, func() bool {
+		st, sv = controlEjections(t, cp, "orders")
+		return len(st) == 0 && len(sv) == 0
+	}) {
+		t.Errorf("healed and back, but the control plane still shows it ejected: stats %v, services %v", st, sv)
 	}
 }
 
@@ -548,4 +622,83 @@ spec:
 		t.Errorf("the mirror received %d copies of %d requests", got, n)
 	}
 	t.Logf("%d requests: slowest primary %s; mirror received %d copies", n, slowest, got)
+}
+
+// TestActiveHealthCheck: with outlierDetection.healthCheck the calling
+// sidecar probes every instance without any traffic; an instance whose
+// health path answers 503 is ejected (reason health_check, with the
+// status) and comes back once its probes pass.
+func TestActiveHealthCheck(t *testing.T) {
+	cp := StartControl(t)
+	good1 := StartRun(t, cp, RunOpts{Service: "orders"})
+	good2 := StartRun(t, cp, RunOpts{Service: "orders"})
+	bad := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--id", "orders-sick"}})
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  outlierDetection:
+    consecutive5xx: 1000    # only the probes eject here
+    healthCheck: {path: /healthz, interval: 200ms, timeout: 150ms, unhealthyThreshold: 2, healthyThreshold: 2}
+`))
+	waitAllServing(t, c, "orders", good1.Name, good2.Name, bad.Name)
+	if e := ejected(t, client, "orders"); len(e) != 0 {
+		t.Fatalf("ejected while every instance is healthy: %v", e)
+	}
+	appControl(t, bad, "/_control/fail?percent=100")
+	var e []string
+	if !poll(eventually, 50*time.Millisecond, func() bool {
+		e = ejected(t, client, "orders")
+		return len(e) == 1
+	}) {
+		t.Fatalf("the failing instance was not ejected by its probes; ejected: %v", e)
+	}
+	if want := "orders-sick (health check failed 2 times in a row: GET /healthz: 503"; !strings.HasPrefix(e[0], want) {
+		t.Errorf("ejected %v, want %q…", e, want)
+	}
+	rs := <-Load(c, "orders", LoadOpts{Workers: 2, MaxPerWorker: 50, Duration: 10 * time.Second}, nil)
+	if fails := failures(rs); len(fails) > 0 || countByName(rs)[bad.Name] > 0 {
+		t.Errorf("while ejected: %d of %d failed, %d went to %s:%s", len(fails), len(rs), countByName(rs)[bad.Name], bad.Name, describe(fails, 3))
+	}
+	appControl(t, bad, "/_control/fail?percent=0")
+	if !poll(eventually, 50*time.Millisecond, func() bool { return len(ejected(t, client, "orders")) == 0 }) {
+		t.Fatalf("healed, but still ejected: %v", ejected(t, client, "orders"))
+	}
+	waitAllServing(t, c, "orders", bad.Name)
+	if n := metricSum(t, client, "weft_outlier_ejections_total", `destination_service="orders"`); n < 1 {
+		t.Errorf("weft_outlier_ejections_total = %v, want ≥ 1", n)
+	}
+}
+
+// TestSuccessRateEjection: of three instances, one answers 503 to 30% of
+// requests — never enough in a row for consecutive5xx — and success-rate
+// ejection takes it out (reason success_rate on /outliers).
+func TestSuccessRateEjection(t *testing.T) {
+	cp := StartControl(t)
+	good1 := StartRun(t, cp, RunOpts{Service: "orders"})
+	good2 := StartRun(t, cp, RunOpts{Service: "orders"})
+	StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "30"}, Flags: []string{"--id", "orders-flaky"}})
+	cp.WaitReady("orders", 3, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  outlierDetection:
+    consecutive5xx: 1000
+    interval: 500ms
+    baseEjectionTime: 20s
+    successRate: {minRequests: 20, stdevFactor: 1}
+`))
+	waitAllServing(t, c, "orders", good1.Name, good2.Name)
+	var e []string
+	ok := poll(eventually, 10*time.Millisecond, func() bool {
+		<-Load(c, "orders", LoadOpts{Workers: 4, MaxPerWorker: 50, Duration: 5 * time.Second}, nil)
+		e = ejected(t, client, "orders")
+		return len(e) > 0
+	})
+	if !ok || len(e) != 1 || !strings.HasPrefix(e[0], "orders-flaky (success rate ") {
+		t.Fatalf("ejected %v, want only orders-flaky for its success rate", e)
+	}
+	t.Logf("ejected: %v", e)
+	rs := <-Load(c, "orders", LoadOpts{Workers: 4, MaxPerWorker: 100, Duration: 10 * time.Second}, nil)
+	if fails := failures(rs); len(fails) > 0 {
+		t.Errorf("while ejected (20s): %d of %d failed:%s", len(fails), len(rs), describe(fails, 3))
+	}
 }
