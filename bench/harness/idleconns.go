@@ -16,6 +16,10 @@ import (
 // connections open.
 type IdleMem struct {
 	Conns int
+	// AfterGC: the reading was taken after two garbage collections forced
+	// in each weft hop (through /debug/pprof/heap?gc=1 on its admin
+	// address), which shrink idle goroutines' stacks.
+	AfterGC bool
 	// Hops are the proxies' memory, in request order.
 	Hops []Mem
 	// HeapInuse and StackInuse are each hop's Go runtime figures from its
@@ -27,7 +31,8 @@ type IdleMem struct {
 // IdleConns opens client connections to target in steps up to each of
 // counts (ascending), sends one GET on each new connection and reads its
 // answer, leaves them all idle for settle, and records the hops' memory
-// then. metrics are the hops' /metrics URLs ("" where there is none). The
+// then, and once more at the last count after forcing two collections in
+// each hop with a metrics address. metrics are the hops' /metrics URLs ("" where there is none). The
 // connections are closed before it returns.
 func IdleConns(ctx context.Context, target Target, hops []*Proc, metrics []string, counts []int, settle time.Duration) ([]IdleMem, error) {
 	host := target.Host
@@ -78,11 +83,44 @@ func IdleConns(ctx context.Context, target Target, hops []*Proc, metrics []strin
 			return out, ctx.Err()
 		case <-time.After(settle):
 		}
+		m, err := readIdleMem(ctx, n, hops, metrics)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, m)
+	}
+	gced := false
+	for _, u := range metrics {
+		if u == "" {
+			continue
+		}
+		gc := strings.TrimSuffix(u, "/metrics") + "/debug/pprof/heap?gc=1"
+		for range 2 {
+			if err := get(ctx, gc, io.Discard); err != nil {
+				return out, fmt.Errorf("forcing a collection: %w", err)
+			}
+		}
+		gced = true
+	}
+	if gced && len(counts) > 0 {
+		time.Sleep(settle)
+		m, err := readIdleMem(ctx, counts[len(counts)-1], hops, metrics)
+		if err != nil {
+			return out, err
+		}
+		m.AfterGC = true
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func readIdleMem(ctx context.Context, n int, hops []*Proc, metrics []string) (IdleMem, error) {
+	{
 		m := IdleMem{Conns: n}
 		for i, p := range hops {
 			mem, err := ReadMem(p.PID())
 			if err != nil {
-				return out, fmt.Errorf("%s: %w", p.Name, err)
+				return m, fmt.Errorf("%s: %w", p.Name, err)
 			}
 			m.Hops = append(m.Hops, mem)
 			heap, stack := int64(-1), int64(-1)
@@ -92,9 +130,28 @@ func IdleConns(ctx context.Context, target Target, hops []*Proc, metrics []strin
 			m.HeapInuse = append(m.HeapInuse, heap)
 			m.StackInuse = append(m.StackInuse, stack)
 		}
-		out = append(out, m)
+		return m, nil
 	}
-	return out, nil
+}
+
+// get fetches url into w, failing on a status other than 200.
+func get(ctx context.Context, url string, w io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	_, err = io.Copy(w, resp.Body)
+	return err
 }
 
 // goMem reads heap and stack in use from a Prometheus text page; -1 for

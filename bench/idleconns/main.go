@@ -98,8 +98,12 @@ func run(ctx context.Context, weft, path string, counts []int, settle time.Durat
 	fmt.Println("| conns | hop | VmRSS MiB | Δ vs first MiB | Go heap inuse MiB | Go stack inuse MiB |")
 	fmt.Println("|---:|---|---:|---:|---:|---:|")
 	for _, r := range res {
+		label := strconv.Itoa(r.Conns)
+		if r.AfterGC {
+			label += " (after 2 GCs)"
+		}
 		for i, h := range r.Hops {
-			fmt.Printf("| %d | %s | %.1f | %+.1f | %s | %s |\n", r.Conns, t.Hops[i].Name, mib(h.RSS),
+			fmt.Printf("| %s | %s | %.1f | %+.1f | %s | %s |\n", label, t.Hops[i].Name, mib(h.RSS),
 				mib(h.RSS-res[0].Hops[i].RSS), mibOrDash(r.HeapInuse[i]), mibOrDash(r.StackInuse[i]))
 		}
 	}
