@@ -36,7 +36,7 @@ func main() {
 	weft := flag.String("weft", "bin/weft", "the weft binary")
 	path := flag.String("path", harness.PathWeft, "path to measure: weft, haproxy or nginx")
 	conns := flag.String("conns", "10,1000,2000", "connection counts, ascending")
-	settle := flag.Duration("settle", time.Second, "idle time before each reading")
+	settle := flag.Duration("settle", 2*time.Second, "idle time before each reading (over the engine's 1 s parkAfter)")
 	timeout := flag.Duration("timeout", 30*time.Second, "bound on the whole run")
 	flag.Parse()
 	var counts []int

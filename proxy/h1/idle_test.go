@@ -127,3 +127,68 @@ func TestIdleReleasesBuffer(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleParkedConnection: a connection idle longer than parkAfter moves
+// to a fresh goroutine and serves its next requests there; its idle
+// timeout still counts from the end of the last response, and Shutdown
+// still closes it.
+func TestIdleParkedConnection(t *testing.T) {
+	if !rawIdle {
+		t.Skip("connections are not parked on this platform")
+	}
+	be := newBackend(t, http.HandlerFunc(echoHandler))
+	const idle = 2*parkAfter + 500*time.Millisecond
+	s := &Server{Router: &recRouter{addr: be.addr()}, Limits: Limits{IdleTimeout: idle}}
+	addr := newEngine(t, s)
+	c := dial(t, addr)
+	get := func(path string) {
+		t.Helper()
+		c.send("GET " + path + " HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp, body := c.read("GET"); resp.StatusCode != 200 || decodeEcho(t, body).URI != path {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
+		}
+	}
+	get("/one")
+	deadline := time.Now().Add(10 * time.Second)
+	for s.parks.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection was never parked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	get("/two")
+	get("/three")
+	sent := time.Now()
+	// Parked again after /three, then closed at the idle timeout, not
+	// parkAfter later than that nor earlier.
+	c.c.SetReadDeadline(time.Now().Add(idle + 10*time.Second))
+	var one [1]byte
+	if n, err := c.c.Read(one[:]); n != 0 || err == nil {
+		t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
+	}
+	if waited := time.Since(sent); waited < idle-100*time.Millisecond {
+		t.Fatalf("closed after %v, before the idle timeout %v", waited, idle)
+	}
+	if s.parks.Load() < 2 {
+		t.Fatalf("parked %d times, want 2", s.parks.Load())
+	}
+
+	// Shutdown closes a parked connection.
+	c2 := dial(t, addr)
+	c, c2 = c2, c
+	get("/four")
+	for s.parks.Load() < 3 {
+		if time.Now().After(deadline.Add(10 * time.Second)) {
+			t.Fatal("the second connection was never parked")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if !c.closed() {
+		t.Fatal("the parked connection is still open after Shutdown")
+	}
+}
