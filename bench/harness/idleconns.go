@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -34,7 +36,10 @@ type IdleMem struct {
 // then, and once more at the last count after forcing two collections in
 // each hop with a metrics address. metrics are the hops' /metrics URLs ("" where there is none). The
 // connections are closed before it returns.
-func IdleConns(ctx context.Context, target Target, hops []*Proc, metrics []string, counts []int, settle time.Duration) ([]IdleMem, error) {
+//
+// With profileDir set, each weft hop's heap profile at the last count goes
+// there as <hop name>.heap.pb.gz (go tool pprof -sample_index=inuse_space).
+func IdleConns(ctx context.Context, target Target, hops []*Proc, metrics []string, counts []int, settle time.Duration, profileDir string) ([]IdleMem, error) {
 	host := target.Host
 	if host == "" {
 		host = target.Addr
@@ -88,6 +93,24 @@ func IdleConns(ctx context.Context, target Target, hops []*Proc, metrics []strin
 			return out, err
 		}
 		out = append(out, m)
+	}
+	if profileDir != "" {
+		for i, u := range metrics {
+			if u == "" || i >= len(hops) {
+				continue
+			}
+			f, err := os.Create(filepath.Join(profileDir, hops[i].Name+".heap.pb.gz"))
+			if err != nil {
+				return out, err
+			}
+			err = get(ctx, strings.TrimSuffix(u, "/metrics")+"/debug/pprof/heap", f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return out, fmt.Errorf("heap profile: %w", err)
+			}
+		}
 	}
 	gced := false
 	for _, u := range metrics {
@@ -190,4 +213,91 @@ func goMem(ctx context.Context, url string) (heap, stack int64) {
 		}
 	}
 	return
+}
+
+// IdleRow is one reading of IdleConns in the report.
+type IdleRow struct {
+	Path    string  `json:"path"`
+	Conns   int     `json:"conns"`
+	AfterGC bool    `json:"after_gc,omitempty"`
+	HopRSS  []int64 `json:"hop_rss_bytes"`
+	HopAnon []int64 `json:"hop_rss_anon_bytes"`
+	// Go runtime figures per hop, -1 where unknown (not a Go process).
+	HopHeapInuse  []int64 `json:"hop_heap_inuse_bytes"`
+	HopStackInuse []int64 `json:"hop_stack_inuse_bytes"`
+}
+
+// idleSettle is how long the connections sit idle before each reading:
+// over proxy/h1's parkAfter (1 s), after which an idle connection waits on
+// a fresh goroutine's minimal stack.
+const idleSettle = 2 * time.Second
+
+// idlePath starts path afresh and reads its hops' memory with
+// cfg.IdleConns idle connections open.
+func idlePath(ctx context.Context, cfg Config, env *Env, path string) ([]IdleRow, error) {
+	topo, err := StartPath(ctx, path, env, 0)
+	if err != nil {
+		return nil, fmt.Errorf("start: %w", err)
+	}
+	defer topo.Stop(env.Starter)
+	res, err := IdleConns(ctx, topo.Target, topo.Hops, topo.Metrics, cfg.IdleConns, idleSettle, "")
+	var rows []IdleRow
+	for _, m := range res {
+		r := IdleRow{Path: path, Conns: m.Conns, AfterGC: m.AfterGC, HopHeapInuse: m.HeapInuse, HopStackInuse: m.StackInuse}
+		for _, h := range m.Hops {
+			r.HopRSS = append(r.HopRSS, h.RSS)
+			r.HopAnon = append(r.HopAnon, h.Anon)
+		}
+		rows = append(rows, r)
+		fmt.Fprintf(cfg.Log, "idle     %-8s %5d conns%s  RSS MiB per hop %s\n", path, m.Conns, map[bool]string{true: " (after 2 GCs)"}[m.AfterGC], mibList(r.HopRSS))
+	}
+	return rows, err
+}
+
+func mibList(b []int64) string {
+	var parts []string
+	for _, v := range b {
+		parts = append(parts, fmt.Sprintf("%.1f", mib(v)))
+	}
+	return strings.Join(parts, " / ")
+}
+
+// writeIdle writes the idle-connections table: each hop's RSS, and its
+// growth over the first count's, also of RssAnon alone (heap and stacks;
+// RSS also moves with the executable's pages the sidecar touches and
+// trims, which is not per connection).
+func writeIdle(w io.Writer, rows []IdleRow) {
+	if len(rows) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "### Idle kept-alive client connections (one GET each, then %v idle; path started afresh)\n\n", idleSettle)
+	fmt.Fprintln(w, "| path | conns | RSS MiB per hop | Δ RSS MiB per hop | Δ RssAnon MiB per hop | Go heap + stacks MiB per hop |")
+	fmt.Fprintln(w, "|---|---:|---|---|---|---|")
+	first := map[string]IdleRow{}
+	for _, r := range rows {
+		f, ok := first[r.Path]
+		if !ok {
+			first[r.Path], f = r, r
+		}
+		var delta, anon, gomem []string
+		for i, v := range r.HopRSS {
+			if i < len(f.HopRSS) {
+				delta = append(delta, fmt.Sprintf("%+.1f", mib(v-f.HopRSS[i])))
+			}
+			if i < len(f.HopAnon) && i < len(r.HopAnon) {
+				anon = append(anon, fmt.Sprintf("%+.1f", mib(r.HopAnon[i]-f.HopAnon[i])))
+			}
+			if i < len(r.HopHeapInuse) && r.HopHeapInuse[i] >= 0 && r.HopStackInuse[i] >= 0 {
+				gomem = append(gomem, fmt.Sprintf("%.1f", mib(r.HopHeapInuse[i]+r.HopStackInuse[i])))
+			} else {
+				gomem = append(gomem, "–")
+			}
+		}
+		conns := strconv.Itoa(r.Conns)
+		if r.AfterGC {
+			conns += " (after 2 GCs)"
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s |\n", r.Path, conns, mibList(r.HopRSS), strings.Join(delta, " / "), strings.Join(anon, " / "), strings.Join(gomem, " / "))
+	}
+	fmt.Fprintln(w)
 }

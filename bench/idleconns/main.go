@@ -38,6 +38,7 @@ func main() {
 	conns := flag.String("conns", "10,1000,2000", "connection counts, ascending")
 	settle := flag.Duration("settle", 2*time.Second, "idle time before each reading (over the engine's 1 s parkAfter)")
 	timeout := flag.Duration("timeout", 30*time.Second, "bound on the whole run")
+	profile := flag.String("profile", "", "directory for each weft hop's heap profile at the last count")
 	flag.Parse()
 	var counts []int
 	for _, f := range strings.Split(*conns, ",") {
@@ -52,13 +53,13 @@ func main() {
 	defer cancel()
 	ctx, cancelT := context.WithTimeout(ctx, *timeout)
 	defer cancelT()
-	if err := run(ctx, *weft, *path, counts, *settle); err != nil {
+	if err := run(ctx, *weft, *path, counts, *settle, *profile); err != nil {
 		fmt.Fprintln(os.Stderr, "idleconns:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, weft, path string, counts []int, settle time.Duration) error {
+func run(ctx context.Context, weft, path string, counts []int, settle time.Duration, profile string) error {
 	dir, err := os.MkdirTemp("", "idleconns-")
 	if err != nil {
 		return err
@@ -90,21 +91,21 @@ func run(ctx context.Context, weft, path string, counts []int, settle time.Durat
 		return err
 	}
 	defer t.Stop(st)
-	res, err := harness.IdleConns(ctx, t.Target, t.Hops, t.Metrics, counts, settle)
+	res, err := harness.IdleConns(ctx, t.Target, t.Hops, t.Metrics, counts, settle, profile)
 	if err != nil {
 		return err
 	}
 	fmt.Printf("%s path, idle kept-alive client connections (one GET each, then %v idle)\n\n", path, settle)
-	fmt.Println("| conns | hop | VmRSS MiB | Δ vs first MiB | Go heap inuse MiB | Go stack inuse MiB |")
-	fmt.Println("|---:|---|---:|---:|---:|---:|")
+	fmt.Println("| conns | hop | VmRSS MiB | Δ vs first MiB | RssAnon MiB | Go heap inuse MiB | Go stack inuse MiB |")
+	fmt.Println("|---:|---|---:|---:|---:|---:|---:|")
 	for _, r := range res {
 		label := strconv.Itoa(r.Conns)
 		if r.AfterGC {
 			label += " (after 2 GCs)"
 		}
 		for i, h := range r.Hops {
-			fmt.Printf("| %s | %s | %.1f | %+.1f | %s | %s |\n", label, t.Hops[i].Name, mib(h.RSS),
-				mib(h.RSS-res[0].Hops[i].RSS), mibOrDash(r.HeapInuse[i]), mibOrDash(r.StackInuse[i]))
+			fmt.Printf("| %s | %s | %.1f | %+.1f | %.1f | %s | %s |\n", label, t.Hops[i].Name, mib(h.RSS),
+				mib(h.RSS-res[0].Hops[i].RSS), mib(h.Anon), mibOrDash(r.HeapInuse[i]), mibOrDash(r.StackInuse[i]))
 		}
 	}
 	return nil
