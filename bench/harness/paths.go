@@ -47,8 +47,11 @@ type Topology struct {
 	Hops []*Proc
 	// Aux are other processes of the path (weft's control plane), reported
 	// separately.
-	Aux   []*Proc
-	procs []*Proc
+	Aux []*Proc
+	// Metrics are the hops' Prometheus /metrics URLs, in Hops' order ("" or
+	// absent where a hop has none).
+	Metrics []string
+	procs   []*Proc
 }
 
 // Stop stops the path's processes.
@@ -335,6 +338,7 @@ func startWeft(ctx context.Context, env *Env, dir, name string) (*Topology, erro
 		}
 	}
 	t.Hops = []*Proc{client, server}
+	t.Metrics = []string{"http://" + clientAdmin + "/metrics", "http://" + serverAdmin + "/metrics"}
 	t.Aux = []*Proc{control}
 	if err := readyThrough(ctx, env, t); err != nil {
 		return fail(fmt.Errorf("weft path: %w", err))

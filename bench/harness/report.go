@@ -390,6 +390,7 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 	for _, p := range auxPaths {
 		fmt.Fprintf(w, "%s control plane (not counted as proxy above), RSS / PSS and CPU per request by rate: %s\n\n", p, strings.Join(auxByPath[p], "; "))
 	}
+	writeIdle(w, rep.Idle)
 	if len(rep.Failures) > 0 {
 		fmt.Fprintf(w, "### Failed paths\n\n")
 		for _, f := range rep.Failures {

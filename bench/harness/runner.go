@@ -23,6 +23,10 @@ type Config struct {
 	Rounds   int
 	Max      bool // closed-loop max-throughput run after the rates
 	MaxConns int  // connections of the closed-loop run
+	// IdleConns are the idle kept-alive connection counts at which each
+	// proxy path's memory is read once (round 1, the path started afresh);
+	// none: not measured.
+	IdleConns []int
 
 	WeftBin    string
 	HAProxyBin string
@@ -171,6 +175,7 @@ type Report struct {
 	Summary  []SummaryRow  `json:"summary"`
 	Max      []MaxRow      `json:"max,omitempty"`
 	Ratios   []RatioRow    `json:"ratios,omitempty"`
+	Idle     []IdleRow     `json:"idle,omitempty"`
 }
 
 func (c *Config) defaults() error {
@@ -219,6 +224,11 @@ func (c *Config) defaults() error {
 	for _, r := range c.Rates {
 		if r <= 0 {
 			return fmt.Errorf("rate %d must be positive", r)
+		}
+	}
+	for i, n := range c.IdleConns {
+		if n <= 0 || (i > 0 && n <= c.IdleConns[i-1]) {
+			return fmt.Errorf("idle connection counts %v: want ascending positive counts", c.IdleConns)
 		}
 	}
 	if len(c.Rates) == 0 && !c.Max {
@@ -335,6 +345,17 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				}
 				fmt.Fprintf(cfg.Log, "round %d %-8s FAILED: %v\n", round, path, err)
 				rep.Failures = append(rep.Failures, PathFailure{Round: round, Path: path, Error: err.Error()})
+			}
+			if round == 1 && len(cfg.IdleConns) > 0 && path != PathDirect {
+				rows, err := idlePath(ctx, cfg, env, path)
+				rep.Idle = append(rep.Idle, rows...)
+				if err != nil {
+					if ctx.Err() != nil {
+						return rep, ctx.Err()
+					}
+					fmt.Fprintf(cfg.Log, "idle     %-8s FAILED: %v\n", path, err)
+					rep.Failures = append(rep.Failures, PathFailure{Round: round, Path: path + " (idle connections)", Error: err.Error()})
+				}
 			}
 			if done, err := backend.Exited(); done {
 				return rep, fmt.Errorf("backend exited (%v): %s", err, backend.LogTail(6))

@@ -8,3 +8,8 @@ func (uc *upConn) peek(uintptr) bool {
 	uc.alive = true
 	return true
 }
+
+// rawIdle: without syscall.Read here, idle connections keep their buffer.
+const rawIdle = false
+
+func (c *conn) idleRead(uintptr) bool { return true }

@@ -54,6 +54,7 @@ type Server struct {
 	ups        upstreams
 	draining   atomic.Bool
 	inShutdown atomic.Bool
+	parks      atomic.Int64 // idle connections moved to a fresh goroutine
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -132,7 +133,8 @@ func (s *Server) untrack(c *conn) {
 }
 
 func (s *Server) serveConn(c *conn) {
-	handedOff := false
+	handedOff, parked := false, false
+	c.spawnServed = c.served
 	defer func() {
 		if v := recover(); v != nil {
 			// A Router bug must not take the sidecar down with it; the
@@ -145,6 +147,9 @@ func (s *Server) serveConn(c *conn) {
 			c.nc.Close()
 			s.wg.Done()
 			return
+		}
+		if parked {
+			return // the fresh goroutine owns c (and the wg count) now
 		}
 		if !handedOff {
 			s.untrack(c)
@@ -159,6 +164,10 @@ func (s *Server) serveConn(c *conn) {
 			continue
 		case actHandedOff:
 			handedOff = true
+		case actPark:
+			parked = true
+			s.parks.Add(1)
+			go s.serveConn(c)
 		}
 		return
 	}

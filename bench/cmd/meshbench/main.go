@@ -55,12 +55,18 @@ func run() int {
 		workdir  = flag.String("workdir", "", "scratch directory for configs and logs (default: a temporary one, removed)")
 		pin      = flag.Bool("pin", true, "pin load generator+backend to CPU 0 and proxies to CPU 1 with taskset (needs >= 2 CPUs)")
 		ready    = flag.Duration("ready-wait", 30*time.Second, "how long a path may take to answer 200 after starting")
+		idle     = flag.String("idle-conns", "10,1000,2000", "idle kept-alive connection counts at which each proxy path's RSS is read (round 1; empty: none)")
 	)
 	flag.Parse()
 
 	rateList, err := parseRates(*rates)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "meshbench:", err)
+		return 2
+	}
+	idleList, err := parseRates(*idle)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshbench: -idle-conns:", err)
 		return 2
 	}
 	weftBin := *weft
@@ -107,6 +113,7 @@ func run() int {
 		Rounds:     *rounds,
 		Max:        *maxRun,
 		MaxConns:   *maxConns,
+		IdleConns:  idleList,
 		WeftBin:    weftBin,
 		HAProxyBin: harness.LookBinary("haproxy"),
 		NginxBin:   harness.LookBinary("nginx"),
