@@ -311,7 +311,17 @@ func PruneLocal(max int) {
 			dead[addr] = gone
 		}
 		if gone {
-			_ = os.Remove(filepath.Join(dir, e.Name()))
+			// A control plane that has just taken the port over writes its
+			// file after binding: a file this young may be its, written
+			// between the refused connect and now, so it stays.
+			path := filepath.Join(dir, e.Name())
+			if fi, err := os.Stat(path); err == nil && time.Since(fi.ModTime()) > pruneMinAge {
+				_ = os.Remove(path)
+			}
 		}
 	}
 }
+
+// pruneMinAge spares files written so recently that their control plane
+// may have started after the connect that found the port free.
+const pruneMinAge = 30 * time.Second

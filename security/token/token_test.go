@@ -103,12 +103,25 @@ func TestPruneLocal(t *testing.T) {
 	deadAddr := dl.Addr().String()
 	dl.Close()
 	dead, _ := LocalFile(deadAddr)
+	old := time.Now().Add(-2 * pruneMinAge)
 	for _, p := range []string{live, dead, dead + ".ca.pem"} {
 		if err := WriteFile(p, "x"); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A dead address's file written just now may be a starting control
+	// plane's: it stays.
+	young, _ := LocalFile(net.JoinHostPort("127.0.0.1", "1"))
+	if err := WriteFile(young, "x"); err != nil {
+		t.Fatal(err)
 	}
 	PruneLocal(100)
+	if _, err := os.Stat(young); err != nil {
+		t.Errorf("a file written just now was removed: %v", err)
+	}
 	if _, err := os.Stat(live); err != nil {
 		t.Errorf("live control plane's file removed: %v", err)
 	}
