@@ -18,7 +18,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -197,9 +196,15 @@ type GRPCClient struct {
 	cc      *grpc.ClientConn
 	stream  bool
 	timeout time.Duration
-	mu      sync.Mutex
-	free    []*pooledStream
+	// slots bounds the streams open at once: pooled streams stay open for
+	// the run, and past the proxies' concurrent-stream limit (HAProxy's
+	// default is 100) opening one more would wait for ever.
+	slots chan struct{}
+	free  chan *pooledStream
 }
+
+// maxStreams is how many bidirectional streams a GRPCClient keeps open.
+const maxStreams = 64
 
 type pooledStream struct {
 	s      grpc.ClientStream
@@ -222,18 +227,21 @@ func NewGRPCClient(t Target, timeout time.Duration) (*GRPCClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &GRPCClient{cc: cc, stream: t.Proto == ProtoGRPCStream, timeout: timeout}, nil
+	return &GRPCClient{cc: cc, stream: t.Proto == ProtoGRPCStream, timeout: timeout, slots: make(chan struct{}, maxStreams), free: make(chan *pooledStream, maxStreams)}, nil
 }
 
 // Close ends the pooled streams and the connection.
 func (c *GRPCClient) Close() {
-	c.mu.Lock()
-	for _, s := range c.free {
-		_ = s.s.CloseSend()
-		s.cancel()
+	for {
+		select {
+		case s := <-c.free:
+			_ = s.s.CloseSend()
+			s.cancel()
+			continue
+		default:
+		}
+		break
 	}
-	c.free = nil
-	c.mu.Unlock()
 	c.cc.Close()
 }
 
@@ -258,12 +266,19 @@ func (c *GRPCClient) Do(ctx context.Context) error {
 	if err != nil {
 		return grpcErr(err)
 	}
-	if err := s.s.SendMsg(&in); err != nil {
-		s.cancel()
-		return grpcErr(err)
+	// A round trip that outlives the timeout ends its stream (and frees
+	// its slot) rather than holding the loop.
+	stop := time.AfterFunc(c.timeout, s.cancel)
+	err = s.s.SendMsg(&in)
+	if err == nil {
+		err = s.s.RecvMsg(&out)
 	}
-	if err := s.s.RecvMsg(&out); err != nil {
+	if !stop.Stop() || err != nil {
 		s.cancel()
+		<-c.slots
+		if err == nil {
+			err = errors.New("timeout")
+		}
 		return grpcErr(err)
 	}
 	c.put(s)
@@ -273,31 +288,33 @@ func (c *GRPCClient) Do(ctx context.Context) error {
 	return nil
 }
 
-// take returns an idle stream or opens one. Streams live as long as the
-// client (a run), so the open loop's concurrency decides how many there are.
+// take returns an idle stream, or opens one while fewer than maxStreams
+// are open, or waits for one to come back. Streams live as long as the
+// client (a run).
 func (c *GRPCClient) take(ctx context.Context) (*pooledStream, error) {
-	c.mu.Lock()
-	if n := len(c.free); n > 0 {
-		s := c.free[n-1]
-		c.free = c.free[:n-1]
-		c.mu.Unlock()
+	select {
+	case s := <-c.free:
 		return s, nil
+	default:
 	}
-	c.mu.Unlock()
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	s, err := c.cc.NewStream(sctx, &grpc.StreamDesc{StreamName: "Stream", ServerStreams: true, ClientStreams: true}, grpcStreamMethod)
-	if err != nil {
-		cancel()
-		return nil, err
+	select {
+	case s := <-c.free:
+		return s, nil
+	case c.slots <- struct{}{}:
+		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		s, err := c.cc.NewStream(sctx, &grpc.StreamDesc{StreamName: "Stream", ServerStreams: true, ClientStreams: true}, grpcStreamMethod)
+		if err != nil {
+			cancel()
+			<-c.slots
+			return nil, err
+		}
+		return &pooledStream{s: s, cancel: cancel}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return &pooledStream{s: s, cancel: cancel}, nil
 }
 
-func (c *GRPCClient) put(s *pooledStream) {
-	c.mu.Lock()
-	c.free = append(c.free, s)
-	c.mu.Unlock()
-}
+func (c *GRPCClient) put(s *pooledStream) { c.free <- s }
 
 // grpcErr names a failure by its code, so that error kinds aggregate.
 func grpcErr(err error) error {
