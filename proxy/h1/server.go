@@ -55,6 +55,7 @@ type Server struct {
 	draining   atomic.Bool
 	inShutdown atomic.Bool
 	parks      atomic.Int64 // idle connections moved to a fresh goroutine
+	tunnels    tunnelStats  // Upgrade and CONNECT tunnels (tunnel.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
