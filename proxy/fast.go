@@ -137,7 +137,7 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 		st.set = appendTraceFields(st.set, st.tel)
 	}
 	d.Set = st.set
-	if c.MirrorAddr != "" {
+	if c.MirrorAddr != "" && !isConnect(req) {
 		f.o.mirror.mirrorH1(req, c.MirrorAddr, st.set)
 	}
 }
@@ -322,6 +322,7 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	}
 	st.weftErr = ""
 	d.Addr = f.in.appAddr
+	d.Direct = isConnect(req) // a tunnel to the app's port (fasttunnel.go)
 	if f.in.Load != nil {
 		// Every answer to the caller carries this instance's load.
 		st.load = f.in.Load(st.load[:0])
@@ -356,7 +357,7 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	} else {
 		st.set = st.set[:0]
 	}
-	peer, deny := f.in.authorize(req.RemoteAddr, req.Method, req.Path(), req, &st.scratch)
+	peer, deny := f.in.authorize(req.RemoteAddr, req.Method, authzPath(req), req, &st.scratch)
 	if deny != nil {
 		d.Addr, d.Status = "", deny.Status
 		d.Header, d.Body = meshErrorAnswer(deny)
