@@ -97,7 +97,8 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 	in := &Inbound{appAddr: appAddr, log: log}
 	switch appProtocol {
 	case AppProtocolH2C:
-		in.appH2 = func(r *http.Request) bool { return r.ProtoMajor == 2 }
+		// The app speaks only h2c: HTTP/1.1 callers' requests are converted.
+		in.appH2 = func(*http.Request) bool { return true }
 	case AppProtocolHTTP1:
 		in.appH2 = func(*http.Request) bool { return false }
 	default:
