@@ -268,6 +268,8 @@ func (f *FastOutbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	if res.Err != nil && !res.HeadWritten && c.Dest != nil {
 		var op *net.OpError
 		switch {
+		case h1.BodyTimedOut(res.Err):
+			st.fail(d, BodyTimeoutError())
 		case errors.Is(res.Err, h1.ErrBadRequest), errors.Is(res.Err, h1.ErrDownstream):
 		case c.Err != nil:
 			st.fail(d, c.Err)
@@ -386,7 +388,13 @@ func (f *FastInbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	}
 	if res.Err != nil && !res.HeadWritten {
 		var op *net.OpError
-		if errors.As(res.Err, &op) && op.Op == "dial" {
+		if h1.BodyTimedOut(res.Err) {
+			e := BodyTimeoutError()
+			d.Status = e.Status
+			d.Header, d.Body = meshErrorAnswer(e)
+			st.weftErr = e.Code
+			res.Status = d.Status
+		} else if errors.As(res.Err, &op) && op.Op == "dial" {
 			e := &MeshError{Status: http.StatusServiceUnavailable, Code: CodeAppUnavailable, Service: string(hostOnly(req.Host)),
 				Message: fmt.Sprintf("the app at %s is not accepting connections", f.in.appAddr)}
 			d.Status = e.Status

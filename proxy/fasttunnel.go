@@ -62,3 +62,10 @@ func (f *FastInbound) Tunnel(req *h1.Request, d *h1.Decision) func(sent, receive
 	}
 	return f.in.Telemetry.TCPServer(&http.Request{Header: hdr})
 }
+
+// BodyTimeoutError answers a request body the listener's body timeouts
+// cut (the engine's 408, with the mesh's error body).
+func BodyTimeoutError() *MeshError {
+	return &MeshError{Status: http.StatusRequestTimeout, Code: "request_timeout",
+		Message: "request body too slow: it stalled, or arrived slower than the sidecar's minimum rate (--read-body-timeout, --min-body-rate)"}
+}

@@ -118,8 +118,7 @@ func (w *slowBodyWriter) WriteHeader(code int) {
 		h := w.ResponseWriter.Header()
 		clear(h)
 		h.Set("Connection", "close")
-		(&proxy.MeshError{Status: http.StatusRequestTimeout, Code: CodeRequestTimeout,
-			Message: "request body too slow: it stalled, or arrived slower than the sidecar's minimum rate"}).Write(w.ResponseWriter)
+		proxy.BodyTimeoutError().Write(w.ResponseWriter)
 		return
 	}
 	w.ResponseWriter.WriteHeader(code)
@@ -134,7 +133,3 @@ func (w *slowBodyWriter) Write(p []byte) (int, error) {
 	}
 	return w.ResponseWriter.Write(p)
 }
-
-// CodeRequestTimeout is the x-weft-error of a request whose body was too
-// slow (the fast path's engine answers with the same code).
-const CodeRequestTimeout = "request_timeout"

@@ -10,12 +10,19 @@ import (
 // the floor (Limits.BodyTimeout, MinBodyRate).
 var errBodyTimeout = &protoError{408, "request body too slow: it stalled, or arrived slower than the sidecar's minimum rate"}
 
+// BodyTimedOut reports whether a Result.Err is a request body cut by the
+// body timeouts (answered 408).
+func BodyTimedOut(err error) bool {
+	var pe *protoError
+	return errors.As(err, &pe) && pe == errBodyTimeout
+}
+
 // bodyReader reads the downstream connection while a request body is
 // read, with a deadline before each read: the next bytes must come within
 // BodyTimeout, and the body so far must have kept MinBodyRate once its
-// first BodyTimeout has passed. That is the later of "now + BodyTimeout"
-// and the moment the average would fall below the floor, whichever comes
-// first: start + BodyTimeout + bytes/MinBodyRate (a credit of time per
+// first BodyTimeout has passed. That is the earlier of now + BodyTimeout
+// and the moment the average would fall below the floor,
+// start + BodyTimeout + bytes/MinBodyRate (a credit of time per
 // byte, as Kestrel's MinRequestBodyDataRate grants).
 type bodyReader struct {
 	c     *conn
