@@ -325,6 +325,9 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	st.weftErr = ""
 	d.Addr = f.in.appAddr
 	d.Direct = isConnect(req) // a tunnel to the app's port (fasttunnel.go)
+	if f.in.h2App {
+		d.Transport = f.in.h2 // HTTP/1.1 to h2c, by net/http's transport
+	}
 	if f.in.Load != nil {
 		// Every answer to the caller carries this instance's load.
 		st.load = f.in.Load(st.load[:0])

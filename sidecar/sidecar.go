@@ -421,9 +421,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.inLn = tl
 		defer tl.Wait()
 		var router h1.Router
-		if !s.cfg.NoFastPath && s.cfg.AppProtocol != proxy.AppProtocolH2C {
-			// An h2c-only app: every request goes through net/http, whose
-			// transport converts HTTP/1.1 to h2c.
+		if !s.cfg.NoFastPath {
 			router = s.in.Fast()
 		}
 		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"), s.cfg.Listen, s.listenMetrics(), "inbound")

@@ -414,7 +414,7 @@ func (c *conn) exchange() action {
 		c.body = bodyUnread
 	}
 	d.Addr, d.Set, d.Status, d.Header, d.Body, d.HeaderTimeout = "", nil, 0, nil, nil, 0
-	d.ReplayLimit, d.IdleTimeout, d.RespSet, d.Direct = 0, 0, nil, false
+	d.ReplayLimit, d.IdleTimeout, d.RespSet, d.Direct, d.Transport = 0, 0, nil, false, nil
 	c.replayed = false
 	s.Router.Route(req, d)
 	c.keepMethodHost()
@@ -540,6 +540,10 @@ func (c *conn) forward() {
 	s, req, d, res := c.s, &c.req, &c.d, &c.res
 	if c.tun == tunConnect && d.Direct {
 		c.connectDirect()
+		return
+	}
+	if d.Transport != nil {
+		c.roundTripHTTP() // roundtrip.go
 		return
 	}
 	setHost, err := checkFields(d.Set, true)

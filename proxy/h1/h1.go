@@ -13,6 +13,7 @@ package h1
 
 import (
 	"net"
+	"net/http"
 	"time"
 )
 
@@ -192,6 +193,12 @@ type Decision struct {
 	// to it at once, answering 200 itself, instead of forwarding the
 	// CONNECT (the inbound's tunnel to its app). See Tunneler.
 	Direct bool
+
+	// Transport, when set, carries the request instead of a connection of
+	// the engine's own to Addr (the URL's host): the way to an upstream
+	// that speaks another protocol, e.g. an h2c-only app. It is net/http's
+	// path — allocations, no Retrier — for conversion, not speed.
+	Transport http.RoundTripper
 
 	// State is the Router's per-request state, handed back in Next and
 	// Finish. The engine never writes it except to set it to nil when a

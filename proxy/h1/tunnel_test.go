@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -208,5 +210,48 @@ func TestBodyTimeout(t *testing.T) {
 				t.Error("connection not closed after the 408")
 			}
 		})
+	}
+}
+
+// TestTransportH2C: with Decision.Transport the request reaches an h2c-only
+// upstream and its answer comes back as HTTP/1.1 — a chunked body both
+// ways, trailers, keep-alive, and an Expect: 100-continue answered by the
+// engine.
+func TestTransportH2C(t *testing.T) {
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("Trailer", "X-Sum")
+		w.Header().Set("X-Proto", r.Proto)
+		io.WriteString(w, r.Method+" "+r.URL.RequestURI()+" "+string(b))
+		w.Header().Set("X-Sum", "42")
+	}))
+	srv.Config.Protocols = &protos
+	srv.Start()
+	defer srv.Close()
+	tr := &http.Transport{Protocols: &protos}
+	defer tr.CloseIdleConnections()
+	r := &recRouter{addr: srv.Listener.Addr().String(), route: func(req *Request, d *Decision) { d.Transport = tr }}
+	c := dial(t, newEngine(t, &Server{Router: r}))
+	c.send("POST /p?q=1 HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nTE: trailers\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	resp, body := c.read("POST")
+	if resp.StatusCode != 200 || body != "POST /p?q=1 hello" || resp.Header.Get("X-Proto") != "HTTP/2.0" || resp.Trailer.Get("X-Sum") != "42" {
+		t.Fatalf("got %d %q proto %q trailer %v", resp.StatusCode, body, resp.Header.Get("X-Proto"), resp.Trailer)
+	}
+	c.send("PUT /e HTTP/1.1\r\nHost: app\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
+	if h := c.head(); !strings.HasPrefix(h, "HTTP/1.1 100 Continue") {
+		t.Fatalf("no 100 Continue: %q", h)
+	}
+	c.send("abc")
+	if resp, body := c.read("PUT"); resp.StatusCode != 200 || body != "PUT /e abc" {
+		t.Fatalf("after 100-continue: %d %q", resp.StatusCode, body)
+	}
+	c.send("GET /g HTTP/1.1\r\nHost: app\r\n\r\n")
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || body != "GET /g " {
+		t.Fatalf("third request on the connection: %d %q", resp.StatusCode, body)
+	}
+	if res := r.result(t, 3); res.Err != nil || res.Status != 200 || res.UpstreamHeaders.IsZero() {
+		t.Errorf("Result %+v", res)
 	}
 }
