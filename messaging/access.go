@@ -207,6 +207,10 @@ func (a Access) Explain(err error) error {
 		return fmt.Errorf("TLS to the broker failed (%w): check the broker's certificate and --nats-tls-ca", err)
 	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate"):
 		return fmt.Errorf("TLS to the broker failed: it wants a client certificate we did not give or it does not accept (%w): check --nats-tls-cert/--nats-tls-key", err)
+	case strings.Contains(msg, "closed by remote after tls handshake"):
+		// How a broker refuses a client certificate when our first write
+		// beats its alert (TLS 1.3 checks it after the handshake).
+		return fmt.Errorf("TLS to the broker failed: it closed the connection after the handshake, as it does when it wants a client certificate we did not give or it does not accept (%w): check --nats-tls-cert/--nats-tls-key", err)
 	case errors.Is(err, nats.ErrSecureConnRequired):
 		return fmt.Errorf("the broker requires TLS (%w): give --nats-tls-ca (or use a tls:// URL)", err)
 	case errors.Is(err, nats.ErrSecureConnWanted):
