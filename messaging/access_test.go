@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
@@ -169,5 +170,67 @@ func TestEncodeBareURL(t *testing.T) {
 	}
 	if got := messaging.Redact(`{"urls":"nats://u:p@h:1","password":"x"}`); got != "nats://redacted@h:1" {
 		t.Fatalf("Redact = %q", got)
+	}
+}
+
+// A .creds file (decentralised JWT auth): an operator, an account and a
+// user, the server trusting the operator and resolving the account from
+// memory; a user of another account is refused with the flag to check.
+func TestProbeCreds(t *testing.T) {
+	okp, _ := nkeys.CreateOperator()
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	ojwt, err := oc.Encode(okp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := jwt.DecodeOperatorClaims(ojwt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	account := func() (nkeys.KeyPair, string, string) {
+		akp, _ := nkeys.CreateAccount()
+		apub, _ := akp.PublicKey()
+		ajwt, err := jwt.NewAccountClaims(apub).Encode(okp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return akp, apub, ajwt
+	}
+	creds := func(akp nkeys.KeyPair) string {
+		ukp, _ := nkeys.CreateUser()
+		upub, _ := ukp.PublicKey()
+		ujwt, err := jwt.NewUserClaims(upub).Encode(akp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seed, _ := ukp.Seed()
+		b, err := jwt.FormatUserConfig(ujwt, seed)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := filepath.Join(t.TempDir(), "user.creds")
+		os.WriteFile(f, b, 0o600)
+		return f
+	}
+	akp, apub, ajwt := account()
+	otherKP, _, _ := account() // signed by the operator, but the server does not know it
+	res := &server.MemAccResolver{}
+	res.Store(apub, ajwt)
+	url := runServer(t, &server.Options{TrustedOperators: []*jwt.OperatorClaims{op}, AccountResolver: res})
+
+	a, err := messaging.ClientFiles{Creds: creds(akp)}.Load(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := messaging.Probe(a, 5*time.Second); err != nil {
+		t.Fatalf("Probe with the account's user: %v", err)
+	}
+	b, err := messaging.ClientFiles{Creds: creds(otherKP)}.Load(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := messaging.Probe(b, 5*time.Second); err == nil || !strings.Contains(err.Error(), "check --nats-creds") {
+		t.Fatalf("Probe with a user of an unknown account: %v; want check --nats-creds", err)
 	}
 }
