@@ -49,7 +49,7 @@ func (s *Sidecar) newMessaging() error {
 	spans := messaging.MeshSpans(s.tracer)
 	m := &sidecarMessaging{done: make(chan struct{})}
 	m.conn = messaging.NewConn(messaging.ConnConfig{URL: s.brokerURL,
-		Known: s.disc.Connected, Name: cfg.ID, Logger: log, Lazy: true})
+		Known: s.brokerKnown, Name: cfg.ID, Logger: log, Lazy: true})
 	m.topics = topicpolicy.New(cfg.Service, log)
 	m.pub = publish.New(publish.Config{Conn: m.conn, Source: cfg.Service, MaxMessageBytes: maxBytes, Metrics: metrics, Spans: spans, Logger: log,
 		Authorize: m.topics.Publish})
@@ -64,6 +64,11 @@ func (s *Sidecar) newMessaging() error {
 	s.msg = m
 	return nil
 }
+
+// brokerKnown: the control plane has answered and the certificate (with
+// the broker's credentials) is in, so an empty broker URL means messaging
+// is off rather than not yet.
+func (s *Sidecar) brokerKnown() bool { return s.disc.Connected() && s.id.src.HasIdentity() }
 
 // runMessaging starts the broker connection (until bg ends) and the
 // deliveries (until stopDeliveries).
