@@ -82,7 +82,8 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 	}
 	conn := messaging.NewConn(messaging.ConnConfig{URL: func() string { return enc }, Name: "weft-control",
 		Logger: s.log.With("component", "messaging")})
-	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: url, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
+	// The API shows enc redacted: nats://redacted@… when it has a password.
+	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: enc, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
 	s.msg.SetSubscriptions(objs)
 	return nil
 }

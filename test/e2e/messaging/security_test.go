@@ -41,20 +41,21 @@ func TestAuthEmbeddedBrokerRefusesApps(t *testing.T) {
 		t.Fatal("the sidecars' message was not delivered through the authenticated embedded broker")
 	}
 	ts, err := c.topics()
-	if err != nil || !strings.HasPrefix(ts.Broker, "nats://") || strings.Contains(ts.Broker, "@") {
-		t.Fatalf("topics: broker %q (want its URL, without credentials), %v", ts.Broker, err)
+	if err != nil || !strings.HasPrefix(ts.Broker, "nats://redacted@") {
+		t.Fatalf("topics: broker %q (want its URL, the password redacted), %v", ts.Broker, err)
 	}
 	// The app's way round the sidecar: the URL is known, the password is not.
+	brokerURL := strings.Replace(ts.Broker, "redacted@", "", 1)
 	for _, opts := range [][]nats.Option{nil, {nats.UserInfo("weft", "guess")}} {
-		nc, err := nats.Connect(ts.Broker, append(opts, nats.Timeout(5*time.Second))...)
+		nc, err := nats.Connect(brokerURL, append(opts, nats.Timeout(5*time.Second))...)
 		if err == nil {
 			nc.Close()
-			t.Fatalf("dialling the embedded broker %s without its credentials succeeded", ts.Broker)
+			t.Fatalf("dialling the embedded broker %s without its credentials succeeded", brokerURL)
 		}
 		if !errors.Is(err, nats.ErrAuthorization) {
-			t.Fatalf("dialling %s: %v; want %v", ts.Broker, err, nats.ErrAuthorization)
+			t.Fatalf("dialling %s: %v; want %v", brokerURL, err, nats.ErrAuthorization)
 		}
-		t.Logf("app dialling %s directly: %v", ts.Broker, err)
+		t.Logf("app dialling %s directly: %v", brokerURL, err)
 	}
 }
 
