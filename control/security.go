@@ -30,9 +30,12 @@ type SecurityConfig struct {
 	CACert, CAKey string
 	// CertTTL is the lifetime of workload certificates (default 24h).
 	CertTTL time.Duration
-	// MTLS is the mesh-wide inbound mode handed to sidecars: "permissive"
-	// (default) or "strict". Strict also makes the control plane refuse to
-	// register an instance whose stream has no certificate.
+	// MTLS is the mesh-wide mode handed to sidecars: "strict" (default:
+	// inbound ports take mutual TLS only), "permissive" (mutual TLS or
+	// plaintext, for migration) or "off" (sidecars dial each other in
+	// plaintext: benchmarks and migrations only). Strict also makes the
+	// control plane refuse to register an instance whose stream has no
+	// certificate.
 	MTLS string
 	// APIAuth makes the whole JSON API require a token (see withAuth).
 	APIAuth bool
@@ -122,7 +125,7 @@ type CertsJSON struct {
 func (s *Server) newSecurity() error {
 	c := s.cfg.Security
 	if c.MTLS == "" {
-		c.MTLS = "permissive"
+		c.MTLS = "strict"
 	}
 	if _, err := mtls.ParseMode(c.MTLS); err != nil {
 		return fmt.Errorf("--mtls %q: %w", c.MTLS, err)

@@ -28,7 +28,7 @@ func addControlSecurityFlags(f *pflag.FlagSet, c *control.SecurityConfig) {
 	f.BoolVar(&c.APIAuth, "api-auth", false, "require a token on the whole JSON API (admin: apply, delete, tokens; read: get, stat, traces, top); token management and CA rotation need an admin token always")
 	f.BoolVar(&c.BrokerAuth, "broker-auth", false, "make the embedded broker require a password that only sidecars holding a workload certificate get (apps on the host cannot dial NATS directly)")
 	f.StringVar(&c.ControlTLS, "control-tls", "auto", "TLS on the gRPC port, with a certificate of the mesh CA that sidecars verify: auto (when not bound to loopback), on, off")
-	f.StringVar(&c.MTLS, "mtls", "permissive", "what sidecars' inbound ports accept: permissive (mutual TLS, which sidecars always use with each other, or plaintext) or strict (mutual TLS only)")
+	f.StringVar(&c.MTLS, "mtls", "strict", "mutual TLS between sidecars: strict (inbound ports take mutual TLS only), permissive (mutual TLS, which sidecars always use with each other, or plaintext: for migration), off (sidecars dial each other in plaintext: for benchmarks and migrations only, nothing is authenticated)")
 }
 
 // addSecurity adds a sidecar's identity flags.
