@@ -89,7 +89,10 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger: slog.New(slog.NewTextHandler(cpLog, nil)).With("component", "control"), SyncGrace: time.Millisecond,
 		// Stats a few seconds after start; every sidecar exports its spans
 		// to this control plane (the Hello's otlp_endpoint).
-		ScrapeInterval: 2 * time.Second})
+		ScrapeInterval: 2 * time.Second,
+		// Secure by default, as weft control is; the CLI here finds the
+		// local token file.
+		Security: control.SecurityConfig{APIAuth: true}})
 	if err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
