@@ -117,7 +117,7 @@ type Server struct {
 	localToken string
 	// accounts reviews Kubernetes ServiceAccount tokens (--kubernetes).
 	accounts   atomic.Pointer[AccountReviewer]
-	brokerPass string // the embedded broker's password with --broker-auth
+	brokerPass string   // the embedded broker's password with --broker-auth
 	logins     sessions // the dashboard's login codes and sessions
 }
 
