@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/weftmesh/weft/dashboard"
 )
 
 // The dashboard's login. A browser cannot read the local token file, so
@@ -145,7 +147,7 @@ func (s *Server) loginRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /api/v1/login", func(w http.ResponseWriter, r *http.Request) {
 		secret := requestSecret(r)
 		if secret == "" { // --api-auth=false: nothing to log in to
-			writeJSON(w, http.StatusOK, LoginJSON{Path: "/"})
+			writeJSON(w, http.StatusOK, LoginJSON{Path: dashboard.Prefix})
 			return
 		}
 		code := s.logins.newCode(secret)
@@ -165,6 +167,6 @@ func (s *Server) loginRoutes(mux *http.ServeMux) {
 		http.SetCookie(w, &http.Cookie{Name: s.cookieName(), Value: id, Path: "/", HttpOnly: true, Secure: r.TLS != nil,
 			SameSite: http.SameSiteStrictMode, MaxAge: int(sessionTTL / time.Second)})
 		w.Header().Set("Cache-Control", "no-store")
-		http.Redirect(w, r, "/", http.StatusSeeOther)
+		http.Redirect(w, r, dashboard.Prefix, http.StatusSeeOther)
 	})
 }

@@ -663,9 +663,10 @@ func randomHex(n int) string {
 	return string(b)
 }
 
-// TestDashboardCommand: `weft dashboard` prints the dashboard's URL once
-// the control plane answers, says why when it does not, and with --open
-// starts $BROWSER on the URL.
+// TestDashboardCommand: `weft dashboard` prints the dashboard's URL (a
+// one-time login, with the local token) once the control plane answers,
+// says why when it does not, and with --open starts $BROWSER on the URL;
+// with --api-auth=false the URL is the dashboard's own.
 func TestDashboardCommand(t *testing.T) {
 	c := harness.StartControl(t, bins.Weft, eventually, "--broker", "off")
 	run := func(env []string, args ...string) (string, error) {
@@ -674,8 +675,20 @@ func TestDashboardCommand(t *testing.T) {
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
-	if out, err := run(nil, "--server", c.URL); err != nil || strings.TrimSpace(out) != c.URL+"/ui/" {
-		t.Errorf("weft dashboard: %q %v, want %s/ui/", out, err, c.URL)
+	out, err := run(nil, "--server", c.URL)
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(out), c.URL+"/login?code=") {
+		t.Errorf("weft dashboard: %q %v, want %s/login?code=…", out, err, c.URL)
+	}
+	// Followed, the login lands on the dashboard with a session cookie.
+	hc := &http.Client{Jar: &cookieJar{}, Timeout: 5 * time.Second}
+	if resp, err := hc.Get(strings.TrimSpace(out)); err != nil || resp.StatusCode != 200 || resp.Request.URL.Path != "/ui/" {
+		t.Errorf("following the login: %v %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	open := harness.StartControl(t, bins.Weft, eventually, "--broker", "off", "--api-auth=false")
+	if out, err := run(nil, "--server", open.URL); err != nil || strings.TrimSpace(out) != open.URL+"/ui/" {
+		t.Errorf("weft dashboard with --api-auth=false: %q %v, want %s/ui/", out, err, open.URL)
 	}
 	dead := "http://" + harness.FreeAddr(t)
 	if out, err := run(nil, "--server", dead); err == nil || !strings.Contains(out, "unreachable") || !strings.Contains(out, "weft control") {
@@ -692,8 +705,8 @@ func TestDashboardCommand(t *testing.T) {
 	}
 	var got []byte
 	harness.Poll(5*time.Second, func() bool { got, _ = os.ReadFile(opened); return len(got) > 0 })
-	if strings.TrimSpace(string(got)) != c.URL+"/ui/" {
-		t.Errorf("the browser was started on %q, want %s/ui/", got, c.URL)
+	if !strings.HasPrefix(strings.TrimSpace(string(got)), c.URL+"/login?code=") {
+		t.Errorf("the browser was started on %q, want %s/login?code=…", got, c.URL)
 	}
 	if out, err := run([]string{"BROWSER=/nonexistent/browser"}, "--open", "--server", c.URL); err != nil || !strings.Contains(out, "not opened") {
 		t.Errorf("weft dashboard --open with no browser: %q %v, want the URL and a note", out, err)
