@@ -60,3 +60,8 @@ func (c *Control) Token() string {
 	t, _ := token.ReadFile(c.DataDir + "/token")
 	return t
 }
+
+// Authorized wraps a suite's own transport (keep-alive, pool sizes) with
+// Transport's token: requests to an address with a local token file carry
+// it. It does not change base's TLS.
+func Authorized(base http.RoundTripper) http.RoundTripper { return &authTransport{base: base} }
