@@ -601,3 +601,26 @@ func TestStrictControlRestart(t *testing.T) {
 	}
 	mustGet(t, c, "orders", "/after-restart", nil)
 }
+
+// --mtls off, the benchmarks' and migrations' switch: sidecars dial each
+// other in plaintext (no handshake on either side) and traffic flows.
+func TestMTLSOff(t *testing.T) {
+	cp := StartControl(t, "--mtls", "off")
+	orders := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 1, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", orders.Name)
+	for range 10 {
+		mustGet(t, c, "orders", "/x", nil)
+	}
+	var id struct {
+		Mode      string `json:"mtlsMode"`
+		Hands     int64  `json:"handshakes"`
+		Plaintext int64  `json:"plaintextAccepted"`
+	}
+	getJSON(t, orders.AdminURL()+"/identity", &id)
+	if id.Mode != "off" || id.Plaintext < 1 || id.Hands != 0 {
+		t.Fatalf("orders with --mtls off: %+v, want mode off, plaintext connections and no handshake", id)
+	}
+}
