@@ -335,3 +335,6 @@ func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"step": step, "fingerprint": fp, "roots": s.sec.ca.Roots()})
 }
+
+// DataDir is where the store, the local token file and ca.pem are.
+func (s *Server) DataDir() string { return s.cfg.DataDir }
