@@ -333,6 +333,12 @@ func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, ErrorJSON{Error: err.Error()})
 		return
 	}
+	if step == "switch" { // the control plane's own certificate comes from the new signer too
+		s.sec.mu.Lock()
+		s.sec.ctlCert = nil
+		s.sec.mu.Unlock()
+	}
+	s.writeBundles() // the files the CLI and sidecars here verify by
 	writeJSON(w, http.StatusOK, map[string]any{"step": step, "fingerprint": fp, "roots": s.sec.ca.Roots()})
 }
 

@@ -91,18 +91,37 @@ func (s *Server) writeLocalToken() func() {
 			written = append(written, p)
 		}
 	}
+	written = append(written, s.writeBundles()...)
+	return func() {
+		for _, p := range written {
+			if strings.HasSuffix(p, ".ca.pem") {
+				_ = os.Remove(p)
+				continue
+			}
+			if t, _ := token.ReadFile(p); t == s.localToken {
+				_ = os.Remove(p)
+			}
+		}
+	}
+}
+
+// writeBundles writes the CA bundle and returns the files written under
+// the user's config directory. It runs at start and after each step of a
+// root rotation, so the CLI and sidecars here trust the roots of the moment.
+func (s *Server) writeBundles() []string {
+	var written []string
 	// The CA bundle: always in the data dir (for --ca-bundle elsewhere);
 	// beside the token files of the gRPC addresses when that port is TLS,
 	// which is how sidecars here know to verify it.
-	bundle := string(s.sec.ca.BundlePEM())
-	if err := token.WriteFile(filepath.Join(s.cfg.DataDir, "ca.pem"), strings.TrimSpace(bundle)); err != nil {
+	bundle := strings.TrimSpace(string(s.sec.ca.BundlePEM()))
+	if err := token.WriteFile(filepath.Join(s.cfg.DataDir, "ca.pem"), bundle); err != nil {
 		s.log.Warn("CA bundle file not written", "err", err)
 	}
 	// Beside the HTTP API's token files, always: the CLI verifies an
 	// https API by it.
 	hport := strconv.Itoa(s.httpLn.Addr().(*net.TCPAddr).Port)
 	for _, a := range []string{s.httpLn.Addr().String(), "127.0.0.1:" + hport, "localhost:" + hport} {
-		if p, err := token.LocalFile(a); err == nil && token.WriteFile(p+".ca.pem", strings.TrimSpace(bundle)) == nil {
+		if p, err := token.LocalFile(a); err == nil && token.WriteFile(p+".ca.pem", bundle) == nil {
 			written = append(written, p+".ca.pem")
 		}
 	}
@@ -117,21 +136,11 @@ func (s *Server) writeLocalToken() func() {
 			_ = os.Remove(p)
 			continue
 		}
-		if err := token.WriteFile(p, strings.TrimSpace(bundle)); err == nil {
+		if err := token.WriteFile(p, bundle); err == nil {
 			written = append(written, p)
 		}
 	}
-	return func() {
-		for _, p := range written {
-			if strings.HasSuffix(p, ".ca.pem") {
-				_ = os.Remove(p)
-				continue
-			}
-			if t, _ := token.ReadFile(p); t == s.localToken {
-				_ = os.Remove(p)
-			}
-		}
-	}
+	return written
 }
 
 // checkJoin decides whether a CSR's token may claim service in namespace:
