@@ -36,7 +36,8 @@ func New(server string) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("--server %q: want a URL such as %s", server, DefaultServer)
 	}
-	return &Client{base: strings.TrimSuffix(server, "/"), hc: &http.Client{Timeout: 10 * time.Second}}, nil
+	base := strings.TrimSuffix(server, "/")
+	return &Client{base: base, hc: HTTPClient(base, 10*time.Second)}, nil
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
@@ -54,7 +55,7 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("control plane at %s unreachable: %w", c.base, err)
+		return RequestError(c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -62,6 +63,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 		return fmt.Errorf("reading answer of %s: %w", c.base, err)
 	}
 	if resp.StatusCode/100 != 2 {
+		if err := StatusError(c.base, req, resp.StatusCode, data); err != nil {
+			return err
+		}
 		var e control.ErrorJSON
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)

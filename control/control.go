@@ -120,7 +120,8 @@ type Server struct {
 	localToken string
 	// accounts reviews Kubernetes ServiceAccount tokens (--kubernetes).
 	accounts   atomic.Pointer[AccountReviewer]
-	brokerPass string // the embedded broker's password with --broker-auth
+	brokerPass string   // the embedded broker's password with --broker-auth
+	logins     sessions // the dashboard's login codes and sessions
 }
 
 // New validates cfg, opens the store and binds both listeners, so that a bad
@@ -196,7 +197,11 @@ func (s *Server) newTelemetry() {
 	if _, ok := settings[SettingOTLPEndpoint]; !ok {
 		ep := s.cfg.OTLPEndpoint
 		if ep == "" {
-			ep = "http://" + advertisedAddr(s.httpLn.Addr()) + "/v1/traces"
+			scheme := "http://"
+			if tlsOn(s.cfg.Security.APITLS, s.httpLn) {
+				scheme = "https://" // sidecars verify it by the mesh CA
+			}
+			ep = scheme + advertisedAddr(s.httpLn.Addr()) + "/v1/traces"
 		}
 		settings[SettingOTLPEndpoint] = ep
 	}
@@ -287,8 +292,13 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, 2)
 	s.reg.StartGrace(s.cfg.SyncGrace)
 	go func() { errc <- gs.Serve(s.grpcLn) }()
+	httpLn := s.httpLn
+	if s.APITLS() {
+		httpLn = tls.NewListener(httpLn, &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.sec.controlCertificate,
+			NextProtos: []string{"http/1.1"}})
+	}
 	go func() {
-		if err := hs.Serve(s.httpLn); !errors.Is(err, http.ErrServerClosed) {
+		if err := hs.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
 			errc <- err
 			return
 		}
@@ -296,7 +306,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	grace := time.NewTimer(s.cfg.SyncGrace)
 	defer grace.Stop()
-	s.log.Info("control plane serving", "grpc", s.GRPCAddr(), "grpc_tls", s.grpcTLS(), "http", s.HTTPAddr(), "data_dir", s.cfg.DataDir)
+	s.log.Info("control plane serving", "grpc", s.GRPCAddr(), "grpc_tls", s.grpcTLS(), "http", s.HTTPAddr(), "api_tls", s.APITLS(), "api_auth", s.cfg.Security.APIAuth, "data_dir", s.cfg.DataDir)
 
 	var err error
 	running := 2

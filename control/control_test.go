@@ -22,7 +22,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // Run returns) when the test ends.
 func start(t *testing.T) *control.Server {
 	t.Helper()
-	s, err := control.New(control.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(), LeaseTTL: 2 * time.Second})
+	s, err := control.New(control.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(), LeaseTTL: 2 * time.Second,
+		// These streams register without certificates, as a permissive mesh lets them.
+		Security: control.SecurityConfig{MTLS: "permissive"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -30,9 +31,12 @@ type SecurityConfig struct {
 	CACert, CAKey string
 	// CertTTL is the lifetime of workload certificates (default 24h).
 	CertTTL time.Duration
-	// MTLS is the mesh-wide inbound mode handed to sidecars: "permissive"
-	// (default) or "strict". Strict also makes the control plane refuse to
-	// register an instance whose stream has no certificate.
+	// MTLS is the mesh-wide mode handed to sidecars: "strict" (default:
+	// inbound ports take mutual TLS only), "permissive" (mutual TLS or
+	// plaintext, for migration) or "off" (sidecars dial each other in
+	// plaintext: benchmarks and migrations only). Strict also makes the
+	// control plane refuse to register an instance whose stream has no
+	// certificate.
 	MTLS string
 	// APIAuth makes the whole JSON API require a token (see withAuth).
 	APIAuth bool
@@ -43,6 +47,10 @@ type SecurityConfig struct {
 	// certificate of the mesh CA (spiffe://TD/control): "auto" (default)
 	// when the port is not bound to loopback, "on", "off".
 	ControlTLS string
+	// APITLS is TLS on the HTTP API, with the same certificate: "auto"
+	// (default) when the port is not bound to loopback (see tlsOn), "on",
+	// "off".
+	APITLS string
 }
 
 // Hello settings of mesh identity.
@@ -58,9 +66,38 @@ type security struct {
 
 	mu     sync.Mutex
 	issued map[any]*CertJSON // by stream
-	// The control plane's own certificate, reissued at half-life.
+	// The control plane's own certificate, reissued at half-life, for
+	// the gRPC port and the HTTPS API; its host names and IPs besides
+	// the SPIFFE ID, so that curl --cacert and browsers verify it too.
 	ctlCert  *tls.Certificate
 	ctlRenew time.Time
+	dnsNames []string
+	ips      []net.IP
+}
+
+// serverNames are the names the control plane is reached by: localhost,
+// this host's name, loopback, and the IPs its listeners are bound to.
+func serverNames(lns ...net.Listener) ([]string, []net.IP) {
+	dns := []string{"localhost"}
+	if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+		dns = append(dns, h)
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, ln := range lns {
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok && !ta.IP.IsUnspecified() && !ta.IP.IsLoopback() {
+			ips = append(ips, ta.IP)
+		}
+		if ta, ok := ln.Addr().(*net.TCPAddr); ok && ta.IP.IsUnspecified() {
+			if addrs, err := net.InterfaceAddrs(); err == nil {
+				for _, a := range addrs {
+					if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && len(ips) < 32 {
+						ips = append(ips, n.IP)
+					}
+				}
+			}
+		}
+	}
+	return dns, ips
 }
 
 // controlCertificate is the gRPC port's certificate.
@@ -78,7 +115,7 @@ func (sec *security) controlCertificate(*tls.ClientHelloInfo) (*tls.Certificate,
 	if err != nil {
 		return nil, err
 	}
-	is, err := sec.ca.Sign(csr, "spiffe://"+sec.ca.TrustDomain()+mtls.ControlPath)
+	is, err := sec.ca.SignServer(csr, "spiffe://"+sec.ca.TrustDomain()+mtls.ControlPath, sec.dnsNames, sec.ips)
 	if err != nil {
 		return nil, err
 	}
@@ -88,14 +125,32 @@ func (sec *security) controlCertificate(*tls.ClientHelloInfo) (*tls.Certificate,
 }
 
 // grpcTLS says whether the gRPC port serves TLS.
-func (s *Server) grpcTLS() bool {
-	switch s.cfg.Security.ControlTLS {
+func (s *Server) grpcTLS() bool { return tlsOn(s.cfg.Security.ControlTLS, s.grpcLn) }
+
+// APITLS says whether the HTTP API serves TLS.
+func (s *Server) APITLS() bool { return tlsOn(s.cfg.Security.APITLS, s.httpLn) }
+
+// APIURL is the API's base URL, as the CLI's --server takes it.
+func (s *Server) APIURL() string {
+	if s.APITLS() {
+		return "https://" + s.HTTPAddr()
+	}
+	return "http://" + s.HTTPAddr()
+}
+
+// tlsOn decides a listener's TLS: on, off, or auto — on unless it is
+// bound to loopback only. Why not on loopback: only this machine reaches
+// it, where TLS would hide nothing from anyone who can read the token
+// file; and a browser on http://127.0.0.1 is in a secure context, where
+// the mesh CA (in no browser's trust store) would be a certificate warning.
+func tlsOn(mode string, ln net.Listener) bool {
+	switch mode {
 	case "on":
 		return true
 	case "off":
 		return false
 	}
-	ta, ok := s.grpcLn.Addr().(*net.TCPAddr)
+	ta, ok := ln.Addr().(*net.TCPAddr)
 	return !ok || !ta.IP.IsLoopback()
 }
 
@@ -122,17 +177,22 @@ type CertsJSON struct {
 func (s *Server) newSecurity() error {
 	c := s.cfg.Security
 	if c.MTLS == "" {
-		c.MTLS = "permissive"
+		c.MTLS = "strict"
 	}
 	if _, err := mtls.ParseMode(c.MTLS); err != nil {
 		return fmt.Errorf("--mtls %q: %w", c.MTLS, err)
 	}
-	switch c.ControlTLS {
-	case "":
-		c.ControlTLS = "auto"
-	case "auto", "on", "off":
-	default:
-		return fmt.Errorf("--control-tls %q: want auto, on or off", c.ControlTLS)
+	for _, f := range []struct {
+		name string
+		v    *string
+	}{{"--control-tls", &c.ControlTLS}, {"--api-tls", &c.APITLS}} {
+		switch *f.v {
+		case "":
+			*f.v = "auto"
+		case "auto", "on", "off":
+		default:
+			return fmt.Errorf("%s %q: want auto, on or off", f.name, *f.v)
+		}
 	}
 	var st ca.Store
 	if b, ok := s.store.(*store.Bolt); ok {
@@ -144,6 +204,7 @@ func (s *Server) newSecurity() error {
 	}
 	s.cfg.Security = c
 	s.sec = &security{ca: authority, issued: map[any]*CertJSON{}}
+	s.sec.dnsNames, s.sec.ips = serverNames(s.grpcLn, s.httpLn)
 	s.cfg.Settings[SettingMTLSMode] = c.MTLS
 	s.cfg.Settings[SettingTrustDomain] = authority.TrustDomain()
 	return s.newTokens()
@@ -229,6 +290,7 @@ func (s *Server) securityRoutes(mux *http.ServeMux) {
 	// switch (it signs from now on), remove (the old one leaves the bundle).
 	mux.HandleFunc("POST /api/v1/ca/rotate", s.rotateCA)
 	s.tokenRoutes(mux)
+	s.loginRoutes(mux)
 }
 
 func (s *Server) getCerts(w http.ResponseWriter, r *http.Request) {
@@ -271,5 +333,14 @@ func (s *Server) rotateCA(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusConflict, ErrorJSON{Error: err.Error()})
 		return
 	}
+	if step == "switch" { // the control plane's own certificate comes from the new signer too
+		s.sec.mu.Lock()
+		s.sec.ctlCert = nil
+		s.sec.mu.Unlock()
+	}
+	s.writeBundles() // the files the CLI and sidecars here verify by
 	writeJSON(w, http.StatusOK, map[string]any{"step": step, "fingerprint": fp, "roots": s.sec.ca.Roots()})
 }
+
+// DataDir is where the store, the local token file and ca.pem are.
+func (s *Server) DataDir() string { return s.cfg.DataDir }

@@ -37,6 +37,7 @@ func (s *Server) newTokens() error {
 		return err
 	}
 	s.tokens = m
+	s.logins.codes, s.logins.sessions = map[string]grant{}, map[string]grant{}
 	var local string
 	if b != nil {
 		v, err := b.GetSecret(localTokenSecret)
@@ -90,12 +91,39 @@ func (s *Server) writeLocalToken() func() {
 			written = append(written, p)
 		}
 	}
+	written = append(written, s.writeBundles()...)
+	return func() {
+		for _, p := range written {
+			if strings.HasSuffix(p, ".ca.pem") {
+				_ = os.Remove(p)
+				continue
+			}
+			if t, _ := token.ReadFile(p); t == s.localToken {
+				_ = os.Remove(p)
+			}
+		}
+	}
+}
+
+// writeBundles writes the CA bundle and returns the files written under
+// the user's config directory. It runs at start and after each step of a
+// root rotation, so the CLI and sidecars here trust the roots of the moment.
+func (s *Server) writeBundles() []string {
+	var written []string
 	// The CA bundle: always in the data dir (for --ca-bundle elsewhere);
 	// beside the token files of the gRPC addresses when that port is TLS,
 	// which is how sidecars here know to verify it.
-	bundle := string(s.sec.ca.BundlePEM())
-	if err := token.WriteFile(filepath.Join(s.cfg.DataDir, "ca.pem"), strings.TrimSpace(bundle)); err != nil {
+	bundle := strings.TrimSpace(string(s.sec.ca.BundlePEM()))
+	if err := token.WriteFile(filepath.Join(s.cfg.DataDir, "ca.pem"), bundle); err != nil {
 		s.log.Warn("CA bundle file not written", "err", err)
+	}
+	// Beside the HTTP API's token files, always: the CLI verifies an
+	// https API by it.
+	hport := strconv.Itoa(s.httpLn.Addr().(*net.TCPAddr).Port)
+	for _, a := range []string{s.httpLn.Addr().String(), "127.0.0.1:" + hport, "localhost:" + hport} {
+		if p, err := token.LocalFile(a); err == nil && token.WriteFile(p+".ca.pem", bundle) == nil {
+			written = append(written, p+".ca.pem")
+		}
 	}
 	port := strconv.Itoa(s.grpcLn.Addr().(*net.TCPAddr).Port)
 	for _, a := range []string{s.grpcLn.Addr().String(), "127.0.0.1:" + port, "localhost:" + port} {
@@ -108,21 +136,11 @@ func (s *Server) writeLocalToken() func() {
 			_ = os.Remove(p)
 			continue
 		}
-		if err := token.WriteFile(p, strings.TrimSpace(bundle)); err == nil {
+		if err := token.WriteFile(p, bundle); err == nil {
 			written = append(written, p)
 		}
 	}
-	return func() {
-		for _, p := range written {
-			if strings.HasSuffix(p, ".ca.pem") {
-				_ = os.Remove(p)
-				continue
-			}
-			if t, _ := token.ReadFile(p); t == s.localToken {
-				_ = os.Remove(p)
-			}
-		}
-	}
+	return written
 }
 
 // checkJoin decides whether a CSR's token may claim service in namespace:
@@ -179,32 +197,38 @@ func checkAccount(ctx context.Context, rv AccountReviewer, secret, namespace, se
 	return nil
 }
 
-// withAuth guards the API. Token management always needs an admin token;
-// the rest does when --api-auth is on: GET and HEAD need a read or admin
-// token, everything else admin. Sidecars' span export (POST /v1/traces) and
-// /healthz stay open.
+// withAuth guards the API. With --api-auth (the default) every call needs
+// a token — GET and HEAD a read or admin one, everything else admin — as a
+// bearer token, or the dashboard's session cookie (see login.go); token
+// management and CA rotation need an admin token even without it. Open:
+// /healthz, sidecars' span export (POST /v1/traces), the dashboard's own
+// pages and assets (no data; they must load to ask for a token) and
+// /login (which checks its one-time code).
 func (s *Server) withAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		always := strings.HasPrefix(p, "/api/v1/tokens") || strings.HasPrefix(p, "/api/v1/ca/rotate")
-		if p == "/healthz" || p == "/v1/traces" || dashboard.Public(p) || (!always && !s.cfg.Security.APIAuth) {
+		if p == "/healthz" || p == "/v1/traces" || p == "/login" || dashboard.Public(p) || (!always && !s.cfg.Security.APIAuth) {
 			next.ServeHTTP(w, r)
 			return
 		}
-		secret, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		secret, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !bearer || strings.TrimSpace(secret) == "" {
+			secret = s.sessionSecret(r)
+		}
 		t, err := s.tokens.Check(secret)
 		if err != nil {
 			msg := "API token: " + err.Error()
 			if errors.Is(err, token.ErrMissing) {
-				msg = "no API token: pass --token, set WEFT_TOKEN, or run on the control plane's machine where the local token file is found"
+				msg = "no API token: send Authorization: Bearer TOKEN (the CLI: --token, $WEFT_TOKEN, or the local token file on the control plane's machine; a browser: the URL weft dashboard prints)"
 			}
 			w.Header().Set("WWW-Authenticate", `Bearer realm="weft"`)
 			authError(w, http.StatusUnauthorized, msg)
 			return
 		}
 		read := r.Method == http.MethodGet || r.Method == http.MethodHead
-		if t.Role == token.RoleAdmin || (t.Role == token.RoleRead && read && !always) {
-			next.ServeHTTP(w, r)
+		if t.Role == token.RoleAdmin || (t.Role == token.RoleRead && (read || p == "/api/v1/login") && !always) {
+			next.ServeHTTP(w, withSecret(r, secret))
 			return
 		}
 		authError(w, http.StatusForbidden, fmt.Sprintf("a %s token may not %s %s: use an admin token", t.Role, r.Method, p))

@@ -90,8 +90,9 @@ func Run(ctx context.Context, cfg Config) error {
 		// Stats a few seconds after start; every sidecar exports its spans
 		// to this control plane (the Hello's otlp_endpoint).
 		ScrapeInterval: 2 * time.Second,
-		// As weft control: apps cannot dial the embedded broker directly.
-		Security: control.SecurityConfig{BrokerAuth: true}})
+		// Secure by default, as weft control is: apps cannot dial the
+		// embedded broker directly; the CLI here finds the local token file.
+		Security: control.SecurityConfig{APIAuth: true, BrokerAuth: true}})
 	if err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}
@@ -131,17 +132,17 @@ func Run(ctx context.Context, cfg Config) error {
   loadgen ─▶ frontend ─▶ orders ×3 ─▶ inventory ×2      (%.0f requests/s)
                            └─ publish order.created ─▶ notifier ×2   (messaging)
 
-  control plane API  http://%s   (gRPC %s)
-  see the registry   weft get services --server http://%s
-  switch balancing   weft apply -f %s --server http://%s
+  control plane API  %s   (gRPC %s)
+  see the registry   weft get services --server %s
+  switch balancing   weft apply -f %s --server %s
                      (orders' SHARE column then follows the users: each sticks to one instance)
-  live metrics       weft stat --server http://%s      (or weft top)
-  traces             weft traces --server http://%s, then weft trace ID
-  topics             weft topics --server http://%s      (weft dlq list order.created)
+  live metrics       weft stat --server %s      (or weft top)
+  traces             weft traces --server %s, then weft trace ID
+  topics             weft topics --server %s      (weft dlq list order.created)
   logs               %s
   stop               Ctrl-C
 
-`, len(units), cfg.Rate, cp.HTTPAddr(), cp.GRPCAddr(), cp.HTTPAddr(), policy, cp.HTTPAddr(), cp.HTTPAddr(), cp.HTTPAddr(), cp.HTTPAddr(), logDir)
+`, len(units), cfg.Rate, cp.APIURL(), cp.GRPCAddr(), cp.APIURL(), policy, cp.APIURL(), cp.APIURL(), cp.APIURL(), cp.APIURL(), logDir)
 
 	var deadline <-chan time.Time
 	if cfg.Duration > 0 {

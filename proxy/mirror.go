@@ -32,8 +32,14 @@ const (
 // HeaderMirror marks a copy, so the app (and its logs) can tell.
 const HeaderMirror = "X-Weft-Mirror"
 
-func newMirror() *mirror {
-	tr := &http.Transport{DialContext: (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+// newMirror sends copies through dial (the mesh's mTLS dialer; nil: plain
+// TCP): a copy goes to another sidecar's inbound port like any request.
+func newMirror(dial DialFunc) *mirror {
+	dc := (&net.Dialer{Timeout: 2 * time.Second}).DialContext
+	if dial != nil {
+		dc = func(ctx context.Context, n, a string) (net.Conn, error) { return dial(ctx, n, a, "http/1.1") }
+	}
+	tr := &http.Transport{DialContext: dc,
 		MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second, DisableCompression: true}
 	return &mirror{client: &http.Client{Transport: tr, Timeout: mirrorTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},

@@ -75,7 +75,7 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 	}
 	o := &Outbound{resolver: cfg.Resolver, source: cfg.Source, local: cfg.Local, log: cfg.Logger, tel: cfg.Telemetry,
 		pipe:   pipeline.New(pipeline.Config{Resolver: cfg.Resolver, Source: cfg.Source, Metrics: cfg.Metrics}),
-		mirror: newMirror()}
+		mirror: newMirror(cfg.Dial)}
 	o.tr = newMeshTransport(cfg.Dial)
 	o.tr.pipe = o.pipe
 	o.rp = &httputil.ReverseProxy{

@@ -14,6 +14,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -57,6 +58,9 @@ type identity struct {
 	hello     chan struct{}  // a stream said Hello
 	reissue   chan struct{}  // the trust bundle changed
 	answers   chan *pb.Certificate
+
+	dialOnce sync.Once
+	dial     *mtls.Dialer
 }
 
 func newIdentity(service, namespace, token string, log *slog.Logger) *identity {
@@ -73,7 +77,16 @@ func (id *identity) mode() mtls.Mode {
 	if p := id.svcMode.Load(); p != nil {
 		return *p
 	}
-	m, _ := mtls.ParseMode(id.disc.Setting(SettingMTLSMode))
+	return id.meshMode()
+}
+
+// meshMode is the mesh-wide mode the control plane says (strict until it
+// has said one).
+func (id *identity) meshMode() mtls.Mode {
+	m, err := mtls.ParseMode(id.disc.Setting(SettingMTLSMode))
+	if err != nil {
+		return mtls.Strict // a mode this build does not know: the safe one
+	}
 	return m
 }
 
@@ -334,13 +347,20 @@ func (id *identity) renew(ctx context.Context) (notAfter, notBefore time.Time, e
 }
 
 // dialer is the outbound side: mTLS to every other sidecar; before the
-// first certificate, plaintext in a permissive mesh, a wait in a strict one.
+// first certificate, plaintext in a permissive mesh, a wait in a strict
+// one; plaintext always with the mesh's --mtls off. One per sidecar, so
+// its bound on handshakes per destination holds for every caller.
 func (id *identity) dialer() *mtls.Dialer {
-	d := &mtls.Dialer{Source: id.src, Plaintext: func() bool { return id.mode() == mtls.Permissive }}
-	if id.disc != nil {
-		d.PlainAddr = id.disc.Unmeshed
-	}
-	return d
+	id.dialOnce.Do(func() {
+		id.dial = &mtls.Dialer{Source: id.src,
+			Plaintext: func() bool { return id.mode() != mtls.Strict },
+			Disabled:  func() bool { return id.meshMode() == mtls.Off },
+		}
+		if id.disc != nil {
+			id.dial.PlainAddr = id.disc.Unmeshed
+		}
+	})
+	return id.dial
 }
 
 // IdentityView is GET /identity on the admin listener.

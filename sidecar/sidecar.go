@@ -301,7 +301,7 @@ func (s *Sidecar) newTelemetry() (*telemetry.Telemetry, error) {
 	}
 	tr, err := tracing.New(tracing.Config{Service: cfg.Service, InstanceID: cfg.ID,
 		Endpoint: cfg.OTLPEndpoint, EndpointFunc: func() string { return s.disc.Setting(SettingOTLPEndpoint) },
-		Sampling: cfg.TraceSampling, Logger: s.log.With("component", "tracing")})
+		Sampling: cfg.TraceSampling, Logger: s.log.With("component", "tracing"), TLS: s.id.src.ControlConfig})
 	if err != nil {
 		if s.access != nil {
 			s.access.Close()

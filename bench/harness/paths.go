@@ -14,7 +14,13 @@ import (
 // Path names.
 const (
 	PathDirect = "direct"
-	PathWeft   = "weft"
+	// PathWeft is the sidecar pair as weft runs by default: mutual TLS
+	// between the two sidecars (strict). PathWeftMTLS names it too.
+	PathWeft     = "weft"
+	PathWeftMTLS = "weft-mtls"
+	// PathWeftPlain is the same pair with --mtls off (plaintext between
+	// the sidecars): beside PathWeft it shows what mTLS costs.
+	PathWeftPlain = "weft-plain"
 	// PathWeftPolicy is the weft path with a TrafficPolicy that sets
 	// retries, outlier detection and a circuit breaker on the backend: none
 	// of them fires on healthy traffic, so it shows what the request
@@ -26,7 +32,7 @@ const (
 
 // AllPaths is every path, in the order rounds interleave them.
 // The gRPC paths (grpc.go) come after the HTTP/1.1 ones.
-var AllPaths = append([]string{PathDirect, PathWeft, PathWeftPolicy, PathHAProxy, PathNginx}, GRPCPaths...)
+var AllPaths = append([]string{PathDirect, PathWeft, PathWeftPlain, PathWeftPolicy, PathHAProxy, PathNginx}, GRPCPaths...)
 
 // Env is what a path needs to start.
 type Env struct {
@@ -95,7 +101,7 @@ func StartPath(ctx context.Context, name string, env *Env, round int) (*Topology
 			t, err = startHAProxy(ctx, env, dir, name)
 		case PathNginx:
 			t, err = startNginx(ctx, env, dir, name)
-		case PathWeft, PathWeftPolicy:
+		case PathWeft, PathWeftMTLS, PathWeftPlain, PathWeftPolicy:
 			t, err = startWeft(ctx, env, dir, name)
 		default:
 			return nil, fmt.Errorf("unknown path %q", name)
@@ -330,7 +336,11 @@ func startWeftWith(ctx context.Context, env *Env, dir, name, backend string) (*T
 		return p, nil
 	}
 
-	control, err := start(name+"-control", "control", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "control-data"))
+	controlArgs := []string{"control", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "control-data")}
+	if name == PathWeftPlain {
+		controlArgs = append(controlArgs, "--mtls", "off")
+	}
+	control, err := start(name+"-control", controlArgs...)
 	if err != nil {
 		return fail(err)
 	}

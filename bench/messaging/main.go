@@ -36,6 +36,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/weftmesh/weft/apiclient"
 )
 
 func main() {
@@ -283,6 +285,7 @@ metadata: {name: bench}
 spec: {service: sink, topic: bench.sidecar, path: /cb, concurrency: %d}
 `, conc)
 	req, _ := http.NewRequest("POST", e.api+"/api/v1/apply", strings.NewReader(manifest))
+	apiclient.Authorize(req) // the local token file, as the CLI
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

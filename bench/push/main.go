@@ -130,7 +130,10 @@ func run(weft string, n, events, perConn int, gap time.Duration) error {
 	// heartbeats are sent every second all the same.
 	cmd := exec.Command(weft, "control", "--data-dir", filepath.Join(dir, "cp"),
 		"--grpc-addr", "127.0.0.1:"+strconv.Itoa(grpcA), "--http-addr", "127.0.0.1:"+strconv.Itoa(httpA),
-		"--broker", "off", "--otlp-endpoint", "none", "--sync-grace", "0s", "--lease-ttl", "30s")
+		"--broker", "off", "--otlp-endpoint", "none", "--sync-grace", "0s", "--lease-ttl", "30s",
+		// The simulated sidecars register without certificates, which a
+		// strict mesh (the default) refuses; this measures pushes, not mTLS.
+		"--mtls", "permissive")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/weftmesh/weft/apiclient"
 	"github.com/weftmesh/weft/dashboard"
 )
 
@@ -24,7 +25,10 @@ func newDashboardCmd() *cobra.Command {
 		Short: "Print the URL of the control plane's web dashboard (--open: open it in a browser)",
 		Long: `dashboard checks that the control plane answers and prints the URL of the
 web dashboard it serves on its HTTP port: services with their golden metrics
-and plots, the topology, traces, topics and applied resources. With --open
+and plots, the topology, traces, topics and applied resources. The URL
+holds a one-time login code (good for a minute) made with the API token
+this command finds (--token, $WEFT_TOKEN or the local token file):
+opening it gives the browser a session cookie for that token. With --open
 it also starts a browser ($BROWSER, else the desktop's opener: xdg-open,
 open or start) where one exists.`,
 		Example: `  weft dashboard
@@ -40,6 +44,15 @@ open or start) where one exists.`,
 		}
 		if err := checkDashboard(cmd.Context(), u); err != nil {
 			return err
+		}
+		// A one-time login for the browser, with the token this CLI finds
+		// (the page asks for a token itself when there is none).
+		if c, err := apiclient.New(strings.TrimSuffix(u, dashboard.Prefix)); err == nil {
+			if login, err := c.DashboardLogin(cmd.Context()); err == nil {
+				u = login
+			} else {
+				fmt.Fprintf(cmd.ErrOrStderr(), "no login link (%v); the page will ask for an API token\n", err)
+			}
 		}
 		fmt.Fprintln(cmd.OutOrStdout(), u)
 		if open {
@@ -69,13 +82,13 @@ func checkDashboard(ctx context.Context, u string) error {
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiclient.HTTPClient(u, 0).Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("control plane at %s unreachable: %w (start one with weft control, or pass --server)", strings.TrimSuffix(u, dashboard.Prefix), err)
+		return fmt.Errorf("%w (start one with weft control, or pass --server)", apiclient.RequestError(strings.TrimSuffix(u, dashboard.Prefix), err))
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

@@ -33,7 +33,8 @@ func newMsgAPI(server string) (*msgAPI, error) {
 	if _, err := apiclient.New(server); err != nil { // same validation and message as every command
 		return nil, err
 	}
-	return &msgAPI{base: strings.TrimSuffix(server, "/"), hc: &http.Client{Timeout: 70 * time.Second}}, nil
+	base := strings.TrimSuffix(server, "/")
+	return &msgAPI{base: base, hc: apiclient.HTTPClient(base, 70*time.Second)}, nil
 }
 
 func (c *msgAPI) do(ctx context.Context, method, path string, body []byte, h http.Header, out any) error {
@@ -51,7 +52,7 @@ func (c *msgAPI) do(ctx context.Context, method, path string, body []byte, h htt
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("control plane at %s unreachable: %w", c.base, err)
+		return apiclient.RequestError(c.base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -59,6 +60,9 @@ func (c *msgAPI) do(ctx context.Context, method, path string, body []byte, h htt
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
+		if err := apiclient.StatusError(c.base, req, resp.StatusCode, data); err != nil {
+			return err
+		}
 		var e struct {
 			Error   string `json:"error"`
 			Message string `json:"message"`

@@ -26,10 +26,11 @@ func addControlSecurityFlags(f *pflag.FlagSet, c *control.SecurityConfig) {
 	f.StringVar(&c.CACert, "ca-cert", "", "PEM file of your CA certificate (e.g. an intermediate of your PKI; may hold the chain up to the root); default: a root made on first start and kept in --data-dir")
 	f.StringVar(&c.CAKey, "ca-key", "", "PEM file of the --ca-cert key")
 	f.DurationVar(&c.CertTTL, "cert-ttl", ca.DefaultLeafTTL, "lifetime of workload certificates (sidecars renew at half of it)")
-	f.BoolVar(&c.APIAuth, "api-auth", false, "require a token on the whole JSON API (admin: apply, delete, tokens; read: get, stat, traces, top); token management and CA rotation need an admin token always")
+	f.BoolVar(&c.APIAuth, "api-auth", true, "require a token on the whole JSON API (admin: apply, delete, tokens; read: get, stat, traces, top); the CLI on this machine finds the local token file, a browser logs in with the URL weft dashboard prints; --api-auth=false opens everything but token management and CA rotation")
 	f.BoolVar(&c.BrokerAuth, "broker-auth", true, "make the embedded broker require a password that only sidecars holding a workload certificate get, so apps on the host cannot dial NATS directly (--broker-auth=false to turn it off)")
 	f.StringVar(&c.ControlTLS, "control-tls", "auto", "TLS on the gRPC port, with a certificate of the mesh CA that sidecars verify: auto (when not bound to loopback), on, off")
-	f.StringVar(&c.MTLS, "mtls", "permissive", "what sidecars' inbound ports accept: permissive (mutual TLS, which sidecars always use with each other, or plaintext) or strict (mutual TLS only)")
+	f.StringVar(&c.APITLS, "api-tls", "auto", "TLS on the HTTP API, with a certificate of the mesh CA (the CLI here verifies it by the CA file written beside the local token file; elsewhere set WEFT_CA_BUNDLE to DATA-DIR/ca.pem): auto (when not bound to loopback), on, off")
+	f.StringVar(&c.MTLS, "mtls", "strict", "mutual TLS between sidecars: strict (inbound ports take mutual TLS only), permissive (mutual TLS, which sidecars always use with each other, or plaintext: for migration), off (sidecars dial each other in plaintext: for benchmarks and migrations only, nothing is authenticated)")
 }
 
 // addNATSFlags adds the TLS and credential flags of an external NATS

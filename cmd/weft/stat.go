@@ -498,13 +498,13 @@ func getJSON(ctx context.Context, server, path string, out any) error {
 		return err
 	}
 	apiclient.Authorize(req)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := apiclient.HTTPClient(base, 0).Do(req)
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return fmt.Errorf("control plane at %s unreachable: %w", base, err)
+		return apiclient.RequestError(base, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -512,6 +512,9 @@ func getJSON(ctx context.Context, server, path string, out any) error {
 		return fmt.Errorf("reading answer of %s: %w", base, err)
 	}
 	if resp.StatusCode/100 != 2 {
+		if err := apiclient.StatusError(base, req, resp.StatusCode, data); err != nil {
+			return err
+		}
 		var e control.ErrorJSON
 		if json.Unmarshal(data, &e) == nil && e.Error != "" {
 			return errors.New(e.Error)

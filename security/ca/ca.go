@@ -27,6 +27,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"sync"
@@ -410,6 +411,13 @@ type Issued struct {
 // this trust domain), valid LeafTTL. Nothing of the CSR but its public key
 // is used.
 func (c *CA) Sign(csrDER []byte, id string) (*Issued, error) {
+	return c.SignServer(csrDER, id, nil, nil)
+}
+
+// SignServer is Sign with DNS and IP SANs besides the SPIFFE ID: the
+// control plane's own certificate, which curl and browsers given the CA
+// verify by host name.
+func (c *CA) SignServer(csrDER []byte, id string, dnsNames []string, ips []net.IP) (*Issued, error) {
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
 		return nil, fmt.Errorf("csr: %w", err)
@@ -453,6 +461,8 @@ func (c *CA) Sign(csrDER []byte, id string) (*Issued, error) {
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 		BasicConstraintsValid: true,
 		URIs:                  []*url.URL{u},
+		DNSNames:              dnsNames,
+		IPAddresses:           ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, signer.cert, csr.PublicKey, signer.key)
 	if err != nil {

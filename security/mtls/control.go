@@ -71,3 +71,35 @@ func ControlClientConfigFile(path string) (*tls.Config, error) {
 	}
 	return ControlClientConfig(b)
 }
+
+// ControlConfig is a TLS configuration for reaching the control plane's
+// HTTPS API (span export) from a sidecar: the server must present a
+// certificate chaining to the trust bundle of the moment with the URI SAN
+// spiffe://<this trust domain>/control.
+func (s *Source) ControlConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		InsecureSkipVerify: true, // the identity is the SPIFFE URI, checked below
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("control plane sent no certificate")
+			}
+			leaf := cs.PeerCertificates[0]
+			inter := x509.NewCertPool()
+			for _, c := range cs.PeerCertificates[1:] {
+				inter.AddCert(c)
+			}
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: s.roots.Load(), Intermediates: inter, CurrentTime: s.now(),
+				KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}); err != nil {
+				return fmt.Errorf("control plane certificate: %w", err)
+			}
+			want := "spiffe://" + s.TrustDomain() + ControlPath
+			for _, u := range leaf.URIs {
+				if u.String() == want {
+					return nil
+				}
+			}
+			return fmt.Errorf("control plane certificate: no %s URI SAN", want)
+		},
+	}
+}

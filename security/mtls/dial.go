@@ -4,21 +4,59 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"runtime"
+	"sync"
 	"time"
 )
 
 // Dialer opens connections to other sidecars' inbound listeners.
 type Dialer struct {
 	Source  *Source
-	Timeout time.Duration // TCP connect plus handshake; default 2s
+	Timeout time.Duration // TCP connect plus handshake (and the wait for a handshake slot); default 2s
 	// Plaintext, when it returns true, lets Dial skip TLS while this
 	// sidecar has no certificate yet (a permissive mesh keeps working while
 	// it starts); otherwise Dial waits for the certificate, within Timeout.
 	Plaintext func() bool
+	// Disabled, when it returns true, makes Dial skip TLS altogether (the
+	// mesh-wide --mtls off, for benchmarks and migrations).
+	Disabled func() bool
 	// PlainAddr, when it returns true for an address, lets Dial skip TLS
 	// to it: an instance with no sidecar (an unmeshed Kubernetes endpoint)
 	// cannot answer a handshake.
 	PlainAddr func(addr string) bool
+	// MaxHandshakes bounds the TLS handshakes in progress to one
+	// destination; 0: the number of CPUs, at least 2. See gate.
+	MaxHandshakes int
+
+	gates sync.Map // addr → chan struct{}
+}
+
+// maxGates bounds the per-destination semaphores kept; past it (a mesh
+// of that many instances, or churn) they are dropped and made afresh,
+// which at worst lets one burst through unbounded.
+const maxGates = 4096
+
+// gate is the semaphore of handshakes to addr. Why: a handshake is CPU
+// work on both ends; when a burst of requests finds no idle pooled
+// connection, each would open its own, and on a loaded machine dozens of
+// concurrent handshakes each take so long that they time out, are retried
+// and pile up (a storm: p99 in seconds). A few at a time finish quickly,
+// and the requests behind them reuse what they open.
+func (d *Dialer) gate(addr string) chan struct{} {
+	if g, ok := d.gates.Load(addr); ok {
+		return g.(chan struct{})
+	}
+	n := d.MaxHandshakes
+	if n <= 0 {
+		n = max(2, runtime.NumCPU())
+	}
+	size := 0
+	d.gates.Range(func(any, any) bool { size++; return size < maxGates })
+	if size >= maxGates {
+		d.gates.Clear()
+	}
+	g, _ := d.gates.LoadOrStore(addr, make(chan struct{}, n))
+	return g.(chan struct{})
 }
 
 // Dial connects and completes a mutually authenticated TLS handshake
@@ -33,12 +71,20 @@ func (d *Dialer) Dial(ctx context.Context, network, addr, alpn string) (net.Conn
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var nd net.Dialer
+	plain := (d.PlainAddr != nil && d.PlainAddr(addr)) || (d.Disabled != nil && d.Disabled())
+	if plain {
+		return nd.DialContext(ctx, network, addr)
+	}
+	g := d.gate(addr)
+	select {
+	case g <- struct{}{}:
+		defer func() { <-g }()
+	case <-ctx.Done():
+		return nil, &net.OpError{Op: "dial", Net: network, Err: ctx.Err()}
+	}
 	c, err := nd.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
-	}
-	if d.PlainAddr != nil && d.PlainAddr(addr) {
-		return c, nil
 	}
 	if !d.Source.HasIdentity() {
 		if d.Plaintext != nil && d.Plaintext() {

@@ -19,25 +19,36 @@ const (
 	// Permissive takes TLS (verified as in Strict) and plaintext alike, for
 	// migration.
 	Permissive Mode = iota
-	// Strict takes only mutually authenticated TLS; a plaintext
-	// connection is answered with one HTTP error line and closed.
+	// Strict (the default) takes only mutually authenticated TLS; a
+	// plaintext connection is answered with one HTTP error line and closed.
 	Strict
+	// Off is a mesh-wide switch for benchmarks and migrations only:
+	// sidecars dial each other in plaintext, and inbound ports take
+	// plaintext (and TLS, as Permissive does, so a mesh can be switched
+	// without a flag day). No caller is authenticated.
+	Off
 )
 
-// ParseMode parses "strict" or "permissive".
+// ParseMode parses "strict", "permissive" or "off"; "" is the default,
+// strict.
 func ParseMode(s string) (Mode, error) {
 	switch s {
-	case "strict":
+	case "strict", "":
 		return Strict, nil
-	case "permissive", "":
+	case "permissive":
 		return Permissive, nil
+	case "off":
+		return Off, nil
 	}
-	return 0, errors.New("want strict or permissive")
+	return 0, errors.New("want strict, permissive or off")
 }
 
 func (m Mode) String() string {
-	if m == Strict {
+	switch m {
+	case Strict:
 		return "strict"
+	case Off:
+		return "off"
 	}
 	return "permissive"
 }

@@ -11,6 +11,7 @@ package tracing
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -29,6 +30,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/credentials"
 )
 
 // Disabled is the --otlp-endpoint value that turns export (and so tracing)
@@ -57,6 +59,10 @@ type Config struct {
 	// export (the control plane's advertised receiver).
 	Endpoint     string
 	EndpointFunc func() string
+	// TLS, when set, is the TLS configuration for https:// and grpcs://
+	// endpoints (a sidecar verifies the control plane's receiver by the
+	// mesh CA); nil: the system's roots.
+	TLS func() *tls.Config
 	// Sampling is the ratio of new traces sampled, 0..1. A request that
 	// arrives with a sampled (or not sampled) trace context keeps that
 	// decision. 0 turns tracing off in this sidecar.
@@ -113,7 +119,7 @@ func New(cfg Config) (*Tracer, error) {
 			endpoint = func() string { return "" }
 		}
 	}
-	exp := &lazyExporter{endpoint: endpoint, timeout: cfg.ExportTimeout, log: cfg.Logger}
+	exp := &lazyExporter{endpoint: endpoint, timeout: cfg.ExportTimeout, log: cfg.Logger, tls: cfg.TLS}
 	res := resource.NewSchemaless(
 		attribute.String("service.name", cfg.Service),
 		attribute.String("service.instance.id", cfg.InstanceID),
@@ -292,6 +298,7 @@ type lazyExporter struct {
 	endpoint func() string
 	timeout  time.Duration
 	log      *slog.Logger
+	tls      func() *tls.Config
 
 	mu       sync.Mutex
 	cur      string
@@ -317,7 +324,7 @@ func (l *lazyExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 			_ = l.exp.Shutdown(ctx)
 			l.exp = nil
 		}
-		exp, err := newExporter(ep, l.timeout)
+		exp, err := newExporter(ep, l.timeout, l.tls)
 		if err != nil {
 			l.warnLocked("otlp endpoint unusable; dropping spans", ep, err)
 			l.cur = ep
@@ -356,7 +363,7 @@ func (l *lazyExporter) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func newExporter(ep string, timeout time.Duration) (sdktrace.SpanExporter, error) {
+func newExporter(ep string, timeout time.Duration, tlsConfig func() *tls.Config) (sdktrace.SpanExporter, error) {
 	e, err := ParseEndpoint(ep)
 	if err != nil {
 		return nil, err
@@ -369,6 +376,8 @@ func newExporter(ep string, timeout time.Duration) (sdktrace.SpanExporter, error
 			otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: true, InitialInterval: 250 * time.Millisecond, MaxInterval: time.Second, MaxElapsedTime: timeout})}
 		if e.Insecure {
 			opts = append(opts, otlptracegrpc.WithInsecure())
+		} else if tlsConfig != nil {
+			opts = append(opts, otlptracegrpc.WithTLSCredentials(credentials.NewTLS(tlsConfig())))
 		}
 		return otlptracegrpc.New(ctx, opts...)
 	}
@@ -376,6 +385,8 @@ func newExporter(ep string, timeout time.Duration) (sdktrace.SpanExporter, error
 		otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: true, InitialInterval: 250 * time.Millisecond, MaxInterval: time.Second, MaxElapsedTime: timeout})}
 	if e.Insecure {
 		opts = append(opts, otlptracehttp.WithInsecure())
+	} else if tlsConfig != nil {
+		opts = append(opts, otlptracehttp.WithTLSClientConfig(tlsConfig()))
 	}
 	return otlptracehttp.New(ctx, opts...)
 }

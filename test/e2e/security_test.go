@@ -29,11 +29,11 @@ import (
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
-// A strict mesh: sidecars talk mutual TLS with certificates from the
-// control plane's CA; plaintext and foreign certificates are refused at
-// the inbound port.
+// A strict mesh, which is the default (no --mtls flag): sidecars talk
+// mutual TLS with certificates from the control plane's CA; plaintext and
+// foreign certificates are refused at the inbound port.
 func TestStrictMTLS(t *testing.T) {
-	cp := StartControl(t, "--mtls", "strict")
+	cp := StartControl(t)
 	orders := StartRun(t, cp, RunOpts{Service: "orders"})
 	cp.WaitReady("orders", 1, eventually)
 	tcpPort := freePort(t)
@@ -266,34 +266,89 @@ func TestJoinTokens(t *testing.T) {
 	}
 }
 
-// An authenticated API: no token → 401 in one line; a read token reads but
-// cannot apply; the local token file is found with no flag.
+// The API is authenticated and, with --api-tls on, TLS (off loopback it
+// is by default): no token → 401 in one line that says where the CLI
+// looked; a read token reads but cannot apply (403); a wrong token → 401;
+// a CLI that cannot verify the certificate says so; the local token file
+// and CA make the CLI on this machine need no flag.
 func TestAPIAuth(t *testing.T) {
-	cp := StartControl(t, "--api-auth")
-	code, body, _ := harness.Get(cp.URL + "/api/v1/services")
-	if code != 401 || strings.Count(strings.TrimSpace(body), "\n") != 0 || !strings.Contains(body, "no API token") {
-		t.Fatalf("no token: %d %q", code, body)
+	cp := StartControl(t, "--api-tls", "on")
+	if !strings.HasPrefix(cp.URL, "https://") {
+		t.Fatalf("harness URL %q with --api-tls on", cp.URL)
 	}
+	bundle, err := os.ReadFile(filepath.Join(cp.DataDir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(bundle)
+	// A client of its own (curl --cacert DATA-DIR/ca.pem): the certificate
+	// verifies by host name, and without a token the answer is 401.
+	bare := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	resp, err := bare.Get(cp.URL + "/api/v1/services")
+	if err != nil {
+		t.Fatalf("GET over TLS with the mesh CA: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !oneLine(strings.TrimSpace(string(b))) || !strings.Contains(string(b), "no API token") {
+		t.Fatalf("no token: %d %q", resp.StatusCode, b)
+	}
+	// Plain HTTP to the TLS port: nothing served.
+	if code, body, _ := harness.Get("http://" + cp.HTTPAddr + "/api/v1/services"); code == 200 {
+		t.Fatalf("plain HTTP to the TLS API served: %q", body)
+	}
+	r := weft(t, 30*time.Second, nil, "get", "services", "--server", "http://"+cp.HTTPAddr)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "serves TLS: use --server https://") || !oneLine(strings.TrimSpace(r.Stderr)) {
+		t.Fatalf("http:// to the TLS API: %s", r)
+	}
+	// A CLI elsewhere: no local files (another $HOME).
+	home := t.TempDir()
+	elsewhere := []string{"HOME=" + home, "XDG_CONFIG_HOME=" + home}
+	r = weft(t, 30*time.Second, elsewhere, "get", "services", "--server", cp.URL)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "TLS certificate is not one of the mesh CA") || !oneLine(strings.TrimSpace(r.Stderr)) {
+		t.Fatalf("no CA to verify by: %s", r)
+	}
+	withCA := append(elsewhere, "WEFT_CA_BUNDLE="+filepath.Join(cp.DataDir, "ca.pem"))
+	r = weft(t, 30*time.Second, withCA, "get", "services", "--server", cp.URL)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "wants an API token (401): looked in --token, $WEFT_TOKEN and the local token file "+home) || !oneLine(strings.TrimSpace(r.Stderr)) {
+		t.Fatalf("no token: %s", r)
+	}
+
 	res := weft(t, 30*time.Second, nil, "token", "create", "--role", "read", "--server", cp.URL)
 	if res.Code != 0 {
 		t.Fatalf("token create --role read: %s", res)
 	}
 	read := strings.TrimSpace(res.Stdout)
-	if r := weft(t, 30*time.Second, nil, "get", "services", "--server", cp.URL, "--token", read); r.Code != 0 {
+	if r := weft(t, 30*time.Second, withCA, "get", "services", "--server", cp.URL, "--token", read); r.Code != 0 {
 		t.Fatalf("get services with a read token: %s", r)
 	}
 	f := writeFile(t, "p.yaml", policyYAML("orders", "orders", "random", ""))
-	r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL, "--token", read)
-	if r.Code == 0 || !strings.Contains(r.Stderr, "a read token may not POST /api/v1/apply") || !oneLine(strings.TrimSpace(r.Stderr)) {
+	r = weft(t, 30*time.Second, withCA, "apply", "-f", f, "--server", cp.URL, "--token", read)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "(403): a read token may not POST /api/v1/apply") || !oneLine(strings.TrimSpace(r.Stderr)) {
 		t.Fatalf("apply with a read token: %s", r)
 	}
 	r = weft(t, 30*time.Second, nil, "get", "services", "--server", cp.URL, "--token", "nonsense")
 	if r.Code == 0 || !strings.Contains(r.Stderr, "token not recognised") || !oneLine(strings.TrimSpace(r.Stderr)) {
 		t.Fatalf("wrong token: %s", r)
 	}
-	// The local token file makes the CLI on this machine need no flag.
+	// The local token file and CA make the CLI on this machine need no flag.
 	if r := weft(t, 30*time.Second, nil, "apply", "-f", f, "--server", cp.URL); r.Code != 0 {
 		t.Fatalf("apply with the local token: %s", r)
+	}
+	// Sidecars export spans to the https receiver, verified by the CA
+	// they got with their certificate.
+	orders := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--trace-sampling", "1"}})
+	cp.WaitReady("orders", 1, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", orders.Name)
+	if !harness.Poll(eventually, func() bool {
+		mustGet(t, c, "orders", "/x", http.Header{"Traceparent": {"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}})
+		code, body, _ := harness.Get(cp.URL + "/api/v1/traces?service=orders")
+		return code == 200 && strings.Contains(body, "orders")
+	}) {
+		t.Fatalf("no spans reached the https receiver; orders says:\n%s", orders.Proc.Tail(20))
 	}
 }
 
@@ -396,7 +451,7 @@ func apiToken(t *testing.T, req *http.Request, cp *Control) {
 // A PeerAuthentication makes one service strict in a permissive mesh, and
 // deleting it makes it permissive again.
 func TestPeerAuthentication(t *testing.T) {
-	cp := StartControl(t)
+	cp := StartControl(t, "--mtls", "permissive")
 	orders := StartRun(t, cp, RunOpts{Service: "orders"})
 	cp.WaitReady("orders", 1, eventually)
 	client := StartClient(t, cp, nil)
@@ -545,4 +600,27 @@ func TestStrictControlRestart(t *testing.T) {
 		t.Fatalf("a registration was refused after the restart:\n%s", harness.Tail(out, 10, 4000))
 	}
 	mustGet(t, c, "orders", "/after-restart", nil)
+}
+
+// --mtls off, the benchmarks' and migrations' switch: sidecars dial each
+// other in plaintext (no handshake on either side) and traffic flows.
+func TestMTLSOff(t *testing.T) {
+	cp := StartControl(t, "--mtls", "off")
+	orders := StartRun(t, cp, RunOpts{Service: "orders"})
+	cp.WaitReady("orders", 1, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", orders.Name)
+	for range 10 {
+		mustGet(t, c, "orders", "/x", nil)
+	}
+	var id struct {
+		Mode      string `json:"mtlsMode"`
+		Hands     int64  `json:"handshakes"`
+		Plaintext int64  `json:"plaintextAccepted"`
+	}
+	getJSON(t, orders.AdminURL()+"/identity", &id)
+	if id.Mode != "off" || id.Plaintext < 1 || id.Hands != 0 {
+		t.Fatalf("orders with --mtls off: %+v, want mode off, plaintext connections and no handshake", id)
+	}
 }

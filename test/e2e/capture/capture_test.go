@@ -141,8 +141,10 @@ func TestCaptureInNetns(t *testing.T) {
 
 	// Fixed ports: the namespace is the test's own, nothing else binds in it.
 	data := t.TempDir()
+	// Its API stands in for a plain HTTP server outside the mesh, so it
+	// opts out of TLS and tokens (on by default off loopback).
 	ctl := n.start("control", bins.Weft, "control", "--grpc-addr", "127.0.0.1:15010", "--http-addr", "10.200.0.2:80",
-		"--data-dir", data, "--broker", "off")
+		"--data-dir", data, "--broker", "off", "--api-tls", "off", "--api-auth=false")
 	ready := func(p *harness.Proc, u string) {
 		t.Helper()
 		if !harness.Poll(30*time.Second, func() bool {

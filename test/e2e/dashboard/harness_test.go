@@ -97,7 +97,7 @@ func getJSON(t testing.TB, u string, out any) {
 func send(t testing.TB, method, u, body string) string {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, strings.NewReader(body))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := harness.Client.Do(req) // with the local token, as the CLI
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, u, err)
 	}

@@ -50,7 +50,10 @@ type mesh struct {
 func startMesh(t testing.TB, appPort int, appProtocol string, flags ...string) *mesh {
 	t.Helper()
 	m := &mesh{}
-	m.cp = harness.StartControl(t, bins.Weft, eventually, "--broker", "off")
+	// Permissive: these tests speak plaintext straight at the inbound
+	// listener to test its parsers, which a strict mesh (the default) refuses
+	// before parsing.
+	m.cp = harness.StartControl(t, bins.Weft, eventually, "--broker", "off", "--mtls", "permissive")
 	m.inbound, m.serverAdmin = harness.FreeAddr(t), harness.FreeAddr(t)
 	args := []string{"sidecar", "--control", m.cp.GRPCAddr, "--service", "back", "--app-port", strconv.Itoa(appPort),
 		"--inbound", m.inbound, "--outbound", "", "--admin", m.serverAdmin, "--otlp-endpoint", "none"}

@@ -14,7 +14,7 @@ import (
 type Control struct {
 	GRPCAddr string
 	HTTPAddr string
-	URL      string // http://HTTPAddr
+	URL      string // http://HTTPAddr, or https:// with --api-tls on
 	DataDir  string
 	Proc     *Proc // the current process; Restart replaces it
 
@@ -44,6 +44,9 @@ func StartControl(t testing.TB, weft string, wait time.Duration, flags ...string
 		c.args = append(c.args, flag, Addr(FreePort(t)))
 	}
 	c.args = append(c.args, flags...)
+	if apiTLS(flags) {
+		c.URL = "https://" + c.HTTPAddr
+	}
 	c.Restart()
 	return c
 }
@@ -98,4 +101,19 @@ func ControlListenFlags(weft string) []string {
 	}
 	listenFlags.of[weft] = flags
 	return flags
+}
+
+// apiTLS reports whether flags turn the API's TLS on (on loopback, where
+// the harness binds, it is off by default).
+func apiTLS(flags []string) bool {
+	on := false
+	for i, f := range flags {
+		switch {
+		case f == "--api-tls" && i+1 < len(flags):
+			on = flags[i+1] == "on"
+		case strings.HasPrefix(f, "--api-tls="):
+			on = f == "--api-tls=on"
+		}
+	}
+	return on
 }

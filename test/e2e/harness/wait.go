@@ -36,7 +36,9 @@ func PollEvery(d, interval time.Duration, cond func() bool) bool {
 
 // Client makes requests straight to a listener: no proxy, and no
 // keep-alive, so no pooled connection outlives the process it went to.
-var Client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
+// To a control plane it sends the local token and verifies its TLS, as
+// the CLI does (see Transport).
+var Client = &http.Client{Timeout: 5 * time.Second, Transport: Transport}
 
 // Get GETs u with Client and returns the status and the body.
 func Get(u string) (int, string, error) {

@@ -180,7 +180,8 @@ func (u *unit) metrics() string {
 
 // ---------------------------------------------------------------- HTTP
 
-var client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, Proxy: nil}}
+// The control plane's API gets the local token, as the CLI sends it.
+var client = &http.Client{Timeout: 30 * time.Second, Transport: harness.Authorized(&http.Transport{MaxIdleConnsPerHost: 64, Proxy: nil})}
 
 func httpDo(method, url string, body []byte, h http.Header) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(context.Background(), method, url, bytes.NewReader(body))
