@@ -117,7 +117,7 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	fmt.Println("CPU µs per message in the max runs (utime+stime; a loaded machine inflates them less than it does the rates):")
 	fmt.Println("  sidecars:", thr.cpu)
 	fmt.Println("  direct:  ", dthr.cpu)
-	fmt.Printf("and at %d msg/s (a fixed rate: the figure least moved by other load on the machine):\n", rate)
+	fmt.Printf("and at %d msg/s (per-message wake-ups, which a loaded machine makes dearer):\n", rate)
 	fmt.Println("  sidecars:", lat.cpu)
 	fmt.Println("  direct:  ", dlat.cpu)
 	fmt.Println("\nlatency: from the publish request starting to the subscriber's callback (sidecars)")
