@@ -16,6 +16,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -48,6 +49,7 @@ func main() {
 	size := flag.Int("size", 256, "payload bytes")
 	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of both sidecars during the max run to this directory")
 	flag.IntVar(&keys, "keys", 0, "publish through the sidecars with ordering keys, rotating over this many (0: no key)")
+	flag.IntVar(&batch, "batch", 1, "messages per publish request in the sidecars' max run (> 1: POST /v1/publish-batch, NDJSON)")
 	flag.Parse()
 	if err := run(*weft, *rate, *dur, *conc, *size); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/messaging:", err)
@@ -55,7 +57,10 @@ func main() {
 	}
 }
 
-var profileDir string
+var (
+	profileDir string
+	batch      int
+)
 
 type env struct {
 	admins   map[string]int // sidecar → admin port
@@ -114,6 +119,9 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	fmt.Println("CPU µs per message in the max runs (utime+stime; a loaded machine inflates them less than it does the rates):")
 	fmt.Println("  sidecars:", thr.cpu)
 	fmt.Println("  direct:  ", dthr.cpu)
+	fmt.Printf("and at %d msg/s (per-message wake-ups, which a loaded machine makes dearer):\n", rate)
+	fmt.Println("  sidecars:", lat.cpu)
+	fmt.Println("  direct:  ", dlat.cpu)
 	fmt.Println("\nlatency: from the publish request starting to the subscriber's callback (sidecars)")
 	fmt.Println("or to the consumer receiving it (direct); both clocks are this process's.")
 	fmt.Println("\"publish → 200\" is the app's publish request alone: the broker has stored the message.")
@@ -365,6 +373,35 @@ func (e *env) publishOnce(body []byte) error {
 	return nil
 }
 
+// publishBatch publishes n messages in one request to the batch endpoint;
+// every line carries its own publish timestamp, as publishOnce's body does.
+func (e *env) publishBatch(size, n int) error {
+	t0 := time.Now()
+	var b bytes.Buffer
+	for range n {
+		b.WriteString(`{"data":"`)
+		b.WriteString(base64.StdEncoding.EncodeToString(payload(size)))
+		b.WriteByte('"')
+		if keys > 0 {
+			b.WriteString(`,"key":"key-` + strconv.FormatUint(keySeq.Add(1)%uint64(keys), 10) + `"`)
+		}
+		b.WriteString("}\n")
+	}
+	resp, err := hc.Post(strings.Replace(e.pubURL, "/v1/publish/", "/v1/publish-batch/", 1), "application/x-ndjson", &b)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	pubLat.Lock()
+	pubLat.d = append(pubLat.d, time.Since(t0))
+	pubLat.Unlock()
+	if resp.StatusCode != 200 {
+		return errors.New(resp.Status)
+	}
+	return nil
+}
+
 // drain empties received until nothing arrives for quiet.
 func (e *env) drain(quiet time.Duration) {
 	for {
@@ -379,6 +416,11 @@ func (e *env) drain(quiet time.Duration) {
 // load publishes with fn: open loop at rate (rate > 0) or closed loop with
 // conc publishers, for dur; it returns how many were published.
 func load(rate int, dur time.Duration, conc int, fn func() error) (int64, error) {
+	return loadN(rate, dur, conc, 1, fn)
+}
+
+// loadN is load where every call of fn publishes per messages.
+func loadN(rate int, dur time.Duration, conc, per int, fn func() error) (int64, error) {
 	var n atomic.Int64
 	var firstErr atomic.Pointer[error]
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
@@ -396,7 +438,7 @@ func load(rate int, dur time.Duration, conc int, fn func() error) (int64, error)
 						firstErr.CompareAndSwap(nil, &err)
 						continue
 					}
-					n.Add(1)
+					n.Add(int64(per))
 				}
 			}()
 		}
@@ -426,7 +468,7 @@ func load(rate int, dur time.Duration, conc int, fn func() error) (int64, error)
 						firstErr.CompareAndSwap(nil, &err)
 						return
 					}
-					n.Add(1)
+					n.Add(int64(per))
 				}
 			}()
 		}
@@ -459,6 +501,9 @@ func (e *env) viaSidecars(rate int, dur time.Duration, size, conc int, max bool)
 	name := fmt.Sprintf("sidecars, %d msg/s", rate)
 	if max {
 		name = fmt.Sprintf("sidecars, max (%d publishers)", conc)
+		if batch > 1 {
+			name = fmt.Sprintf("sidecars, max (%d pub. × %d/batch)", conc, batch)
+		}
 	}
 	fmt.Fprintf(os.Stderr, "running: %s for %s…\n", name, dur)
 	cpu0 := e.cpuTimes()
@@ -470,6 +515,10 @@ func (e *env) viaSidecars(rate int, dur time.Duration, size, conc int, max bool)
 	var err error
 	go func() {
 		defer close(done)
+		if max && batch > 1 {
+			sent, err = loadN(rate, dur, conc, batch, func() error { return e.publishBatch(size, batch) })
+			return
+		}
 		sent, err = load(rate, dur, conc, func() error { return e.publishOnce(payload(size)) })
 	}()
 	if max && profileDir != "" {

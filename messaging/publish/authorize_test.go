@@ -30,10 +30,15 @@ func TestAuthorize(t *testing.T) {
 		{"closed", publish.CodeDenied, http.StatusForbidden},
 		{"unknown", publish.CodeBrokerUnavailable, http.StatusServiceUnavailable},
 	} {
-		req := strings.NewReader("x")
-		a := do(p, http.MethodPost, publish.PathPrefix+c.topic, req, nil)
-		if a.code != c.status || a.body["error"] != c.code {
-			t.Errorf("%s: %d %s; want %d %s", c.topic, a.code, a.raw, c.status, c.code)
+		for _, prefix := range []string{publish.PathPrefix, publish.BatchPrefix} {
+			body := "x"
+			if prefix == publish.BatchPrefix {
+				body = `{"text":"x"}` + "\n"
+			}
+			a := do(p, http.MethodPost, prefix+c.topic, strings.NewReader(body), nil)
+			if a.code != c.status || a.body["error"] != c.code {
+				t.Errorf("%s%s: %d %s; want %d %s", prefix, c.topic, a.code, a.raw, c.status, c.code)
+			}
 		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -87,6 +89,9 @@ type Publisher struct {
 	log    *slog.Logger
 	spans  messaging.Spans
 	budget *messaging.Budget // bytes of publishes in flight
+
+	mu  sync.Mutex // serialises replacing cur
+	cur atomic.Pointer[pubSession]
 }
 
 // New returns a Publisher.
@@ -134,8 +139,13 @@ func (e *Error) write(w http.ResponseWriter) {
 	(&proxy.MeshError{Status: e.Status, Code: e.Code, Message: e.Message, Err: e.Err}).Write(w)
 }
 
-// ServeHTTP serves POST /v1/publish/{topic}.
+// ServeHTTP serves POST /v1/publish/{topic} and POST
+// /v1/publish-batch/{topic}.
 func (p *Publisher) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if topic, ok := strings.CutPrefix(r.URL.Path, BatchPrefix); ok {
+		p.ServeBatch(w, r, topic)
+		return
+	}
 	topic, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 	if !ok {
 		(&Error{Status: http.StatusNotFound, Code: CodeNotFound,
@@ -216,18 +226,9 @@ func (p *Publisher) publishRequest(w http.ResponseWriter, r *http.Request, topic
 	if r.ContentLength > int64(max) {
 		return Result{}, tooLarge(r.ContentLength, max)
 	}
-	// Bound the memory of publishes in flight: a body of unknown length
-	// may be as large as the limit.
-	hold := int64(max)
-	if r.ContentLength >= 0 {
-		hold = r.ContentLength
-	}
-	wctx, cancel := context.WithTimeout(r.Context(), p.cfg.Timeout)
-	err := p.budget.Acquire(wctx, hold)
-	cancel()
+	hold, err := p.hold(r, int64(max))
 	if err != nil {
-		return Result{}, &Error{Status: http.StatusServiceUnavailable, Code: CodeBusy,
-			Message: fmt.Sprintf("publishes in flight hold the sidecar's %d bytes for %s; retry later", messaging.HeldBytes, p.cfg.Timeout)}
+		return Result{}, err
 	}
 	defer p.budget.Release(hold)
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(max)+1))
@@ -247,6 +248,23 @@ func (p *Publisher) publishRequest(w http.ResponseWriter, r *http.Request, topic
 	}
 	parent := p.spans.Extract(r.Context(), r.Header)
 	return p.Publish(parent, topic, body, hdr)
+}
+
+// hold takes the bytes of r's body from the budget of publishes in
+// flight (bounding their memory): a body of unknown length may be as
+// large as max. The caller releases them.
+func (p *Publisher) hold(r *http.Request, max int64) (int64, error) {
+	n := max
+	if r.ContentLength >= 0 {
+		n = r.ContentLength
+	}
+	wctx, cancel := context.WithTimeout(r.Context(), p.cfg.Timeout)
+	defer cancel()
+	if err := p.budget.Acquire(wctx, n); err != nil {
+		return 0, &Error{Status: http.StatusServiceUnavailable, Code: CodeBusy,
+			Message: fmt.Sprintf("publishes in flight hold the sidecar's %d bytes for %s; retry later", messaging.HeldBytes, p.cfg.Timeout)}
+	}
+	return n, nil
 }
 
 func tooLarge(n int64, max int) *Error {
@@ -315,32 +333,70 @@ func printable(s string) bool {
 // broker has acknowledged it. The publish is a span in ctx's trace, and
 // that span's context travels in the message.
 func (p *Publisher) Publish(ctx context.Context, topic string, body []byte, hdr nats.Header) (Result, error) {
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
-	defer cancel()
-	id := hdr.Get(messaging.HdrMsgID)
-	ctx, span := p.spans.Start(ctx, "publish "+topic, trace.SpanKindProducer)
-	span.SetAttributes(
-		attribute.String("messaging.system", "nats"),
-		attribute.String("messaging.operation.type", "send"),
-		attribute.String("messaging.destination.name", topic),
-		attribute.String("messaging.message.id", id),
-		attribute.Int("messaging.message.body.size", len(body)),
-	)
-	defer span.End()
-	res, err := p.publish(ctx, topic, body, hdr)
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, err.Error())
-		return res, err
-	}
-	span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(res.Sequence)), attribute.Bool("messaging.duplicate", res.Duplicate))
-	if p.cfg.Metrics != nil && !res.Duplicate {
-		p.cfg.Metrics.Published.WithLabelValues(p.cfg.Metrics.Topic(topic)).Inc()
-	}
-	return res, nil
+	out := p.PublishAll(ctx, topic, []Message{{Body: body, Header: hdr}})
+	return out[0].Result, out[0].Err
 }
 
-func (p *Publisher) publish(ctx context.Context, topic string, body []byte, hdr nats.Header) (Result, error) {
+// Message is one message of PublishAll: its payload and its headers as
+// built by Headers.
+type Message struct {
+	Body   []byte
+	Header nats.Header
+}
+
+// Outcome is what became of one message of PublishAll: stored (Err nil,
+// Result set) or not, or not known (a broker timeout).
+type Outcome struct {
+	Result
+	Err error
+}
+
+// PublishAll stores msgs on topic, in order, and returns once the broker
+// has acknowledged or refused each of them (or Timeout passed). The
+// messages are sent back to back on the broker connection without waiting
+// for each other's acks (JetStream async publish): the connection carries
+// one message after the other, so the stream stores them in the order
+// given, and every ack is waited for before PublishAll returns, so an
+// Outcome without Err means the broker has stored the message. Concurrent
+// calls share the connection's window of acks in flight.
+func (p *Publisher) PublishAll(ctx context.Context, topic string, msgs []Message) []Outcome {
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	out := make([]Outcome, len(msgs))
+	spans := make([]trace.Span, len(msgs))
+	sends := make([]*nats.Msg, len(msgs))
+	for i, m := range msgs {
+		mctx, span := p.spans.Start(ctx, "publish "+topic, trace.SpanKindProducer)
+		span.SetAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "send"),
+			attribute.String("messaging.destination.name", topic),
+			attribute.String("messaging.message.id", m.Header.Get(messaging.HdrMsgID)),
+			attribute.Int("messaging.message.body.size", len(m.Body)),
+		)
+		spans[i] = span
+		sends[i] = p.message(mctx, topic, m.Body, m.Header)
+		out[i].ID, out[i].Topic = m.Header.Get(messaging.HdrMsgID), topic
+	}
+	p.store(ctx, sends, out)
+	for i, span := range spans {
+		if err := out[i].Err; err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		} else {
+			span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(out[i].Sequence)), attribute.Bool("messaging.duplicate", out[i].Duplicate))
+			if p.cfg.Metrics != nil && !out[i].Duplicate {
+				p.cfg.Metrics.Published.WithLabelValues(p.cfg.Metrics.Topic(topic)).Inc()
+			}
+		}
+		span.End()
+	}
+	return out
+}
+
+// message is the broker message for one publish, with Weft's headers and
+// the trace context of ctx.
+func (p *Publisher) message(ctx context.Context, topic string, body []byte, hdr nats.Header) *nats.Msg {
 	if p.cfg.Source != "" {
 		hdr.Set(messaging.HdrSource, p.cfg.Source)
 	}
@@ -349,30 +405,134 @@ func (p *Publisher) publish(ctx context.Context, topic string, body []byte, hdr 
 		hdr.Set(messaging.HdrID, hdr.Get(messaging.HdrMsgID))
 	}
 	p.spans.Inject(ctx, http.Header(hdr))
-	msg := &nats.Msg{Subject: messaging.SubjectFor(topic, hdr.Get(messaging.HdrKey)), Data: body, Header: hdr}
-	id := hdr.Get(messaging.HdrMsgID)
+	return &nats.Msg{Subject: messaging.SubjectFor(topic, hdr.Get(messaging.HdrKey)), Data: body, Header: hdr}
+}
 
-	sess, err := p.cfg.Conn.Wait(ctx)
-	if err != nil {
-		return Result{}, &Error{Status: http.StatusServiceUnavailable, Code: CodeBrokerUnavailable, Message: "the message was not stored", Err: err}
-	}
-	if limit := sess.NC.MaxPayload(); limit > 0 && int64(len(body)+headerSize(hdr)) > limit {
-		return Result{}, &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
-			Message: fmt.Sprintf("message and headers are %d bytes, more than the broker's max_payload %d", len(body)+headerSize(hdr), limit)}
-	}
-	for try := 0; ; try++ {
-		ack, err := sess.JS.PublishMsg(ctx, msg, jetstream.WithExpectStream(messaging.StreamName))
-		if err == nil {
-			return Result{ID: id, Topic: topic, Sequence: ack.Sequence, Duplicate: ack.Duplicate}, nil
-		}
-		if try == 0 && errors.Is(err, jetstream.ErrNoStreamResponse) {
-			// No stream yet (a fresh external broker): create it, once.
-			if _, serr := messaging.EnsureStream(ctx, sess.JS, p.maxBytes()); serr == nil {
-				continue
+// store sends msgs and waits for their acks, filling out (Topic and ID
+// already set).
+func (p *Publisher) store(ctx context.Context, msgs []*nats.Msg, out []Outcome) {
+	fail := func(i int, e error) {
+		for ; i < len(out); i++ {
+			if out[i].Err == nil {
+				out[i].Err = e
 			}
 		}
-		return Result{}, classify(err)
 	}
+	sess, js, err := p.session(ctx)
+	if err != nil {
+		fail(0, &Error{Status: http.StatusServiceUnavailable, Code: CodeBrokerUnavailable, Message: "the message was not stored", Err: err})
+		return
+	}
+	limit := sess.NC.MaxPayload()
+	todo := make([]int, 0, len(msgs))
+	for i, m := range msgs {
+		if n := int64(len(m.Data) + headerSize(m.Header)); limit > 0 && n > limit {
+			out[i].Err = &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge,
+				Message: fmt.Sprintf("message and headers are %d bytes, more than the broker's max_payload %d", n, limit)}
+			continue
+		}
+		todo = append(todo, i)
+	}
+	for try := 0; len(todo) > 0; try++ {
+		futs := make([]jetstream.PubAckFuture, len(todo))
+		for j, i := range todo {
+			wait := time.Until(deadline(ctx))
+			if wait <= 0 {
+				out[i].Err = classify(context.DeadlineExceeded)
+				continue
+			}
+			// No retries inside the client: a retried message would be
+			// stored after the ones sent behind it. A missing stream is
+			// handled below, once, for the whole batch.
+			futs[j], err = js.PublishMsgAsync(msgs[i], jetstream.WithExpectStream(messaging.StreamName),
+				jetstream.WithRetryAttempts(0), jetstream.WithStallWait(wait))
+			if err != nil {
+				out[i].Err = classify(err)
+			}
+		}
+		var again []int
+		for j, i := range todo {
+			if futs[j] == nil {
+				continue
+			}
+			ack, err := awaitAck(ctx, futs[j])
+			switch {
+			case err == nil:
+				out[i].Sequence, out[i].Duplicate, out[i].Err = ack.Sequence, ack.Duplicate, nil
+			case try == 0 && (errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders)):
+				again = append(again, i)
+			default:
+				out[i].Err = classify(err)
+			}
+		}
+		if len(again) == 0 {
+			return
+		}
+		// No stream yet (a fresh external broker): create it, once, and
+		// send again what it refused.
+		if _, serr := messaging.EnsureStream(ctx, js, p.maxBytes()); serr != nil {
+			for _, i := range again {
+				out[i].Err = classify(jetstream.ErrNoStreamResponse)
+			}
+			return
+		}
+		todo = again
+	}
+}
+
+func deadline(ctx context.Context) time.Time {
+	d, ok := ctx.Deadline()
+	if !ok {
+		return time.Now().Add(DefaultTimeout)
+	}
+	return d
+}
+
+// awaitAck waits for the broker's answer to one async publish.
+func awaitAck(ctx context.Context, f jetstream.PubAckFuture) (*jetstream.PubAck, error) {
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// pubSession is a broker session with the publisher's own JetStream
+// context: async publishes with a bounded window of acks in flight, each
+// given up after the publisher's timeout (so an ack that never comes
+// does not hold a slot for ever).
+type pubSession struct {
+	sess *messaging.Session
+	js   jetstream.JetStream
+}
+
+// MaxAcksInFlight bounds the messages a sidecar has sent to the broker and
+// not yet seen acknowledged; a publish beyond it waits for room (within
+// its timeout).
+const MaxAcksInFlight = 4096
+
+func (p *Publisher) session(ctx context.Context) (*messaging.Session, jetstream.JetStream, error) {
+	sess, err := p.cfg.Conn.Wait(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cur := p.cur.Load(); cur != nil && cur.sess == sess {
+		return sess, cur.js, nil
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if cur := p.cur.Load(); cur != nil && cur.sess == sess {
+		return sess, cur.js, nil
+	}
+	js, err := jetstream.New(sess.NC, jetstream.WithPublishAsyncMaxPending(MaxAcksInFlight), jetstream.WithPublishAsyncTimeout(p.cfg.Timeout))
+	if err != nil {
+		return nil, nil, err
+	}
+	p.cur.Store(&pubSession{sess: sess, js: js})
+	return sess, js, nil
 }
 
 func headerSize(h nats.Header) int {
@@ -395,7 +555,10 @@ func classify(err error) *Error {
 		return &Error{Status: http.StatusRequestEntityTooLarge, Code: CodeTooLarge, Message: "the stream refused the message's size", Err: err}
 	case errors.As(err, &apiErr):
 		return &Error{Status: http.StatusBadGateway, Code: CodeBrokerError, Message: "the broker refused the message", Err: err}
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+	case errors.Is(err, jetstream.ErrTooManyStalledMsgs):
+		return &Error{Status: http.StatusServiceUnavailable, Code: CodeBusy,
+			Message: fmt.Sprintf("%d messages are waiting for the broker's ack; retry later", MaxAcksInFlight), Err: err}
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout), errors.Is(err, jetstream.ErrAsyncPublishTimeout):
 		return &Error{Status: http.StatusGatewayTimeout, Code: CodeBrokerTimeout,
 			Message: "no acknowledgement from the broker in time; the message may or may not be stored (retrying with the same X-Weft-Message-Id is safe)", Err: err}
 	}

@@ -21,7 +21,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func newPublisher(t *testing.T, url func() string, max int) *publish.Publisher {
+func newPublisher(t testing.TB, url func() string, max int) *publish.Publisher {
 	t.Helper()
 	conn := messaging.NewConn(messaging.ConnConfig{URL: url, Poll: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -192,6 +192,8 @@ func (c *conn) serveRequest() action {
 		return actClose
 	case c.m.upgrade && s.Fallback != nil && !c.tunnels():
 		return c.handoff(start)
+	case s.handoff != nil && s.Fallback != nil && s.handoff.HandOff(&c.req):
+		return c.handoff(start)
 	}
 	c.in.r = start + n
 	c.reqStart = c.in.consumed() - int64(n)

@@ -270,6 +270,18 @@ type Retrier interface {
 	Answered(req *Request, d *Decision, resp *Response, err error) bool
 }
 
+// Handoffer is an optional Router capability: HandOff, called before
+// Route, reports that req is to be served, with the rest of its
+// connection, by the Server's Fallback (as an Upgrade is). A sidecar hands
+// off the requests it answers itself (messaging's /v1/publish): its
+// net/http handler then reads them straight from the app's connection,
+// where forwarding them would cost a loopback hop and a second parse per
+// request. The request's fields alias the read buffer, valid during the
+// call.
+type Handoffer interface {
+	HandOff(req *Request) bool
+}
+
 // Router decides where requests go. Its methods are called from the
 // connection's goroutine, never concurrently for one connection.
 type Router interface {

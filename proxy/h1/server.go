@@ -51,6 +51,7 @@ type Server struct {
 	Dial func(addr string) (net.Conn, error)
 
 	initOnce   sync.Once
+	handoff    Handoffer // Router's, if it has the capability
 	lim        Limits
 	log        *slog.Logger
 	ups        upstreams
@@ -73,6 +74,7 @@ func (s *Server) init() {
 	}
 	s.ups.init(&s.lim)
 	s.ups.dial = s.Dial
+	s.handoff, _ = s.Router.(Handoffer)
 	s.listeners = map[net.Listener]struct{}{}
 	s.conns = map[*conn]struct{}{}
 }
