@@ -104,6 +104,9 @@ func (c *conn) writeResponseHead(mode int) {
 	writeFields(o, r.fields, r.hop, c.d.RespSet)
 	for i := range c.d.RespSet {
 		f := &c.d.RespSet[i]
+		if len(f.Value) == 0 {
+			continue // removes the upstream's field (see Decision.RespSet)
+		}
 		o.write(f.Name)
 		o.writeString(": ")
 		o.write(f.Value)
@@ -185,6 +188,9 @@ func (c *conn) writeAnswer(status int, header []Field, body []byte) int {
 		o.writeString("\r\n")
 	}
 	for i := range respSet {
+		if len(respSet[i].Value) == 0 {
+			continue
+		}
 		o.write(respSet[i].Name)
 		o.writeString(": ")
 		o.write(respSet[i].Value)
