@@ -281,3 +281,47 @@ func TestInFlightBalanced(t *testing.T) {
 		}
 	}
 }
+
+// TestPendingRequests: with maxRequests reached a request waits (one of at
+// most maxPendingRequests) and goes once a slot frees; one more overflows
+// at once with 503 overflow naming both limits.
+func TestPendingRequests(t *testing.T) {
+	spec := &resource.TrafficPolicySpec{Service: "orders", Timeout: "5s",
+		CircuitBreaker: &resource.CircuitBreaker{MaxRequests: 1, MaxPendingRequests: 1}}
+	d := dest(t, 2, spec)
+	p := New(Config{Resolver: fixed{d}})
+	first := &Call{}
+	if e := p.Start(first, &req{method: "GET"}, time.Now()); e != nil {
+		t.Fatal(e)
+	}
+	waited := make(chan *MeshError, 1)
+	second := &Call{}
+	go func() { waited <- p.Start(second, &req{method: "GET"}, time.Now()) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, _, n := d.Traffic.Live.Breaker.Counts(); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second request is not waiting")
+		}
+	}
+	third := &Call{}
+	e := p.Start(third, &req{method: "GET"}, time.Now())
+	if e == nil || e.Status != 503 || e.Code != CodeOverflow || !strings.Contains(e.Message, "maxRequests 1") || !strings.Contains(e.Message, "maxPendingRequests 1") {
+		t.Fatalf("third request: %+v, want 503 overflow naming maxRequests 1 and maxPendingRequests 1", e)
+	}
+	p.End(third)
+	p.End(first)
+	select {
+	case e := <-waited:
+		if e != nil {
+			t.Fatalf("the waiting request: %v, want it admitted", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting request was not admitted when the slot freed")
+	}
+	p.End(second)
+	if r, c, n := d.Traffic.Live.Breaker.Counts(); r != 0 || c != 0 || n != 0 {
+		t.Errorf("breaker counts %d %d %d, want 0", r, c, n)
+	}
+}
