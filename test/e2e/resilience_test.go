@@ -34,6 +34,19 @@ func applyYAML(t *testing.T, cp *Control, manifest string) {
 	time.Sleep(propagation + settle)
 }
 
+// ordersV1V2Route starts a Route for orders with subsets v1 and v2 (by
+// --version); the rules follow.
+const ordersV1V2Route = `apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  service: orders
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  rules:
+`
+
 func policyDoc(service, body string) string {
 	return fmt.Sprintf("apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata:\n  name: %s\nspec:\n  service: %s\n%s", service, service, body)
 }
@@ -186,7 +199,7 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 	waitAllServing(t, c, "orders", good1.Name, good2.Name)
 
 	const n = 5000
-	var ejectedSeen, statsSeen, servicesSeen atomic.Value
+	var ejectedSeen, statsSeen, servicesSeen, statSeen atomic.Value
 	stop := make(chan struct{})
 	watched := make(chan struct{})
 	go func() {
@@ -203,6 +216,13 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 			if st, sv := controlEjections(t, cp, "orders"); len(st) > 0 || len(sv) > 0 {
 				if len(st) > 0 {
 					statsSeen.Store(st)
+					// What a user sees: weft stat lists the ejection with its reason.
+					if statSeen.Load() == nil {
+						if r := weft(t, 30*time.Second, nil, "stat", "orders", "--server", cp.URL); r.Code == 0 &&
+							regexp.MustCompile(`(?m)^orders +orders-bad +consecutive_5xx +web/web-caller$`).MatchString(r.Stdout) {
+							statSeen.Store(r.Stdout)
+						}
+					}
 				}
 				if len(sv) > 0 {
 					servicesSeen.Store(sv)
@@ -232,6 +252,11 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 		if len(got) == 0 || got[0] != want {
 			t.Errorf("the control plane's %s never showed %q as ejected (saw %v)", what, want, got)
 		}
+	}
+	if out, _ := statSeen.Load().(string); out == "" {
+		t.Errorf("weft stat orders never listed orders-bad as ejected (consecutive_5xx, by web/web-caller)")
+	} else {
+		t.Logf("weft stat orders:\n%s", out)
 	}
 	if ej := metricSum(t, client, "weft_outlier_ejections_total", `destination_service="orders"`); ej < 1 {
 		t.Errorf("weft_outlier_ejections_total = %v, want ≥ 1", ej)
@@ -309,15 +334,17 @@ func TestRetryBudget(t *testing.T) {
 // TestBreakerAndTimeouts: past maxRequests a request is answered 503
 // overflow at once; a try that takes longer than perTryTimeout is retried
 // and, when every try does, answered 504 upstream_timeout.
-func TestBreakerAndTimeouts(t *testing.T) {
-	cp, _, client, c := startOrders(t, 2)
-	applyYAML(t, cp, policyDoc("orders", `  timeout: 1500ms
+const breakerPolicy = `  timeout: 1500ms
   circuitBreaker: {maxRequests: 2}
   retries:
     attempts: 1
     retryOn: [gateway-error]
     perTryTimeout: 300ms
-`))
+`
+
+func TestBreakerAndTimeouts(t *testing.T) {
+	cp, _, client, c := startOrders(t, 2)
+	applyYAML(t, cp, policyDoc("orders", breakerPolicy))
 	t.Run("overflow", func(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 2 {
@@ -339,6 +366,33 @@ func TestBreakerAndTimeouts(t *testing.T) {
 		if n := metricSum(t, client, "weft_circuit_overflow_total", `destination_service="orders"`); n < 1 {
 			t.Errorf("weft_circuit_overflow_total = %v", n)
 		}
+	})
+	t.Run("pending", func(t *testing.T) {
+		applyYAML(t, cp, policyDoc("orders", "  timeout: 5s\n  circuitBreaker: {maxRequests: 1, maxPendingRequests: 1}\n"))
+		slow := make(chan Result, 1)
+		go func() { slow <- meshGet(c, "orders", "/slow?sleep=1s", nil) }()
+		time.Sleep(200 * time.Millisecond)
+		waiting := make(chan Result, 1)
+		go func() { waiting <- meshGet(c, "orders", "/waits", nil) }()
+		time.Sleep(200 * time.Millisecond)
+		r := meshGet(c, "orders", "/x", nil)
+		if r.Status != 503 || r.Header.Get("X-Weft-Error") != "overflow" || !strings.Contains(string(r.Body), "maxPendingRequests 1 waiting") {
+			t.Errorf("third request (one in flight, one waiting): %s, want 503 overflow naming maxPendingRequests 1", r)
+		}
+		if d := r.End.Sub(r.Start); d > 500*time.Millisecond {
+			t.Errorf("overflow answered after %s, want at once", d)
+		}
+		if s := <-slow; !s.OK() {
+			t.Errorf("the request holding the slot: %s", s)
+		}
+		w := <-waiting
+		if !w.OK() {
+			t.Errorf("the waiting request: %s, want it sent once the slot freed", w)
+		}
+		if d := w.End.Sub(w.Start); d < 400*time.Millisecond {
+			t.Errorf("the waiting request was answered after %s, before the slot it waited for freed", d)
+		}
+		applyYAML(t, cp, policyDoc("orders", breakerPolicy))
 	})
 	t.Run("per-try timeout", func(t *testing.T) {
 		r := meshGet(c, "orders", "/slow?sleep=2s", nil)
@@ -473,6 +527,47 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// TestRateLimitPerRoute: a Route rule's rateLimit holds for the requests it
+// matches, at each instance, in place of the TrafficPolicy's (which keeps
+// holding for the rest).
+func TestRateLimitPerRoute(t *testing.T) {
+	cp, _, _, c := startOrders(t, 1)
+	applyYAML(t, cp, policyDoc("orders", "  rateLimit: {requestsPerSecond: 1000, burst: 1000}\n")+`---
+apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  service: orders
+  rules:
+  - match: {path: {prefix: /export}}
+    rateLimit: {requestsPerSecond: 5, burst: 2}
+`)
+	count := func(path string) (ok, limited int, secs float64) {
+		start := time.Now()
+		rs := <-Load(c, "orders", LoadOpts{Workers: 3, MaxPerWorker: 1000, Duration: 2 * time.Second, Pause: 20 * time.Millisecond,
+			Path: func(int, int) string { return path }}, nil)
+		for _, r := range rs {
+			switch {
+			case r.OK():
+				ok++
+			case r.Status == 429 && r.Header.Get("X-Weft-Error") == "rate_limited" && strings.Contains(string(r.Body), "route orders rule 0"):
+				limited++
+			default:
+				t.Fatalf("%s: unexpected answer: %s", path, r)
+			}
+		}
+		return ok, limited, time.Since(start).Seconds()
+	}
+	ok, limited, secs := count("/export/all")
+	t.Logf("/export: %d passed, %d limited in %.1fs", ok, limited, secs)
+	if max := 2 + 5*secs*1.3; float64(ok) > max || float64(ok) < 5*secs*0.5 || limited == 0 {
+		t.Errorf("/export: %d passed and %d limited in %.1fs, want about 5/s plus a burst of 2 (at most %.0f)", ok, limited, secs, max)
+	}
+	if ok, limited, _ := count("/other"); limited != 0 || ok == 0 {
+		t.Errorf("/other (the TrafficPolicy's 1000/s): %d passed, %d limited, want none limited", ok, limited)
+	}
+}
+
 // TestRoutes: a Route's header canary routes exactly, a 90/10 split stays
 // within statistical bounds, an injected abort answers fault_injected and
 // an injected delay shows in the caller's latency but not the callee's.
@@ -485,16 +580,7 @@ func TestRoutes(t *testing.T) {
 	client := StartClient(t, cp, nil)
 	c := proxyClient(client.OutboundAddr())
 	waitAllServing(t, c, "orders", v1a.Name, v1b.Name, v2.Name)
-	applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
-kind: Route
-metadata: {name: orders}
-spec:
-  service: orders
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-  rules:
-  - match: {headers: [{name: x-canary, exact: "1"}]}
+	applyYAML(t, cp, ordersV1V2Route+`  - match: {headers: [{name: x-canary, exact: "1"}]}
     backends: [{subset: v2, weight: 1}]
   - match: {path: {prefix: /abort}}
     fault: {abort: {percent: 100, status: 418}}
@@ -507,6 +593,17 @@ spec:
 			if r := mustGet(t, c, "orders", "/c", http.Header{"X-Canary": {"1"}}); r.Name != v2.Name {
 				t.Fatalf("request %d with x-canary: 1 went to %s, want %s (v2)", i+1, r.Name, v2.Name)
 			}
+		}
+	})
+	t.Run("load report consumed", func(t *testing.T) {
+		// Every callee's sidecar reports its load (x-weft-load) to the
+		// caller's sidecar, which uses it and strips it: the app never sees it.
+		r := meshGet(c, "orders", "/load-report", nil)
+		if !r.OK() {
+			t.Fatalf("GET: %s", r)
+		}
+		if v, ok := r.Header["X-Weft-Load"]; ok {
+			t.Errorf("the caller's app got x-weft-load %q, want it consumed by its sidecar", v)
 		}
 	})
 	t.Run("split 90/10", func(t *testing.T) {
@@ -583,6 +680,60 @@ spec:
 	})
 }
 
+// TestRouteHashSticky: with consistent_hash on a header key, a Route's
+// weighted split is chosen from the key: moving the weights from 50/50 to
+// 60/40 moves only about 10% of the keys to the other subset, and every key
+// that stays in its subset stays on its instance.
+func TestRouteHashSticky(t *testing.T) {
+	cp := StartControl(t)
+	var all []*Sidecar
+	version := map[string]string{}
+	for _, v := range []string{"v1", "v1", "v2", "v2"} {
+		s := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", v}})
+		all = append(all, s)
+		version[s.Name] = v
+	}
+	cp.WaitReady("orders", 4, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", names(all)...)
+	split := func(w1, w2 int) string {
+		return policyYAML("orders", "orders", "consistent_hash", "header:x-user-id") + "---\n" + ordersV1V2Route + fmt.Sprintf(`  - backends: [{subset: v1, weight: %d}, {subset: v2, weight: %d}]
+`, w1, w2)
+	}
+	ks := userKeys(400)
+	applyYAML(t, cp, split(50, 50))
+	before := keyMap(t, c, ks)
+	if again := keyMap(t, c, ks); fmt.Sprint(again) != fmt.Sprint(before) {
+		t.Fatalf("at unchanged weights keys moved")
+	}
+	applyYAML(t, cp, split(60, 40))
+	after := keyMap(t, c, ks)
+	moved, v1 := 0, 0
+	for _, k := range ks {
+		if version[before[k]] == "v1" {
+			v1++
+		}
+		switch {
+		case version[before[k]] != version[after[k]]:
+			moved++
+			if version[before[k]] != "v2" {
+				t.Errorf("key %s moved from v1 (%s) to v2 (%s) when v1's weight grew", k, before[k], after[k])
+			}
+		case before[k] != after[k]:
+			t.Errorf("key %s stayed in %s but moved from %s to %s", k, version[before[k]], before[k], after[k])
+		}
+	}
+	t.Logf("400 keys: %d on v1 at 50/50; %d changed subsets at 60/40", v1, moved)
+	// 10% of 400 is 40, σ = 6: ± 4σ.
+	if moved < 16 || moved > 64 {
+		t.Errorf("%d of 400 keys changed subsets, want about 40 (10%%)", moved)
+	}
+	if v1 < 150 || v1 > 250 {
+		t.Errorf("%d of 400 keys on v1 at 50/50, want about 200", v1)
+	}
+}
+
 // TestMirror: the mirrored subset receives a copy of every request while
 // the primary's answers do not wait for the (slow) copies.
 func TestMirror(t *testing.T) {
@@ -592,16 +743,7 @@ func TestMirror(t *testing.T) {
 	cp.WaitReady("orders", 2, eventually)
 	client := StartClient(t, cp, nil)
 	c := proxyClient(client.OutboundAddr())
-	applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
-kind: Route
-metadata: {name: orders}
-spec:
-  service: orders
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-  rules:
-  - backends: [{subset: v1, weight: 1}]
+	applyYAML(t, cp, ordersV1V2Route+`  - backends: [{subset: v1, weight: 1}]
     mirror: {subset: v2, percent: 100}
 `)
 	before := served(t, shadow)
@@ -622,6 +764,52 @@ spec:
 		t.Errorf("the mirror received %d copies of %d requests", got, n)
 	}
 	t.Logf("%d requests: slowest primary %s; mirror received %d copies", n, slowest, got)
+
+	t.Run("bodies", func(t *testing.T) {
+		bodyBytes := func() int64 {
+			var v struct{ BodyBytes int64 }
+			if err := json.Unmarshal([]byte(appControl(t, shadow, "/_control/count")), &v); err != nil {
+				t.Fatal(err)
+			}
+			return v.BodyBytes
+		}
+		post := func(size int) {
+			t.Helper()
+			req, _ := http.NewRequest("POST", "http://orders/upload", strings.NewReader(strings.Repeat("b", size)))
+			start := time.Now()
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Instance") == "" {
+				t.Fatalf("POST %d bytes: %d", size, resp.StatusCode)
+			}
+			if d := time.Since(start); d > 700*time.Millisecond {
+				t.Errorf("POST %d bytes answered after %s: the 1s copy slowed it", size, d)
+			}
+		}
+		before, skipped := bodyBytes(), metricSum(t, client, "weft_mirror_skipped_total", `destination_service="orders"`)
+		// 3,000 bytes: a held body over ~4 KiB sent to a reused upstream
+		// connection is an open h1 bug (400 invalid request target).
+		for range 5 {
+			post(3_000)
+		}
+		var got int64
+		if !poll(eventually, 100*time.Millisecond, func() bool { got = bodyBytes() - before; return got >= 15_000 }) || got != 15_000 {
+			t.Errorf("the mirror received %d body bytes of 5 × 3,000 (bodies up to maxBodyBytes are copied)", got)
+		}
+		post(100 << 10) // over the default 64 KiB: not copied
+		if !poll(eventually, 100*time.Millisecond, func() bool {
+			return metricSum(t, client, "weft_mirror_skipped_total", `destination_service="orders"`) >= skipped+1
+		}) {
+			t.Errorf("a 100 KiB body's copy was not counted in weft_mirror_skipped_total")
+		}
+		time.Sleep(1500 * time.Millisecond) // a copy would have arrived (1s delay)
+		if got := bodyBytes() - before; got != 15_000 {
+			t.Errorf("after a 100 KiB POST the mirror has %d body bytes, want 15,000 (no copy over maxBodyBytes)", got)
+		}
+	})
 }
 
 // TestActiveHealthCheck: with outlierDetection.healthCheck the calling
