@@ -274,8 +274,9 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		u := *req.URL
 		u.Host = addr
 		out.URL = &u
-		if c.GRPCDeadline() {
-			// The caller's deadline, less what the mesh has spent of it.
+		if c.GRPCDeadline() || (c.GRPC && req.Header.Get("Grpc-Timeout") != "") {
+			// The call's deadline — the caller's or, when shorter, the
+			// policy's — less what the mesh has spent of it.
 			out.Header = req.Header.Clone()
 			out.Header.Set("Grpc-Timeout", pipeline.FormatGRPCTimeout(c.Remaining(now)))
 		}

@@ -890,3 +890,80 @@ func TestSuccessRateEjection(t *testing.T) {
 		t.Errorf("while ejected (20s): %d of %d failed:%s", len(fails), len(rs), describe(fails, 3))
 	}
 }
+
+// TestGRPCDeadlineAndIdle: over gRPC behind two sidecars, the policy's
+// timeout shorter than the caller's grpc-timeout is what the server is told
+// (a smaller grpc-timeout), a call the server outlives is answered
+// DEADLINE_EXCEEDED with x-weft-error: upstream_timeout, and a stream idle
+// past idleTimeout is cut.
+func TestGRPCDeadlineAndIdle(t *testing.T) {
+	cp := StartControl(t)
+	StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc"}})
+	cp.WaitReady("echo-grpc", 1, eventually)
+	client := StartClient(t, cp, nil)
+	cc, err := grpc.NewClient(client.OutboundAddr(), grpc.WithAuthority("echo-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	tc := testpb.NewTestServiceClient(cc)
+	applyYAML(t, cp, policyDoc("echo-grpc", "  timeout: 1s\n  idleTimeout: 500ms\n"))
+
+	t.Run("grpc-timeout passed on", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{FillServerId: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ms int
+		if _, err := fmt.Sscanf(resp.ServerId, "deadline-ms=%d", &ms); err != nil || ms <= 0 || ms > 1000 {
+			t.Fatalf("the server saw %q; want a grpc-timeout of at most the policy's 1s (the client sent 5s)", resp.ServerId)
+		}
+		t.Logf("client sent grpc-timeout 5s; the server had %dms left", ms)
+	})
+	t.Run("deadline exceeded", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		st, err := tc.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 1, IntervalUs: 3_000_000}}})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		took := time.Since(start)
+		var weftErr string
+		if st != nil {
+			hdr, _ := st.Header()
+			weftErr = strings.Join(append(hdr.Get("x-weft-error"), st.Trailer().Get("x-weft-error")...), "")
+		}
+		if status.Code(err) != codes.DeadlineExceeded || weftErr != "upstream_timeout" {
+			t.Fatalf("a call the server takes 3s over: %v (x-weft-error %q), want DEADLINE_EXCEEDED upstream_timeout", err, weftErr)
+		}
+		if took < 900*time.Millisecond || took > 2500*time.Millisecond {
+			t.Errorf("answered after %s, want about the policy's 1s", took)
+		}
+	})
+	t.Run("idle stream cut", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := tc.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 4_000_000}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatalf("first message: %v", err)
+		}
+		start := time.Now()
+		_, err = st.Recv()
+		took := time.Since(start)
+		if err == nil || status.Code(err) == codes.OK {
+			t.Fatalf("after a 4s stall the stream went on (%v), want it cut at idleTimeout 500ms", err)
+		}
+		if took > 3*time.Second {
+			t.Errorf("stream cut after %s, want about idleTimeout 500ms (the server stalls 4s)", took)
+		}
+		t.Logf("stalled stream cut after %s: %v", took.Round(time.Millisecond), err)
+	})
+}

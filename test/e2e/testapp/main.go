@@ -373,12 +373,17 @@ func (testServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*te
 	if err := echoStatus(req.ResponseStatus); err != nil {
 		return nil, err
 	}
-	return &testpb.SimpleResponse{
+	resp := &testpb.SimpleResponse{
 		Payload:    req.GetPayload(),
 		Username:   *name,
 		OauthScope: instanceID(),
 		Hostname:   *name,
-	}, nil
+	}
+	if dl, ok := ctx.Deadline(); ok && req.FillServerId {
+		// What is left of the grpc-timeout the call arrived with, in ms.
+		resp.ServerId = "deadline-ms=" + strconv.FormatInt(time.Until(dl).Milliseconds(), 10)
+	}
+	return resp, nil
 }
 
 func pattern(n int32) []byte {
