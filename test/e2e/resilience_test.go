@@ -967,3 +967,37 @@ func TestGRPCDeadlineAndIdle(t *testing.T) {
 		t.Logf("stalled stream cut after %s: %v", took.Round(time.Millisecond), err)
 	})
 }
+
+// TestPureClientEjections: a caller without --app-port registers no
+// instance, yet its outlier ejections reach the control plane (it names
+// its admin listener on its stream and is scraped): weft get services
+// shows the ejected instance with the reason and the caller.
+func TestPureClientEjections(t *testing.T) {
+	cp := StartControl(t, "--scrape-interval", "300ms")
+	good := StartRun(t, cp, RunOpts{Service: "orders"})
+	StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "100"}, Flags: []string{"--id", "orders-bad"}})
+	cp.WaitReady("orders", 2, eventually)
+	client := StartSidecar(t, cp, SidecarOpts{Service: "client", Flags: []string{"--id", "client-pure"}})
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  retries: {attempts: 2, retryOn: [5xx], backoff: {base: 1ms, max: 5ms}}
+  outlierDetection: {consecutive5xx: 3, interval: 500ms, baseEjectionTime: 30s}
+`))
+	waitAllServing(t, c, "orders", good.Name)
+	<-Load(c, "orders", LoadOpts{Workers: 2, MaxPerWorker: 50, Duration: 10 * time.Second}, nil)
+	if e := ejected(t, client, "orders"); len(e) != 1 {
+		t.Fatalf("the client's /outliers lists %v, want orders-bad", e)
+	}
+	want := "orders-bad consecutive_5xx client-pure"
+	var sv []string
+	if !poll(eventually, 100*time.Millisecond, func() bool {
+		_, sv = controlEjections(t, cp, "orders")
+		return len(sv) == 1 && sv[0] == want
+	}) {
+		t.Fatalf("the control plane's services show %v ejected, want %q", sv, want)
+	}
+	r := weft(t, 30*time.Second, nil, "get", "services", "--server", cp.URL)
+	if r.Code != 0 || !regexp.MustCompile(`orders-bad.*consecutive_5xx.*client-pure`).MatchString(r.Stdout) {
+		t.Errorf("weft get services does not show orders-bad ejected by client-pure:\n%s", r)
+	}
+	t.Logf("weft get services:\n%s", r.Stdout)
+}
