@@ -388,7 +388,7 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	}
 	// After authorization: a denied request takes no token.
 	st.req.r = req
-	if e := f.limitedH1(&st.req); e != nil {
+	if e := f.limitedH1(&st.req, peer); e != nil {
 		d.Addr, d.Status = "", e.Status
 		d.Header, d.Body = meshErrorAnswer(e)
 		st.weftErr = e.Code

@@ -211,7 +211,7 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Every answer to the caller carries this instance's load.
 		w.Header().Set(balancer.LoadHeader, string(in.Load(nil)))
 	}
-	if e := in.limited(r.Header.Get(HeaderSource), &httpRequest{r: r}, time.Now()); e != nil {
+	if e := in.limited(sourceOf(peer, r.Header.Get(HeaderSource)), &httpRequest{r: r}, time.Now()); e != nil {
 		e.WriteFor(w, isGRPC(r))
 		return
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/resource"
 	routes "github.com/weftmesh/weft/route"
+	"github.com/weftmesh/weft/security/mtls"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
 
@@ -101,9 +102,19 @@ func (in *Inbound) limited(source string, r routes.Request, now time.Time) *Mesh
 
 // limitedH1 is limited for the fast path's request (nil at once when no
 // limit is set: nothing to adapt).
-func (f *FastInbound) limitedH1(req *h1Request) *MeshError {
+func (f *FastInbound) limitedH1(req *h1Request, peer *mtls.Peer) *MeshError {
 	if f.in.limits.Load() == nil {
 		return nil
 	}
-	return f.in.limited(bytesString(req.r.Get(HeaderSource)), req, time.Now())
+	return f.in.limited(sourceOf(peer, bytesString(req.r.Get(HeaderSource))), req, time.Now())
+}
+
+// sourceOf is the calling service for perSource limits: the verified
+// identity's when the caller has one (x-weft-source is the caller's
+// word), else the header.
+func sourceOf(peer *mtls.Peer, header string) string {
+	if peer != nil && peer.Verified && peer.ID.Service != "" {
+		return peer.ID.Service
+	}
+	return header
 }

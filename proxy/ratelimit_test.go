@@ -12,6 +12,7 @@ import (
 	"github.com/weftmesh/weft/proxy/h1"
 	"github.com/weftmesh/weft/resource"
 	routes "github.com/weftmesh/weft/route"
+	"github.com/weftmesh/weft/security/mtls"
 )
 
 // TestRateLimitAfterAuthorization: on both engines a denied request is
@@ -102,5 +103,24 @@ func TestRouteRateLimit(t *testing.T) {
 	in.SetRateLimits("orders", &resource.RateLimit{RequestsPerSecond: 1e6, Burst: 1000}, tab)
 	if m := limited("/orders/3"); m == "" {
 		t.Error("after an unchanged rebuild the rule's bucket was reset")
+	}
+}
+
+// TestSourceOf: perSource limits key on the verified caller, not on the
+// x-weft-source header the caller writes.
+func TestSourceOf(t *testing.T) {
+	verified := &mtls.Peer{Verified: true, ID: mtls.ID{Service: "web"}}
+	for _, tc := range []struct {
+		peer   *mtls.Peer
+		header string
+		want   string
+	}{
+		{nil, "web", "web"},
+		{verified, "admin", "web"},
+		{&mtls.Peer{Verified: false, ID: mtls.ID{Service: "web"}}, "other", "other"},
+	} {
+		if got := sourceOf(tc.peer, tc.header); got != tc.want {
+			t.Errorf("sourceOf(%+v, %q) = %q, want %q", tc.peer, tc.header, got, tc.want)
+		}
 	}
 }
