@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -16,9 +17,14 @@ import (
 // connection. The body is also handed to the Router (Request.Held).
 func TestHeldBodyKeepsHead(t *testing.T) {
 	good := newBackend(t, http.HandlerFunc(echoHandler))
+	var mu sync.Mutex
 	var held []string
 	rr := &recRouter{addr: good.addr(), route: func(req *Request, d *Decision) { d.ReplayLimit = 64 << 10 },
-		finish: func(req *Request, d *Decision, res *Result) { held = append(held, string(req.Held)) }}
+		finish: func(req *Request, d *Decision, res *Result) {
+			mu.Lock()
+			held = append(held, string(req.Held))
+			mu.Unlock()
+		}}
 	addr := newEngine(t, &Server{Router: rr})
 	c := dial(t, addr)
 	for i := range 4 {
@@ -35,8 +41,11 @@ func TestHeldBodyKeepsHead(t *testing.T) {
 		}
 	}
 	time.Sleep(50 * time.Millisecond)
-	rr.mu.Lock()
-	defer rr.mu.Unlock()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(held) != 4 {
+		t.Fatalf("%d Finish calls, want 4", len(held))
+	}
 	for i, h := range held {
 		if len(h) != 10_000*(i+1) {
 			t.Errorf("request %d: Held %d bytes at Finish, want %d", i, len(h), 10_000*(i+1))
