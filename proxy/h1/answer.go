@@ -71,6 +71,9 @@ func (c *conn) writeRequestHead(setHost bool) {
 		o.writeString("\r\n")
 	}
 	writeFields(o, req.Fields, m.hop, c.d.Set)
+	if c.tun == tunUpgrade {
+		c.writeUpgradeFields()
+	}
 	for i := range c.d.Set {
 		f := &c.d.Set[i]
 		o.write(f.Name)
@@ -102,16 +105,7 @@ func (c *conn) writeResponseHead(mode int) {
 	o.write(r.code)
 	o.writeString("\r\n")
 	writeFields(o, r.fields, r.hop, c.d.RespSet)
-	for i := range c.d.RespSet {
-		f := &c.d.RespSet[i]
-		if len(f.Value) == 0 {
-			continue // removes the upstream's field (see Decision.RespSet)
-		}
-		o.write(f.Name)
-		o.writeString(": ")
-		o.write(f.Value)
-		o.writeString("\r\n")
-	}
+	c.writeRespSet()
 	if !r.hasDate {
 		c.writeDate() // RFC 9110 §6.6.1: a forwarder adds the Date a response lacks
 	}
@@ -260,6 +254,9 @@ func defaultStatus(err error) int {
 	case errors.Is(err, ErrUpstreamTimeout):
 		return 504
 	case errors.Is(err, ErrBadRequest):
+		if pe := (*protoError)(nil); errors.As(err, &pe) && pe.status == 408 {
+			return 408 // a request body too slow (bodyReader)
+		}
 		return 400
 	case errors.Is(err, ErrInvalidField):
 		return 500
@@ -277,6 +274,8 @@ func errorCode(status int) string {
 		return "upstream_timeout"
 	case 400:
 		return "bad_request"
+	case 408:
+		return "request_timeout"
 	case 500:
 		return "invalid_route"
 	}
