@@ -108,6 +108,7 @@ type Server struct {
 	traces   *tracestore.Store
 	receiver *tracestore.Receiver
 	agg      *aggregator.Aggregator
+	callers  callers // pure client sidecars, scraped too
 
 	// Messaging: the embedded broker (nil with an external one or none)
 	// and the topics/DLQ API (nil with messaging off).
@@ -222,7 +223,8 @@ func advertisedAddr(a net.Addr) string {
 	return net.JoinHostPort(host, strconv.Itoa(ta.Port))
 }
 
-// scrapeTargets is every registered instance that has an admin listener.
+// scrapeTargets is every registered instance that has an admin listener,
+// and every connected pure client sidecar that named its own.
 func (s *Server) scrapeTargets() []aggregator.Target {
 	var out []aggregator.Target
 	for _, v := range s.reg.Services() {
@@ -237,7 +239,7 @@ func (s *Server) scrapeTargets() []aggregator.Target {
 			out = append(out, aggregator.Target{Service: v.Name, Instance: in.GetId(), Admin: a})
 		}
 	}
-	return out
+	return append(out, s.callers.targets()...)
 }
 
 // Traces and Aggregator expose the embedded telemetry backend.
@@ -269,7 +271,7 @@ func (s *Server) Run(ctx context.Context) error {
 	pb.RegisterDiscoveryServer(gs, &discoveryServer{
 		reg: s.reg, log: s.log.With("component", "discovery"), leaseTTL: s.cfg.LeaseTTL,
 		id: hex.EncodeToString(id), settings: s.cfg.Settings, sec: s.sec, checkJoin: s.checkJoin,
-		strict: s.cfg.Security.MTLS == "strict",
+		strict: s.cfg.Security.MTLS == "strict", callers: &s.callers,
 	})
 	// Written before serving, so sidecars started with the control plane find it.
 	defer s.writeLocalToken()()

@@ -39,11 +39,16 @@ type discoveryServer struct {
 	// checkJoin decides whether a CSR's join token may claim a service.
 	checkJoin func(ctx context.Context, token, namespace, service string) error
 	strict    bool // register only instances whose stream has a certificate
+	// callers are the pure client sidecars to scrape (see callers.go).
+	callers *callers
 }
 
 func (d *discoveryServer) Connect(stream pb.Discovery_ConnectServer) error {
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
+	if d.callers != nil {
+		defer d.callers.join(stream.Context(), stream)()
+	}
 
 	sub := registry.NewSubscriber(0, func() {
 		cancel(errOverflow)

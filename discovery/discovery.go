@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
@@ -112,6 +113,11 @@ type Config struct {
 	// HealthDial opens a connection to an instance's inbound for active
 	// health checks (outlierDetection.healthCheck); nil: plain TCP.
 	HealthDial func(ctx context.Context, addr string) (net.Conn, error)
+	// CallerService, CallerID and CallerAdmin name a pure client (Instance
+	// nil) and its admin listener on every stream (gRPC metadata), so the
+	// control plane scrapes it: its ejections show in weft get services.
+	// Empty CallerAdmin: not sent.
+	CallerService, CallerID, CallerAdmin string
 }
 
 // Client is safe for concurrent use.
@@ -457,6 +463,10 @@ func (c *Client) Run(ctx context.Context) error {
 func (c *Client) session(ctx context.Context, client pb.DiscoveryClient) error {
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if c.cfg.Instance == nil && c.cfg.CallerAdmin != "" {
+		sctx = metadata.AppendToOutgoingContext(sctx, "weft-caller-service", c.cfg.CallerService,
+			"weft-caller-id", c.cfg.CallerID, "weft-caller-admin", c.cfg.CallerAdmin)
+	}
 	stream, err := client.Connect(sctx, grpc.WaitForReady(false))
 	if err != nil {
 		return err

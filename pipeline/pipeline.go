@@ -147,7 +147,6 @@ func (p *Pipeline) Source() string { return p.cfg.Source }
 const (
 	holdRequest = 1 << iota
 	holdConn
-	holdPending
 )
 
 // Call is one request's way through the pipeline. Engines keep one per
@@ -260,6 +259,8 @@ func (p *Pipeline) resolve(c *Call, r Request) *MeshError {
 		c.Policy = fallback // a snapshot built by hand (tests, embedders)
 	}
 	c.picker, c.choices = dest.Picker, len(dest.Endpoints)
+	// Before route: a hash key chooses the weighted subset too.
+	c.info = pickInfo(r, dest.HashKey)
 	return nil
 }
 
@@ -278,7 +279,7 @@ func (p *Pipeline) route(c *Call, r Request) *MeshError {
 	if rule.Policy != nil {
 		c.Policy = rule.Policy
 	}
-	if b := rule.Backend(); b != nil {
+	if b := rule.Backend(c.info); b != nil {
 		c.Subset, c.picker, c.choices = b.Subset, b.Picker, len(b.Endpoints)
 	}
 	if m := rule.Mirror; m != nil && route.Roll(m.Percent) {
@@ -321,20 +322,39 @@ func (p *Pipeline) admit(c *Call, r Request) *MeshError {
 	c.prepare(r)
 	pol := c.Policy
 	if !pol.Live.Breaker.Acquire(policy.SlotRequest, pol.MaxRequests) {
-		return p.overflow(c, "maxRequests", pol.MaxRequests)
+		if e := p.wait(c, policy.SlotRequest, "maxRequests", pol.MaxRequests); e != nil {
+			return e
+		}
 	}
 	c.held |= holdRequest
 	return nil
 }
 
+// wait queues c for a breaker slot of kind, as one of at most
+// maxPendingRequests waiting, until the request's deadline.
+func (p *Pipeline) wait(c *Call, kind int, limit string, n int64) *MeshError {
+	pol := c.Policy
+	switch pol.Live.Breaker.Wait(kind, n, pol.MaxPending, c.Deadline) {
+	case policy.Acquired:
+		return nil
+	case policy.TimedOut:
+		return &MeshError{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, Service: c.Service,
+			Message: fmt.Sprintf("waited %s for a slot: circuit breaker %s %d reached for %q",
+				c.Deadline.Sub(c.Start).Round(time.Millisecond), limit, n, c.Service)}
+	}
+	return p.overflow(c, limit, n)
+}
+
 func (p *Pipeline) overflow(c *Call, limit string, n int64) *MeshError {
 	p.cfg.Metrics.Count(metrics.EventOverflow, metrics.Client, p.cfg.Source, c.Service)
-	return &MeshError{Status: http.StatusServiceUnavailable, Code: CodeOverflow, Service: c.Service,
-		Message: fmt.Sprintf("circuit breaker: %s %d reached for %q", limit, n, c.Service)}
+	msg := fmt.Sprintf("circuit breaker: %s %d reached for %q", limit, n, c.Service)
+	if m := c.Policy.MaxPending; m > 0 {
+		msg += fmt.Sprintf(" and maxPendingRequests %d waiting", m)
+	}
+	return &MeshError{Status: http.StatusServiceUnavailable, Code: CodeOverflow, Service: c.Service, Message: msg}
 }
 
 func (p *Pipeline) pick(c *Call, r Request) *MeshError {
-	c.info = pickInfo(r, c.Dest.HashKey)
 	ep, err := c.picker.Pick(c.info)
 	if err != nil {
 		return c.noInstances()
@@ -377,22 +397,26 @@ func (c *Call) ReplayLimit() int {
 	return c.bodyLimit()
 }
 
+// MirrorLimit is the largest request body a mirrored copy carries (the
+// retry buffer limit, maxBodyBytes): a larger one is not copied.
+func (c *Call) MirrorLimit() int { return c.Policy.MaxBodyBytes }
+
 // Try starts a try on c.Endpoint: it returns the instance's address and
 // how long the try may wait for a response head, or the error to answer
 // with (deadline passed, connection limit).
 func (p *Pipeline) Try(c *Call, now time.Time) (addr string, timeout time.Duration, e *MeshError) {
 	pol := c.Policy
-	if c.held&holdPending != 0 {
-		pol.Live.Breaker.Release(policy.SlotPending, pol.MaxPending)
-		c.held &^= holdPending
-	}
 	timeout = pol.TryTimeout(now, c.Deadline)
 	if timeout <= 0 {
 		return "", 0, p.timeout(c)
 	}
 	if c.held&holdConn == 0 {
 		if !pol.Live.Breaker.Acquire(policy.SlotConnection, pol.MaxConnections) {
-			return "", 0, p.overflow(c, "maxConnections", pol.MaxConnections)
+			if e := p.wait(c, policy.SlotConnection, "maxConnections", pol.MaxConnections); e != nil {
+				return "", 0, e
+			}
+			now = time.Now()
+			timeout = pol.TryTimeout(now, c.Deadline)
 		}
 		c.held |= holdConn
 	}
@@ -487,17 +511,6 @@ func (p *Pipeline) Answered(c *Call, o *Outcome, now time.Time) (retry bool, wai
 		}
 		return false, 0
 	}
-	if !unsent {
-		if !pol.Live.Breaker.Acquire(policy.SlotPending, pol.MaxPending) {
-			p.cfg.Metrics.Count(metrics.EventOverflow, metrics.Client, p.cfg.Source, c.Service)
-			if o.Failure != OK {
-				c.Err = p.failure(c, o)
-				c.endTry()
-			}
-			return false, 0
-		}
-		c.held |= holdPending
-	}
 	last := ep
 	c.endTry()
 	next, err := c.picker.Pick(c.info)
@@ -558,12 +571,8 @@ func (p *Pipeline) End(c *Call) {
 		return
 	}
 	c.endTry()
-	b := &c.Policy.Live.Breaker
-	if c.held&holdPending != 0 {
-		b.Release(policy.SlotPending, c.Policy.MaxPending)
-	}
 	if c.held&holdRequest != 0 {
-		b.Release(policy.SlotRequest, c.Policy.MaxRequests)
+		c.Policy.Live.Breaker.Release(policy.SlotRequest, c.Policy.MaxRequests)
 	}
 	c.held = 0
 }

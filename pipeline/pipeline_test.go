@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/policy"
 	"github.com/weftmesh/weft/resource"
+	"github.com/weftmesh/weft/route"
 )
 
 type fixed struct{ d *discovery.Destination }
@@ -279,5 +281,90 @@ func TestInFlightBalanced(t *testing.T) {
 		if r, cn, pd := d.Traffic.Live.Breaker.Counts(); r != 0 || cn != 0 || pd != 0 {
 			t.Errorf("after %s: breaker counts %d %d %d, want 0", after, r, cn, pd)
 		}
+	}
+}
+
+// TestPendingRequests: with maxRequests reached a request waits (one of at
+// most maxPendingRequests) and goes once a slot frees; one more overflows
+// at once with 503 overflow naming both limits.
+func TestPendingRequests(t *testing.T) {
+	spec := &resource.TrafficPolicySpec{Service: "orders", Timeout: "5s",
+		CircuitBreaker: &resource.CircuitBreaker{MaxRequests: 1, MaxPendingRequests: 1}}
+	d := dest(t, 2, spec)
+	p := New(Config{Resolver: fixed{d}})
+	first := &Call{}
+	if e := p.Start(first, &req{method: "GET"}, time.Now()); e != nil {
+		t.Fatal(e)
+	}
+	waited := make(chan *MeshError, 1)
+	second := &Call{}
+	go func() { waited <- p.Start(second, &req{method: "GET"}, time.Now()) }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		if _, _, n := d.Traffic.Live.Breaker.Counts(); n == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second request is not waiting")
+		}
+	}
+	third := &Call{}
+	e := p.Start(third, &req{method: "GET"}, time.Now())
+	if e == nil || e.Status != 503 || e.Code != CodeOverflow || !strings.Contains(e.Message, "maxRequests 1") || !strings.Contains(e.Message, "maxPendingRequests 1") {
+		t.Fatalf("third request: %+v, want 503 overflow naming maxRequests 1 and maxPendingRequests 1", e)
+	}
+	p.End(third)
+	p.End(first)
+	select {
+	case e := <-waited:
+		if e != nil {
+			t.Fatalf("the waiting request: %v, want it admitted", e)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the waiting request was not admitted when the slot freed")
+	}
+	p.End(second)
+	if r, c, n := d.Traffic.Live.Breaker.Counts(); r != 0 || c != 0 || n != 0 {
+		t.Errorf("breaker counts %d %d %d, want 0", r, c, n)
+	}
+}
+
+// TestHashKeyPicksSubset: with a hash key the Route's weighted subset comes
+// from the key — the same key, the same subset, call after call — while
+// the keys spread over the subsets by weight.
+func TestHashKeyPicksSubset(t *testing.T) {
+	d := dest(t, 4, &resource.TrafficPolicySpec{Service: "orders"})
+	for i, ep := range d.Endpoints {
+		ep.Labels = map[string]string{"version": []string{"v1", "v2"}[i%2]}
+	}
+	d.HashKey = resource.HashKey{Source: resource.HashHeader, Name: "x-user"}
+	spec := &resource.RouteSpec{Service: "orders",
+		Subsets: []resource.Subset{{Name: "v1", Labels: map[string]string{"version": "v1"}}, {Name: "v2", Labels: map[string]string{"version": "v2"}}},
+		Rules:   []resource.RouteRule{{Backends: []resource.RouteBackend{{Subset: "v1", Weight: 30}, {Subset: "v2", Weight: 70}}}}}
+	rr, _ := balancer.Get(roundrobin.Name)
+	d.Routes = route.Compile("orders", spec, d.Endpoints, func(*balancer.Endpoint) string { return "" },
+		func(eps []*balancer.Endpoint) balancer.Picker { return rr.Build(eps, balancer.BuildOptions{}) }, d.Traffic)
+	p := New(Config{Resolver: fixed{d}})
+	v1 := 0
+	for k := range 1000 {
+		r := &req{method: "GET", hdr: map[string]string{"x-user": fmt.Sprint("u", k)}}
+		var first string
+		for range 3 {
+			c := &Call{}
+			if e := p.Start(c, r, time.Now()); e != nil {
+				t.Fatal(e)
+			}
+			if first == "" {
+				first = c.Subset
+			} else if c.Subset != first {
+				t.Fatalf("key u%d went to %s, then %s", k, first, c.Subset)
+			}
+			p.End(c)
+		}
+		if first == "v1" {
+			v1++
+		}
+	}
+	if v1 < 250 || v1 > 350 {
+		t.Errorf("%d of 1000 keys in v1 at weight 30 of 100", v1)
 	}
 }

@@ -83,6 +83,7 @@ type Live struct {
 func NewLive() *Live {
 	l := &Live{}
 	l.Budget.init()
+	l.Breaker.wake = make(chan struct{}, 64)
 	return l
 }
 

@@ -55,6 +55,8 @@ type fastState struct {
 	path    string // for spans and the access log only (the engine empties the target before Finish)
 	set     []h1.Field
 	tel     *telemetry.Fast
+	// mirror is the copy to send with the held body at Finish (nil: none).
+	mirror *mirrorCopy
 }
 
 var fieldSource = []byte(HeaderSource)
@@ -65,7 +67,7 @@ func (f *FastOutbound) state(d *h1.Decision) *fastState {
 		st = &fastState{set: make([]h1.Field, 0, 4), tel: f.o.tel.NewFast()}
 		d.State = st
 	}
-	st.local, st.weftErr, st.path = false, "", ""
+	st.local, st.weftErr, st.path, st.mirror = false, "", "", nil
 	st.call = pipeline.Call{}
 	st.set = st.set[:0]
 	return st
@@ -147,10 +149,30 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 		st.set = appendTraceFields(st.set, st.tel)
 	}
 	d.Set = st.set
+	d.RespSet = stripLoad[:]
 	if c.MirrorAddr != "" && !isConnect(req) {
-		f.o.mirror.mirrorH1(req, c.MirrorAddr, st.set)
+		f.mirror(st, req, d)
 	}
 }
+
+// mirror sends the Route's copy of req: at once without a body; with one
+// of at most the retry buffer limit, held whole (ReplayLimit), at Finish.
+func (f *FastOutbound) mirror(st *fastState, req *h1.Request, d *h1.Decision) {
+	c := &st.call
+	switch limit := c.MirrorLimit(); {
+	case !req.Chunked && req.ContentLength <= 0:
+		f.o.mirror.sendCopy(copyH1(c.Service, req, c.MirrorAddr, st.set), nil)
+	case !req.Chunked && req.ContentLength <= int64(limit) && req.Get("Expect") == nil:
+		d.ReplayLimit = max(d.ReplayLimit, limit)
+		st.mirror = copyH1(c.Service, req, c.MirrorAddr, st.set)
+	default:
+		f.o.mirror.skip(c.Service)
+	}
+}
+
+// stripLoad removes the callee's load report from the answer: this
+// sidecar consumed it (Answered), and the app has no use for it.
+var stripLoad = [1]h1.Field{{Name: []byte(balancer.LoadHeader)}}
 
 // try starts the pipeline's next try, pointing d at it; false when the
 // pipeline answered instead.
@@ -295,6 +317,14 @@ func (f *FastOutbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 		}
 		res.Status = d.Status
 	}
+	if st.mirror != nil {
+		if req.Held != nil && int64(len(req.Held)) == req.ContentLength {
+			f.o.mirror.sendCopy(st.mirror, req.Held)
+		} else {
+			f.o.mirror.skip(c.Service)
+		}
+		st.mirror = nil
+	}
 	f.o.pipe.End(c)
 	if st.tel != nil && c.Service != "" {
 		end(st.tel, st.weftErr, st.path, req, res, c.Last)
@@ -320,6 +350,7 @@ type inState struct {
 	respSet [1]h1.Field
 	tracked bool   // LoadTracker told of this request
 	scratch []byte // the authorization stage's path buffer
+	req     h1Request
 }
 
 var fieldLoad = []byte(balancer.LoadHeader)
@@ -343,14 +374,6 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 		st.load = f.in.Load(st.load[:0])
 		st.respSet[0] = h1.Field{Name: fieldLoad, Value: st.load}
 		d.RespSet = st.respSet[:]
-	}
-	if f.in.limiter.Load() != nil {
-		if e := f.in.limited(bytesString(req.Get(HeaderSource)), time.Now()); e != nil {
-			d.Addr = ""
-			d.Status = e.Status
-			d.Header, d.Body = meshErrorAnswer(e)
-			st.weftErr = e.Code
-		}
 	}
 	if st.tracked = f.in.LoadTracker != nil; st.tracked {
 		f.in.LoadTracker.Begin()
@@ -377,6 +400,14 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 		d.Addr, d.Status = "", deny.Status
 		d.Header, d.Body = meshErrorAnswer(deny)
 		st.weftErr = deny.Code
+		return
+	}
+	// After authorization: a denied request takes no token.
+	st.req.r = req
+	if e := f.limitedH1(&st.req, peer); e != nil {
+		d.Addr, d.Status = "", e.Status
+		d.Header, d.Body = meshErrorAnswer(e)
+		st.weftErr = e.Code
 		return
 	}
 	var id []byte

@@ -17,8 +17,6 @@ import (
 
 	"github.com/weftmesh/weft/authz"
 	"github.com/weftmesh/weft/balancer"
-	"github.com/weftmesh/weft/policy"
-	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
@@ -62,7 +60,7 @@ type Inbound struct {
 	// before serving.
 	Metrics *metrics.Recorder
 
-	limiter atomic.Pointer[policy.RateLimiter]
+	limits atomic.Pointer[inLimits]
 
 	// Load, when set, appends this instance's current load report (the
 	// value of balancer.LoadHeader) to dst; the inbound adds it to every
@@ -169,30 +167,6 @@ func isGRPC(r *http.Request) bool {
 	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
 }
 
-// SetRateLimit makes the inbound enforce rl for service (nil: no limit).
-// An unchanged limit keeps its buckets.
-func (in *Inbound) SetRateLimit(service string, rl *resource.RateLimit) {
-	if cur := in.limiter.Load(); (cur == nil && rl == nil) || (cur != nil && cur.Same(rl)) {
-		return
-	}
-	in.limiter.Store(policy.NewRateLimiter(service, rl))
-}
-
-// limited reports whether a request from source is over the rate limit,
-// counting it and returning the answer to send when it is.
-func (in *Inbound) limited(source string, now time.Time) *MeshError {
-	l := in.limiter.Load()
-	if l == nil || l.Allow(source, now) {
-		return nil
-	}
-	if !metrics.ValidName(source) {
-		source = metrics.Unknown
-	}
-	in.Metrics.Count(metrics.EventRateLimited, metrics.Server, source, l.Service)
-	return &MeshError{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Service: l.Service,
-		Message: fmt.Sprintf("instance over the rate limit of service %q", l.Service)}
-}
-
 // Drain makes every later HTTP/1.1 response carry "Connection: close", so
 // callers' pooled connections to this instance end once their request is
 // answered, before the listener closes.
@@ -239,7 +213,7 @@ func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Every answer to the caller carries this instance's load.
 		w.Header().Set(balancer.LoadHeader, string(in.Load(nil)))
 	}
-	if e := in.limited(r.Header.Get(HeaderSource), time.Now()); e != nil {
+	if e := in.limited(sourceOf(peer, r.Header.Get(HeaderSource)), &httpRequest{r: r}, time.Now()); e != nil {
 		e.WriteFor(w, isGRPC(r))
 		return
 	}

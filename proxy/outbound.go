@@ -75,7 +75,7 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 	}
 	o := &Outbound{resolver: cfg.Resolver, source: cfg.Source, local: cfg.Local, log: cfg.Logger, tel: cfg.Telemetry,
 		pipe:   pipeline.New(pipeline.Config{Resolver: cfg.Resolver, Source: cfg.Source, Metrics: cfg.Metrics}),
-		mirror: newMirror(cfg.Dial)}
+		mirror: newMirror(cfg.Dial, cfg.Metrics, cfg.Source)}
 	o.tr = newMeshTransport(cfg.Dial)
 	o.tr.pipe = o.pipe
 	o.rp = &httputil.ReverseProxy{
@@ -96,6 +96,7 @@ func NewOutbound(cfg OutboundConfig) *Outbound {
 		ModifyResponse: func(resp *http.Response) error {
 			err := grpcTrailersOnly(resp)
 			resp.Header.Del(headerGRPCStatusHint) // for sidecars only, not the app
+			resp.Header.Del(balancer.LoadHeader)  // consumed by this sidecar (Answered)
 			return err
 		},
 		BufferPool:   copyBuffers,
@@ -153,7 +154,7 @@ func (o *Outbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ex.Route(c.Service, true)
 	if c.MirrorAddr != "" {
-		o.mirror.mirrorHTTP(r, c.MirrorAddr, o.source)
+		o.mirror.mirrorHTTP(c.Service, r, c.MirrorAddr, o.source, c.MirrorLimit())
 	}
 	if limit := c.ReplayLimit(); limit > 0 && r.Body != nil && r.Body != http.NoBody {
 		rt.body = &replayBody{src: r.Body, limit: limit}
@@ -273,8 +274,9 @@ func (t *meshTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		u := *req.URL
 		u.Host = addr
 		out.URL = &u
-		if c.GRPCDeadline() {
-			// The caller's deadline, less what the mesh has spent of it.
+		if c.GRPCDeadline() || (c.GRPC && req.Header.Get("Grpc-Timeout") != "") {
+			// The call's deadline — the caller's or, when shorter, the
+			// policy's — less what the mesh has spent of it.
 			out.Header = req.Header.Clone()
 			out.Header.Set("Grpc-Timeout", pipeline.FormatGRPCTimeout(c.Remaining(now)))
 		}
@@ -382,13 +384,7 @@ type replayBody struct {
 func (b *replayBody) Read(p []byte) (int, error) {
 	n, err := b.src.Read(p)
 	b.mu.Lock()
-	if !b.over {
-		if len(b.buf)+n > b.limit {
-			b.over, b.buf = true, nil
-		} else {
-			b.buf = append(b.buf, p[:n]...)
-		}
-	}
+	b.buf, b.over = holdUpTo(b.buf, p[:n], b.limit, b.over)
 	if err == io.EOF {
 		b.eof = true
 	}

@@ -393,14 +393,16 @@ func (o *OutlierDetection) Values() (consecutive5xx, consecutiveGateway int, int
 }
 
 // CircuitBreaker bounds what one sidecar sends to a destination at once;
-// past a bound a request is answered 503 x-weft-error: overflow at once.
+// past a bound (and maxPendingRequests waiting) a request is answered 503
+// x-weft-error: overflow at once.
 // 0 means no bound.
 type CircuitBreaker struct {
 	// MaxConnections bounds upstream connections busy at once (an
 	// HTTP/1.1 request holds one; HTTP/2 streams share theirs).
 	MaxConnections int `json:"maxConnections,omitempty"`
-	// MaxPendingRequests bounds requests waiting to be sent: between
-	// tries (backoff) or for a connection.
+	// MaxPendingRequests bounds requests waiting for a slot when
+	// maxRequests or maxConnections is reached; a request beyond it is
+	// answered 503 overflow at once (0: none wait).
 	MaxPendingRequests int `json:"maxPendingRequests,omitempty"`
 	// MaxRequests bounds requests in flight over every protocol.
 	MaxRequests int `json:"maxRequests,omitempty"`

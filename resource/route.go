@@ -47,6 +47,10 @@ type RouteRule struct {
 	Fault    *Fault         `json:"fault,omitempty"`
 	Timeout  string         `json:"timeout,omitempty"`
 	Retries  *Retries       `json:"retries,omitempty"`
+	// RateLimit bounds the requests this rule's match takes at each
+	// instance (its inbound sidecar enforces it, in place of the
+	// TrafficPolicy's rateLimit for those requests).
+	RateLimit *RateLimit `json:"rateLimit,omitempty"`
 }
 
 // RouteMatch holds when every part given holds.
@@ -231,6 +235,9 @@ func (r *RouteRule) validate(f string, subsets map[string]bool) error {
 		if err := positiveDuration(r.Timeout); err != nil {
 			return fmt.Errorf("%s.timeout: %w", f, err)
 		}
+	}
+	if err := r.RateLimit.validate(); err != nil {
+		return fmt.Errorf("%s.rateLimit.%w", f, err)
 	}
 	return r.Retries.validate(f + ".retries")
 }

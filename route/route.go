@@ -43,6 +43,9 @@ type Rule struct {
 	Delay  *Delay
 	Abort  *Abort
 	Mirror *Mirror
+	// RateLimit is the rule's per-instance rate limit (the destination's
+	// inbound sidecars enforce it); nil: the TrafficPolicy's.
+	RateLimit *resource.RateLimit
 }
 
 // Mirror is where a rule's copies go.
@@ -162,12 +165,23 @@ func Compile(name string, spec *resource.RouteSpec, eps []*balancer.Endpoint, ve
 				cr.Abort = &Abort{Percent: a.Percent, Status: a.Status}
 			}
 		}
+		cr.RateLimit = r.RateLimit
 		if r.Timeout != "" || r.Retries != nil {
 			cr.Policy = base.With(r.Timeout, r.Retries)
 		}
 		t.Rules = append(t.Rules, cr)
 	}
 	return t
+}
+
+// RateLimited reports whether a rule sets a rate limit.
+func (t *Table) RateLimited() bool {
+	for i := range t.Rules {
+		if t.Rules[i].RateLimit != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // Match returns the first rule whose match holds, or nil.
@@ -211,15 +225,25 @@ func (r *Rule) matches(q Request) bool {
 }
 
 // Backend picks a weighted backend (nil when the rule has none: every
-// instance).
-func (r *Rule) Backend() *Backend {
+// instance). A request with a hash key (info.HasHash) takes the backend
+// its key falls in on the cumulative weight range, so a key stays with its
+// subset — and, the subset's picker hashing the same key, with its
+// instance — and a weight change moves only the keys of the part of the
+// range that changed hands (50/50 → 60/40 moves 10%). Without a key the
+// backend is random by weight.
+func (r *Rule) Backend(info balancer.PickInfo) *Backend {
 	if len(r.Backends) == 0 {
 		return nil
 	}
 	if len(r.Backends) == 1 {
 		return &r.Backends[0]
 	}
-	n := rand.IntN(r.total)
+	var n int
+	if info.HasHash {
+		n = Spot(info.Hash, r.total)
+	} else {
+		n = rand.IntN(r.total)
+	}
 	for i := range r.Backends {
 		if n < r.Backends[i].Weight {
 			return &r.Backends[i]
@@ -227,6 +251,19 @@ func (r *Rule) Backend() *Backend {
 		n -= r.Backends[i].Weight
 	}
 	return &r.Backends[len(r.Backends)-1]
+}
+
+// Spot maps a key's hash onto [0, total), keeping order: the same
+// fraction of the range whatever total is. The hash is remixed first
+// (splitmix64's finalizer) so that the keys of one subset are not the keys
+// of one half of the hash space, which the subset's ring would then use
+// unevenly.
+func Spot(hash uint64, total int) int {
+	h := hash ^ 0x9e3779b97f4a7c15
+	h = (h ^ h>>30) * 0xbf58476d1ce4e5b9
+	h = (h ^ h>>27) * 0x94d049bb133111eb
+	h ^= h >> 31
+	return int(uint64(total) * (h >> 32) >> 32)
 }
 
 // Roll reports true for percent% of calls.

@@ -4,10 +4,11 @@ import (
 	"context"
 
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/resource"
 )
 
 // watchRateLimit keeps the inbound's rate limit at what the service's own
-// TrafficPolicy says (rateLimit is enforced by each instance's sidecar),
+// TrafficPolicy and Route say (rateLimit is enforced by each instance's sidecar),
 // until ctx ends.
 func (s *Sidecar) watchRateLimit(ctx context.Context) {
 	ch, stop := s.disc.Watch(s.cfg.Service)
@@ -19,10 +20,11 @@ func (s *Sidecar) watchRateLimit(ctx context.Context) {
 			return
 		case d = <-ch:
 		}
+		var rl *resource.RateLimit
 		if d.Policy != nil {
-			s.in.SetRateLimit(s.cfg.Service, d.Policy.RateLimit)
-		} else {
-			s.in.SetRateLimit(s.cfg.Service, nil)
+			rl = d.Policy.RateLimit
 		}
+		// The Route's rules may set their own (route.Rule.RateLimit).
+		s.in.SetRateLimits(s.cfg.Service, rl, d.Routes)
 	}
 }

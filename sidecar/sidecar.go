@@ -246,7 +246,8 @@ func New(cfg Config) (*Sidecar, error) {
 	s.disc = discovery.New(discovery.Config{ControlAddr: cfg.Control, Instance: inst, Zone: cfg.Zone, Logger: s.log.With("component", "discovery"),
 		OnHello: s.id.onHello, OnCertificate: s.id.onCertificate, Greeting: s.id.greeting, TLS: ctlTLS,
 		OnEjected: func(service string, n int) { s.metrics.SetEjected(service, n) }, OnEjections: s.setEjectedInstances,
-		OnSweptEjections: s.countSweptEjections, HealthDial: s.healthDial})
+		OnSweptEjections: s.countSweptEjections, HealthDial: s.healthDial,
+		CallerService: cfg.Service, CallerID: cfg.ID, CallerAdmin: s.callerAdmin(inst, cfg)})
 	s.id.disc = s.disc
 	dial := s.id.dialer().Dial
 	for _, u := range s.upstreams {
@@ -614,4 +615,13 @@ func ParseLabels(kvs []string, flag string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// callerAdmin is the admin address a pure client (no instance) names to
+// the control plane so that it is scraped too; "" otherwise.
+func (s *Sidecar) callerAdmin(inst *pb.Instance, cfg Config) string {
+	if inst != nil || s.adminLn == nil {
+		return ""
+	}
+	return advertised(s.adminLn.Addr(), cfg.Admin)
 }

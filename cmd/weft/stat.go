@@ -91,6 +91,7 @@ func printStats(w io.Writer, st aggregator.Stats) {
 		fmt.Fprintln(w, "no requests in the window (the first numbers appear one scrape interval after traffic starts)")
 		return
 	}
+	defer printEjections(w, st.Services)
 	groups := []group{{"", 1}, {"CLIENT VIEW (callers' sidecars)", 5}, {"SERVER VIEW (its own sidecars)", 5}}
 	t := &table{groups: groups, head: []string{"SERVICE", "REQ/S", "SUCCESS", "P50", "P95", "P99", "REQ/S", "SUCCESS", "P50", "P95", "P99"}}
 	for _, s := range st.Services {
@@ -103,6 +104,27 @@ func printStats(w io.Writer, st aggregator.Stats) {
 	for _, e := range st.Edges {
 		t.rows = append(t.rows, append(append([]string{e.Source, "→ " + e.Destination}, viewCells(e.Client)...), viewCells(e.Server)...))
 	}
+	t.print(w)
+}
+
+// printEjections lists the instances callers' outlier detection has
+// ejected now, with why and by whom.
+func printEjections(w io.Writer, svcs []aggregator.ServiceStats) {
+	t := &table{head: []string{"SERVICE", "INSTANCE", "REASON", "EJECTED BY"}}
+	for _, s := range svcs {
+		for _, e := range s.Ejected {
+			by := e.CallerInstance
+			if e.CallerService != "" {
+				by = e.CallerService + "/" + e.CallerInstance
+			}
+			t.rows = append(t.rows, []string{s.Service, e.Instance, e.Reason, by})
+		}
+	}
+	if len(t.rows) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "EJECTED (by callers' outlier detection, at the last scrape)")
 	t.print(w)
 }
 

@@ -105,13 +105,7 @@ func (c *conn) writeResponseHead(mode int) {
 	o.write(r.code)
 	o.writeString("\r\n")
 	writeFields(o, r.fields, r.hop, c.d.RespSet)
-	for i := range c.d.RespSet {
-		f := &c.d.RespSet[i]
-		o.write(f.Name)
-		o.writeString(": ")
-		o.write(f.Value)
-		o.writeString("\r\n")
-	}
+	c.writeRespSet()
 	if !r.hasDate {
 		c.writeDate() // RFC 9110 §6.6.1: a forwarder adds the Date a response lacks
 	}
@@ -188,6 +182,9 @@ func (c *conn) writeAnswer(status int, header []Field, body []byte) int {
 		o.writeString("\r\n")
 	}
 	for i := range respSet {
+		if len(respSet[i].Value) == 0 {
+			continue
+		}
 		o.write(respSet[i].Name)
 		o.writeString(": ")
 		o.write(respSet[i].Value)

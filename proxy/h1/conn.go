@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -417,7 +418,7 @@ func (c *conn) exchange() action {
 	}
 	d.Addr, d.Set, d.Status, d.Header, d.Body, d.HeaderTimeout = "", nil, 0, nil, nil, 0
 	d.ReplayLimit, d.IdleTimeout, d.RespSet, d.Direct, d.Transport = 0, 0, nil, false, nil
-	c.replayed = false
+	c.replayed, req.Held = false, nil
 	s.Router.Route(req, d)
 	c.keepMethodHost()
 
@@ -601,24 +602,29 @@ func (c *conn) forward() {
 // so that it can be sent on more than one try.
 func (c *conn) holdBody() error {
 	n := int(c.req.ContentLength)
-	c.replay = c.replay[:0]
-	for len(c.replay) < n {
-		if c.in.r == c.in.w {
-			if err := c.in.fill(); err != nil {
-				c.body = bodyPartial
-				c.closeAfter = true
-				if pe, ok := err.(*protoError); ok {
-					return fmt.Errorf("%w: %w", ErrBadRequest, pe) // a body too slow (bodyReader)
-				}
-				return fmt.Errorf("%w: reading request body: %w", ErrDownstream, readErr(err))
+	k := min(c.in.w-c.in.r, n)
+	c.replay = append(c.replay[:0], c.in.buf[c.in.r:c.in.r+k]...)
+	c.in.r += k
+	if rest := n - k; rest > 0 {
+		// The rest straight from the connection, exactly: c.in.fill would
+		// reuse the buffer that the request's head, still to be written
+		// upstream, lives in.
+		c.replay = slices.Grow(c.replay, rest)[:n]
+		m, err := io.ReadFull(c.in.src, c.replay[k:])
+		c.in.n += int64(m)
+		if err != nil {
+			c.replay = c.replay[:k+m]
+			c.body = bodyPartial
+			c.closeAfter = true
+			if pe, ok := err.(*protoError); ok {
+				return fmt.Errorf("%w: %w", ErrBadRequest, pe) // a body too slow (bodyReader)
 			}
+			return fmt.Errorf("%w: reading request body: %w", ErrDownstream, readErr(err))
 		}
-		k := min(c.in.w-c.in.r, n-len(c.replay))
-		c.replay = append(c.replay, c.in.buf[c.in.r:c.in.r+k]...)
-		c.in.r += k
 	}
 	c.body = bodyDone
 	c.replayed = true
+	c.req.Held = c.replay
 	return nil
 }
 

@@ -121,6 +121,10 @@ type Request struct {
 	// close", HTTP/1.0 only with "Connection: keep-alive".
 	KeepAlive  bool
 	RemoteAddr net.Addr
+	// Held is the body when the engine held it whole (Decision.ReplayLimit)
+	// — set before the first try, valid until Finish returns — else nil
+	// (e.g. for a Route's mirrored copy of the request).
+	Held []byte
 
 	path []byte // origin-form path+query; see Path
 }
@@ -187,6 +191,8 @@ type Decision struct {
 	// RespSet holds fields added to the response sent downstream (after
 	// the upstream's, replacing same-named ones), on forwarded and local
 	// answers alike, e.g. a load report. The same rules as for Set apply.
+	// A field with an empty Value only removes the upstream's same-named
+	// fields (e.g. a load report meant for the sidecar, not the app).
 	RespSet []Field
 
 	// Direct, for a CONNECT request, makes the engine dial Addr and tunnel

@@ -134,10 +134,15 @@ func (c *conn) switchProtocols(up *upConn) {
 	c.openTunnel(up, up.in.buf[up.in.r:up.in.w])
 }
 
+// writeRespSet writes the Router's response fields; one with an empty
+// value only removes the upstream's (see Decision.RespSet).
 func (c *conn) writeRespSet() {
 	o := &c.out
 	for i := range c.d.RespSet {
 		f := &c.d.RespSet[i]
+		if len(f.Value) == 0 {
+			continue
+		}
 		o.write(f.Name)
 		o.writeString(": ")
 		o.write(f.Value)

@@ -27,6 +27,8 @@ const (
 	OverflowTotal    = "weft_circuit_overflow_total"
 	RateLimitedTotal = "weft_rate_limited_total"
 	FaultsTotal      = "weft_faults_injected_total"
+	// MirrorSkippedTotal counts a Route's mirror copies not sent.
+	MirrorSkippedTotal = "weft_mirror_skipped_total"
 )
 
 // Event is a resilience event the pipeline counts.
@@ -39,10 +41,11 @@ const (
 	EventOverflow
 	EventRateLimited
 	EventFault
+	EventMirrorSkipped
 	numEvents
 )
 
-var eventNames = [numEvents]string{RetriesTotal, RetryBudgetExhausted, OutlierEjectionsTotal, OverflowTotal, RateLimitedTotal, FaultsTotal}
+var eventNames = [numEvents]string{RetriesTotal, RetryBudgetExhausted, OutlierEjectionsTotal, OverflowTotal, RateLimitedTotal, FaultsTotal, MirrorSkippedTotal}
 
 var eventHelp = [numEvents]string{
 	"Requests sent again after a failed try (another instance when one exists).",
@@ -51,6 +54,7 @@ var eventHelp = [numEvents]string{
 	"Requests answered 503 overflow because a circuit-breaker limit was reached.",
 	"Requests answered 429 rate_limited by the destination's inbound sidecar.",
 	"Requests delayed or aborted by a Route's fault injection.",
+	"Copies a Route's mirror did not send: the body was over the retry buffer limit (maxBodyBytes) or not held whole, or too many copies were in flight.",
 }
 
 type eventKey struct {

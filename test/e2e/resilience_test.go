@@ -34,6 +34,19 @@ func applyYAML(t *testing.T, cp *Control, manifest string) {
 	time.Sleep(propagation + settle)
 }
 
+// ordersV1V2Route starts a Route for orders with subsets v1 and v2 (by
+// --version); the rules follow.
+const ordersV1V2Route = `apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  service: orders
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+  rules:
+`
+
 func policyDoc(service, body string) string {
 	return fmt.Sprintf("apiVersion: weft.dev/v1alpha1\nkind: TrafficPolicy\nmetadata:\n  name: %s\nspec:\n  service: %s\n%s", service, service, body)
 }
@@ -186,7 +199,7 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 	waitAllServing(t, c, "orders", good1.Name, good2.Name)
 
 	const n = 5000
-	var ejectedSeen, statsSeen, servicesSeen atomic.Value
+	var ejectedSeen, statsSeen, servicesSeen, statSeen atomic.Value
 	stop := make(chan struct{})
 	watched := make(chan struct{})
 	go func() {
@@ -203,6 +216,13 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 			if st, sv := controlEjections(t, cp, "orders"); len(st) > 0 || len(sv) > 0 {
 				if len(st) > 0 {
 					statsSeen.Store(st)
+					// What a user sees: weft stat lists the ejection with its reason.
+					if statSeen.Load() == nil {
+						if r := weft(t, 30*time.Second, nil, "stat", "orders", "--server", cp.URL); r.Code == 0 &&
+							regexp.MustCompile(`(?m)^orders +orders-bad +consecutive_5xx +web/web-caller$`).MatchString(r.Stdout) {
+							statSeen.Store(r.Stdout)
+						}
+					}
 				}
 				if len(sv) > 0 {
 					servicesSeen.Store(sv)
@@ -232,6 +252,11 @@ func TestRetriesAndOutlierDetection(t *testing.T) {
 		if len(got) == 0 || got[0] != want {
 			t.Errorf("the control plane's %s never showed %q as ejected (saw %v)", what, want, got)
 		}
+	}
+	if out, _ := statSeen.Load().(string); out == "" {
+		t.Errorf("weft stat orders never listed orders-bad as ejected (consecutive_5xx, by web/web-caller)")
+	} else {
+		t.Logf("weft stat orders:\n%s", out)
 	}
 	if ej := metricSum(t, client, "weft_outlier_ejections_total", `destination_service="orders"`); ej < 1 {
 		t.Errorf("weft_outlier_ejections_total = %v, want ≥ 1", ej)
@@ -309,15 +334,17 @@ func TestRetryBudget(t *testing.T) {
 // TestBreakerAndTimeouts: past maxRequests a request is answered 503
 // overflow at once; a try that takes longer than perTryTimeout is retried
 // and, when every try does, answered 504 upstream_timeout.
-func TestBreakerAndTimeouts(t *testing.T) {
-	cp, _, client, c := startOrders(t, 2)
-	applyYAML(t, cp, policyDoc("orders", `  timeout: 1500ms
+const breakerPolicy = `  timeout: 1500ms
   circuitBreaker: {maxRequests: 2}
   retries:
     attempts: 1
     retryOn: [gateway-error]
     perTryTimeout: 300ms
-`))
+`
+
+func TestBreakerAndTimeouts(t *testing.T) {
+	cp, _, client, c := startOrders(t, 2)
+	applyYAML(t, cp, policyDoc("orders", breakerPolicy))
 	t.Run("overflow", func(t *testing.T) {
 		var wg sync.WaitGroup
 		for range 2 {
@@ -339,6 +366,33 @@ func TestBreakerAndTimeouts(t *testing.T) {
 		if n := metricSum(t, client, "weft_circuit_overflow_total", `destination_service="orders"`); n < 1 {
 			t.Errorf("weft_circuit_overflow_total = %v", n)
 		}
+	})
+	t.Run("pending", func(t *testing.T) {
+		applyYAML(t, cp, policyDoc("orders", "  timeout: 5s\n  circuitBreaker: {maxRequests: 1, maxPendingRequests: 1}\n"))
+		slow := make(chan Result, 1)
+		go func() { slow <- meshGet(c, "orders", "/slow?sleep=1s", nil) }()
+		time.Sleep(200 * time.Millisecond)
+		waiting := make(chan Result, 1)
+		go func() { waiting <- meshGet(c, "orders", "/waits", nil) }()
+		time.Sleep(200 * time.Millisecond)
+		r := meshGet(c, "orders", "/x", nil)
+		if r.Status != 503 || r.Header.Get("X-Weft-Error") != "overflow" || !strings.Contains(string(r.Body), "maxPendingRequests 1 waiting") {
+			t.Errorf("third request (one in flight, one waiting): %s, want 503 overflow naming maxPendingRequests 1", r)
+		}
+		if d := r.End.Sub(r.Start); d > 500*time.Millisecond {
+			t.Errorf("overflow answered after %s, want at once", d)
+		}
+		if s := <-slow; !s.OK() {
+			t.Errorf("the request holding the slot: %s", s)
+		}
+		w := <-waiting
+		if !w.OK() {
+			t.Errorf("the waiting request: %s, want it sent once the slot freed", w)
+		}
+		if d := w.End.Sub(w.Start); d < 400*time.Millisecond {
+			t.Errorf("the waiting request was answered after %s, before the slot it waited for freed", d)
+		}
+		applyYAML(t, cp, policyDoc("orders", breakerPolicy))
 	})
 	t.Run("per-try timeout", func(t *testing.T) {
 		r := meshGet(c, "orders", "/slow?sleep=2s", nil)
@@ -473,6 +527,47 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// TestRateLimitPerRoute: a Route rule's rateLimit holds for the requests it
+// matches, at each instance, in place of the TrafficPolicy's (which keeps
+// holding for the rest).
+func TestRateLimitPerRoute(t *testing.T) {
+	cp, _, _, c := startOrders(t, 1)
+	applyYAML(t, cp, policyDoc("orders", "  rateLimit: {requestsPerSecond: 1000, burst: 1000}\n")+`---
+apiVersion: weft.dev/v1alpha1
+kind: Route
+metadata: {name: orders}
+spec:
+  service: orders
+  rules:
+  - match: {path: {prefix: /export}}
+    rateLimit: {requestsPerSecond: 5, burst: 2}
+`)
+	count := func(path string) (ok, limited int, secs float64) {
+		start := time.Now()
+		rs := <-Load(c, "orders", LoadOpts{Workers: 3, MaxPerWorker: 1000, Duration: 2 * time.Second, Pause: 20 * time.Millisecond,
+			Path: func(int, int) string { return path }}, nil)
+		for _, r := range rs {
+			switch {
+			case r.OK():
+				ok++
+			case r.Status == 429 && r.Header.Get("X-Weft-Error") == "rate_limited" && strings.Contains(string(r.Body), "route orders rule 0"):
+				limited++
+			default:
+				t.Fatalf("%s: unexpected answer: %s", path, r)
+			}
+		}
+		return ok, limited, time.Since(start).Seconds()
+	}
+	ok, limited, secs := count("/export/all")
+	t.Logf("/export: %d passed, %d limited in %.1fs", ok, limited, secs)
+	if max := 2 + 5*secs*1.3; float64(ok) > max || float64(ok) < 5*secs*0.5 || limited == 0 {
+		t.Errorf("/export: %d passed and %d limited in %.1fs, want about 5/s plus a burst of 2 (at most %.0f)", ok, limited, secs, max)
+	}
+	if ok, limited, _ := count("/other"); limited != 0 || ok == 0 {
+		t.Errorf("/other (the TrafficPolicy's 1000/s): %d passed, %d limited, want none limited", ok, limited)
+	}
+}
+
 // TestRoutes: a Route's header canary routes exactly, a 90/10 split stays
 // within statistical bounds, an injected abort answers fault_injected and
 // an injected delay shows in the caller's latency but not the callee's.
@@ -485,16 +580,7 @@ func TestRoutes(t *testing.T) {
 	client := StartClient(t, cp, nil)
 	c := proxyClient(client.OutboundAddr())
 	waitAllServing(t, c, "orders", v1a.Name, v1b.Name, v2.Name)
-	applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
-kind: Route
-metadata: {name: orders}
-spec:
-  service: orders
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-  rules:
-  - match: {headers: [{name: x-canary, exact: "1"}]}
+	applyYAML(t, cp, ordersV1V2Route+`  - match: {headers: [{name: x-canary, exact: "1"}]}
     backends: [{subset: v2, weight: 1}]
   - match: {path: {prefix: /abort}}
     fault: {abort: {percent: 100, status: 418}}
@@ -507,6 +593,17 @@ spec:
 			if r := mustGet(t, c, "orders", "/c", http.Header{"X-Canary": {"1"}}); r.Name != v2.Name {
 				t.Fatalf("request %d with x-canary: 1 went to %s, want %s (v2)", i+1, r.Name, v2.Name)
 			}
+		}
+	})
+	t.Run("load report consumed", func(t *testing.T) {
+		// Every callee's sidecar reports its load (x-weft-load) to the
+		// caller's sidecar, which uses it and strips it: the app never sees it.
+		r := meshGet(c, "orders", "/load-report", nil)
+		if !r.OK() {
+			t.Fatalf("GET: %s", r)
+		}
+		if v, ok := r.Header["X-Weft-Load"]; ok {
+			t.Errorf("the caller's app got x-weft-load %q, want it consumed by its sidecar", v)
 		}
 	})
 	t.Run("split 90/10", func(t *testing.T) {
@@ -583,6 +680,60 @@ spec:
 	})
 }
 
+// TestRouteHashSticky: with consistent_hash on a header key, a Route's
+// weighted split is chosen from the key: moving the weights from 50/50 to
+// 60/40 moves only about 10% of the keys to the other subset, and every key
+// that stays in its subset stays on its instance.
+func TestRouteHashSticky(t *testing.T) {
+	cp := StartControl(t)
+	var all []*Sidecar
+	version := map[string]string{}
+	for _, v := range []string{"v1", "v1", "v2", "v2"} {
+		s := StartRun(t, cp, RunOpts{Service: "orders", Flags: []string{"--version", v}})
+		all = append(all, s)
+		version[s.Name] = v
+	}
+	cp.WaitReady("orders", 4, eventually)
+	client := StartClient(t, cp, nil)
+	c := proxyClient(client.OutboundAddr())
+	waitAllServing(t, c, "orders", names(all)...)
+	split := func(w1, w2 int) string {
+		return policyYAML("orders", "orders", "consistent_hash", "header:x-user-id") + "---\n" + ordersV1V2Route + fmt.Sprintf(`  - backends: [{subset: v1, weight: %d}, {subset: v2, weight: %d}]
+`, w1, w2)
+	}
+	ks := userKeys(400)
+	applyYAML(t, cp, split(50, 50))
+	before := keyMap(t, c, ks)
+	if again := keyMap(t, c, ks); fmt.Sprint(again) != fmt.Sprint(before) {
+		t.Fatalf("at unchanged weights keys moved")
+	}
+	applyYAML(t, cp, split(60, 40))
+	after := keyMap(t, c, ks)
+	moved, v1 := 0, 0
+	for _, k := range ks {
+		if version[before[k]] == "v1" {
+			v1++
+		}
+		switch {
+		case version[before[k]] != version[after[k]]:
+			moved++
+			if version[before[k]] != "v2" {
+				t.Errorf("key %s moved from v1 (%s) to v2 (%s) when v1's weight grew", k, before[k], after[k])
+			}
+		case before[k] != after[k]:
+			t.Errorf("key %s stayed in %s but moved from %s to %s", k, version[before[k]], before[k], after[k])
+		}
+	}
+	t.Logf("400 keys: %d on v1 at 50/50; %d changed subsets at 60/40", v1, moved)
+	// 10% of 400 is 40, σ = 6: ± 4σ.
+	if moved < 16 || moved > 64 {
+		t.Errorf("%d of 400 keys changed subsets, want about 40 (10%%)", moved)
+	}
+	if v1 < 150 || v1 > 250 {
+		t.Errorf("%d of 400 keys on v1 at 50/50, want about 200", v1)
+	}
+}
+
 // TestMirror: the mirrored subset receives a copy of every request while
 // the primary's answers do not wait for the (slow) copies.
 func TestMirror(t *testing.T) {
@@ -592,16 +743,7 @@ func TestMirror(t *testing.T) {
 	cp.WaitReady("orders", 2, eventually)
 	client := StartClient(t, cp, nil)
 	c := proxyClient(client.OutboundAddr())
-	applyYAML(t, cp, `apiVersion: weft.dev/v1alpha1
-kind: Route
-metadata: {name: orders}
-spec:
-  service: orders
-  subsets:
-  - {name: v1, labels: {version: v1}}
-  - {name: v2, labels: {version: v2}}
-  rules:
-  - backends: [{subset: v1, weight: 1}]
+	applyYAML(t, cp, ordersV1V2Route+`  - backends: [{subset: v1, weight: 1}]
     mirror: {subset: v2, percent: 100}
 `)
 	before := served(t, shadow)
@@ -622,6 +764,52 @@ spec:
 		t.Errorf("the mirror received %d copies of %d requests", got, n)
 	}
 	t.Logf("%d requests: slowest primary %s; mirror received %d copies", n, slowest, got)
+
+	t.Run("bodies", func(t *testing.T) {
+		bodyBytes := func() int64 {
+			var v struct{ BodyBytes int64 }
+			if err := json.Unmarshal([]byte(appControl(t, shadow, "/_control/count")), &v); err != nil {
+				t.Fatal(err)
+			}
+			return v.BodyBytes
+		}
+		post := func(size int) {
+			t.Helper()
+			req, _ := http.NewRequest("POST", "http://orders/upload", strings.NewReader(strings.Repeat("b", size)))
+			start := time.Now()
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Instance") == "" {
+				t.Fatalf("POST %d bytes: %d", size, resp.StatusCode)
+			}
+			if d := time.Since(start); d > 700*time.Millisecond {
+				t.Errorf("POST %d bytes answered after %s: the 1s copy slowed it", size, d)
+			}
+		}
+		before, skipped := bodyBytes(), metricSum(t, client, "weft_mirror_skipped_total", `destination_service="orders"`)
+		// Larger than the engine's read buffer: the held body must not
+		// overwrite the head (one connection, request after request).
+		for range 5 {
+			post(10_000)
+		}
+		var got int64
+		if !poll(eventually, 100*time.Millisecond, func() bool { got = bodyBytes() - before; return got >= 50_000 }) || got != 50_000 {
+			t.Errorf("the mirror received %d body bytes of 5 × 10,000 (bodies up to maxBodyBytes are copied)", got)
+		}
+		post(100 << 10) // over the default 64 KiB: not copied
+		if !poll(eventually, 100*time.Millisecond, func() bool {
+			return metricSum(t, client, "weft_mirror_skipped_total", `destination_service="orders"`) >= skipped+1
+		}) {
+			t.Errorf("a 100 KiB body's copy was not counted in weft_mirror_skipped_total")
+		}
+		time.Sleep(1500 * time.Millisecond) // a copy would have arrived (1s delay)
+		if got := bodyBytes() - before; got != 50_000 {
+			t.Errorf("after a 100 KiB POST the mirror has %d body bytes, want 50,000 (no copy over maxBodyBytes)", got)
+		}
+	})
 }
 
 // TestActiveHealthCheck: with outlierDetection.healthCheck the calling
@@ -701,4 +889,115 @@ func TestSuccessRateEjection(t *testing.T) {
 	if fails := failures(rs); len(fails) > 0 {
 		t.Errorf("while ejected (20s): %d of %d failed:%s", len(fails), len(rs), describe(fails, 3))
 	}
+}
+
+// TestGRPCDeadlineAndIdle: over gRPC behind two sidecars, the policy's
+// timeout shorter than the caller's grpc-timeout is what the server is told
+// (a smaller grpc-timeout), a call the server outlives is answered
+// DEADLINE_EXCEEDED with x-weft-error: upstream_timeout, and a stream idle
+// past idleTimeout is cut.
+func TestGRPCDeadlineAndIdle(t *testing.T) {
+	cp := StartControl(t)
+	StartRun(t, cp, RunOpts{Service: "echo-grpc", AppArgs: []string{"--grpc"}})
+	cp.WaitReady("echo-grpc", 1, eventually)
+	client := StartClient(t, cp, nil)
+	cc, err := grpc.NewClient(client.OutboundAddr(), grpc.WithAuthority("echo-grpc"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	tc := testpb.NewTestServiceClient(cc)
+	applyYAML(t, cp, policyDoc("echo-grpc", "  timeout: 1s\n  idleTimeout: 500ms\n"))
+
+	t.Run("grpc-timeout passed on", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{FillServerId: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ms int
+		if _, err := fmt.Sscanf(resp.ServerId, "deadline-ms=%d", &ms); err != nil || ms <= 0 || ms > 1000 {
+			t.Fatalf("the server saw %q; want a grpc-timeout of at most the policy's 1s (the client sent 5s)", resp.ServerId)
+		}
+		t.Logf("client sent grpc-timeout 5s; the server had %dms left", ms)
+	})
+	t.Run("deadline exceeded", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		st, err := tc.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 1, IntervalUs: 3_000_000}}})
+		if err == nil {
+			_, err = st.Recv()
+		}
+		took := time.Since(start)
+		var weftErr string
+		if st != nil {
+			hdr, _ := st.Header()
+			weftErr = strings.Join(append(hdr.Get("x-weft-error"), st.Trailer().Get("x-weft-error")...), "")
+		}
+		if status.Code(err) != codes.DeadlineExceeded || weftErr != "upstream_timeout" {
+			t.Fatalf("a call the server takes 3s over: %v (x-weft-error %q), want DEADLINE_EXCEEDED upstream_timeout", err, weftErr)
+		}
+		if took < 900*time.Millisecond || took > 2500*time.Millisecond {
+			t.Errorf("answered after %s, want about the policy's 1s", took)
+		}
+	})
+	t.Run("idle stream cut", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := tc.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{
+			ResponseParameters: []*testpb.ResponseParameters{{Size: 1}, {Size: 1, IntervalUs: 4_000_000}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err != nil {
+			t.Fatalf("first message: %v", err)
+		}
+		start := time.Now()
+		_, err = st.Recv()
+		took := time.Since(start)
+		if err == nil || status.Code(err) == codes.OK {
+			t.Fatalf("after a 4s stall the stream went on (%v), want it cut at idleTimeout 500ms", err)
+		}
+		if took > 3*time.Second {
+			t.Errorf("stream cut after %s, want about idleTimeout 500ms (the server stalls 4s)", took)
+		}
+		t.Logf("stalled stream cut after %s: %v", took.Round(time.Millisecond), err)
+	})
+}
+
+// TestPureClientEjections: a caller without --app-port registers no
+// instance, yet its outlier ejections reach the control plane (it names
+// its admin listener on its stream and is scraped): weft get services
+// shows the ejected instance with the reason and the caller.
+func TestPureClientEjections(t *testing.T) {
+	cp := StartControl(t, "--scrape-interval", "300ms")
+	good := StartRun(t, cp, RunOpts{Service: "orders"})
+	StartRun(t, cp, RunOpts{Service: "orders", AppArgs: []string{"--fail-percent", "100"}, Flags: []string{"--id", "orders-bad"}})
+	cp.WaitReady("orders", 2, eventually)
+	client := StartSidecar(t, cp, SidecarOpts{Service: "client", Flags: []string{"--id", "client-pure"}})
+	c := proxyClient(client.OutboundAddr())
+	applyYAML(t, cp, policyDoc("orders", `  retries: {attempts: 2, retryOn: [5xx], backoff: {base: 1ms, max: 5ms}}
+  outlierDetection: {consecutive5xx: 3, interval: 500ms, baseEjectionTime: 30s}
+`))
+	waitAllServing(t, c, "orders", good.Name)
+	<-Load(c, "orders", LoadOpts{Workers: 2, MaxPerWorker: 50, Duration: 10 * time.Second}, nil)
+	if e := ejected(t, client, "orders"); len(e) != 1 {
+		t.Fatalf("the client's /outliers lists %v, want orders-bad", e)
+	}
+	want := "orders-bad consecutive_5xx client-pure"
+	var sv []string
+	if !poll(eventually, 100*time.Millisecond, func() bool {
+		_, sv = controlEjections(t, cp, "orders")
+		return len(sv) == 1 && sv[0] == want
+	}) {
+		t.Fatalf("the control plane's services show %v ejected, want %q", sv, want)
+	}
+	r := weft(t, 30*time.Second, nil, "get", "services", "--server", cp.URL)
+	if r.Code != 0 || !regexp.MustCompile(`orders-bad.*consecutive_5xx.*client-pure`).MatchString(r.Stdout) {
+		t.Errorf("weft get services does not show orders-bad ejected by client-pure:\n%s", r)
+	}
+	t.Logf("weft get services:\n%s", r.Stdout)
 }

@@ -63,6 +63,7 @@ var (
 var (
 	failPercent atomic.Int64
 	served      atomic.Int64
+	bodyBytes   atomic.Int64 // request body bytes received (/_control/count)
 )
 
 // failNow decides whether this request fails, at the set percentage.
@@ -263,7 +264,7 @@ func serveHTTP(ctx context.Context, ln net.Listener) {
 	})
 	mux.HandleFunc("/_control/count", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string]int64{"served": served.Load()})
+		_ = json.NewEncoder(w).Encode(map[string]int64{"served": served.Load(), "bodyBytes": bodyBytes.Load()})
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		served.Add(1)
@@ -286,7 +287,8 @@ func serveHTTP(ctx context.Context, ln net.Listener) {
 		if *delay > 0 {
 			time.Sleep(*delay)
 		}
-		_, _ = io.Copy(io.Discard, r.Body)
+		n, _ := io.Copy(io.Discard, r.Body)
+		bodyBytes.Add(n)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("x-instance", instanceID())
 		_ = json.NewEncoder(w).Encode(reply{
@@ -371,12 +373,17 @@ func (testServer) UnaryCall(ctx context.Context, req *testpb.SimpleRequest) (*te
 	if err := echoStatus(req.ResponseStatus); err != nil {
 		return nil, err
 	}
-	return &testpb.SimpleResponse{
+	resp := &testpb.SimpleResponse{
 		Payload:    req.GetPayload(),
 		Username:   *name,
 		OauthScope: instanceID(),
 		Hostname:   *name,
-	}, nil
+	}
+	if dl, ok := ctx.Deadline(); ok && req.FillServerId {
+		// What is left of the grpc-timeout the call arrived with, in ms.
+		resp.ServerId = "deadline-ms=" + strconv.FormatInt(time.Until(dl).Milliseconds(), 10)
+	}
+	return resp, nil
 }
 
 func pattern(n int32) []byte {
