@@ -17,9 +17,11 @@ import (
 // With GODEBUG=schedtrace set, sysmon never sleeps deeply (the runtime
 // keeps it awake to print the trace) and settles at one wake-up every
 // 10 ms instead; a period of 2^31-1 ms (24.8 days of uptime between lines)
-// means it prints nothing in practice. Measured in one meshbench run at
-// 100 req/s (-perf): the pair's context switches per request 17.1 -> 6.7
-// (HAProxy's 5.7), futex 5.7 -> 0 and nanosleep 4.2 -> 1.7 per request.
+// means it prints nothing in practice. Measured with meshbench (the pair
+// beside HAProxy's in the same invocation, bench/README.md): at 1000 req/s
+// context switches per request 12.8 -> 4.3 (HAProxy's 3.8) and CPU per
+// request 392 -> 210 µs (HAProxy's 228-232); at 100 req/s (-perf) futex
+// 5.7 -> 0 and nanosleep 4.2 -> 1.7 per request.
 // The price is an idle sidecar's sysmon waking every 10 ms (an idle
 // sidecar went from 100 to 148 context switches per second, its CPU from
 // 0.2 to 0.4 ms per second). The variable is only read at
