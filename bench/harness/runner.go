@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,9 @@ type Config struct {
 	LoadCPU   string
 	ProxyCPU  string
 	ReadyWait time.Duration
+	// Perf counts the hops' syscalls with `perf stat` during each measured
+	// run (SyscallsPerReq); context switches are always counted, from /proc.
+	Perf bool
 
 	Log     io.Writer // progress lines; nil = discard
 	Command string    // recorded in the report
@@ -70,6 +74,12 @@ type RunResult struct {
 	ProxyCPUPerReq  Num     `json:"proxy_cpu_us_per_req"`
 	ProxyCPUUtil    Num     `json:"proxy_cpu_cores"` // CPU seconds per wall second
 	AuxCPUPerReq    Num     `json:"aux_cpu_us_per_req,omitempty"`
+	// Context switches (voluntary + involuntary, every thread) and, with
+	// Config.Perf, syscalls of the hops per completed request.
+	SwitchesPerReq       Num                `json:"ctx_switches_per_req"`
+	ThreadSwitchesPerReq []float64          `json:"busiest_threads_ctx_switches_per_req,omitempty"`
+	SyscallsPerReq       Num                `json:"syscalls_per_req"`
+	Syscalls             map[string]float64 `json:"syscalls_by_name_per_req,omitempty"`
 	// Resident memory, bytes: at the end of the run, and the highest seen
 	// during it (sampled every memSampleInterval, and at the end). PSS
 	// counts a page shared by n processes (the executable's, mostly) as 1/n
@@ -432,6 +442,11 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 			hopPIDs = append(hopPIDs, Descendants(r)...)
 		}
 		sampler := SampleMem(hopPIDs, memSampleInterval)
+		var perf *PerfStat
+		if cfg.Perf {
+			perf = StartPerfStat(hopPIDs)
+		}
+		switchesBefore := SnapshotSwitches(roots)
 		before, auxBefore := SnapshotCPU(roots), SnapshotCPU(aux)
 		var res *LoadResult
 		var err error
@@ -441,6 +456,9 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 			res, err = ClosedLoop(ctx, client, cfg.MaxConns, cfg.Duration, closedLoopCap(cfg.Duration))
 		}
 		after, auxAfter := SnapshotCPU(roots), SnapshotCPU(aux)
+		switchesAfter := SnapshotSwitches(roots)
+		switches := SwitchDelta(switchesBefore, switchesAfter)
+		syscalls := perf.Stop()
 		peaks := sampler.Stop()
 		if err != nil {
 			return nil, err
@@ -450,6 +468,7 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 			Latency: Summarize(res.Hist), Sent: res.Sent, OK: res.OK, Errors: res.Errors,
 			ErrorMsg: res.ErrorSummary(), Achieved: res.Achieved(), Elapsed: res.Elapsed.Seconds(),
 			ProxyCPUPerReq: NaN(), ProxyCPUUtil: NaN(), AuxCPUPerReq: NaN(),
+			SwitchesPerReq: NaN(), SyscallsPerReq: NaN(),
 			AddedP50: NaN(), AddedP99: NaN(),
 		}
 		if kind == KindClosed {
@@ -463,6 +482,21 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 				r.ProxyCPUUtil = Num(cpu / res.Elapsed.Seconds())
 			}
 			r.recordMem(topo.Hops, peaks)
+			if n := res.Completed(); n > 0 {
+				r.SwitchesPerReq = Num(float64(switches) / float64(n))
+				for _, t := range BusiestThreads(switchesBefore, switchesAfter, 4) {
+					r.ThreadSwitchesPerReq = append(r.ThreadSwitchesPerReq, float64(t)/float64(n))
+				}
+				if syscalls != nil {
+					var sum int64
+					r.Syscalls = map[string]float64{}
+					for k, v := range syscalls {
+						sum += v
+						r.Syscalls[k] = float64(v) / float64(n)
+					}
+					r.SyscallsPerReq = Num(float64(sum) / float64(n))
+				}
+			}
 		}
 		if len(aux) > 0 {
 			r.AuxCPUPerReq = Num(PerRequestMicros(CPUDelta(auxBefore, auxAfter), res.Completed()))
@@ -519,6 +553,12 @@ func progressLine(r *RunResult) string {
 	s := fmt.Sprintf("achieved %7.0f/s  p50 %.3f  p99 %.3f  p99.9 %.3f ms", r.Achieved, r.Latency.P50, r.Latency.P99, r.Latency.P999)
 	if !math.IsNaN(float64(r.ProxyCPUPerReq)) {
 		s += fmt.Sprintf("  proxy CPU %.0f µs/req (%.2f cores)", float64(r.ProxyCPUPerReq), float64(r.ProxyCPUUtil))
+	}
+	if !math.IsNaN(float64(r.SwitchesPerReq)) {
+		s += fmt.Sprintf("  ctx sw %.2f/req (busiest threads %.2f)", float64(r.SwitchesPerReq), r.ThreadSwitchesPerReq)
+	}
+	if !math.IsNaN(float64(r.SyscallsPerReq)) {
+		s += fmt.Sprintf("  syscalls %.2f/req (%s)", float64(r.SyscallsPerReq), topSyscalls(r.Syscalls, 6))
 	}
 	s += fmt.Sprintf("  errors %d", r.Errors)
 	if r.Errors > 0 {
@@ -613,4 +653,24 @@ func machineMeta(cfg Config, placement string) Meta {
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(strings.TrimSpace(s), "\n")
 	return strings.TrimSpace(s)
+}
+
+// topSyscalls names the n most frequent syscalls per request.
+func topSyscalls(m map[string]float64, n int) string {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool { return m[names[i]] > m[names[j]] })
+	var b strings.Builder
+	for i, k := range names {
+		if i == n {
+			break
+		}
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "%s %.2f", k, m[k])
+	}
+	return b.String()
 }

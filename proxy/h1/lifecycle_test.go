@@ -302,6 +302,50 @@ func TestUpstreamPool(t *testing.T) {
 			t.Fatalf("accepted %d", n)
 		}
 	})
+	t.Run("GETs on connections closed while idle, unchecked", func(t *testing.T) {
+		// A replayable request skips the liveness read: a dead pooled
+		// connection is found by the request, which goes again on a
+		// checked one. Three connections die at once (a restarted app):
+		// the next GET costs one extra try, not three, and every GET
+		// succeeds.
+		release := make(chan struct{})
+		up, accepted := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+			if _, err := readRequestHead(br); err != nil {
+				return
+			}
+			<-release
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		})
+		r := &recRouter{addr: up}
+		addr := newEngine(t, &Server{Router: r})
+		var cs []*client
+		for i := 0; i < 3; i++ {
+			c := dial(t, addr)
+			c.send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			cs = append(cs, c)
+		}
+		waitFor(t, func() bool { return accepted.Load() == 3 }, "three upstream connections")
+		close(release)
+		for i, c := range cs {
+			if resp, body := c.read("GET"); resp.StatusCode != 200 {
+				t.Fatalf("request %d: %d %s", i, resp.StatusCode, body)
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // let the FINs arrive
+		for i := 0; i < 3; i++ {
+			cs[0].send("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+			if resp, body := cs[0].read("GET"); resp.StatusCode != 200 {
+				t.Fatalf("GET %d after the close: %d %s", i, resp.StatusCode, body)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if res := r.result(t, 4); res.Attempts != 2 || res.Err != nil {
+			t.Fatalf("first GET after the close: %+v, want 2 attempts", res)
+		}
+		if n := accepted.Load(); n != 6 {
+			t.Fatalf("upstream accepted %d connections, want 6", n)
+		}
+	})
 	t.Run("idle expiry and CloseIdleUpstreams", func(t *testing.T) {
 		be := newBackend(t, http.HandlerFunc(echoHandler))
 		s := &Server{Router: &recRouter{addr: be.addr()}, Limits: Limits{UpstreamIdle: 50 * time.Millisecond}}

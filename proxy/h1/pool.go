@@ -109,9 +109,13 @@ func (u *upstreams) host(addr string) *hostPool {
 	return hp
 }
 
-// get returns a live pooled connection to addr or dials one. Its error is
-// the dialer's (*net.OpError, Op "dial").
-func (u *upstreams) get(addr string) (*upConn, error) {
+// get returns a pooled connection to addr or dials one. Its error is the
+// dialer's (*net.OpError, Op "dial"). With check, a pooled connection is
+// first found live (see live); without, a dead one is found by the request
+// itself, which the caller then sends again on a checked connection: the
+// check is one read syscall per reused connection, and a request that can
+// be replayed does not need it (see conn.forward).
+func (u *upstreams) get(addr string, check bool) (*upConn, error) {
 	hp := u.host(addr)
 	now := time.Now()
 	for {
@@ -126,7 +130,7 @@ func (u *upstreams) get(addr string) (*upConn, error) {
 		hp.idle[n-1] = nil
 		hp.idle = hp.idle[:n-1]
 		hp.mu.Unlock()
-		if now.Sub(uc.idleSince) >= u.lim.UpstreamIdle || !uc.live() {
+		if now.Sub(uc.idleSince) >= u.lim.UpstreamIdle || (check && !uc.live()) {
 			uc.close()
 			continue
 		}

@@ -55,6 +55,7 @@ func run() int {
 		workdir  = flag.String("workdir", "", "scratch directory for configs and logs (default: a temporary one, removed)")
 		pin      = flag.Bool("pin", true, "pin load generator+backend to CPU 0 and proxies to CPU 1 with taskset (needs >= 2 CPUs)")
 		ready    = flag.Duration("ready-wait", 30*time.Second, "how long a path may take to answer 200 after starting")
+		perf     = flag.Bool("perf", false, "count the proxies' syscalls per request with perf stat (linux-perf) during each measured run")
 		idle     = flag.String("idle-conns", "10,1000,2000", "idle kept-alive connection counts at which each proxy path's RSS is read (round 1; empty: none)")
 	)
 	flag.Parse()
@@ -120,6 +121,7 @@ func run() int {
 		Workdir:    *workdir,
 		Pin:        *pin,
 		ReadyWait:  *ready,
+		Perf:       *perf,
 		Log:        os.Stderr,
 		Command:    command,
 	}
