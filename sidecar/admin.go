@@ -11,6 +11,7 @@ import (
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/policy"
+	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/security/mtls"
 	"github.com/weftmesh/weft/telemetry/metrics"
 	"github.com/weftmesh/weft/version"
@@ -139,6 +140,9 @@ func (s *Sidecar) config(w http.ResponseWriter, r *http.Request) {
 	}
 	now := balancer.Mono()
 	for _, d := range s.disc.Destinations() {
+		if d.Service == resource.TopicPoliciesService {
+			continue // the mesh's own config (TopicPolicies), not a service this app calls
+		}
 		dv := DestinationView{Service: d.Service, Exists: d.Exists, Version: d.Version, Algorithm: d.Algorithm,
 			Timeout: d.Timeout.String(), Instances: []InstanceView{}, InFlight: map[string]int64{},
 			LocalZone: balancer.LocalUsable(d.Picker)}

@@ -27,7 +27,14 @@ import (
 	"github.com/weftmesh/weft/resource"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// The embedded nats-server's access-time ticker and a file store's flush
+// loop end a moment after WaitForShutdown returns; on a loaded machine
+// goleak can look first.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server/ats.Register.func1"),
+		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*fileStore).flushStreamStateLoop"))
+}
 
 // env is a broker, a broker connection, a publisher and an app.
 type env struct {
