@@ -44,11 +44,12 @@ func ValidateAppProtocol(p string) error {
 // Inbound serves calls from other sidecars and forwards them to the app on
 // 127.0.0.1:<app-port> in the app's protocol (see AppProtocolAuto).
 type Inbound struct {
-	appAddr string
-	appH2   func(*http.Request) bool
-	log     *slog.Logger
-	rp      *httputil.ReverseProxy
-	h1, h2  *http.Transport
+	appAddr  string
+	appH2    func(*http.Request) bool
+	appProto string // for the native h2 engine's choice (h2route.go)
+	log      *slog.Logger
+	rp       *httputil.ReverseProxy
+	h1, h2   *http.Transport
 
 	draining atomic.Bool
 	tunnels  sync.WaitGroup
@@ -94,7 +95,7 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	in := &Inbound{appAddr: appAddr, log: log}
+	in := &Inbound{appAddr: appAddr, log: log, appProto: appProtocol}
 	switch appProtocol {
 	case AppProtocolH2C:
 		in.appH2 = func(r *http.Request) bool { return r.ProtoMajor == 2 }

@@ -147,6 +147,7 @@ type FastEnd struct {
 	End                 time.Time
 	Upstream            time.Duration // time waiting on the upstream
 	WeftError           string        // x-weft-error of a mesh-made answer
+	GRPCStatus          string        // a gRPC call's grpc-status ("" for other requests)
 	Method, Host, Path  string        // only read for spans and the access log
 	ReqBytes, RespBytes int64
 	PeerID, PeerAddr    string
@@ -161,7 +162,7 @@ func (f *Fast) End(e *FastEnd) {
 	t := f.t
 	d := e.End.Sub(f.start)
 	if t.metrics != nil {
-		t.metrics.Request(f.rep, f.Src, f.Dst, e.Status, "", d, d-e.Upstream)
+		t.metrics.Request(f.rep, f.Src, f.Dst, e.Status, e.GRPCStatus, d, d-e.Upstream)
 	}
 	var traceID, spanID string
 	if f.span != nil {
