@@ -65,6 +65,9 @@ func (p *pool) open(ctx context.Context, addr string, fields []hpack.HeaderField
 		}
 		return c, st, nil
 	}
+	if len(h.conns) >= maxConnsPerHost {
+		return nil, nil, fmt.Errorf("%w: %d connections to %s, each at its stream limit", ErrRefused, len(h.conns), addr)
+	}
 	c, err := p.connect(ctx, addr)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrRefused, err)
@@ -78,6 +81,9 @@ func (p *pool) open(ctx context.Context, addr string, fields []hpack.HeaderField
 	}
 	return c, st, nil
 }
+
+// maxConnsPerHost bounds the connections to one upstream address.
+const maxConnsPerHost = 16
 
 var errFull = errors.New("h2: connection at its stream limit")
 

@@ -30,10 +30,11 @@ type conn struct {
 	henc *hpack.Encoder
 	hbuf bytes.Buffer
 
-	mu      sync.Mutex
-	cond    sync.Cond
-	streams map[uint32]*stream
-	sendWin int64 // connection send window
+	mu       sync.Mutex
+	cond     sync.Cond
+	streams  map[uint32]*stream
+	handlers int32 // server: stream handlers running
+	sendWin  int64 // connection send window
 	// peer settings
 	peerInitWin    int32
 	peerMaxStreams uint32
@@ -87,6 +88,8 @@ type stream struct {
 	contentLen int64 // declared request content-length, -1 unknown
 	got        int64 // DATA bytes received
 	gotHeaders bool  // a trailer block ends it
+	draining   bool  // answered; DATA still coming is dropped
+	drained    int64
 	// peer is the stream this one is forwarded to or from, woken when
 	// this one ends.
 	peer atomic.Pointer[stream]

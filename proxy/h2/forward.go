@@ -16,6 +16,9 @@ import (
 // handle runs one downstream stream: route, then tries until one's
 // response goes back (or the Router answers itself).
 func (s *Server) handle(c *conn, st *stream, req *Request) {
+	if isClosed(st.done) {
+		return // reset before it started: no work for a rapid reset
+	}
 	d := &Decision{}
 	res := &Result{}
 	s.Router.Route(req, d)
@@ -32,16 +35,17 @@ func (s *Server) handle(c *conn, st *stream, req *Request) {
 }
 
 // finishStream ends a downstream stream whose handler returned: a request
-// body nobody will read is credited back, and a caller still sending is
-// told to stop (RST_STREAM NO_ERROR, RFC 9113 §8.1).
+// body nobody will read is credited back, and what a caller still sends
+// is read and dropped (drainData), up to a bound.
 func (c *conn) finishStream(st *stream) {
 	c.mu.Lock()
-	local, remote, reset := st.localEnd, st.remoteEnd, st.reset
+	local, reset := st.localEnd, st.reset
+	if reset == nil && local && !st.remoteEnd {
+		st.draining = true // the read loop drops the rest (drainData)
+	}
 	c.mu.Unlock()
 	if reset == nil && !local {
 		c.writeReset(st, http2.ErrCodeInternal)
-	} else if reset == nil && !remote {
-		c.writeReset(st, http2.ErrCodeNo)
 	}
 	if n := st.in.drop(); n > 0 {
 		c.consumed(nil, n)

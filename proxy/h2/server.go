@@ -152,10 +152,25 @@ func (sc *serverConn) handleErr(err error) bool {
 		return true
 	case errors.As(err, &ce):
 		c.goAwayWrite(http2.ErrCode(ce), sc.lastID(), "")
+		sc.linger()
 	case errors.Is(err, http2.ErrFrameTooLarge):
 		c.goAwayWrite(http2.ErrCodeFrameSize, sc.lastID(), "")
+		sc.linger()
 	}
 	return false
+}
+
+// linger half-closes after a GOAWAY and reads what the client still
+// sends, for a moment: closing a socket with unread input makes the
+// kernel answer with a TCP reset, which can destroy the GOAWAY before the
+// client reads it.
+func (sc *serverConn) linger() {
+	nc := sc.c.nc
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	nc.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 }
 
 func (sc *serverConn) lastID() uint32 {
@@ -277,7 +292,10 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		c.mu.Unlock()
 		return streamErr(id, http2.ErrCodeProtocol)
 	}
-	if uint32(len(c.streams)) >= c.lim.MaxConcurrentStreams {
+	// Handlers still running count too: a stream the client reset at once
+	// leaves the map, but its handler may not have noticed yet (rapid
+	// reset, CVE-2023-44487, would otherwise start unbounded work).
+	if uint32(max(len(c.streams), int(c.handlers))) >= c.lim.MaxConcurrentStreams {
 		c.mu.Unlock()
 		return streamErr(id, http2.ErrCodeRefusedStream)
 	}
@@ -295,6 +313,7 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 		st.in.finish(nil)
 	}
 	c.streams[id] = st
+	c.handlers++
 	if c.idleTimer != nil {
 		c.idleTimer.Stop()
 	}
@@ -303,6 +322,9 @@ func (sc *serverConn) onHeaders(f *http2.MetaHeadersFrame) error {
 	go func() {
 		defer sc.s.wg.Done()
 		sc.s.handle(c, st, req)
+		c.mu.Lock()
+		c.handlers--
+		c.mu.Unlock()
 	}()
 	return nil
 }
@@ -314,9 +336,13 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	st := c.streams[id]
 	idle := id > sc.maxID
 	closed := st == nil || st.remoteEnd
+	draining := st != nil && st.draining
 	c.mu.Unlock()
 	if st == nil && idle {
 		return connErr(http2.ErrCodeProtocol)
+	}
+	if draining && !closed {
+		return sc.drainData(st, f)
 	}
 	if closed {
 		// Flow control still counts it; it is never read.
@@ -346,6 +372,37 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	}
 	return nil
 }
+
+// drainData takes DATA for a stream already answered: still checked
+// against its content-length (a malformed request is a PROTOCOL_ERROR
+// whenever it shows), credited at once, and cut off with RST_STREAM
+// NO_ERROR past maxDrain.
+func (sc *serverConn) drainData(st *stream, f *http2.DataFrame) error {
+	c := sc.c
+	if err := c.onData(st, f); err != nil {
+		return err
+	}
+	c.consumed(nil, int(f.Length))
+	st.got += int64(len(f.Data()))
+	if st.contentLen >= 0 && (st.got > st.contentLen || (f.StreamEnded() && st.got != st.contentLen)) {
+		return streamErr(st.id, http2.ErrCodeProtocol)
+	}
+	if f.StreamEnded() {
+		c.mu.Lock()
+		st.remoteEnd = true
+		c.maybeRemove(st)
+		c.mu.Unlock()
+		return nil
+	}
+	if st.drained += int64(f.Length); st.drained > maxDrain {
+		c.writeReset(st, http2.ErrCodeNo)
+	}
+	return nil
+}
+
+// maxDrain is how much of a request body is read and dropped after the
+// answer before the caller is told to stop.
+const maxDrain = 256 << 10
 
 // requestOf checks a request head (RFC 9113 §8.3) and adapts it.
 func requestOf(f *http2.MetaHeadersFrame) (*Request, error) {
