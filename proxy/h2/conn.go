@@ -391,16 +391,12 @@ func (c *conn) consumed(st *stream, n int) {
 func (c *conn) onData(st *stream, f *http2.DataFrame) error {
 	n := int32(f.Length)
 	c.mu.Lock()
-	if n > c.recvWin {
+	if n > c.recvWin || (st != nil && n > st.recvWin) {
 		c.mu.Unlock()
 		return http2.ConnectionError(http2.ErrCodeFlowControl)
 	}
 	c.recvWin -= n
 	if st != nil {
-		if n > st.recvWin {
-			c.mu.Unlock()
-			return http2.ConnectionError(http2.ErrCodeFlowControl)
-		}
 		st.recvWin -= n
 	}
 	c.mu.Unlock()
