@@ -115,9 +115,7 @@ func (c *conn) openStream(next *uint32, fields []hpack.HeaderField, end bool) (*
 	if end {
 		c.endLocal(st)
 	}
-	if err := c.flush(); err != nil {
-		return nil, ErrRefused
-	}
+	c.kick()
 	return st, nil
 }
 

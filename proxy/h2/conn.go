@@ -47,12 +47,13 @@ type conn struct {
 	goAwayID    uint32 // client: last stream the server will process
 	idleTimer   *time.Timer
 	done        chan struct{}
+	flushCh     chan struct{}
 }
 
 func newConn(nc net.Conn, lim *Limits, server bool) *conn {
 	c := &conn{nc: nc, lim: lim, server: server, streams: map[uint32]*stream{},
 		sendWin: initialWindow, peerInitWin: initialWindow, peerMaxStreams: 100,
-		recvWin: initialWindow, done: make(chan struct{})}
+		recvWin: initialWindow, done: make(chan struct{}), flushCh: make(chan struct{}, 1)}
 	if server {
 		c.peerMaxStreams = 1 << 31
 	}
@@ -65,6 +66,7 @@ func newConn(nc net.Conn, lim *Limits, server bool) *conn {
 	// Bounds every literal (HPACK bomb): no string longer than the list.
 	c.fr.ReadMetaHeaders.SetMaxStringLength(int(lim.MaxHeaderListSize))
 	c.henc = hpack.NewEncoder(&c.hbuf)
+	go c.flusher()
 	return c
 }
 
@@ -113,6 +115,36 @@ func (c *conn) flush() error {
 	return nil
 }
 
+// kick asks the connection's flusher to send what is buffered, instead of
+// a write syscall per frame: frames written close together (a response's
+// HEADERS, DATA and trailers; the WINDOW_UPDATEs of several streams) go
+// out in one write, as the flusher runs once the writers have moved on.
+// Callers hold wmu.
+func (c *conn) kick() error {
+	select {
+	case c.flushCh <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// flusher is the connection's one flushing goroutine; it ends with the
+// connection.
+func (c *conn) flusher() {
+	for {
+		select {
+		case <-c.flushCh:
+			c.wmu.Lock()
+			if c.bw.Buffered() > 0 {
+				c.flush()
+			}
+			c.wmu.Unlock()
+		case <-c.done:
+			return
+		}
+	}
+}
+
 func (c *conn) encode(fields []hpack.HeaderField) []byte {
 	c.hbuf.Reset()
 	for _, f := range fields {
@@ -158,7 +190,7 @@ func (c *conn) writeHeaders(st *stream, end bool, fields []hpack.HeaderField) er
 	if end {
 		c.endLocal(st)
 	}
-	return c.flush()
+	return c.kick()
 }
 
 // writeData sends p on st, waiting for send window; end sets END_STREAM
@@ -176,7 +208,7 @@ func (c *conn) writeData(st *stream, p []byte, end bool) error {
 			if last {
 				c.endLocal(st)
 			}
-			err = c.flush()
+			err = c.kick()
 		} else {
 			c.fail(err)
 		}
@@ -228,7 +260,7 @@ func (c *conn) writeReset(st *stream, code http2.ErrCode) {
 	}
 	c.wmu.Lock()
 	if c.fr.WriteRSTStream(st.id, code) == nil {
-		c.flush()
+		c.kick()
 	}
 	c.wmu.Unlock()
 	c.resetStream(st, resetError{code}, true)
@@ -237,7 +269,7 @@ func (c *conn) writeReset(st *stream, code http2.ErrCode) {
 func (c *conn) writeWindow(id uint32, n int32) {
 	c.wmu.Lock()
 	if c.fr.WriteWindowUpdate(id, uint32(n)) == nil {
-		c.flush()
+		c.kick()
 	}
 	c.wmu.Unlock()
 }
@@ -270,7 +302,9 @@ func (c *conn) maybeRemove(st *stream) {
 			delete(c.streams, st.id)
 			// A reset stream's data is never consumed: it goes back to
 			// the connection window.
-			if st.reset != nil {
+			// (One reset after its END_STREAM — an upstream's NO_ERROR
+			// for a body it did not read — keeps what it sent.)
+			if st.reset != nil && !st.remoteEnd {
 				if n := st.in.drop(); n > 0 {
 					c.recvUnacked += int32(n)
 				}
@@ -382,7 +416,7 @@ func (c *conn) consumed(st *stream, n int) {
 	if sw > 0 {
 		c.fr.WriteWindowUpdate(st.id, uint32(sw))
 	}
-	c.flush()
+	c.kick()
 	c.wmu.Unlock()
 }
 
@@ -474,7 +508,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	if err := c.fr.WriteSettingsAck(); err != nil {
 		return err
 	}
-	return c.flush()
+	return c.kick()
 }
 
 func (c *conn) onPing(f *http2.PingFrame) error {
@@ -486,7 +520,7 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 	if err := c.fr.WritePing(true, f.Data); err != nil {
 		return err
 	}
-	return c.flush()
+	return c.kick()
 }
 
 // ---------------------------------------------------------------- inbox
@@ -529,7 +563,7 @@ func (b *inbox) finish(trailers []hpack.HeaderField) {
 
 func (b *inbox) fail(err error) {
 	b.mu.Lock()
-	if b.err == nil && !(b.end && len(b.chunks) == 0) {
+	if b.err == nil && !b.end { // after the end, what came stays readable
 		b.err = err
 	}
 	b.mu.Unlock()

@@ -146,7 +146,7 @@ func (sc *serverConn) handleErr(err error) bool {
 		}
 		c.wmu.Lock()
 		if c.fr.WriteRSTStream(se.StreamID, se.Code) == nil {
-			c.flush()
+			c.kick()
 		}
 		c.wmu.Unlock()
 		return true
