@@ -229,7 +229,7 @@ func h2End(tel *telemetry.Fast, weftErr string, r *h2.Request, res *h2.Result, e
 	if !res.HeadWritten && status == 0 {
 		status = 499
 	}
-	e := telemetry.FastEnd{Status: status, End: res.End, WeftError: weftErr, GRPCStatus: res.GRPCStatus,
+	e := telemetry.FastEnd{Status: status, End: res.End, WeftError: weftErr, GRPCStatus: res.GRPCStatus, HTTP2: true,
 		ReqBytes: res.ReqBytes, RespBytes: res.RespBytes}
 	if !res.UpstreamStart.IsZero() && !res.UpstreamHeaders.IsZero() {
 		e.Upstream = res.UpstreamHeaders.Sub(res.UpstreamStart)
