@@ -58,7 +58,7 @@ func newConn(nc net.Conn, lim *Limits, server bool) *conn {
 		c.peerMaxStreams = 1 << 31
 	}
 	c.cond.L = &c.mu
-	c.bw = bufio.NewWriterSize(nc, 16<<10)
+	c.bw = bufio.NewWriterSize(timedWriter{nc}, 16<<10)
 	c.fr = http2.NewFramer(c.bw, nc)
 	c.fr.SetMaxReadFrameSize(maxFrame)
 	c.fr.MaxHeaderListSize = lim.MaxHeaderListSize
@@ -105,6 +105,20 @@ func (c *conn) newStream(id uint32) *stream {
 }
 
 // ---------------------------------------------------------------- writes
+
+// writeTimeout bounds one flush: a peer that reads nothing at all (not a
+// slow reader — flow control already bounds what it is sent) would
+// otherwise hold the connection's writers, and its read loop's SETTINGS
+// and PING answers, forever.
+const writeTimeout = 30 * time.Second
+
+// timedWriter gives every socket write writeTimeout.
+type timedWriter struct{ nc net.Conn }
+
+func (w timedWriter) Write(p []byte) (int, error) {
+	w.nc.SetWriteDeadline(time.Now().Add(writeTimeout))
+	return w.nc.Write(p)
+}
 
 // flush sends what the frame writes buffered. Callers hold wmu.
 func (c *conn) flush() error {
