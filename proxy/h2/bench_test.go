@@ -17,7 +17,8 @@ import (
 // against the net/http path it replaces (an h2c http.Server with
 // httputil.ReverseProxy and an h2c Transport, as proxy.Outbound has).
 // cpu-ns/op (the process's CPU time per call) and allocs/op include the
-// client and the backend, the same in both.
+// client and the backend, the same in both; "direct" (no proxy) is that
+// baseline, to subtract.
 //
 //	flock /work/wt/bench.lock go test -run '^$' -bench H2Unary -benchtime 3s ./proxy/h2/
 func BenchmarkH2Unary(b *testing.B) {
@@ -35,7 +36,7 @@ func BenchmarkH2Unary(b *testing.B) {
 	tr.Protocols.SetUnencryptedHTTP2(true)
 	rp := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(u); pr.Out.Host = pr.In.Host }, Transport: tr}
 	nethttp := backend(b, rp)
-	for _, p := range []struct{ name, addr string }{{"native", native}, {"nethttp", nethttp}} {
+	for _, p := range []struct{ name, addr string }{{"direct", up}, {"native", native}, {"nethttp", nethttp}} {
 		b.Run(p.name, func(b *testing.B) {
 			c := client(p.addr)
 			b.ReportAllocs()
