@@ -372,9 +372,15 @@ func (c *conn) fail(err error) {
 	go c.close(err)
 }
 
-// close ends the connection and every stream on it.
+// close ends the connection and every stream on it. A graceful close
+// (err nil) first sends what the flusher has not yet.
 func (c *conn) close(err error) {
 	if err == nil {
+		c.wmu.Lock()
+		if c.bw.Buffered() > 0 {
+			c.bw.Flush()
+		}
+		c.wmu.Unlock()
 		err = io.EOF
 	}
 	c.mu.Lock()
