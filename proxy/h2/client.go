@@ -75,6 +75,8 @@ func (p *pool) open(ctx context.Context, addr string, fields []hpack.HeaderField
 	id := uint32(1)
 	h.ids[c] = &id
 	h.conns = append(h.conns, c)
+	c.onClose = func() { p.forget(addr, h, c) }
+	go c.clientLoop()
 	st, err := c.openStream(&id, fields, end)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %w", ErrRefused, err)
@@ -120,7 +122,7 @@ func (c *conn) openStream(next *uint32, fields []hpack.HeaderField, end bool) (*
 }
 
 // connect dials addr and starts the connection: preface, SETTINGS, the
-// larger connection window, and its read loop.
+// larger connection window; the caller starts its read loop.
 func (p *pool) connect(ctx context.Context, addr string) (*conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, p.lim.DialTimeout)
 	defer cancel()
@@ -160,8 +162,7 @@ func (p *pool) connect(ctx context.Context, addr string) (*conn, error) {
 			c.close(nil)
 		}
 	})
-	go c.clientLoop()
-	return c, nil
+	return c, nil // the caller starts clientLoop
 }
 
 // errGoAway fails the streams a GOAWAY did not cover: never processed.
@@ -288,6 +289,25 @@ func (c *conn) remoteEnded(st *stream, trailers []hpack.HeaderField) {
 	st.remoteEnd = true
 	c.maybeRemove(st)
 	c.mu.Unlock()
+}
+
+// forget drops a closed connection, and its address once it has none, so
+// the pool holds only live connections as instances come and go.
+func (p *pool) forget(addr string, h *hostConns, c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.ids, c)
+	for i, x := range h.conns {
+		if x == c {
+			h.conns = append(h.conns[:i], h.conns[i+1:]...)
+			break
+		}
+	}
+	if len(h.conns) == 0 && p.m[addr] == h {
+		delete(p.m, addr)
+	}
 }
 
 func (p *pool) all() []*conn {

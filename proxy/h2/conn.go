@@ -48,6 +48,7 @@ type conn struct {
 	idleTimer   *time.Timer
 	done        chan struct{}
 	flushCh     chan struct{}
+	onClose     func() // the pool's, for an upstream connection; set before it is used
 }
 
 func newConn(nc net.Conn, lim *Limits, server bool) *conn {
@@ -402,6 +403,9 @@ func (c *conn) close(err error) {
 	c.nc.Close()
 	for _, st := range sts {
 		c.resetStream(st, err, false)
+	}
+	if c.onClose != nil {
+		c.onClose()
 	}
 }
 
