@@ -106,6 +106,27 @@ func (f *H2Outbound) Route(r *h2.Request, d *h2.Decision) {
 	}
 	// For sidecars only (see grpcTrailersOnly), not the app.
 	d.RespDel = []string{headerGRPCStatusHint}
+	if c.MirrorAddr != "" {
+		o.mirror.mirrorH2(r, c.MirrorAddr, d.Set)
+	}
+}
+
+// mirrorH2 copies an h2 request when it has no body (as mirrorH1 does).
+func (m *mirror) mirrorH2(r *h2.Request, addr string, set []hpack.HeaderField) {
+	if !r.EndStream {
+		m.Dropped.Add(1)
+		return
+	}
+	h := make(http.Header, len(r.Fields)+len(set))
+	for _, f := range r.Fields {
+		if k := http.CanonicalHeaderKey(f.Name); !hopByHop[k] && k != "Host" {
+			h.Add(k, f.Value)
+		}
+	}
+	for _, f := range set {
+		h.Set(f.Name, f.Value)
+	}
+	m.send(r.Method, addr, r.Authority, r.Path, h)
 }
 
 // appendTraceH2 adds the next hop's trace fields (appendTraceFields for
