@@ -149,7 +149,7 @@ func (p *pool) connect(ctx context.Context, addr string) (*conn, error) {
 	err = c.bw.Flush()
 	c.wmu.Unlock()
 	if err != nil {
-		nc.Close()
+		c.close(err) // ends its flusher too
 		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: err}
 	}
 	c.recvWin = p.lim.ConnWindow
