@@ -42,12 +42,13 @@ func ValidateAppProtocol(p string) error {
 // Inbound serves calls from other sidecars and forwards them to the app on
 // 127.0.0.1:<app-port> in the app's protocol (see AppProtocolAuto).
 type Inbound struct {
-	appAddr string
-	appH2   func(*http.Request) bool
-	h2App   bool // the app speaks only h2c: the fast path converts (FastInbound)
-	log     *slog.Logger
-	rp      *httputil.ReverseProxy
-	h1, h2  *http.Transport
+	appAddr  string
+	appH2    func(*http.Request) bool
+	h2App    bool   // the app speaks only h2c: the fast path converts (FastInbound)
+	appProto string // for the native h2 engine's choice (h2route.go)
+	log      *slog.Logger
+	rp       *httputil.ReverseProxy
+	h1, h2   *http.Transport
 
 	draining atomic.Bool
 	tunnels  sync.WaitGroup
@@ -93,7 +94,7 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	in := &Inbound{appAddr: appAddr, log: log, h2App: appProtocol == AppProtocolH2C}
+	in := &Inbound{appAddr: appAddr, log: log, h2App: appProtocol == AppProtocolH2C, appProto: appProtocol}
 	switch appProtocol {
 	case AppProtocolH2C:
 		// The app speaks only h2c: HTTP/1.1 callers' requests are converted.

@@ -411,6 +411,15 @@ func (s *Sidecar) fastDial(localAddr string) func(addr string) (net.Conn, error)
 	}
 }
 
+// h2Dial connects the native h2 engine to other sidecars: mTLS offering
+// ALPN h2.
+func (s *Sidecar) h2Dial() func(ctx context.Context, addr string) (net.Conn, error) {
+	d := s.id.dialer()
+	return func(ctx context.Context, addr string) (net.Conn, error) {
+		return d.Dial(ctx, "tcp", addr, mtls.ALPNH2)
+	}
+}
+
 // waitIdentity holds the first registration until the instance has its
 // certificate and its authorization policies: an instance callers cannot
 // verify, or that would serve before knowing who may call it, must not get

@@ -103,6 +103,8 @@ type Config struct {
 	// Listen bounds the outbound and inbound listeners' clients: header
 	// read and idle timeouts, connections per listener.
 	Listen ListenLimits
+	// H2 chooses and bounds the HTTP/2 engine (front.go).
+	H2 H2Config
 }
 
 // Defaults.
@@ -411,6 +413,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		if s.outFront.fast != nil {
 			s.outFront.fast.Dial = s.fastDial(localAddr)
 		}
+		s.outFront.useH2(s.cfg.H2, s.out.H2(), s.h2Dial(), nil, s.log.With("component", "outbound-h2"), s.cfg.Listen)
 		s.outFront.run(goRun, "outbound")
 	}
 	if s.inLn != nil {
@@ -428,6 +431,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.inFront = newFront(s.inLn, s.in, router, s.log.With("component", "inbound"), s.cfg.Listen, s.listenMetrics(), "inbound")
 		// The verified caller reaches the net/http path's requests.
 		s.inFront.hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context { return proxy.WithPeer(ctx, c.RemoteAddr()) }
+		s.inFront.useH2(s.cfg.H2, s.in.H2(), nil, func(a net.Addr) context.Context { return proxy.WithPeer(context.Background(), a) },
+			s.log.With("component", "inbound-h2"), s.cfg.Listen)
 		s.inFront.run(goRun, "inbound")
 		goRun("authz", func() error { s.watchPolicies(bg, s.in.Authz); return nil })
 		goRun("probe", func() error { s.probe(bg); return nil })

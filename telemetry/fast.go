@@ -147,9 +147,26 @@ type FastEnd struct {
 	End                 time.Time
 	Upstream            time.Duration // time waiting on the upstream
 	WeftError           string        // x-weft-error of a mesh-made answer
+	GRPCStatus          string        // a gRPC call's grpc-status ("" for other requests)
+	HTTP2               bool          // the native h2 engine's request (else HTTP/1.1)
 	Method, Host, Path  string        // only read for spans and the access log
 	ReqBytes, RespBytes int64
 	PeerID, PeerAddr    string
+}
+
+func (e *FastEnd) protoVersion() string {
+	if e.HTTP2 {
+		return "2" // as Exchange's spans say it
+	}
+	return "1.1"
+}
+
+// protocol is the access log's, as net/http names it (r.Proto).
+func (e *FastEnd) protocol() string {
+	if e.HTTP2 {
+		return "HTTP/2.0"
+	}
+	return "HTTP/1.1"
 }
 
 // WantsStrings says whether End reads FastEnd's strings (a sampled span or
@@ -161,7 +178,7 @@ func (f *Fast) End(e *FastEnd) {
 	t := f.t
 	d := e.End.Sub(f.start)
 	if t.metrics != nil {
-		t.metrics.Request(f.rep, f.Src, f.Dst, e.Status, "", d, d-e.Upstream)
+		t.metrics.Request(f.rep, f.Src, f.Dst, e.Status, e.GRPCStatus, d, d-e.Upstream)
 	}
 	var traceID, spanID string
 	if f.span != nil {
@@ -169,7 +186,7 @@ func (f *Fast) End(e *FastEnd) {
 			attribute.String("http.request.method", e.Method),
 			attribute.Int("http.response.status_code", e.Status),
 			attribute.String("url.path", truncate(e.Path, 256)),
-			attribute.String("network.protocol.version", "1.1"),
+			attribute.String("network.protocol.version", e.protoVersion()),
 			attribute.String("weft.source_service", f.Src),
 			attribute.String("weft.destination_service", f.Dst),
 		}
@@ -192,7 +209,7 @@ func (f *Fast) End(e *FastEnd) {
 	}
 	if t.access != nil {
 		entry := accesslog.Entry{Time: f.start, Reporter: f.rep.String(), Source: f.Src, Destination: f.Dst,
-			Method: e.Method, Authority: e.Host, Path: e.Path, Protocol: "HTTP/1.1",
+			Method: e.Method, Authority: e.Host, Path: e.Path, Protocol: e.protocol(), GRPCStatus: e.GRPCStatus,
 			Code: e.Status, WeftError: e.WeftError, Duration: d, Upstream: e.Upstream,
 			RequestBytes: e.ReqBytes, ResponseBytes: e.RespBytes, UpstreamInstance: e.PeerID, UpstreamAddress: e.PeerAddr,
 			TraceID: traceID, SpanID: spanID}

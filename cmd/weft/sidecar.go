@@ -54,12 +54,16 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.BoolVar(&s.telemetry, "telemetry", true, "record per-request metrics, spans and access logs (false: only to measure their cost)")
 	_ = f.MarkHidden("telemetry")
 	addCaptureFlags(f, &s.cfg.Capture)
+	addH2Flags(f, &s.cfg.H2)
 	s.addSecurity(f)
 }
 
 func (s *sidecarFlags) config() (sidecar.Config, error) {
 	cfg := s.cfg
 	cfg.NoTelemetry = !s.telemetry
+	if err := cfg.H2.Validate(); err != nil {
+		return cfg, err
+	}
 	if cfg.Listen.ReadHeaderTimeout <= 0 {
 		return cfg, fmt.Errorf("--read-header-timeout %s: want a positive duration", cfg.Listen.ReadHeaderTimeout)
 	}

@@ -16,68 +16,91 @@ import (
 	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
-// h2specFailing are the h2spec cases the listeners fail today, each with
-// why. Both listeners serve h2c through net/http's HTTP/2 server (handed
-// off by the HTTP/1.1 engine); these need the native h2 engine (issue 13,
-// item 1) or a shared port that is not also HTTP/1.1. The test asserts
-// this list exactly, so a fix or a regression shows.
-var h2specFailing = map[string]string{
-	"http2/3.5/2":     "invalid connection preface: the port also speaks HTTP/1.1, so the bytes are answered as an HTTP/1.1 request (400) before the close",
-	"http2/6.5.3/1":   "two SETTINGS_INITIAL_WINDOW_SIZE in one frame: net/http's h2 server hangs up on a SETTINGS frame with duplicate entries (on purpose, a DoS guard) instead of applying them in order",
-	"http2/8.1.2.2/1": "connection-specific field in HEADERS: net/http's h2 server answers 400 without calling the proxy (nothing is forwarded), where h2spec wants RST_STREAM PROTOCOL_ERROR",
-	"http2/8.1.2.2/2": "TE other than trailers: answered 400 by net/http's h2 server, not forwarded, where h2spec wants RST_STREAM PROTOCOL_ERROR",
+// h2specEngines are the sidecar's two HTTP/2 engines (--h2-engine), each
+// with the h2spec cases it fails today and why. The test asserts each
+// list exactly, so a fix or a regression shows.
+var h2specEngines = []struct {
+	engine  string
+	failing map[string]string
+	// racyOutbound may fail on the outbound listener only: there the
+	// request's authority (h2spec sends 127.0.0.1:PORT) is no service,
+	// so the mesh answers at once, without reading the body, and whether
+	// net/http sees the content-length mismatch before the response is a
+	// race. The native engine checks the body it drops after an answer
+	// against its content-length, so it has none.
+	racyOutbound []string
+}{
+	{engine: "native", failing: map[string]string{
+		"http2/3.5/2": invalidPreface,
+	}},
+	{engine: "nethttp", failing: map[string]string{
+		"http2/3.5/2":     invalidPreface,
+		"http2/6.5.3/1":   "two SETTINGS_INITIAL_WINDOW_SIZE in one frame: net/http's h2 server hangs up on a SETTINGS frame with duplicate entries (on purpose, a DoS guard) instead of applying them in order",
+		"http2/8.1.2.2/1": "connection-specific field in HEADERS: net/http's h2 server answers 400 without calling the proxy (nothing is forwarded), where h2spec wants RST_STREAM PROTOCOL_ERROR",
+		"http2/8.1.2.2/2": "TE other than trailers: answered 400 by net/http's h2 server, not forwarded, where h2spec wants RST_STREAM PROTOCOL_ERROR",
+	}, racyOutbound: []string{"http2/8.1.2.6/1", "http2/8.1.2.6/2"}},
 }
+
+// invalidPreface: the port also speaks HTTP/1.1 (the fast path reads the
+// first line), so bytes that are not the h2 preface are answered as an
+// HTTP/1.1 request (400) before the close; h2spec wants a GOAWAY.
+const invalidPreface = "invalid connection preface: the port also speaks HTTP/1.1, so the bytes are answered as an HTTP/1.1 request (400) before the close"
 
 const h2specTotal = 145
 
-// h2specRacyOutbound may fail on the outbound listener only: there the
-// request's authority (h2spec sends 127.0.0.1:PORT) is no service, so the
-// mesh answers 503 at once, without reading the body, and whether net/http
-// sees the content-length mismatch before the response is a race.
-var h2specRacyOutbound = []string{"http2/8.1.2.6/1", "http2/8.1.2.6/2"}
-
 // TestH2Spec runs h2spec (h2c, prior knowledge) against the client
-// sidecar's outbound listener and the server sidecar's inbound listener
-// and asserts its summary: every case passes but the known ones.
+// sidecar's outbound listener and the server sidecar's inbound listener,
+// on each HTTP/2 engine, and asserts its summary: every case passes but
+// the known ones.
 func TestH2Spec(t *testing.T) {
 	bin := h2specBinary(t)
 	port := harness.FreePort(t)
 	app := harness.Start(t, "app-back", bins.App, "--port", strconv.Itoa(port), "--name", "back")
 	harness.WaitListening(t, app, harness.Addr(port), eventually)
-	m := startMesh(t, port, "")
-	m.waitRoutable(t)
-	for _, l := range []struct{ name, addr string }{{"outbound", m.outbound}, {"inbound", m.inbound}} {
-		t.Run(l.name, func(t *testing.T) {
-			t.Parallel()
-			_, p, _ := net.SplitHostPort(l.addr)
-			report := filepath.Join(t.TempDir(), "h2spec.xml")
-			cmd := exec.Command(bin, "-h", "127.0.0.1", "-p", p, "-o", "5", "-j", report)
-			out, _ := cmd.CombinedOutput() // exits 1 when a case fails
-			passed, total, failed, err := readH2specReport(report)
-			if err != nil {
-				t.Fatalf("h2spec report: %v\n%s", err, harness.Tail(string(out), 60, 8<<10))
-			}
-			t.Logf("h2spec on the %s listener: %d/%d passed, failing %v", l.name, passed, total, failed)
-			want := make([]string, 0, len(h2specFailing))
-			for id := range h2specFailing {
-				want = append(want, id)
-			}
-			slices.Sort(want)
-			if l.name == "outbound" {
-				failed = slices.DeleteFunc(failed, func(id string) bool {
-					if slices.Contains(h2specRacyOutbound, id) {
-						t.Logf("h2spec %s failed (racy on the outbound, see h2specRacyOutbound)", id)
-						passed++ // counted as the race's other outcome
-						return true
+	for _, eng := range h2specEngines {
+		t.Run(eng.engine, func(t *testing.T) {
+			m := startMesh(t, port, "", "--h2-engine", eng.engine)
+			m.waitRoutable(t)
+			for _, l := range []struct{ name, addr string }{{"outbound", m.outbound}, {"inbound", m.inbound}} {
+				t.Run(l.name, func(t *testing.T) {
+					t.Parallel()
+					racy := []string(nil)
+					if l.name == "outbound" {
+						racy = eng.racyOutbound
 					}
-					return false
+					runH2spec(t, bin, l.name, l.addr, eng.failing, racy)
 				})
 			}
-			if total != h2specTotal || passed != total-len(want) || !slices.Equal(failed, want) {
-				t.Errorf("h2spec: %d/%d passed, failing %v; want %d/%d, failing %v\n%s",
-					passed, total, failed, h2specTotal-len(want), h2specTotal, want, harness.Tail(string(out), 80, 12<<10))
-			}
 		})
+	}
+}
+
+func runH2spec(t *testing.T, bin, listener, addr string, failing map[string]string, racy []string) {
+	_, p, _ := net.SplitHostPort(addr)
+	report := filepath.Join(t.TempDir(), "h2spec.xml")
+	cmd := exec.Command(bin, "-h", "127.0.0.1", "-p", p, "-o", "5", "-j", report)
+	out, _ := cmd.CombinedOutput() // exits 1 when a case fails
+	passed, total, failed, err := readH2specReport(report)
+	if err != nil {
+		t.Fatalf("h2spec report: %v\n%s", err, harness.Tail(string(out), 60, 8<<10))
+	}
+	t.Logf("h2spec on the %s listener: %d/%d passed, failing %v", listener, passed, total, failed)
+	want := make([]string, 0, len(failing))
+	for id := range failing {
+		want = append(want, id)
+	}
+	slices.Sort(want)
+	failed = slices.DeleteFunc(failed, func(id string) bool {
+		if slices.Contains(racy, id) {
+			t.Logf("h2spec %s failed (racy on the outbound, see racyOutbound)", id)
+			passed++ // counted as the race's other outcome
+			return true
+		}
+		return false
+	})
+	if total != h2specTotal || passed != total-len(want) || !slices.Equal(failed, want) {
+		t.Errorf("h2spec: %d/%d passed, failing %v; want %d/%d, failing %v\n%s",
+			passed, total, failed, h2specTotal-len(want), h2specTotal, want, harness.Tail(string(out), 80, 12<<10))
 	}
 }
 

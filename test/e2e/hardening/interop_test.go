@@ -191,6 +191,14 @@ func TestGRPCInterop(t *testing.T) {
 			}
 		}
 	})
+	// The hop between the sidecars is mutual TLS (the client sidecar's
+	// h2 engine offers ALPN h2 only), not plaintext.
+	if n := metric(t, m.serverAdmin, "weft_mtls_handshakes_total"); n < 1 {
+		t.Errorf("server sidecar: weft_mtls_handshakes_total = %v, want the client sidecar's mTLS connections", n)
+	}
+	if n := metric(t, m.serverAdmin, "weft_mtls_plaintext_connections_total"); n != 0 {
+		t.Errorf("server sidecar: %v plaintext connections on the sidecar hop", n)
+	}
 	// They did go through the mesh: the server sidecar counted gRPC
 	// requests, and a case against a service that does not exist fails.
 	if n := metric(t, m.serverAdmin, "weft_requests_total", `reporter="server"`, `grpc_status="0"`); n < 8 {

@@ -1,0 +1,86 @@
+package h2
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// requestFields is the head sent upstream: the pseudo-fields, the
+// caller's fields but those the Decision removes or replaces, then the
+// Decision's own.
+func requestFields(r *Request, d *Decision) []hpack.HeaderField {
+	out := make([]hpack.HeaderField, 0, 4+len(r.Fields)+len(d.Set))
+	out = append(out,
+		hpack.HeaderField{Name: ":method", Value: r.Method},
+		hpack.HeaderField{Name: ":scheme", Value: "http"},
+		hpack.HeaderField{Name: ":authority", Value: r.Authority},
+	)
+	if r.Method != "CONNECT" {
+		out = append(out, hpack.HeaderField{Name: ":path", Value: r.Path})
+	}
+	for _, f := range r.Fields {
+		if f.Name == "host" || dropped(f.Name, d.Set, d.Del) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return appendLower(out, d.Set)
+}
+
+// responseFields is the head sent to the caller.
+func responseFields(h *http2.MetaHeadersFrame, d *Decision) []hpack.HeaderField {
+	reg := h.RegularFields()
+	out := make([]hpack.HeaderField, 0, 1+len(reg)+len(d.RespSet))
+	out = append(out, hpack.HeaderField{Name: ":status", Value: h.PseudoValue("status")})
+	for _, f := range reg {
+		if dropped(f.Name, d.RespSet, d.RespDel) {
+			continue
+		}
+		out = append(out, f)
+	}
+	return appendLower(out, d.RespSet)
+}
+
+func dropped(name string, set []hpack.HeaderField, del []string) bool {
+	for i := range set {
+		if strings.EqualFold(set[i].Name, name) {
+			return true
+		}
+	}
+	for _, n := range del {
+		if strings.EqualFold(n, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// appendLower appends fs with lower-case names (HTTP/2 requires them; the
+// Router may have written canonical ones).
+func appendLower(out, fs []hpack.HeaderField) []hpack.HeaderField {
+	for _, f := range fs {
+		if hasUpper(f.Name) {
+			f.Name = strings.ToLower(f.Name)
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+func hasUpper(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if 'A' <= s[i] && s[i] <= 'Z' {
+			return true
+		}
+	}
+	return false
+}
+
+func responseOf(h *http2.MetaHeadersFrame) *Response {
+	st, _ := strconv.Atoi(h.PseudoValue("status"))
+	return &Response{Status: st, Fields: h.RegularFields(), EndStream: h.StreamEnded(), At: time.Now()}
+}

@@ -1,0 +1,405 @@
+package h2
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// handle runs one downstream stream: route, then tries until one's
+// response goes back (or the Router answers itself).
+func (s *Server) handle(c *conn, st *stream, req *Request) {
+	if isClosed(st.done) {
+		return // reset before it started: no work for a rapid reset
+	}
+	d := &Decision{}
+	res := &Result{}
+	s.Router.Route(req, d)
+	if d.Handler != nil {
+		serveHandler(s, c, st, req, d, res)
+	} else {
+		fw := &forwarder{s: s, c: c, st: st, req: req, d: d, res: res,
+			body: &heldBody{in: &st.in, limit: d.ReplayLimit}}
+		fw.run()
+	}
+	res.End = time.Now()
+	s.Router.Finish(req, d, res)
+	c.finishStream(st)
+}
+
+// finishStream ends a downstream stream whose handler returned: a request
+// body nobody will read is credited back, and what a caller still sends
+// is read and dropped (drainData), up to a bound.
+func (c *conn) finishStream(st *stream) {
+	c.mu.Lock()
+	local, reset := st.localEnd, st.reset
+	if reset == nil && local && !st.remoteEnd {
+		st.draining = true // the read loop drops the rest (drainData)
+	}
+	c.mu.Unlock()
+	if reset == nil && !local {
+		c.writeReset(st, http2.ErrCodeInternal)
+	}
+	if n := st.in.drop(); n > 0 {
+		c.consumed(nil, n)
+	}
+}
+
+type forwarder struct {
+	s    *Server
+	c    *conn // downstream
+	st   *stream
+	req  *Request
+	d    *Decision
+	res  *Result
+	body *heldBody
+}
+
+func (fw *forwarder) run() {
+	d, res := fw.d, fw.res
+	for {
+		if d.Addr == "" {
+			fw.answer()
+			return
+		}
+		fields := requestFields(fw.req, d)
+		res.UpstreamStart = time.Now()
+		up, ust, err := fw.s.pool.open(context.Background(), d.Addr, fields, fw.req.EndStream)
+		if err != nil {
+			if fw.again(nil, err) {
+				continue
+			}
+			fw.fail(err)
+			return
+		}
+		ust.peer.Store(fw.st)
+		fw.st.peer.Store(ust)
+		var p *pump
+		if !fw.req.EndStream {
+			fw.body.rewind()
+			p = startPump(fw.body, fw.c, fw.st, up, ust)
+		}
+		head, err := fw.waitHead(ust)
+		if p != nil && !fw.body.whole() {
+			d.Unreplayable = true
+		}
+		if err != nil {
+			up.writeReset(ust, http2.ErrCodeCancel)
+			p.halt()
+			if errors.Is(err, ErrDownstreamGone) {
+				res.Err = err
+				return
+			}
+			if fw.again(nil, err) {
+				continue
+			}
+			fw.fail(err)
+			return
+		}
+		resp := responseOf(head)
+		res.UpstreamHeaders = resp.At
+		if fw.again(resp, nil) {
+			up.writeReset(ust, http2.ErrCodeCancel)
+			p.halt()
+			continue
+		}
+		fw.relay(up, ust, head, p)
+		return
+	}
+}
+
+// again asks the Router whether to try again.
+func (fw *forwarder) again(resp *Response, err error) bool {
+	return fw.s.Router.Answered(fw.req, fw.d, resp, err)
+}
+
+// waitHead waits for the try's response head, within HeaderTimeout.
+func (fw *forwarder) waitHead(ust *stream) (*http2.MetaHeadersFrame, error) {
+	var timeout <-chan time.Time
+	if t := fw.d.HeaderTimeout; t > 0 {
+		tm := time.NewTimer(t)
+		defer tm.Stop()
+		timeout = tm.C
+	}
+	select {
+	case h := <-ust.head:
+		return h, nil
+	case <-ust.done:
+		select {
+		case h := <-ust.head:
+			return h, nil
+		default:
+		}
+		err := ust.resetErr()
+		if errors.Is(err, ErrRefused) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", ErrUpstreamReset, err)
+	case <-fw.st.done:
+		return nil, ErrDownstreamGone
+	case <-timeout:
+		return nil, ErrUpstreamTimeout
+	}
+}
+
+func (st *stream) resetErr() error {
+	st.c.mu.Lock()
+	defer st.c.mu.Unlock()
+	return st.reset
+}
+
+// relay sends the response head down, then its body and trailers as they
+// come, crediting the upstream only for what the caller's window took.
+func (fw *forwarder) relay(up *conn, ust *stream, head *http2.MetaHeadersFrame, p *pump) {
+	c, st, res := fw.c, fw.st, fw.res
+	end := head.StreamEnded()
+	res.Status, _ = strconv.Atoi(head.PseudoValue("status"))
+	if end {
+		res.GRPCStatus = get(head.RegularFields(), "grpc-status")
+	}
+	if err := c.writeHeaders(st, end, responseFields(head, fw.d)); err != nil {
+		up.writeReset(ust, http2.ErrCodeCancel)
+		p.halt()
+		res.Err = err
+		return
+	}
+	res.HeadWritten = true
+	stop := func() bool { return isClosed(st.done) }
+	for !end {
+		chunk, last, trailers, err := ust.in.next(stop)
+		if err != nil {
+			if isClosed(st.done) {
+				up.writeReset(ust, http2.ErrCodeCancel)
+				res.Err = ErrDownstreamGone
+			} else {
+				c.writeReset(st, codeOf(err))
+				res.Err = fmt.Errorf("%w: %w", ErrUpstreamReset, err)
+			}
+			p.halt()
+			return
+		}
+		end = last
+		if len(chunk) > 0 {
+			n := len(chunk)
+			werr := c.writeData(st, chunk, last && trailers == nil)
+			putBuf(chunk)
+			up.consumed(ust, n)
+			res.RespBytes += int64(n)
+			if werr != nil {
+				up.writeReset(ust, http2.ErrCodeCancel)
+				p.halt()
+				res.Err = ErrDownstreamGone
+				return
+			}
+		}
+		if last {
+			var werr error
+			if trailers != nil {
+				res.GRPCStatus = get(trailers, "grpc-status")
+				werr = c.writeHeaders(st, true, trailers)
+			} else if len(chunk) == 0 {
+				werr = c.writeData(st, nil, true)
+			}
+			if werr != nil {
+				res.Err = werr
+			}
+		}
+	}
+	if p != nil {
+		// The answer is complete; a request body still coming has nowhere
+		// to go (finishStream tells the caller).
+		select {
+		case <-p.done:
+		default:
+			up.writeReset(ust, http2.ErrCodeCancel)
+			p.halt()
+		}
+		res.ReqBytes = p.n.Load()
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// answer sends the Router's own answer.
+func (fw *forwarder) answer() {
+	c, st, d, res := fw.c, fw.st, fw.d, fw.res
+	fields := make([]hpack.HeaderField, 0, len(d.Header)+len(d.RespSet)+2)
+	fields = append(fields, hpack.HeaderField{Name: ":status", Value: strconv.Itoa(d.Status)})
+	fields = appendLower(fields, d.Header)
+	fields = appendLower(fields, d.RespSet)
+	res.Status = d.Status
+	if d.TrailersOnly {
+		res.GRPCStatus = get(fields, "grpc-status")
+		res.Err = c.writeHeaders(st, true, fields)
+		res.HeadWritten = res.Err == nil
+		return
+	}
+	fields = append(fields, hpack.HeaderField{Name: "content-length", Value: strconv.Itoa(len(d.Body))})
+	empty := len(d.Body) == 0 || fw.req.Method == "HEAD"
+	if res.Err = c.writeHeaders(st, empty, fields); res.Err != nil {
+		return
+	}
+	res.HeadWritten = true
+	if !empty {
+		res.Err = c.writeData(st, d.Body, true)
+		res.RespBytes = int64(len(d.Body))
+	}
+}
+
+// fail ends a request whose tries failed: the Router's answer when it
+// gave one, else a reset.
+func (fw *forwarder) fail(err error) {
+	fw.res.Err = err
+	if fw.d.Status != 0 && fw.d.Addr == "" {
+		fw.answer()
+		fw.res.Err = err
+		return
+	}
+	fw.c.writeReset(fw.st, codeOf(err))
+}
+
+// ---------------------------------------------------------------- body
+
+// heldBody is the request body as the tries read it: what the caller
+// sends, and — up to limit bytes — a copy held so a retry can send it
+// again.
+type heldBody struct {
+	in    *inbox
+	limit int
+	mu    sync.Mutex
+	held  [][]byte
+	heldN int
+	over  bool
+	eof   bool
+	tr    []hpack.HeaderField
+	pos   int
+}
+
+func (b *heldBody) rewind() {
+	b.mu.Lock()
+	b.pos = 0
+	b.mu.Unlock()
+}
+
+// whole reports whether all of the body is held.
+func (b *heldBody) whole() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof && !b.over
+}
+
+// next returns the next chunk, whether it came from the caller (so its
+// window must be credited once sent) and whether the caller may recycle it.
+func (b *heldBody) next(stop func() bool) (chunk []byte, end bool, tr []hpack.HeaderField, fresh, owned bool, err error) {
+	b.mu.Lock()
+	if b.pos < len(b.held) {
+		chunk = b.held[b.pos]
+		b.pos++
+		end = b.eof && b.pos == len(b.held)
+		if end {
+			tr = b.tr
+		}
+		b.mu.Unlock()
+		return chunk, end, tr, false, false, nil
+	}
+	if b.eof { // all held, and sent
+		b.mu.Unlock()
+		return nil, true, b.tr, false, false, nil
+	}
+	b.mu.Unlock()
+	chunk, end, tr, err = b.in.next(stop)
+	if err != nil {
+		return nil, false, nil, false, false, err
+	}
+	b.mu.Lock()
+	owned = true
+	if b.limit > 0 && !b.over {
+		if b.heldN+len(chunk) > b.limit {
+			b.over, b.held = true, nil
+		} else if len(chunk) > 0 {
+			b.held = append(b.held, chunk)
+			b.heldN += len(chunk)
+			b.pos = len(b.held)
+			owned = false
+		}
+	}
+	if end {
+		b.eof, b.tr = true, tr
+	}
+	b.mu.Unlock()
+	return chunk, end, tr, true, owned, nil
+}
+
+// pump sends one try's request body upstream: a chunk is taken from the
+// caller's queue only when the upstream's window has room for it, and the
+// caller's window is credited once it is sent, so a slow upstream slows
+// the caller down rather than filling the sidecar's memory.
+type pump struct {
+	stop atomic.Bool
+	done chan struct{}
+	in   *inbox
+	n    atomic.Int64
+}
+
+func startPump(b *heldBody, dc *conn, dst *stream, up *conn, ust *stream) *pump {
+	p := &pump{done: make(chan struct{}), in: b.in}
+	go func() {
+		defer close(p.done)
+		stop := func() bool { return p.stop.Load() || isClosed(ust.done) }
+		for {
+			chunk, end, tr, fresh, owned, err := b.next(stop)
+			if err != nil {
+				if !errors.Is(err, errInterrupted) {
+					up.writeReset(ust, http2.ErrCodeCancel) // the caller reset
+				}
+				return
+			}
+			if len(chunk) > 0 {
+				err = up.writeData(ust, chunk, end && tr == nil)
+				if fresh {
+					p.n.Add(int64(len(chunk)))
+					dc.consumed(dst, len(chunk))
+				}
+				if owned {
+					putBuf(chunk)
+				}
+				if err != nil {
+					return
+				}
+			}
+			if end {
+				if tr != nil {
+					up.writeHeaders(ust, true, tr)
+				} else if len(chunk) == 0 {
+					up.writeData(ust, nil, true)
+				}
+				return
+			}
+		}
+	}()
+	return p
+}
+
+// halt stops the pump and waits for it.
+func (p *pump) halt() {
+	if p == nil {
+		return
+	}
+	p.stop.Store(true)
+	p.in.interrupt()
+	<-p.done
+}
