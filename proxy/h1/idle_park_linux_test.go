@@ -1,9 +1,12 @@
 package h1
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"testing"
 	"time"
 )
@@ -145,4 +148,43 @@ func TestParkEpoll(t *testing.T) {
 			t.Fatal("the watcher is still running after Shutdown")
 		}
 	})
+}
+
+// TestParkTLSNotParked: a TLS connection is never parked (tls.Conn may hold
+// bytes the fd no longer shows) and is served after idle waits longer than
+// parkAfter, keeping its goroutine.
+func TestParkTLSNotParked(t *testing.T) {
+	be := newBackend(t, http.HandlerFunc(echoHandler))
+	certSrv := httptest.NewUnstartedServer(nil)
+	certSrv.StartTLS()
+	cert := certSrv.TLS.Certificates
+	certSrv.Close()
+	s := &Server{Router: &recRouter{addr: be.addr()}, Limits: Limits{IdleTimeout: 30 * time.Second}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(tls.NewListener(ln, &tls.Config{Certificates: cert}))
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s.Shutdown(ctx)
+	})
+	tc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { tc.Close() })
+	tc.SetDeadline(time.Now().Add(30 * time.Second))
+	c := &client{t: t, c: tc, br: bufio.NewReader(tc)}
+	for _, p := range []string{"/1", "/2", "/3"} {
+		c.send("GET " + p + " HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp, body := c.read("GET"); resp.StatusCode != 200 || decodeEcho(t, body).URI != p {
+			t.Fatalf("%s: %d %s", p, resp.StatusCode, body)
+		}
+		time.Sleep(parkAfter + 300*time.Millisecond)
+		if n := parkedCount(s); n != 0 {
+			t.Fatalf("after %s: %d TLS connections parked", p, n)
+		}
+	}
 }
