@@ -4,9 +4,13 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -81,13 +85,14 @@ func TestParkEpoll(t *testing.T) {
 		c := dial(t, addr)
 		get(c, "/first")
 		armed := make(chan struct{})
-		parkArmHook = func(*conn) {
-			parkArmHook = nil // the engine's only connection; runs once
+		hook := func(*conn) {
+			parkArmHook.Store(nil) // the engine's only connection; runs once
 			c.send("GET /armed HTTP/1.1\r\nHost: a\r\n\r\n")
 			time.Sleep(50 * time.Millisecond) // in the socket before the arm
 			close(armed)
 		}
-		t.Cleanup(func() { parkArmHook = nil })
+		parkArmHook.Store(&hook)
+		t.Cleanup(func() { parkArmHook.Store(nil) })
 		<-armed
 		if resp, body := c.read("GET"); resp.StatusCode != 200 || decodeEcho(t, body).URI != "/armed" {
 			t.Fatalf("/armed: %d %s", resp.StatusCode, body)
@@ -187,4 +192,55 @@ func TestParkTLSNotParked(t *testing.T) {
 			t.Fatalf("after %s: %d TLS connections parked", p, n)
 		}
 	}
+}
+
+// TestParkMany: many connections whose requests come around parkAfter
+// apart, so parks, wake-ups and requests race; every answer is right and
+// nothing is left parked or tracked once they close.
+func TestParkMany(t *testing.T) {
+	be := newBackend(t, http.HandlerFunc(echoHandler))
+	s := &Server{Router: &recRouter{addr: be.addr()}, Limits: Limits{IdleTimeout: 30 * time.Second}}
+	addr := newEngine(t, s)
+	const conns, rounds = 50, 4
+	errc := make(chan error, conns)
+	for i := range conns {
+		go func() {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(60 * time.Second))
+			br := bufio.NewReader(c)
+			for r := range rounds {
+				path := "/" + strconv.Itoa(i) + "/" + strconv.Itoa(r)
+				if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+					errc <- err
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errc <- fmt.Errorf("%s: %w", path, err)
+					return
+				}
+				var e echo
+				err = json.NewDecoder(resp.Body).Decode(&e)
+				resp.Body.Close()
+				if err != nil || e.URI != path {
+					errc <- fmt.Errorf("%s: answered %q, %v", path, e.URI, err)
+					return
+				}
+				// Around parkAfter: some park just before the next request.
+				time.Sleep(parkAfter - 50*time.Millisecond + time.Duration(i%5)*25*time.Millisecond)
+			}
+			errc <- nil
+		}()
+	}
+	for range conns {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+	waitLong(t, "all freed", func() bool { return parkedCount(s) == 0 && tracked(s) == 0 })
 }

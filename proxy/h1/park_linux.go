@@ -5,6 +5,7 @@ package h1
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -90,7 +91,7 @@ type parkSlot struct {
 }
 
 // parkArmHook, set by tests only, runs just before a connection is armed.
-var parkArmHook func(c *conn)
+var parkArmHook atomic.Pointer[func(c *conn)]
 
 // parkState is a conn's part in parking: whether its fd is in the epoll
 // set (then a new park is an EPOLL_CTL_MOD re-arming the one-shot entry).
@@ -137,8 +138,8 @@ func (s *Server) parkConn(c *conn) bool {
 	// p.mu is held across the epoll_ctl: an event that fires at once (bytes
 	// that came while parking) waits for the lock, so the watcher finds
 	// the slot filled.
-	if parkArmHook != nil {
-		parkArmHook(c)
+	if h := parkArmHook.Load(); h != nil {
+		(*h)(c)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: i, Pad: int32(sl.gen)}
 	var err error
