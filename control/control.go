@@ -31,6 +31,7 @@ import (
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/bind"
+	"github.com/weftmesh/weft/messaging"
 	"github.com/weftmesh/weft/messaging/admin"
 	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/registry"
@@ -70,6 +71,8 @@ type Config struct {
 	BrokerAddr string
 	// MaxMessageBytes is the largest message payload (default 1 MiB).
 	MaxMessageBytes int
+	// NATS is the TLS and credentials for an external Broker (--nats-*).
+	NATS messaging.ClientFiles
 	// Security: see security.go.
 	Security SecurityConfig
 }

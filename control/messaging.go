@@ -11,6 +11,8 @@ import (
 	neturl "net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/weftmesh/weft/messaging"
 	"github.com/weftmesh/weft/messaging/admin"
@@ -39,60 +41,93 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 		return fmt.Errorf("--max-message-bytes %d: want 1..%d", max, messaging.MaxMaxMessageBytes)
 	}
 	url := cfg.Broker
+	var access messaging.Access // what the control plane and certified sidecars dial
 	if url == "" {
-		addr := cfg.BrokerAddr
-		bcfg := broker.Config{Addr: addr, StoreDir: filepath.Join(cfg.DataDir, "broker"),
-			MaxPayload: max + messaging.HeaderRoom, Logger: s.log.With("component", "broker")}
-		if cfg.Security.BrokerAuth {
-			pw, err := s.brokerPassword()
-			if err != nil {
-				return err
-			}
-			bcfg.Username, bcfg.Password = brokerUser, pw
+		if !cfg.NATS.Empty() {
+			return errors.New("--nats-tls-*, --nats-creds, --nats-nkey, --nats-user and --nats-password are for an external NATS (--broker nats://…); the embedded broker's credentials are made by the control plane (--broker-auth)")
 		}
-		if addr == "" {
-			// Not chosen: the usual port, or any free one if it is taken
-			// (another control plane on this host). Sidecars learn the
-			// URL from the Hello, and follow it if it changes on restart.
-			bcfg.Addr = broker.DefaultAddr
-		}
-		b, err := broker.New(bcfg)
-		if err != nil && addr == "" && errors.Is(err, broker.ErrAddrInUse) {
-			s.log.Info("broker port in use; the embedded broker takes any free port", "port", broker.DefaultAddr)
-			addr = "127.0.0.1:0"
-			bcfg.Addr = addr
-			b, err = broker.New(bcfg)
-		}
-		if err != nil {
+		var err error
+		if url, err = s.startBroker(max); err != nil {
 			return err
 		}
-		if addr == "" {
-			addr = broker.DefaultAddr
+		access.URLs = url
+		if cfg.Security.BrokerAuth {
+			// Everyone sees the URL; only sidecars with a certificate get the
+			// credentials (with it, in the Certificate message).
+			access.URLs = withUserinfo(url, brokerUser, s.brokerPass)
 		}
-		s.broker = b
-		_, port, _ := net.SplitHostPort(b.URL()[len("nats://"):])
-		host, _, _ := net.SplitHostPort(addr)
-		if ip := net.ParseIP(host); ip == nil || !ip.IsUnspecified() {
-			url = b.URL()
-		} else {
-			url = "nats://" + advertisedAddr(&net.TCPAddr{IP: ip, Port: atoi(port)})
+	} else {
+		if err := messaging.ValidateURLs(url); err != nil {
+			return fmt.Errorf("--broker: %w", err)
 		}
-	} else if err := messaging.ValidateURLs(url); err != nil {
-		return fmt.Errorf("--broker: %w", err)
+		var err error
+		if access, err = cfg.NATS.Load(url); err != nil {
+			return err
+		}
+		// A user and password in the URL are handed out like the other
+		// credentials: to sidecars with a certificate, not in the Hello.
+		url = withoutUserinfo(url)
+		if err := messaging.Probe(access, 5*time.Second); err != nil {
+			if access.Refused(err) {
+				return fmt.Errorf("--broker %s: %w", messaging.Redact(url), err)
+			}
+			s.log.Warn("external broker not reachable now; the control plane and sidecars keep trying", "broker", messaging.Redact(url), "err", err)
+		}
 	}
 	s.cfg.Settings[messaging.SettingBroker] = url
 	s.cfg.Settings[messaging.SettingMaxMessageBytes] = strconv.Itoa(max)
-	if s.broker != nil && cfg.Security.BrokerAuth {
-		// Everyone sees the URL; only sidecars with a certificate get the
-		// credentials (with it, in the Certificate message).
-		url = withUserinfo(url, brokerUser, s.brokerPass)
-		s.sec.brokerURL = url
+	enc := access.Encode()
+	if enc != url {
+		s.sec.brokerURL = enc
 	}
-	conn := messaging.NewConn(messaging.ConnConfig{URL: func() string { return url }, Name: "weft-control",
+	conn := messaging.NewConn(messaging.ConnConfig{URL: func() string { return enc }, Name: "weft-control",
 		Logger: s.log.With("component", "messaging")})
-	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: url, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
+	// The API shows enc redacted: nats://redacted@… when it has a password.
+	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: enc, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
 	s.msg.SetSubscriptions(objs)
 	return nil
+}
+
+// startBroker starts the embedded broker and returns the URL sidecars dial.
+func (s *Server) startBroker(max int) (string, error) {
+	cfg := s.cfg
+	addr := cfg.BrokerAddr
+	bcfg := broker.Config{Addr: addr, StoreDir: filepath.Join(cfg.DataDir, "broker"),
+		MaxPayload: max + messaging.HeaderRoom, Logger: s.log.With("component", "broker")}
+	if cfg.Security.BrokerAuth {
+		pw, err := s.brokerPassword()
+		if err != nil {
+			return "", err
+		}
+		bcfg.Username, bcfg.Password = brokerUser, pw
+	}
+	if addr == "" {
+		// Not chosen: the usual port, or any free one if it is taken
+		// (another control plane on this host). Sidecars learn the
+		// URL from the Hello, and follow it if it changes on restart.
+		bcfg.Addr = broker.DefaultAddr
+	}
+	b, err := broker.New(bcfg)
+	if err != nil && addr == "" && errors.Is(err, broker.ErrAddrInUse) {
+		s.log.Info("broker port in use; the embedded broker takes any free port", "port", broker.DefaultAddr)
+		addr = "127.0.0.1:0"
+		bcfg.Addr = addr
+		b, err = broker.New(bcfg)
+	}
+	if err != nil {
+		return "", err
+	}
+	if addr == "" {
+		addr = broker.DefaultAddr
+	}
+	s.broker = b
+	_, port, _ := net.SplitHostPort(b.URL()[len("nats://"):])
+	host, _, _ := net.SplitHostPort(addr)
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsUnspecified() {
+		return b.URL(), nil
+	}
+	return "nats://" + advertisedAddr(&net.TCPAddr{IP: ip, Port: atoi(port)}), nil
 }
 
 func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
@@ -174,6 +209,19 @@ func (s *Server) brokerPassword() (string, error) {
 	}
 	s.brokerPass = string(pw)
 	return s.brokerPass, nil
+}
+
+// withoutUserinfo drops user:password from each of a comma-separated list
+// of URLs.
+func withoutUserinfo(raw string) string {
+	parts := strings.Split(raw, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
+			u.User = nil
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 func withUserinfo(raw, user, pass string) string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/control"
+	"github.com/weftmesh/weft/messaging"
 )
 
 // With --broker off the messaging API says so; with a bad --broker the
@@ -19,6 +20,10 @@ func TestMessagingConfig(t *testing.T) {
 	}
 	if _, err := control.New(control.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(), MaxMessageBytes: 1 << 30}); err == nil || !strings.Contains(err.Error(), "--max-message-bytes") {
 		t.Fatalf("huge --max-message-bytes: err = %v", err)
+	}
+	if _, err := control.New(control.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(), BrokerAddr: "127.0.0.1:0",
+		NATS: messaging.ClientFiles{User: "u", Password: "p"}}); err == nil || !strings.Contains(err.Error(), "are for an external NATS") {
+		t.Fatalf("--nats-user with the embedded broker: err = %v", err)
 	}
 	s, err := control.New(control.Config{GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", DataDir: t.TempDir(), Broker: control.BrokerOff})
 	if err != nil {

@@ -54,7 +54,7 @@ const (
 // security holds the CA and what it issued to the connected sidecars.
 type security struct {
 	ca        *ca.CA
-	brokerURL string // with credentials; "" without --broker-auth
+	brokerURL string // the broker access with credentials (messaging.Access.Encode); "" when the Hello's URL is all there is
 
 	mu     sync.Mutex
 	issued map[any]*CertJSON // by stream

@@ -89,7 +89,9 @@ func Run(ctx context.Context, cfg Config) error {
 		Logger: slog.New(slog.NewTextHandler(cpLog, nil)).With("component", "control"), SyncGrace: time.Millisecond,
 		// Stats a few seconds after start; every sidecar exports its spans
 		// to this control plane (the Hello's otlp_endpoint).
-		ScrapeInterval: 2 * time.Second})
+		ScrapeInterval: 2 * time.Second,
+		// As weft control: apps cannot dial the embedded broker directly.
+		Security: control.SecurityConfig{BrokerAuth: true}})
 	if err != nil {
 		return fmt.Errorf("control plane: %w", err)
 	}

@@ -22,6 +22,10 @@ var ErrNoBroker = errors.New("no broker configured (the control plane has not ha
 // ErrMessagingOff is returned when the control plane runs without messaging.
 var ErrMessagingOff = errors.New("messaging is off: the control plane runs without a broker (weft control --broker off)")
 
+// ErrDenied is wrapped by a TopicPolicy's refusal of a publish or a
+// subscription.
+var ErrDenied = errors.New("denied")
+
 // ErrBrokerUnavailable is returned when the broker cannot be reached.
 var ErrBrokerUnavailable = errors.New("broker unavailable")
 
@@ -185,7 +189,12 @@ func (c *Conn) follow() {
 	if u == "" || (cur != nil && cur.URL == u) {
 		return
 	}
-	s, err := c.connect(u)
+	a, err := ParseAccess(u)
+	if err != nil {
+		c.log.Error("broker access unusable", "err", err)
+		return
+	}
+	s, err := c.connect(u, a)
 	if err != nil {
 		c.log.Error("broker URL unusable", "broker", Redact(u), "err", err)
 		return
@@ -201,18 +210,25 @@ func (c *Conn) follow() {
 	}
 }
 
-func (c *Conn) connect(u string) (*Session, error) {
-	log := c.log.With("broker", Redact(u))
+// connect opens u's session; a is u parsed (its URLs and client options).
+func (c *Conn) connect(u string, a Access) (*Session, error) {
+	log := c.log.With("broker", Redact(a.URLs))
+	// Errors are kept and logged with what to check (a.Explain): a sidecar
+	// refused by the broker says which control plane flag is wrong.
 	setErr := func(err error) {
 		c.mu.Lock()
 		if err == nil {
 			c.lastErr = ""
 		} else {
-			c.lastErr = err.Error()
+			c.lastErr = a.Explain(err).Error()
 		}
 		c.mu.Unlock()
 	}
-	nc, err := nats.Connect(u,
+	extra, err := a.Options()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(a.URLs, append(extra,
 		nats.Name(c.cfg.Name),
 		// Keep trying for ever: the broker may start after the sidecar, or
 		// restart with the control plane.
@@ -228,14 +244,19 @@ func (c *Conn) connect(u string) (*Session, error) {
 				return // closed by us
 			}
 			setErr(err)
-			log.Warn("disconnected from broker; reconnecting", "err", err)
+			log.Warn("disconnected from broker; reconnecting", "err", a.Explain(err))
 		}),
-		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { setErr(err) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			setErr(err)
+			if a.Refused(err) {
+				log.Error("broker refused the connection; retrying", "err", a.Explain(err))
+			}
+		}),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			setErr(err)
-			log.Warn("broker error", "err", err)
+			log.Warn("broker error", "err", a.Explain(err))
 		}),
-	)
+	)...)
 	if err != nil {
 		return nil, err
 	}
@@ -262,8 +283,32 @@ func ValidateURLs(s string) error {
 	return nil
 }
 
-// Redact hides credentials in broker URLs for logs and errors.
+// Probe dials the broker once, without retrying, and closes the
+// connection: the control plane's check at start that the broker accepts
+// its TLS and credentials. The error says which flag to check.
+func Probe(a Access, timeout time.Duration) error {
+	extra, err := a.Options()
+	if err != nil {
+		return err
+	}
+	nc, err := nats.Connect(a.URLs, append(extra, nats.Name("weft-control-probe"), nats.Timeout(timeout), nats.NoReconnect())...)
+	if err != nil {
+		return a.Explain(err)
+	}
+	nc.Close()
+	return nil
+}
+
+// Redact hides credentials in broker URLs (or an encoded Access, of which
+// only the URLs are shown) for logs and errors.
 func Redact(s string) string {
+	if strings.HasPrefix(s, "{") {
+		a, err := ParseAccess(s)
+		if err != nil {
+			return "(unreadable broker access)"
+		}
+		s = a.URLs
+	}
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {

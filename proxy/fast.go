@@ -137,7 +137,7 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 		st.set = appendTraceFields(st.set, st.tel)
 	}
 	d.Set = st.set
-	if c.MirrorAddr != "" {
+	if c.MirrorAddr != "" && !isConnect(req) {
 		f.o.mirror.mirrorH1(req, c.MirrorAddr, st.set)
 	}
 }
@@ -268,6 +268,8 @@ func (f *FastOutbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	if res.Err != nil && !res.HeadWritten && c.Dest != nil {
 		var op *net.OpError
 		switch {
+		case h1.BodyTimedOut(res.Err):
+			st.fail(d, BodyTimeoutError())
 		case errors.Is(res.Err, h1.ErrBadRequest), errors.Is(res.Err, h1.ErrDownstream):
 		case c.Err != nil:
 			st.fail(d, c.Err)
@@ -322,6 +324,10 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	}
 	st.weftErr = ""
 	d.Addr = f.in.appAddr
+	d.Direct = isConnect(req) // a tunnel to the app's port (fasttunnel.go)
+	if f.in.h2App {
+		d.Transport = f.in.h2 // HTTP/1.1 to h2c, by net/http's transport
+	}
 	if f.in.Load != nil {
 		// Every answer to the caller carries this instance's load.
 		st.load = f.in.Load(st.load[:0])
@@ -356,7 +362,7 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 	} else {
 		st.set = st.set[:0]
 	}
-	peer, deny := f.in.authorize(req.RemoteAddr, req.Method, req.Path(), req, &st.scratch)
+	peer, deny := f.in.authorize(req.RemoteAddr, req.Method, authzPath(req), req, &st.scratch)
 	if deny != nil {
 		d.Addr, d.Status = "", deny.Status
 		d.Header, d.Body = meshErrorAnswer(deny)
@@ -385,7 +391,13 @@ func (f *FastInbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 	}
 	if res.Err != nil && !res.HeadWritten {
 		var op *net.OpError
-		if errors.As(res.Err, &op) && op.Op == "dial" {
+		if h1.BodyTimedOut(res.Err) {
+			e := BodyTimeoutError()
+			d.Status = e.Status
+			d.Header, d.Body = meshErrorAnswer(e)
+			st.weftErr = e.Code
+			res.Status = d.Status
+		} else if errors.As(res.Err, &op) && op.Op == "dial" {
 			e := &MeshError{Status: http.StatusServiceUnavailable, Code: CodeAppUnavailable, Service: string(hostOnly(req.Host)),
 				Message: fmt.Sprintf("the app at %s is not accepting connections", f.in.appAddr)}
 			d.Status = e.Status

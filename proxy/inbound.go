@@ -46,6 +46,7 @@ func ValidateAppProtocol(p string) error {
 type Inbound struct {
 	appAddr string
 	appH2   func(*http.Request) bool
+	h2App   bool // the app speaks only h2c: the fast path converts (FastInbound)
 	log     *slog.Logger
 	rp      *httputil.ReverseProxy
 	h1, h2  *http.Transport
@@ -94,10 +95,11 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	in := &Inbound{appAddr: appAddr, log: log}
+	in := &Inbound{appAddr: appAddr, log: log, h2App: appProtocol == AppProtocolH2C}
 	switch appProtocol {
 	case AppProtocolH2C:
-		in.appH2 = func(r *http.Request) bool { return r.ProtoMajor == 2 }
+		// The app speaks only h2c: HTTP/1.1 callers' requests are converted.
+		in.appH2 = func(*http.Request) bool { return true }
 	case AppProtocolHTTP1:
 		in.appH2 = func(*http.Request) bool { return false }
 	default:

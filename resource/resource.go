@@ -243,7 +243,8 @@ func decodeOne(doc []byte) (Object, error) {
 	return o, o.Validate()
 }
 
-// CheckConflicts refuses two objects of one kind that claim the same target.
+// CheckConflicts refuses two objects of one kind that claim the same target,
+// and a Subscription its topic's TopicPolicy does not allow.
 func CheckConflicts(objs []Object) error {
 	claimed := map[string]Ref{}
 	for i := range objs {
@@ -257,7 +258,7 @@ func CheckConflicts(objs []Object) error {
 		}
 		claimed[key] = objs[i].Ref()
 	}
-	return nil
+	return checkTopicPolicies(objs)
 }
 
 // decodeSpec strictly decodes a spec into v.

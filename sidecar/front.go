@@ -18,27 +18,33 @@ type front struct {
 	fast *h1.Server
 	hand *h1.HandoffListener
 	hs   *http.Server
+	// guard wraps a connection net/http serves in the h2 frame guard.
+	guard func(net.Conn) net.Conn
 }
 
 func newFront(ln net.Listener, h http.Handler, router h1.Router, log *slog.Logger, lim ListenLimits, lm *listenerMetrics, name string) *front {
 	lim = lim.withDefaults()
-	ln = lm.limit(ln, name, lim.MaxConns)
-	hs := newServer(h)
+	ln = lm.limit(ln, name, lim.MaxConns, lim.WriteTimeout)
+	hs := newServer(limitBodies(h, lim))
 	hs.ReadHeaderTimeout, hs.IdleTimeout = lim.ReadHeaderTimeout, lim.IdleTimeout
 	f := &front{ln: ln, hs: hs}
+	f.guard = func(c net.Conn) net.Conn {
+		return newH2Guard(c, func(reason string) {
+			lm.closed.WithLabelValues(name, reason).Inc()
+			log.Warn("connection closed", "reason", reason, "remote", c.RemoteAddr().String())
+		})
+	}
 	if router != nil {
 		f.hand = h1.NewHandoffListener(ln.Addr())
 		f.fast = &h1.Server{Router: router, Logger: log, Limits: h1.Limits{
 			ReadHeaderTimeout: lim.ReadHeaderTimeout, IdleTimeout: lim.IdleTimeout,
+			BodyTimeout: lim.BodyTimeout, MinBodyRate: lim.MinBodyRate, TunnelIdle: lim.TunnelIdle, WriteTimeout: lim.WriteTimeout,
 		}, Fallback: func(c net.Conn) {
-			g := newH2Guard(c, func(reason string) {
-				lm.closed.WithLabelValues(name, reason).Inc()
-				log.Warn("connection closed", "reason", reason, "remote", c.RemoteAddr().String())
-			})
-			if err := f.hand.Handoff(g); err != nil {
+			if err := f.hand.Handoff(f.guard(c)); err != nil {
 				c.Close()
 			}
 		}}
+		lm.countTunnels(name, f.fast)
 	}
 	return f
 }
@@ -46,7 +52,7 @@ func newFront(ln net.Listener, h http.Handler, router h1.Router, log *slog.Logge
 // run serves until shutdown.
 func (f *front) run(goRun func(string, func() error), name string) {
 	if f.fast == nil {
-		goRun(name, func() error { return serve(f.hs, f.ln) })
+		goRun(name, func() error { return serve(f.hs, &guardListener{Listener: f.ln, guard: f.guard}) })
 		return
 	}
 	goRun(name+" (net/http)", func() error { return serve(f.hs, f.hand) })

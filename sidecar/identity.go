@@ -416,6 +416,11 @@ func (s *Sidecar) brokerURL() string {
 	if u := s.id.brokerURL.Load(); u != nil {
 		return *u
 	}
+	if !s.id.src.HasIdentity() {
+		// The broker's credentials come with the certificate: dialling
+		// before it only earns an authorization violation.
+		return ""
+	}
 	return s.disc.Setting(messaging.SettingBroker)
 }
 

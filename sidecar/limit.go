@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftmesh/weft/proxy/h1"
 )
 
 // ListenLimits bound what clients of a proxy listener (outbound, inbound)
@@ -20,6 +22,18 @@ type ListenLimits struct {
 	// MaxConns bounds the open connections per listener; one more is
 	// accepted and closed at once, counted with reason max_connections.
 	MaxConns int
+	// WriteTimeout bounds a write to a client that makes no progress (a
+	// client that stops reading its response is cut off after it).
+	WriteTimeout time.Duration
+	// BodyTimeout bounds the wait for the next bytes of an HTTP/1.x
+	// request body, and MinBodyRate (bytes/s; 0: none) the slowest pace a
+	// body may keep after its first BodyTimeout: a slower one is answered
+	// 408 and its connection closed.
+	BodyTimeout time.Duration
+	MinBodyRate int
+	// TunnelIdle closes a WebSocket or CONNECT tunnel quiet both ways
+	// this long (fast path).
+	TunnelIdle time.Duration
 }
 
 // Defaults of ListenLimits.
@@ -27,6 +41,10 @@ const (
 	DefaultReadHeaderTimeout = 30 * time.Second
 	DefaultIdleTimeout       = 5 * time.Minute
 	DefaultMaxConns          = 10000
+	DefaultWriteTimeout      = 60 * time.Second // nginx's send_timeout
+	DefaultBodyTimeout       = 60 * time.Second // nginx's client_body_timeout
+	DefaultMinBodyRate       = 256              // bytes/s; Kestrel's floor is 240
+	DefaultTunnelIdle        = time.Hour
 )
 
 func (l ListenLimits) withDefaults() ListenLimits {
@@ -39,6 +57,18 @@ func (l ListenLimits) withDefaults() ListenLimits {
 	if l.MaxConns <= 0 {
 		l.MaxConns = DefaultMaxConns
 	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = DefaultWriteTimeout
+	}
+	if l.BodyTimeout <= 0 {
+		l.BodyTimeout = DefaultBodyTimeout
+	}
+	if l.MinBodyRate < 0 {
+		l.MinBodyRate = 0
+	}
+	if l.TunnelIdle <= 0 {
+		l.TunnelIdle = DefaultTunnelIdle
+	}
 	return l
 }
 
@@ -47,6 +77,8 @@ const (
 	ListenerConnections = "weft_listener_connections"
 	ListenerRejected    = "weft_listener_rejected_total"
 	ListenerClosed      = "weft_listener_closed_total"
+	ListenerTunnels     = "weft_listener_tunnels_total"
+	ListenerTunnelsOpen = "weft_listener_tunnels_open"
 )
 
 // listenerMetrics are the per-listener connection gauges and rejection
@@ -55,10 +87,11 @@ type listenerMetrics struct {
 	open     *prometheus.GaugeVec
 	rejected *prometheus.CounterVec
 	closed   *prometheus.CounterVec
+	reg      prometheus.Registerer
 }
 
 func newListenerMetrics(reg prometheus.Registerer) *listenerMetrics {
-	m := &listenerMetrics{
+	m := &listenerMetrics{reg: reg,
 		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ListenerConnections,
 			Help: "Connections open on a proxy listener."}, []string{"listener"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ListenerRejected,
@@ -78,11 +111,13 @@ type limitListener struct {
 	n        atomic.Int64
 	open     prometheus.Gauge
 	rejected prometheus.Counter
+
+	writeTimeout time.Duration
 }
 
-func (m *listenerMetrics) limit(ln net.Listener, name string, max int) net.Listener {
+func (m *listenerMetrics) limit(ln net.Listener, name string, max int, writeTimeout time.Duration) net.Listener {
 	return &limitListener{Listener: ln, max: int64(max), open: m.open.WithLabelValues(name),
-		rejected: m.rejected.WithLabelValues(name, "max_connections")}
+		rejected: m.rejected.WithLabelValues(name, "max_connections"), writeTimeout: writeTimeout}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -105,9 +140,13 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		// Keep *net.TCPConn's own methods (ReadFrom, WriteTo: splice for
 		// tunnels) by embedding the concrete type.
 		if tc, ok := c.(*net.TCPConn); ok {
-			return &countedTCPConn{TCPConn: tc, release: release}, nil
+			cc := &countedTCPConn{TCPConn: tc, release: release}
+			cc.wt.d = l.writeTimeout
+			return cc, nil
 		}
-		return &countedConn{Conn: c, release: release}, nil
+		cc := &countedConn{Conn: c, release: release}
+		cc.wt.d = l.writeTimeout
+		return cc, nil
 	}
 }
 
@@ -115,6 +154,22 @@ type countedTCPConn struct {
 	*net.TCPConn
 	once    sync.Once
 	release func()
+	wt      writeDeadline
+}
+
+func (c *countedTCPConn) Write(p []byte) (int, error) {
+	c.wt.before(c.TCPConn)
+	return c.TCPConn.Write(p)
+}
+
+func (c *countedTCPConn) SetDeadline(t time.Time) error {
+	c.wt.set(t)
+	return c.TCPConn.SetDeadline(t)
+}
+
+func (c *countedTCPConn) SetWriteDeadline(t time.Time) error {
+	c.wt.set(t)
+	return c.TCPConn.SetWriteDeadline(t)
 }
 
 func (c *countedTCPConn) Close() error {
@@ -127,12 +182,70 @@ type countedConn struct {
 	net.Conn
 	once    sync.Once
 	release func()
+	wt      writeDeadline
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	c.wt.before(c.Conn)
+	return c.Conn.Write(p)
+}
+
+func (c *countedConn) SetDeadline(t time.Time) error {
+	c.wt.set(t)
+	return c.Conn.SetDeadline(t)
+}
+
+func (c *countedConn) SetWriteDeadline(t time.Time) error {
+	c.wt.set(t)
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// CloseWrite half-closes when the connection under it can (a tunnel's
+// end), else closes it.
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
 
 func (c *countedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
+}
+
+// countTunnels exports the fast path's tunnel counts for one listener.
+func (m *listenerMetrics) countTunnels(name string, s *h1.Server) {
+	for _, kind := range []string{"upgrade", "connect"} {
+		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: ListenerTunnels,
+			Help:        "WebSocket (Upgrade) and CONNECT tunnels the HTTP/1.1 fast path opened, by kind.",
+			ConstLabels: prometheus.Labels{"listener": name, "kind": kind, "engine": "h1"}}, func() float64 {
+			st := s.TunnelStats()
+			if kind == "upgrade" {
+				return float64(st.Upgrades)
+			}
+			return float64(st.Connects)
+		}))
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: ListenerTunnelsOpen,
+		Help:        "Tunnels open on the HTTP/1.1 fast path.",
+		ConstLabels: prometheus.Labels{"listener": name, "engine": "h1"}}, func() float64 { return float64(s.TunnelStats().Open) }))
+}
+
+// guardListener wraps each accepted connection (the h2 frame guard, for
+// net/http serving a listener alone: --no-fast-path).
+type guardListener struct {
+	net.Listener
+	guard func(net.Conn) net.Conn
+}
+
+func (l *guardListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return l.guard(c), nil
 }
 
 // listenMetrics registers the listener metrics on the sidecar's registry

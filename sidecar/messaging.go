@@ -10,6 +10,7 @@ import (
 	"github.com/weftmesh/weft/messaging"
 	"github.com/weftmesh/weft/messaging/deliver"
 	"github.com/weftmesh/weft/messaging/publish"
+	"github.com/weftmesh/weft/messaging/topicpolicy"
 )
 
 // sidecarMessaging is the sidecar's part in messaging: the broker
@@ -18,6 +19,7 @@ import (
 // subscriber that delivers to the app.
 type sidecarMessaging struct {
 	conn    *messaging.Conn
+	topics  *topicpolicy.Policies
 	pub     *publish.Publisher
 	deliver *deliver.Manager // nil for a pure client
 	stop    context.CancelFunc
@@ -47,12 +49,14 @@ func (s *Sidecar) newMessaging() error {
 	spans := messaging.MeshSpans(s.tracer)
 	m := &sidecarMessaging{done: make(chan struct{})}
 	m.conn = messaging.NewConn(messaging.ConnConfig{URL: s.brokerURL,
-		Known: s.disc.Connected, Name: cfg.ID, Logger: log, Lazy: true})
-	m.pub = publish.New(publish.Config{Conn: m.conn, Source: cfg.Service, MaxMessageBytes: maxBytes, Metrics: metrics, Spans: spans, Logger: log})
+		Known: s.brokerKnown, Name: cfg.ID, Logger: log, Lazy: true})
+	m.topics = topicpolicy.New(cfg.Service, log)
+	m.pub = publish.New(publish.Config{Conn: m.conn, Source: cfg.Service, MaxMessageBytes: maxBytes, Metrics: metrics, Spans: spans, Logger: log,
+		Authorize: m.topics.Publish})
 	if cfg.AppPort > 0 {
 		m.deliver, err = deliver.New(deliver.Config{Service: cfg.Service, Instance: cfg.ID, AppAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.AppPort)),
 			Local: cfg.Subscribe, Conn: m.conn, Discovery: s.disc, AppReady: s.appReady, MaxMessageBytes: maxBytes,
-			Grace: min(cfg.Drain, 5*time.Second), Metrics: metrics, Spans: spans, Logger: log})
+			Grace: min(cfg.Drain, 5*time.Second), Metrics: metrics, Spans: spans, Logger: log, Policies: m.topics})
 		if err != nil {
 			return err
 		}
@@ -61,10 +65,16 @@ func (s *Sidecar) newMessaging() error {
 	return nil
 }
 
+// brokerKnown: the control plane has answered and the certificate (with
+// the broker's credentials) is in, so an empty broker URL means messaging
+// is off rather than not yet.
+func (s *Sidecar) brokerKnown() bool { return s.disc.Connected() && s.id.src.HasIdentity() }
+
 // runMessaging starts the broker connection (until bg ends) and the
 // deliveries (until stopDeliveries).
 func (s *Sidecar) runMessaging(bg context.Context, goRun func(string, func() error)) {
 	goRun("broker connection", func() error { return s.msg.conn.Run(bg) })
+	goRun("topic policies", func() error { return s.msg.topics.Run(bg, s.disc) })
 	if s.msg.deliver == nil {
 		close(s.msg.done)
 		return

@@ -738,7 +738,9 @@ type Certificate struct {
 	// certificate is of an older generation asks for a new one.
 	Generation uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
 	// broker_url: the message broker's URL with the credentials only
-	// sidecars holding a certificate get (weft control --broker-auth).
+	// sidecars holding a certificate get (weft control --broker-auth), or,
+	// for an external NATS with TLS or credentials (--nats-*), a JSON
+	// messaging.Access: URLs, CA, client certificate, creds, NKey seed.
 	BrokerUrl     string `protobuf:"bytes,7,opt,name=broker_url,json=brokerUrl,proto3" json:"broker_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -64,10 +64,15 @@ func ServeBackend(addr string) error {
 // started as one (see BackendArgv); otherwise it returns. Call it first in
 // main and in TestMain.
 func RunRoleIfRequested() {
-	if os.Getenv(envRole) != roleBackend {
+	serve := ServeBackend
+	switch os.Getenv(envRole) {
+	case roleBackend:
+	case roleGRPCServer:
+		serve = ServeGRPCBackend
+	default:
 		return
 	}
-	if err := ServeBackend(os.Getenv(envBackendAddr)); err != nil {
+	if err := serve(os.Getenv(envBackendAddr)); err != nil {
 		fmt.Fprintln(os.Stderr, "backend:", err)
 		os.Exit(1)
 	}

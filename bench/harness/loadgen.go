@@ -23,6 +23,16 @@ type Target struct {
 	Addr string // host:port dialled
 	Host string // Host header ("" = Addr)
 	Path string // request path ("" = "/")
+	// Proto is what the load generator speaks: HTTP/1.1 GETs (ProtoHTTP1),
+	// gRPC unary calls or gRPC stream round trips.
+	Proto string
+}
+
+// Requester sends one request and reads its whole answer: the unit the load
+// loops schedule and time (*Client, *GRPCClient).
+type Requester interface {
+	Do(ctx context.Context) error
+	Close()
 }
 
 func (t Target) url() string {
@@ -194,7 +204,7 @@ func simplifyErr(err error) error {
 // rather than Go timers, whose wake-ups are rounded to whole milliseconds
 // by the runtime's epoll wait. At most maxInflight requests are outstanding;
 // beyond that, sends are late, and their lateness is measured.
-func OpenLoop(ctx context.Context, c *Client, rate float64, dur time.Duration, maxInflight int) (*LoadResult, error) {
+func OpenLoop(ctx context.Context, c Requester, rate float64, dur time.Duration, maxInflight int) (*LoadResult, error) {
 	if rate <= 0 || dur <= 0 {
 		return nil, fmt.Errorf("openloop: rate %v and duration %v must be positive", rate, dur)
 	}
@@ -284,7 +294,7 @@ dispatch:
 // ClosedLoop keeps conns requests outstanding (each connection sends its
 // next request when the previous reply is read) for dur: the maximum
 // throughput run. Latency is measured from each send.
-func ClosedLoop(ctx context.Context, c *Client, conns int, dur time.Duration, maxRequests int64) (*LoadResult, error) {
+func ClosedLoop(ctx context.Context, c Requester, conns int, dur time.Duration, maxRequests int64) (*LoadResult, error) {
 	if conns <= 0 || dur <= 0 {
 		return nil, fmt.Errorf("closedloop: conns %d and duration %v must be positive", conns, dur)
 	}

@@ -25,18 +25,21 @@ const (
 )
 
 // AllPaths is every path, in the order rounds interleave them.
-var AllPaths = []string{PathDirect, PathWeft, PathWeftPolicy, PathHAProxy, PathNginx}
+// The gRPC paths (grpc.go) come after the HTTP/1.1 ones.
+var AllPaths = append([]string{PathDirect, PathWeft, PathWeftPolicy, PathHAProxy, PathNginx}, GRPCPaths...)
 
 // Env is what a path needs to start.
 type Env struct {
 	Starter     *Starter
 	Dir         string // scratch directory for configs, pid files, data
 	BackendAddr string
-	ProxyCPU    string // taskset list for the proxies under test ("" = unpinned)
-	WeftBin     string
-	HAProxyBin  string
-	NginxBin    string
-	ReadyWait   time.Duration // how long a path may take to answer 200
+	// GRPCBackendAddr is the gRPC backend's (h2c), when a gRPC path runs.
+	GRPCBackendAddr string
+	ProxyCPU        string // taskset list for the proxies under test ("" = unpinned)
+	WeftBin         string
+	HAProxyBin      string
+	NginxBin        string
+	ReadyWait       time.Duration // how long a path may take to answer 200
 }
 
 // Topology is a started path.
@@ -84,6 +87,8 @@ func StartPath(ctx context.Context, name string, env *Env, round int) (*Topology
 		var t *Topology
 		var err error
 		switch name {
+		case PathGRPCDirect, PathGRPCWeft, PathGRPCHAProxy, PathGRPCStreamDirect, PathGRPCStreamWeft, PathGRPCStreamHAProxy:
+			t, err = startPathGRPC(ctx, name, env, dir)
 		case PathDirect:
 			t = &Topology{Target: Target{Addr: env.BackendAddr, Host: "backend"}}
 		case PathHAProxy:
@@ -112,6 +117,9 @@ func readyThrough(ctx context.Context, env *Env, t *Topology) error {
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
+	if t.Target.Proto != ProtoHTTP1 {
+		return waitGRPC(ctx, t.Target, wait, t.procs...)
+	}
 	return WaitHTTP(ctx, t.Target.url(), t.Target.Host, wait, t.procs...)
 }
 
@@ -130,6 +138,9 @@ type hop struct {
 	Upstream string
 	Dir      string
 	Root     bool // running as root (nginx: set the worker user)
+	// Proto is appended to HAProxy's bind and server lines (" proto h2":
+	// h2c on both sides).
+	Proto string
 }
 
 var haproxyTmpl = template.Must(template.New("haproxy").Parse(`# meshbench: {{.Name}}
@@ -149,14 +160,20 @@ defaults
     timeout http-keep-alive 60s
 
 frontend in
-    bind {{.Listen}}
+    bind {{.Listen}}{{.Proto}}
     default_backend next
 
 backend next
-    server next {{.Upstream}}
+    server next {{.Upstream}}{{.Proto}}
 `))
 
 func startHAProxy(ctx context.Context, env *Env, dir, name string) (*Topology, error) {
+	return startHAProxyWith(ctx, env, dir, name, env.BackendAddr, "")
+}
+
+// startHAProxyWith starts a pair of HAProxy hops in front of backend, with
+// proto appended to every bind and server line.
+func startHAProxyWith(ctx context.Context, env *Env, dir, name, backend, proto string) (*Topology, error) {
 	if env.HAProxyBin == "" {
 		return nil, fmt.Errorf("haproxy not found (run scripts/deps.sh)")
 	}
@@ -165,10 +182,10 @@ func startHAProxy(ctx context.Context, env *Env, dir, name string) (*Topology, e
 		return nil, err
 	}
 	hops := []hop{
-		{Name: name + "-1", Listen: addr(ports[0]), Upstream: addr(ports[1]), Dir: dir},
-		{Name: name + "-2", Listen: addr(ports[1]), Upstream: env.BackendAddr, Dir: dir},
+		{Name: name + "-1", Listen: addr(ports[0]), Upstream: addr(ports[1]), Dir: dir, Proto: proto},
+		{Name: name + "-2", Listen: addr(ports[1]), Upstream: backend, Dir: dir, Proto: proto},
 	}
-	t := &Topology{Target: Target{Addr: hops[0].Listen, Host: "backend"}}
+	t := &Topology{Target: Target{Addr: hops[0].Listen, Host: "backend", Proto: protoOf(name)}}
 	// Start the far hop first so the near one never sees a refused upstream.
 	for i := len(hops) - 1; i >= 0; i-- {
 		h := hops[i]
@@ -273,6 +290,12 @@ func startNginx(ctx context.Context, env *Env, dir, name string) (*Topology, err
 }
 
 func startWeft(ctx context.Context, env *Env, dir, name string) (*Topology, error) {
+	return startWeftWith(ctx, env, dir, name, env.BackendAddr)
+}
+
+// startWeftWith starts a control plane and the two sidecars in front of
+// backend (the app of the server sidecar).
+func startWeftWith(ctx context.Context, env *Env, dir, name, backend string) (*Topology, error) {
 	if env.WeftBin == "" {
 		return nil, fmt.Errorf("no weft binary given")
 	}
@@ -286,14 +309,14 @@ func startWeft(ctx context.Context, env *Env, dir, name string) (*Topology, erro
 	grpcAddr, httpAddr := addr(ports[0]), addr(ports[1])
 	inbound, serverOut, serverAdmin := addr(ports[2]), addr(ports[3]), addr(ports[4])
 	clientOut, clientAdmin := addr(ports[5]), addr(ports[6])
-	_, backendPort, _ := strings.Cut(env.BackendAddr, ":")
+	_, backendPort, _ := strings.Cut(backend, ":")
 	weftEnv := []string{"GOMAXPROCS=1"}
 	wait := env.ReadyWait
 	if wait <= 0 {
 		wait = 30 * time.Second
 	}
 
-	t := &Topology{Target: Target{Addr: clientOut, Host: "backend"}}
+	t := &Topology{Target: Target{Addr: clientOut, Host: "backend", Proto: protoOf(name)}}
 	fail := func(err error) (*Topology, error) {
 		t.Stop(env.Starter)
 		return nil, err

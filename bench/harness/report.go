@@ -68,6 +68,9 @@ type MaxRow = SummaryRow
 // RatioRow compares weft with haproxy and nginx at one rate (ratios of the
 // medians; NaN when a side is missing or the denominator is not positive).
 type RatioRow struct {
+	// Family is the protocol ("http/1.1", "grpc unary", "grpc stream"):
+	// each family's weft path is compared with its own haproxy (and nginx).
+	Family         string `json:"family,omitempty"`
 	Rate           string `json:"rate"`
 	CPUVsHAProxy   Num    `json:"cpu_per_req_weft_over_haproxy"`
 	CPUVsNginx     Num    `json:"cpu_per_req_weft_over_nginx"`
@@ -86,20 +89,25 @@ func Finish(rep *Report) {
 		kind  string
 		rate  int
 	}
-	direct := map[key]*RunResult{}
+	type fkey struct {
+		key
+		family string
+	}
+	direct := map[fkey]*RunResult{}
 	for _, r := range rep.Runs {
-		if r.Path == PathDirect {
-			direct[key{r.Round, r.Kind, r.Rate}] = r
+		if f, shape := Family(r.Path); shape == PathDirect {
+			direct[fkey{key{r.Round, r.Kind, r.Rate}, f}] = r
 		}
 	}
 	for _, r := range rep.Runs {
 		r.AddedP50, r.AddedP99 = NaN(), NaN()
 		// Closed-loop runs reach different rates per path: their latencies
 		// are not comparable, so nothing is "added" there.
-		if r.Kind != KindOpen || r.Path == PathDirect {
+		f, shape := Family(r.Path)
+		if r.Kind != KindOpen || shape == PathDirect {
 			continue
 		}
-		if d, ok := direct[key{r.Round, r.Kind, r.Rate}]; ok && d.OK > 0 && r.OK > 0 {
+		if d, ok := direct[fkey{key{r.Round, r.Kind, r.Rate}, f}]; ok && d.OK > 0 && r.OK > 0 {
 			r.AddedP50 = Num(r.Latency.P50 - d.Latency.P50)
 			r.AddedP99 = Num(r.Latency.P99 - d.Latency.P99)
 		}
@@ -237,37 +245,43 @@ func Ratios(open []SummaryRow, closed []MaxRow) []RatioRow {
 	a50 := func(r *SummaryRow) Stat { return r.AddedP50 }
 	a99 := func(r *SummaryRow) Stat { return r.AddedP99 }
 	var out []RatioRow
-	var rates []int
-	for _, r := range open {
-		if r.Path == PathWeft {
-			rates = append(rates, r.Rate)
+	for _, fam := range []string{PathWeft, PathGRPCWeft, PathGRPCStreamWeft} {
+		family, _ := Family(fam)
+		wp, hp, np := fam, pathIn(fam, PathHAProxy), pathIn(fam, PathNginx)
+		var rates []int
+		for _, r := range open {
+			if r.Path == wp {
+				rates = append(rates, r.Rate)
+			}
 		}
-	}
-	for _, rate := range rates {
-		w, h, n := find(open, PathWeft, rate), find(open, PathHAProxy, rate), find(open, PathNginx, rate)
-		if h == nil && n == nil {
-			continue
-		}
-		out = append(out, RatioRow{
-			Rate:           strconv.Itoa(rate),
-			CPUVsHAProxy:   Num(Ratio(med(w, cpu), med(h, cpu))),
-			CPUVsNginx:     Num(Ratio(med(w, cpu), med(n, cpu))),
-			AddP50VsHAProx: Num(AddedRatio(med(w, a50), med(h, a50))),
-			AddP50VsNginx:  Num(AddedRatio(med(w, a50), med(n, a50))),
-			AddP99VsHAProx: Num(AddedRatio(med(w, a99), med(h, a99))),
-			AddP99VsNginx:  Num(AddedRatio(med(w, a99), med(n, a99))),
-		})
-	}
-	if w := find(closed, PathWeft, 0); w != nil {
-		h, n := find(closed, PathHAProxy, 0), find(closed, PathNginx, 0)
-		if h != nil || n != nil {
+		for _, rate := range rates {
+			w, h, n := find(open, wp, rate), find(open, hp, rate), find(open, np, rate)
+			if h == nil && n == nil {
+				continue
+			}
 			out = append(out, RatioRow{
-				Rate:           "max",
+				Family:         family,
+				Rate:           strconv.Itoa(rate),
 				CPUVsHAProxy:   Num(Ratio(med(w, cpu), med(h, cpu))),
 				CPUVsNginx:     Num(Ratio(med(w, cpu), med(n, cpu))),
-				AddP50VsHAProx: NaN(), AddP50VsNginx: NaN(),
-				AddP99VsHAProx: NaN(), AddP99VsNginx: NaN(),
+				AddP50VsHAProx: Num(AddedRatio(med(w, a50), med(h, a50))),
+				AddP50VsNginx:  Num(AddedRatio(med(w, a50), med(n, a50))),
+				AddP99VsHAProx: Num(AddedRatio(med(w, a99), med(h, a99))),
+				AddP99VsNginx:  Num(AddedRatio(med(w, a99), med(n, a99))),
 			})
+		}
+		if w := find(closed, wp, 0); w != nil {
+			h, n := find(closed, hp, 0), find(closed, np, 0)
+			if h != nil || n != nil {
+				out = append(out, RatioRow{
+					Family:         family,
+					Rate:           "max",
+					CPUVsHAProxy:   Num(Ratio(med(w, cpu), med(h, cpu))),
+					CPUVsNginx:     Num(Ratio(med(w, cpu), med(n, cpu))),
+					AddP50VsHAProx: NaN(), AddP50VsNginx: NaN(),
+					AddP99VsHAProx: NaN(), AddP99VsNginx: NaN(),
+				})
+			}
 		}
 	}
 	return out
@@ -365,10 +379,10 @@ func WriteMarkdown(w io.Writer, rep *Report) {
 	}
 	if len(rep.Ratios) > 0 {
 		fmt.Fprintf(w, "### weft relative to haproxy and nginx (ratio of medians; >1 = weft costs more)\n\n")
-		fmt.Fprintln(w, "| rate/s | CPU/req ÷ haproxy | CPU/req ÷ nginx | +p50 ÷ haproxy | +p50 ÷ nginx | +p99 ÷ haproxy | +p99 ÷ nginx |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "| protocol | rate/s | CPU/req ÷ haproxy | CPU/req ÷ nginx | +p50 ÷ haproxy | +p50 ÷ nginx | +p99 ÷ haproxy | +p99 ÷ nginx |")
+		fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|")
 		for _, r := range rep.Ratios {
-			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", r.Rate,
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Family, r.Rate,
 				fmtNum(r.CPUVsHAProxy, 2), fmtNum(r.CPUVsNginx, 2),
 				fmtNum(r.AddP50VsHAProx, 2), fmtNum(r.AddP50VsNginx, 2),
 				fmtNum(r.AddP99VsHAProx, 2), fmtNum(r.AddP99VsNginx, 2))

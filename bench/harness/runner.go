@@ -320,16 +320,25 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		backendAddr = addr(bport)
 	}
 	fmt.Fprintf(cfg.Log, "backend pid %d on %s; %s\n", backend.PID(), backendAddr, placement)
+	var grpcBackend *Proc
+	grpcBackendAddr := ""
+	if isGRPC(cfg.Paths) {
+		if grpcBackend, grpcBackendAddr, err = startGRPCBackend(ctx, st, cfg.Self, logs, loadCPU); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(cfg.Log, "grpc backend pid %d on %s\n", grpcBackend.PID(), grpcBackendAddr)
+	}
 
 	env := &Env{
-		Starter:     st,
-		Dir:         workdir,
-		BackendAddr: backendAddr,
-		ProxyCPU:    proxyCPU,
-		WeftBin:     cfg.WeftBin,
-		HAProxyBin:  cfg.HAProxyBin,
-		NginxBin:    cfg.NginxBin,
-		ReadyWait:   cfg.ReadyWait,
+		Starter:         st,
+		Dir:             workdir,
+		BackendAddr:     backendAddr,
+		GRPCBackendAddr: grpcBackendAddr,
+		ProxyCPU:        proxyCPU,
+		WeftBin:         cfg.WeftBin,
+		HAProxyBin:      cfg.HAProxyBin,
+		NginxBin:        cfg.NginxBin,
+		ReadyWait:       cfg.ReadyWait,
 	}
 
 	for round := 1; round <= cfg.Rounds; round++ {
@@ -346,7 +355,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 				fmt.Fprintf(cfg.Log, "round %d %-8s FAILED: %v\n", round, path, err)
 				rep.Failures = append(rep.Failures, PathFailure{Round: round, Path: path, Error: err.Error()})
 			}
-			if round == 1 && len(cfg.IdleConns) > 0 && path != PathDirect {
+			if round == 1 && len(cfg.IdleConns) > 0 && path != PathDirect && protoOf(path) == ProtoHTTP1 {
 				rows, err := idlePath(ctx, cfg, env, path)
 				rep.Idle = append(rep.Idle, rows...)
 				if err != nil {
@@ -359,6 +368,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			}
 			if done, err := backend.Exited(); done {
 				return rep, fmt.Errorf("backend exited (%v): %s", err, backend.LogTail(6))
+			}
+			if grpcBackend != nil {
+				if done, err := grpcBackend.Exited(); done {
+					return rep, fmt.Errorf("grpc backend exited (%v): %s", err, grpcBackend.LogTail(6))
+				}
 			}
 		}
 	}
@@ -391,7 +405,12 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 
 	var out []*RunResult
 	maxInflight := 1024
-	client := NewClient(topo.Target, maxInflight, 10*time.Second, BodySize)
+	var client Requester = NewClient(topo.Target, maxInflight, 10*time.Second, BodySize)
+	if topo.Target.Proto != ProtoHTTP1 {
+		if client, err = NewGRPCClient(topo.Target, 10*time.Second); err != nil {
+			return nil, err
+		}
+	}
 	defer client.Close()
 
 	measure := func(kind string, rate int) (*RunResult, error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -25,6 +26,9 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 				return err
 			}
 			cfg.Logger = log.With("component", "control")
+			if cfg.NATS.User != "" && cfg.NATS.Password == "" {
+				cfg.NATS.Password = os.Getenv("WEFT_NATS_PASSWORD")
+			}
 			if !cmd.Flags().Changed("broker-addr") {
 				cfg.BrokerAddr = "" // the default port, or any free one if it is taken
 			}
@@ -57,5 +61,6 @@ func newControlCmd(g *globalFlags) *cobra.Command {
 	f.IntVar(&cfg.MaxMessageBytes, "max-message-bytes", messaging.DefaultMaxMessageBytes, "largest message payload a publish may carry")
 	kf.register(f)
 	addControlSecurityFlags(f, &cfg.Security)
+	addNATSFlags(f, &cfg.NATS)
 	return cmd
 }

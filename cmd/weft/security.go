@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftmesh/weft/apiclient"
 	"github.com/weftmesh/weft/control"
+	"github.com/weftmesh/weft/messaging"
 	"github.com/weftmesh/weft/security/ca"
 	"github.com/weftmesh/weft/sidecar"
 )
@@ -26,9 +27,23 @@ func addControlSecurityFlags(f *pflag.FlagSet, c *control.SecurityConfig) {
 	f.StringVar(&c.CAKey, "ca-key", "", "PEM file of the --ca-cert key")
 	f.DurationVar(&c.CertTTL, "cert-ttl", ca.DefaultLeafTTL, "lifetime of workload certificates (sidecars renew at half of it)")
 	f.BoolVar(&c.APIAuth, "api-auth", false, "require a token on the whole JSON API (admin: apply, delete, tokens; read: get, stat, traces, top); token management and CA rotation need an admin token always")
-	f.BoolVar(&c.BrokerAuth, "broker-auth", false, "make the embedded broker require a password that only sidecars holding a workload certificate get (apps on the host cannot dial NATS directly)")
+	f.BoolVar(&c.BrokerAuth, "broker-auth", true, "make the embedded broker require a password that only sidecars holding a workload certificate get, so apps on the host cannot dial NATS directly (--broker-auth=false to turn it off)")
 	f.StringVar(&c.ControlTLS, "control-tls", "auto", "TLS on the gRPC port, with a certificate of the mesh CA that sidecars verify: auto (when not bound to loopback), on, off")
 	f.StringVar(&c.MTLS, "mtls", "permissive", "what sidecars' inbound ports accept: permissive (mutual TLS, which sidecars always use with each other, or plaintext) or strict (mutual TLS only)")
+}
+
+// addNATSFlags adds the TLS and credential flags of an external NATS
+// (--broker nats://…). The control plane reads the files at start and hands
+// their contents to sidecars holding a workload certificate, as it does the
+// embedded broker's password.
+func addNATSFlags(f *pflag.FlagSet, n *messaging.ClientFiles) {
+	f.StringVar(&n.CA, "nats-tls-ca", "", "PEM file of the CA that signed the external NATS's certificate (turns TLS on)")
+	f.StringVar(&n.Cert, "nats-tls-cert", "", "PEM client certificate presented to the external NATS (with --nats-tls-key)")
+	f.StringVar(&n.Key, "nats-tls-key", "", "PEM key of --nats-tls-cert")
+	f.StringVar(&n.Creds, "nats-creds", "", "NATS .creds file (user JWT and seed) for the external NATS")
+	f.StringVar(&n.NKey, "nats-nkey", "", "file holding an NKey user seed (SU…) for the external NATS")
+	f.StringVar(&n.User, "nats-user", "", "user name for the external NATS")
+	f.StringVar(&n.Password, "nats-password", "", "password of --nats-user (env WEFT_NATS_PASSWORD keeps it out of the process list)")
 }
 
 // addSecurity adds a sidecar's identity flags.

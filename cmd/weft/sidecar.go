@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -46,6 +47,10 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.DurationVar(&s.cfg.Listen.ReadHeaderTimeout, "read-header-timeout", sidecar.DefaultReadHeaderTimeout, "outbound and inbound listeners: how long a client has from the first byte of a request head to its end (slow clients are cut off)")
 	f.DurationVar(&s.cfg.Listen.IdleTimeout, "idle-timeout", sidecar.DefaultIdleTimeout, "outbound and inbound listeners: how long a keep-alive connection may wait for its next request")
 	f.IntVar(&s.cfg.Listen.MaxConns, "max-connections", sidecar.DefaultMaxConns, "outbound and inbound listeners: open connections per listener; more are closed at once (weft_listener_rejected_total)")
+	f.DurationVar(&s.cfg.Listen.WriteTimeout, "write-timeout", sidecar.DefaultWriteTimeout, "outbound and inbound listeners: how long a write to a client may make no progress (a client that stops reading is cut off)")
+	f.DurationVar(&s.cfg.Listen.BodyTimeout, "read-body-timeout", sidecar.DefaultBodyTimeout, "outbound and inbound listeners: how long an HTTP/1.1 request body may stall; a slower body is answered 408")
+	f.IntVar(&s.cfg.Listen.MinBodyRate, "min-body-rate", sidecar.DefaultMinBodyRate, "outbound and inbound listeners: the slowest average, in bytes per second, an HTTP/1.1 request body may keep after its first --read-body-timeout (0: no floor)")
+	f.DurationVar(&s.cfg.Listen.TunnelIdle, "tunnel-idle-timeout", sidecar.DefaultTunnelIdle, "outbound and inbound listeners: how long a WebSocket or CONNECT tunnel may carry nothing either way before it is closed")
 	f.BoolVar(&s.telemetry, "telemetry", true, "record per-request metrics, spans and access logs (false: only to measure their cost)")
 	_ = f.MarkHidden("telemetry")
 	addCaptureFlags(f, &s.cfg.Capture)
@@ -63,6 +68,17 @@ func (s *sidecarFlags) config() (sidecar.Config, error) {
 	}
 	if cfg.Listen.MaxConns <= 0 {
 		return cfg, fmt.Errorf("--max-connections %d: want a positive number", cfg.Listen.MaxConns)
+	}
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--write-timeout", cfg.Listen.WriteTimeout}, {"--read-body-timeout", cfg.Listen.BodyTimeout}, {"--tunnel-idle-timeout", cfg.Listen.TunnelIdle}} {
+		if d.v <= 0 {
+			return cfg, fmt.Errorf("%s %s: want a positive duration", d.flag, d.v)
+		}
+	}
+	if cfg.Listen.MinBodyRate < 0 {
+		return cfg, fmt.Errorf("--min-body-rate %d: want 0 (no floor) or a positive number of bytes per second", cfg.Listen.MinBodyRate)
 	}
 	if cfg.Service == "" {
 		return cfg, fmt.Errorf("--service is required")

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 
 	"github.com/weftmesh/weft/bind"
 )
@@ -86,6 +87,18 @@ func New(cfg Config) (*Broker, error) {
 	if port == 0 {
 		port = server.RANDOM_PORT
 	}
+	pw := cfg.Password
+	if pw != "" {
+		// The server keeps a bcrypt hash, not the password (and says
+		// nothing about plaintext passwords). The password is random and
+		// long, so the lowest cost is enough; it is paid once per
+		// connection, never per message.
+		h, err := bcrypt.GenerateFromPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			return nil, fmt.Errorf("embedded broker: hashing the password: %w", err)
+		}
+		pw = string(h)
+	}
 	opts := &server.Options{
 		ServerName:         "weft-broker",
 		Host:               host,
@@ -96,7 +109,7 @@ func New(cfg Config) (*Broker, error) {
 		NoSigs:             true,
 		MaxPayload:         int32(cfg.MaxPayload),
 		Username:           cfg.Username,
-		Password:           cfg.Password,
+		Password:           pw,
 	}
 	srv, err := server.NewServer(opts)
 	if err != nil {

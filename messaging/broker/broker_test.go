@@ -97,3 +97,29 @@ func TestBadAddress(t *testing.T) {
 		}
 	}
 }
+
+// With a password (given to the server as a bcrypt hash), a client without
+// it or with another is refused.
+func TestPassword(t *testing.T) {
+	b, err := New(Config{Addr: "127.0.0.1:0", StoreDir: t.TempDir(), Username: "weft", Password: "0123456789abcdef0123456789abcdef"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, c := range []struct {
+		opts []nats.Option
+		ok   bool
+	}{
+		{nil, false},
+		{[]nats.Option{nats.UserInfo("weft", "guess")}, false},
+		{[]nats.Option{nats.UserInfo("weft", "0123456789abcdef0123456789abcdef")}, true},
+	} {
+		nc, err := nats.Connect(b.URL(), append(c.opts, nats.Timeout(5*time.Second))...)
+		if c.ok != (err == nil) || !c.ok && !strings.Contains(strings.ToLower(err.Error()), "authorization violation") {
+			t.Errorf("connect %v: %v", c.opts, err)
+		}
+		if err == nil {
+			nc.Close()
+		}
+	}
+}

@@ -77,6 +77,17 @@ type Config struct {
 	Metrics *messaging.Metrics // nil: a private set
 	Spans   messaging.Spans    // nil: messaging.DefaultSpans()
 	Logger  *slog.Logger
+
+	// Policies, when set, refuse the --subscribe flags whose topic's
+	// TopicPolicy leaves this service out (Subscription resources are
+	// refused when applied).
+	Policies Policies
+}
+
+// Policies is what the Manager needs of the mesh's TopicPolicies.
+type Policies interface {
+	Ready() <-chan struct{}
+	Subscribe(topic string) error
 }
 
 // Manager runs one subscriber per subscription of the service.
@@ -172,6 +183,9 @@ func (m *Manager) Subscriptions() []Status {
 func (m *Manager) Run(ctx context.Context) error {
 	updates, stop := m.cfg.Discovery.Watch(m.cfg.Service)
 	defer stop()
+	if !m.waitPolicies(ctx) {
+		return nil
+	}
 	var fromResources map[string]resource.SubscriptionSpec
 	defer m.stopAll()
 	for {
@@ -198,12 +212,42 @@ func (m *Manager) desired(fromResources map[string]resource.SubscriptionSpec) (m
 	out := map[string]resource.SubscriptionSpec{}
 	origins := map[string]string{}
 	for t, s := range m.local {
+		if m.localDenied(t) {
+			continue
+		}
 		out[t], origins[t] = s, messaging.OriginLocal
 	}
 	for t, s := range fromResources {
 		out[t], origins[t] = s, messaging.OriginResource
 	}
 	return out, origins
+}
+
+// waitPolicies waits until the TopicPolicies are known, so that no
+// --subscribe flag is served before they are checked.
+func (m *Manager) waitPolicies(ctx context.Context) bool {
+	if m.cfg.Policies == nil {
+		return true
+	}
+	select {
+	case <-m.cfg.Policies.Ready():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// localDenied reports (and logs) a --subscribe flag its topic's policy
+// refuses.
+func (m *Manager) localDenied(topic string) bool {
+	if m.cfg.Policies == nil {
+		return false
+	}
+	if err := m.cfg.Policies.Subscribe(topic); err != nil {
+		m.log.Error("--subscribe refused", "topic", topic, "err", err)
+		return true
+	}
+	return false
 }
 
 func (m *Manager) fromConfig(d *discovery.Destination) map[string]resource.SubscriptionSpec {

@@ -43,6 +43,7 @@ const (
 	CodeNotFound          = "not_found"
 	CodeMethod            = "method_not_allowed"
 	CodeBusy              = "too_many_in_flight"
+	CodeDenied            = proxy.CodeDenied // a TopicPolicy does not list the service
 )
 
 // Limits on the request beyond the payload.
@@ -73,6 +74,11 @@ type Config struct {
 	Metrics *messaging.Metrics // nil: not counted
 	Spans   messaging.Spans    // nil: messaging.DefaultSpans()
 	Logger  *slog.Logger
+
+	// Authorize, when set, says whether Source may publish to a topic:
+	// nil, an error wrapping messaging.ErrDenied (403 denied), or another
+	// error (503: the policies are not known yet).
+	Authorize func(ctx context.Context, topic string) error
 }
 
 // Publisher serves publishes. Safe for concurrent use.
@@ -166,6 +172,22 @@ func (p *Publisher) ServeTopic(w http.ResponseWriter, r *http.Request, topic str
 	_ = json.NewEncoder(w).Encode(res)
 }
 
+// authorize applies the topic's TopicPolicy, if Config.Authorize is set.
+func (p *Publisher) authorize(ctx context.Context, topic string) error {
+	if p.cfg.Authorize == nil {
+		return nil
+	}
+	err := p.cfg.Authorize(ctx, topic)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, messaging.ErrDenied):
+		p.log.Info("publish denied", "topic", topic, "service", p.cfg.Source, "err", err)
+		return &Error{Status: http.StatusForbidden, Code: CodeDenied, Message: err.Error()}
+	}
+	return &Error{Status: http.StatusServiceUnavailable, Code: CodeBrokerUnavailable, Message: err.Error()}
+}
+
 // An invalid topic is not a label value: it could be anything.
 func labelTopic(topic string, e *Error) string {
 	if e.Code == CodeInvalidTopic {
@@ -186,6 +208,9 @@ func (p *Publisher) maxBytes() int {
 func (p *Publisher) publishRequest(w http.ResponseWriter, r *http.Request, topic string) (Result, error) {
 	if err := messaging.ValidateTopic(topic); err != nil {
 		return Result{}, &Error{Status: http.StatusBadRequest, Code: CodeInvalidTopic, Message: err.Error()}
+	}
+	if err := p.authorize(r.Context(), topic); err != nil {
+		return Result{}, err
 	}
 	max := p.maxBytes()
 	if r.ContentLength > int64(max) {

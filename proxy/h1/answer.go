@@ -71,6 +71,9 @@ func (c *conn) writeRequestHead(setHost bool) {
 		o.writeString("\r\n")
 	}
 	writeFields(o, req.Fields, m.hop, c.d.Set)
+	if c.tun == tunUpgrade {
+		c.writeUpgradeFields()
+	}
 	for i := range c.d.Set {
 		f := &c.d.Set[i]
 		o.write(f.Name)
@@ -254,6 +257,9 @@ func defaultStatus(err error) int {
 	case errors.Is(err, ErrUpstreamTimeout):
 		return 504
 	case errors.Is(err, ErrBadRequest):
+		if pe := (*protoError)(nil); errors.As(err, &pe) && pe.status == 408 {
+			return 408 // a request body too slow (bodyReader)
+		}
 		return 400
 	case errors.Is(err, ErrInvalidField):
 		return 500
@@ -271,6 +277,8 @@ func errorCode(status int) string {
 		return "upstream_timeout"
 	case 400:
 		return "bad_request"
+	case 408:
+		return "request_timeout"
 	case 500:
 		return "invalid_route"
 	}

@@ -105,6 +105,8 @@ type conn struct {
 
 	served     int
 	body       int
+	tun        uint8 // the request asks for a tunnel: tunUpgrade, tunConnect (upgrade.go)
+	bodyRd     bodyReader
 	closeAfter bool
 	reqStart   int64
 
@@ -176,7 +178,7 @@ func (c *conn) serveRequest() action {
 	c.served++
 	err = parseRequest(c.in.buf[start:start+n], s.lim.MaxHeaders, &c.req, &c.m)
 	switch {
-	case err == errPreface, err == nil && c.m.connect:
+	case err == errPreface, err == nil && c.m.connect && !c.tunnels():
 		if s.Fallback != nil {
 			return c.handoff(start)
 		}
@@ -190,11 +192,19 @@ func (c *conn) serveRequest() action {
 		c.logReject(err.(*protoError))
 		c.reject(err.(*protoError))
 		return actClose
-	case c.m.upgrade && s.Fallback != nil:
+	case c.m.upgrade && s.Fallback != nil && !c.tunnels():
 		return c.handoff(start)
 	}
 	c.in.r = start + n
 	c.reqStart = c.in.consumed() - int64(n)
+	if pe := c.prepareTunnel(); pe != nil {
+		c.logReject(pe)
+		c.reject(pe)
+		return actClose
+	}
+	if s.lim.BodyTimeout > 0 && c.hadBody() {
+		return c.exchangeTimedBody()
+	}
 	return c.exchange()
 }
 
@@ -408,7 +418,7 @@ func (c *conn) exchange() action {
 		c.body = bodyUnread
 	}
 	d.Addr, d.Set, d.Status, d.Header, d.Body, d.HeaderTimeout = "", nil, 0, nil, nil, 0
-	d.ReplayLimit, d.IdleTimeout, d.RespSet = 0, 0, nil
+	d.ReplayLimit, d.IdleTimeout, d.RespSet, d.Direct, d.Transport = 0, 0, nil, false, nil
 	c.replayed = false
 	s.Router.Route(req, d)
 	c.keepMethodHost()
@@ -532,6 +542,14 @@ func (c *conn) chunkLimits() chunkLimits {
 // when a reused one turns out dead before answering.
 func (c *conn) forward() {
 	s, req, d, res := c.s, &c.req, &c.d, &c.res
+	if c.tun == tunConnect && d.Direct {
+		c.connectDirect()
+		return
+	}
+	if d.Transport != nil {
+		c.roundTripHTTP() // roundtrip.go
+		return
+	}
 	setHost, err := checkFields(d.Set, true)
 	if err == nil {
 		_, err = checkFields(d.RespSet, false)
@@ -591,6 +609,9 @@ func (c *conn) holdBody() error {
 			if err := c.in.fill(); err != nil {
 				c.body = bodyPartial
 				c.closeAfter = true
+				if pe, ok := err.(*protoError); ok {
+					return fmt.Errorf("%w: %w", ErrBadRequest, pe) // a body too slow (bodyReader)
+				}
 				return fmt.Errorf("%w: reading request body: %w", ErrDownstream, readErr(err))
 			}
 		}
@@ -774,6 +795,10 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 			return true
 		}
 	}
+	if c.tun != tunNone && c.switched() {
+		c.switchProtocols(up)
+		return false
+	}
 	reusable := werr == nil && !earlyFinal && c.body == bodyDone && mode != modeEOF &&
 		!resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
 	sentBefore := c.out.n // interim responses
@@ -918,6 +943,9 @@ func (c *conn) readFinalHead(up *upConn) (down bool, err error) {
 			return false, nil
 		}
 		if st == 101 {
+			if c.tun == tunUpgrade {
+				return false, nil // the upgrade taken (upgrade.go)
+			}
 			return false, errUnexpected101
 		}
 		if i == maxInterim {

@@ -13,6 +13,7 @@ package h1
 
 import (
 	"net"
+	"net/http"
 	"time"
 )
 
@@ -34,6 +35,24 @@ type Limits struct {
 	// that ignores Expect (waiting for a body that the client holds back
 	// until it sees 100 Continue) would deadlock the exchange.
 	ExpectContinueTimeout time.Duration
+
+	// BodyTimeout bounds the wait for the next bytes of a request body
+	// (and, with MinBodyRate, the whole body's pace); a body that stalls
+	// longer is answered 408 and the connection closed. Zero: no bound.
+	// Added for slow-POST clients, which a header timeout does not stop.
+	BodyTimeout time.Duration
+	// MinBodyRate, in bytes per second, is the slowest average a request
+	// body may keep once its first BodyTimeout has passed (a body that
+	// trickles a byte now and then never stalls for BodyTimeout). Zero: no
+	// floor.
+	MinBodyRate int
+	// TunnelIdle closes an Upgrade or CONNECT tunnel after nothing has
+	// moved either way for this long; default 1h.
+	TunnelIdle time.Duration
+	// WriteTimeout bounds a tunnel's write that makes no progress (a peer
+	// that stops reading); default 60s. Responses are bounded by the
+	// listener's connection (see package sidecar).
+	WriteTimeout time.Duration
 }
 
 // Defaults for zero Limits fields.
@@ -46,6 +65,8 @@ const (
 	DefaultMaxIdlePerUpstream    = 256
 	DefaultDialTimeout           = 2 * time.Second
 	DefaultExpectContinueTimeout = time.Second
+	DefaultTunnelIdle            = time.Hour
+	DefaultWriteTimeout          = 60 * time.Second
 )
 
 func (l Limits) withDefaults() Limits {
@@ -67,6 +88,8 @@ func (l Limits) withDefaults() Limits {
 	defD(&l.UpstreamIdle, DefaultUpstreamIdle)
 	defD(&l.DialTimeout, DefaultDialTimeout)
 	defD(&l.ExpectContinueTimeout, DefaultExpectContinueTimeout)
+	defD(&l.TunnelIdle, DefaultTunnelIdle)
+	defD(&l.WriteTimeout, DefaultWriteTimeout)
 	return l
 }
 
@@ -165,6 +188,17 @@ type Decision struct {
 	// the upstream's, replacing same-named ones), on forwarded and local
 	// answers alike, e.g. a load report. The same rules as for Set apply.
 	RespSet []Field
+
+	// Direct, for a CONNECT request, makes the engine dial Addr and tunnel
+	// to it at once, answering 200 itself, instead of forwarding the
+	// CONNECT (the inbound's tunnel to its app). See Tunneler.
+	Direct bool
+
+	// Transport, when set, carries the request instead of a connection of
+	// the engine's own to Addr (the URL's host): the way to an upstream
+	// that speaks another protocol, e.g. an h2c-only app. It is net/http's
+	// path — allocations, no Retrier — for conversion, not speed.
+	Transport http.RoundTripper
 
 	// State is the Router's per-request state, handed back in Next and
 	// Finish. The engine never writes it except to set it to nil when a

@@ -35,6 +35,8 @@ var (
 // HandoffListener served by an http.Server. Without a Fallback a preface
 // is answered 505, CONNECT 501, and an Upgrade field is dropped as the
 // hop-by-hop field it is (the request is forwarded without it).
+// A Router that is a Tunneler carries Upgrade and CONNECT itself, and the
+// Fallback sees only HTTP/2 prior knowledge (upgrade.go).
 //
 // Limits and Logger are read when Serve is first called.
 type Server struct {
@@ -56,6 +58,7 @@ type Server struct {
 	inShutdown atomic.Bool
 	parks      atomic.Int64 // idle connections moved to a fresh goroutine
 	park       parker       // idle connections without one (park_linux.go)
+	tunnels    tunnelStats  // Upgrade and CONNECT tunnels (tunnel.go)
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}

@@ -22,6 +22,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/test/e2e/harness"
 )
 
 // TestProtocols sends every protocol the issue names from a client sidecar
@@ -226,47 +228,7 @@ func TestProtocols(t *testing.T) {
 		})
 	})
 
-	t.Run("websocket_echo", func(t *testing.T) {
-		conn, err := net.DialTimeout("tcp", client.OutboundAddr(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		conn.SetDeadline(time.Now().Add(20 * time.Second))
-		cfg, err := websocket.NewConfig("ws://web/ws", "http://web/")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws, err := websocket.NewClient(cfg, conn)
-		if err != nil {
-			t.Fatalf("WebSocket handshake to ws://web/ws via %s: %v", client.OutboundAddr(), err)
-		}
-		defer ws.Close()
-		for i := range 10 {
-			msg := fmt.Sprintf("hello %d", i)
-			if err := websocket.Message.Send(ws, msg); err != nil {
-				t.Fatalf("send %d: %v", i, err)
-			}
-			var got string
-			if err := websocket.Message.Receive(ws, &got); err != nil {
-				t.Fatalf("receive %d: %v", i, err)
-			}
-			if got != msg {
-				t.Fatalf("echo %d: got %q, want %q", i, got, msg)
-			}
-		}
-		big := randBytes(t, 200<<10)
-		if err := websocket.Message.Send(ws, big); err != nil {
-			t.Fatal(err)
-		}
-		var got []byte
-		if err := websocket.Message.Receive(ws, &got); err != nil {
-			t.Fatal(err)
-		}
-		if !bytes.Equal(got, big) {
-			t.Errorf("200 KiB binary message: echoed %d bytes, not equal", len(got))
-		}
-	})
+	t.Run("websocket_echo", func(t *testing.T) { websocketEcho(t, client.OutboundAddr(), 10, 200<<10) })
 
 	t.Run("tcp_opaque_upstream", func(t *testing.T) {
 		for round := range 2 {
@@ -386,4 +348,247 @@ func TestMeshErrors(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestWebSocketConnectFastPath: WebSocket and CONNECT go through a client
+// sidecar and a server sidecar on the HTTP/1.1 fast path (the tunnel
+// counter only the fast path keeps moves on both sidecars), an Upgrade the
+// app does not take leaves the connection HTTP, and a CONNECT to a
+// service carries raw TCP with half-close to the instance's app.
+func TestWebSocketConnectFastPath(t *testing.T) {
+	t.Parallel()
+	cp := StartControl(t)
+	webPort := freePort(t)
+	StartApp(t, "web-ws", webPort)
+	web := StartSidecar(t, cp, SidecarOpts{Service: "web", AppPort: webPort})
+	web.WaitRegistered(cp, eventually)
+	inv := StartRun(t, cp, RunOpts{Service: "inv", AppArgs: []string{"--tcp-echo"}})
+	client := StartClient(t, cp, nil)
+	tunnels := func(s *Sidecar, listener, kind string) float64 {
+		return metricSum(t, s, "weft_listener_tunnels_total", `listener="`+listener+`"`, `kind="`+kind+`"`, `engine="h1"`)
+	}
+
+	t.Run("websocket", func(t *testing.T) {
+		websocketEcho(t, client.OutboundAddr(), 5, 300<<10)
+		if n := tunnels(client, "outbound", "upgrade"); n < 1 {
+			t.Errorf("client sidecar: weft_listener_tunnels_total{listener=outbound,kind=upgrade,engine=h1} = %v: the fast path did not carry the WebSocket", n)
+		}
+		if n := tunnels(web, "inbound", "upgrade"); n < 1 {
+			t.Errorf("web sidecar: weft_listener_tunnels_total{listener=inbound,kind=upgrade,engine=h1} = %v", n)
+		}
+	})
+
+	t.Run("upgrade_not_taken_stays_http", func(t *testing.T) {
+		conn, err := net.DialTimeout("tcp", client.OutboundAddr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		br := bufio.NewReader(conn)
+		for i, req := range []string{
+			"GET /plain HTTP/1.1\r\nHost: web\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+			"GET /after HTTP/1.1\r\nHost: web\r\n\r\n",
+		} {
+			io.WriteString(conn, req)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatalf("request %d: %v", i+1, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			var rep Reply
+			if resp.StatusCode != 200 || json.Unmarshal(b, &rep) != nil || rep.Name != "web-ws" {
+				t.Fatalf("request %d on one connection: status %d body %q", i+1, resp.StatusCode, truncate(string(b), 200))
+			}
+		}
+	})
+
+	t.Run("connect", func(t *testing.T) {
+		before := metricSum(t, client, "weft_tcp_connections_total", `reporter="client"`, `destination_service="inv"`)
+		conn, err := net.DialTimeout("tcp", client.OutboundAddr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(20 * time.Second))
+		io.WriteString(conn, "CONNECT inv:7 HTTP/1.1\r\nHost: inv:7\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT inv:7 through the outbound: %v %v (x-weft-error %q)", resp, err, resp.Header.Get("X-Weft-Error"))
+		}
+		// Bytes of no protocol, then half-close: the echo ends, and the
+		// tunnel with it.
+		payload := append([]byte("\x00\x01raw\r\n\r\n"), randBytes(t, 512<<10)...)
+		errc := make(chan error, 1)
+		go func() {
+			_, err := conn.Write(payload)
+			if err == nil {
+				err = conn.(*net.TCPConn).CloseWrite()
+			}
+			errc <- err
+		}()
+		got, err := io.ReadAll(br)
+		if err != nil || !bytes.Equal(got, payload) {
+			t.Fatalf("echo through the tunnel: %d of %d bytes, equal %v, err %v", len(got), len(payload), bytes.Equal(got, payload), err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if n := tunnels(client, "outbound", "connect"); n < 1 {
+			t.Errorf("client sidecar: no CONNECT tunnel counted on the fast path (%v)", n)
+		}
+		if n := tunnels(inv, "inbound", "connect"); n < 1 {
+			t.Errorf("inv sidecar: no CONNECT tunnel counted on the fast path (%v)", n)
+		}
+		if !harness.PollEvery(eventually, 50*time.Millisecond, func() bool {
+			return metricSum(t, client, "weft_tcp_connections_total", `reporter="client"`, `destination_service="inv"`) > before
+		}) {
+			t.Error("weft_tcp_connections_total{reporter=client,destination_service=inv} did not move")
+		}
+	})
+
+	t.Run("connect_unknown_service", func(t *testing.T) {
+		conn, err := net.DialTimeout("tcp", client.OutboundAddr(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		conn.SetDeadline(time.Now().Add(15 * time.Second))
+		io.WriteString(conn, "CONNECT nosuch:7 HTTP/1.1\r\nHost: nosuch:7\r\n\r\n")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.StatusCode != 503 || resp.Header.Get("X-Weft-Error") != "unknown_service" {
+			t.Errorf("CONNECT to an unknown service: %d %q, want 503 unknown_service", resp.StatusCode, resp.Header.Get("X-Weft-Error"))
+		}
+	})
+}
+
+// serveProto serves on a loopback port with only the protocols given,
+// answering "PROTO METHOD PATH BODYLEN" — an app that speaks only h2c, or
+// only HTTP/1.1.
+func serveProto(t *testing.T, h2c bool) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protos http.Protocols
+	if h2c {
+		protos.SetUnencryptedHTTP2(true)
+	} else {
+		protos.SetHTTP1(true)
+	}
+	srv := &http.Server{Protocols: &protos, ReadHeaderTimeout: 10 * time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprintf(w, "%s %s %s %d", r.Proto, r.Method, r.URL.Path, n)
+		})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestAppProtocolConversion: an HTTP/1.1 caller reaches an app that speaks
+// only h2c (its sidecar runs --app-protocol h2c and converts), and an h2c
+// caller reaches an app that speaks only HTTP/1.1.
+func TestAppProtocolConversion(t *testing.T) {
+	t.Parallel()
+	cp := StartControl(t)
+	h2Port := serveProto(t, true)
+	// The h2c app really refuses HTTP/1.1: without conversion nothing works.
+	if resp, err := plainClient.Get("http://" + addr(h2Port) + "/direct"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the h2c-only app answered HTTP/1.1 directly (%d)", resp.StatusCode)
+	}
+	h2app := StartSidecar(t, cp, SidecarOpts{Service: "h2only", AppPort: h2Port, Flags: []string{"--app-protocol", "h2c"}})
+	h2app.WaitRegistered(cp, eventually)
+	h1app := StartSidecar(t, cp, SidecarOpts{Service: "h1only", AppPort: serveProto(t, false), Flags: []string{"--app-protocol", "http1"}})
+	h1app.WaitRegistered(cp, eventually)
+	client := StartClient(t, cp, nil)
+
+	t.Run("http1_caller_to_h2c_app", func(t *testing.T) {
+		for _, tc := range []struct {
+			method string
+			body   []byte
+			want   string
+		}{{"GET", nil, "HTTP/2.0 GET /g 0"}, {"POST", randBytes(t, 100<<10), "HTTP/2.0 POST /g 102400"}} {
+			req, _ := http.NewRequest(tc.method, "http://"+client.OutboundAddr()+"/g", bytes.NewReader(tc.body))
+			req.Host = "h2only"
+			resp, err := plainClient.Do(req)
+			if err != nil {
+				t.Fatalf("%s via the outbound: %v", tc.method, err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != 1 || resp.StatusCode != 200 || string(b) != tc.want {
+				t.Errorf("%s http://h2only/g over HTTP/1.1: %s %d %q (x-weft-error %q), want %q", tc.method, resp.Proto, resp.StatusCode, b, resp.Header.Get("X-Weft-Error"), tc.want)
+			}
+		}
+	})
+
+	t.Run("h2c_caller_to_http1_app", func(t *testing.T) {
+		var protos http.Protocols
+		protos.SetUnencryptedHTTP2(true)
+		h2c := &http.Client{Timeout: 15 * time.Second, Transport: &http.Transport{Protocols: &protos}}
+		req, _ := http.NewRequest("PUT", "http://"+client.OutboundAddr()+"/p", strings.NewReader("hello"))
+		req.Host = "h1only"
+		resp, err := h2c.Do(req)
+		if err != nil {
+			t.Fatalf("h2c PUT via the outbound: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.ProtoMajor != 2 || resp.StatusCode != 200 || string(b) != "HTTP/1.1 PUT /p 5" {
+			t.Errorf("h2c PUT http://h1only/p: %s %d %q (x-weft-error %q), want HTTP/2 answer \"HTTP/1.1 PUT /p 5\"", resp.Proto, resp.StatusCode, b, resp.Header.Get("X-Weft-Error"))
+		}
+	})
+}
+
+// websocketEcho opens a WebSocket to ws://web/ws through the outbound at
+// addr and has n text messages and one binary message of big bytes
+// echoed.
+func websocketEcho(t *testing.T, outbound string, n, big int) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", outbound, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(20 * time.Second))
+	cfg, err := websocket.NewConfig("ws://web/ws", "http://web/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, err := websocket.NewClient(cfg, conn)
+	if err != nil {
+		t.Fatalf("WebSocket handshake to ws://web/ws via %s: %v", outbound, err)
+	}
+	defer ws.Close()
+	for i := range n {
+		msg := fmt.Sprintf("hello %d", i)
+		if err := websocket.Message.Send(ws, msg); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		var got string
+		if err := websocket.Message.Receive(ws, &got); err != nil {
+			t.Fatalf("receive %d: %v", i, err)
+		}
+		if got != msg {
+			t.Fatalf("echo %d: got %q, want %q", i, got, msg)
+		}
+	}
+	blob := randBytes(t, big)
+	if err := websocket.Message.Send(ws, blob); err != nil {
+		t.Fatal(err)
+	}
+	var got []byte
+	if err := websocket.Message.Receive(ws, &got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, blob) {
+		t.Errorf("%d-byte binary message: echoed %d bytes, not equal", big, len(got))
+	}
 }

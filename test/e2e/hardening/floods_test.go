@@ -414,11 +414,11 @@ func TestH2Floods(t *testing.T) {
 		name, addr, admin string
 		p                 *harness.Proc
 	}{{"inbound", m.inbound, m.serverAdmin, m.server}, {"outbound", m.outbound, m.clientAdmin, m.client}} {
-		t.Run(l.name, func(t *testing.T) { runFloods(t, l.name, l.addr, l.admin, l.p.Pid()) })
+		t.Run(l.name, func(t *testing.T) { runFloods(t, l.name, l.addr, l.admin, l.p.Pid(), floods) })
 	}
 }
 
-func runFloods(t *testing.T, listener, addr, admin string, pid int) {
+func runFloods(t *testing.T, listener, addr, admin string, pid int, floods []flood) {
 	const rssBound = 128 << 20 // growth allowed per flood
 	hc := h2Client(addr)
 	get := func() error {

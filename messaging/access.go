@@ -1,0 +1,242 @@
+package messaging
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
+)
+
+// Access is how a broker is reached: its URLs and the TLS and credentials
+// a client presents. The control plane builds it from the files an
+// operator names (ClientFiles) and hands it, encoded, to sidecars holding a
+// workload certificate — the way the embedded broker's password reaches
+// them — so that a sidecar on another host needs none of the files. It
+// carries the files' contents, not their paths, for that reason; nats.go's
+// file options (RootCAs, ClientCert, UserCredentials, NkeyOptionFromSeed)
+// are replaced by their in-memory equivalents (Secure, UserJWTAndSeed,
+// Nkey).
+type Access struct {
+	// URLs are comma-separated; they may carry user:password.
+	URLs     string `json:"urls"`
+	User     string `json:"user,omitempty"`
+	Password string `json:"password,omitempty"`
+	// CA is PEM: the broker's certificate is verified by it (TLS on).
+	CA string `json:"ca,omitempty"`
+	// Cert and Key are a PEM client certificate and its key.
+	Cert string `json:"cert,omitempty"`
+	Key  string `json:"key,omitempty"`
+	// Creds is a .creds file's contents: a user JWT and its NKey seed.
+	Creds string `json:"creds,omitempty"`
+	// NKey is an NKey user seed (SU…).
+	NKey string `json:"nkey,omitempty"`
+}
+
+// ClientFiles are the files and credentials an operator gives for an
+// external NATS (weft control --nats-*). Empty fields are not used.
+type ClientFiles struct {
+	CA, Cert, Key  string // --nats-tls-ca, --nats-tls-cert, --nats-tls-key
+	Creds          string // --nats-creds
+	NKey           string // --nats-nkey (a seed file)
+	User, Password string // --nats-user, --nats-password
+}
+
+// Empty reports whether nothing is set.
+func (f ClientFiles) Empty() bool { return f == ClientFiles{} }
+
+// Load reads the files and checks them, with one clear line naming the
+// flag for anything unreadable or not what the flag wants.
+func (f ClientFiles) Load(urls string) (Access, error) {
+	a := Access{URLs: urls, User: f.User, Password: f.Password}
+	if (f.Cert == "") != (f.Key == "") {
+		return a, errors.New("--nats-tls-cert and --nats-tls-key go together: give both or neither")
+	}
+	if f.Password != "" && f.User == "" {
+		return a, errors.New("--nats-password needs --nats-user")
+	}
+	n := 0
+	for _, s := range []string{f.Creds, f.NKey, f.User} {
+		if s != "" {
+			n++
+		}
+	}
+	if n > 1 {
+		return a, errors.New("--nats-creds, --nats-nkey and --nats-user are alternatives: give one")
+	}
+	read := func(flag, path string) (string, error) {
+		if path == "" {
+			return "", nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", flag, err)
+		}
+		if len(b) > 1<<20 {
+			return "", fmt.Errorf("%s %s: larger than 1 MiB", flag, path)
+		}
+		return string(b), nil
+	}
+	var err error
+	if a.CA, err = read("--nats-tls-ca", f.CA); err != nil {
+		return a, err
+	}
+	if a.Cert, err = read("--nats-tls-cert", f.Cert); err != nil {
+		return a, err
+	}
+	if a.Key, err = read("--nats-tls-key", f.Key); err != nil {
+		return a, err
+	}
+	if a.Creds, err = read("--nats-creds", f.Creds); err != nil {
+		return a, err
+	}
+	if a.NKey, err = read("--nats-nkey", f.NKey); err != nil {
+		return a, err
+	}
+	if _, err := a.Options(); err != nil {
+		return a, err
+	}
+	return a, nil
+}
+
+// Secured reports whether the access carries anything beyond the URLs.
+func (a Access) Secured() bool { return a != Access{URLs: a.URLs} }
+
+// Encode is the access as one string (the Certificate message's broker
+// field): the bare URLs when there is nothing else, so a sidecar of an
+// older version still understands the embedded broker's URL-with-password.
+func (a Access) Encode() string {
+	if !a.Secured() {
+		return a.URLs
+	}
+	b, _ := json.Marshal(a)
+	return string(b)
+}
+
+// ParseAccess reads what Encode wrote (or a bare URL list).
+func ParseAccess(s string) (Access, error) {
+	if !strings.HasPrefix(s, "{") {
+		return Access{URLs: s}, nil
+	}
+	var a Access
+	if err := json.Unmarshal([]byte(s), &a); err != nil {
+		return Access{}, fmt.Errorf("unreadable broker access from the control plane: %w", err)
+	}
+	return a, nil
+}
+
+// Options are the nats.go options for the TLS and credentials.
+func (a Access) Options() ([]nats.Option, error) {
+	var opts []nats.Option
+	if a.User != "" {
+		opts = append(opts, nats.UserInfo(a.User, a.Password))
+	}
+	if a.CA != "" || a.Cert != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if a.CA != "" {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM([]byte(a.CA)) {
+				return nil, errors.New("--nats-tls-ca: no PEM certificate in the file")
+			}
+			tc.RootCAs = pool
+		}
+		if a.Cert != "" {
+			c, err := tls.X509KeyPair([]byte(a.Cert), []byte(a.Key))
+			if err != nil {
+				return nil, fmt.Errorf("--nats-tls-cert/--nats-tls-key: %w", err)
+			}
+			tc.Certificates = []tls.Certificate{c}
+		}
+		opts = append(opts, nats.Secure(tc))
+	}
+	if a.Creds != "" {
+		jwt, err := nkeys.ParseDecoratedJWT([]byte(a.Creds))
+		if err != nil || !strings.HasPrefix(jwt, "eyJ") {
+			return nil, errors.New("--nats-creds: not a NATS credentials file (no user JWT in it)")
+		}
+		kp, err := nkeys.ParseDecoratedNKey([]byte(a.Creds))
+		if err != nil {
+			return nil, fmt.Errorf("--nats-creds: no user seed in it: %w", err)
+		}
+		seed, err := kp.Seed()
+		if err != nil {
+			return nil, fmt.Errorf("--nats-creds: %w", err)
+		}
+		opts = append(opts, nats.UserJWTAndSeed(jwt, string(seed)))
+	}
+	if a.NKey != "" {
+		kp, err := nkeys.ParseDecoratedNKey([]byte(a.NKey))
+		if err != nil {
+			return nil, fmt.Errorf("--nats-nkey: not an NKey seed file: %w", err)
+		}
+		pub, err := kp.PublicKey()
+		if err != nil || !nkeys.IsValidPublicUserKey(pub) {
+			return nil, errors.New("--nats-nkey: not a user seed (SU…)")
+		}
+		opts = append(opts, nats.Nkey(pub, kp.Sign))
+	}
+	return opts, nil
+}
+
+// Explain turns a connection error into one line saying which flag of
+// weft control to check: credentials refused, TLS failing, or the broker
+// wanting TLS or credentials it was not given.
+func (a Access) Explain(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := strings.ToLower(err.Error())
+	var uae x509.UnknownAuthorityError
+	var hne x509.HostnameError
+	var cie x509.CertificateInvalidError
+	switch {
+	case errors.Is(err, nats.ErrAuthorization) || strings.Contains(msg, "authorization violation"):
+		return fmt.Errorf("the broker refused our credentials (%w): %s", err, a.credHint())
+	case errors.Is(err, nats.ErrAuthExpired) || strings.Contains(msg, "expired"):
+		return fmt.Errorf("the broker says our credentials expired (%w): %s", err, a.credHint())
+	case errors.As(err, &uae):
+		return fmt.Errorf("TLS to the broker failed: its certificate is not signed by a CA we trust (%w): check --nats-tls-ca", err)
+	case errors.As(err, &hne):
+		return fmt.Errorf("TLS to the broker failed: its certificate is not for this host (%w): use the name it was issued for in --broker", err)
+	case errors.As(err, &cie):
+		return fmt.Errorf("TLS to the broker failed (%w): check the broker's certificate and --nats-tls-ca", err)
+	case strings.Contains(msg, "certificate required") || strings.Contains(msg, "bad certificate"):
+		return fmt.Errorf("TLS to the broker failed: it wants a client certificate we did not give or it does not accept (%w): check --nats-tls-cert/--nats-tls-key", err)
+	case strings.Contains(msg, "closed by remote after tls handshake"):
+		// How a broker refuses a client certificate when our first write
+		// beats its alert (TLS 1.3 checks it after the handshake).
+		return fmt.Errorf("TLS to the broker failed: it closed the connection after the handshake, as it does when it wants a client certificate we did not give or it does not accept (%w): check --nats-tls-cert/--nats-tls-key", err)
+	case errors.Is(err, nats.ErrSecureConnRequired):
+		return fmt.Errorf("the broker requires TLS (%w): give --nats-tls-ca (or use a tls:// URL)", err)
+	case errors.Is(err, nats.ErrSecureConnWanted):
+		return fmt.Errorf("the broker does not serve TLS (%w): drop --nats-tls-ca/--nats-tls-cert or use a nats:// URL", err)
+	case strings.Contains(msg, "tls:") || strings.Contains(msg, "x509:"):
+		return fmt.Errorf("TLS to the broker failed (%w): check --nats-tls-ca and --nats-tls-cert/--nats-tls-key", err)
+	}
+	return err
+}
+
+// Refused reports whether err is the broker refusing us for good (wrong
+// credentials or TLS), as opposed to it being down.
+func (a Access) Refused(err error) bool {
+	return err != nil && a.Explain(err).Error() != err.Error()
+}
+
+func (a Access) credHint() string {
+	switch {
+	case a.Creds != "":
+		return "check --nats-creds"
+	case a.NKey != "":
+		return "check --nats-nkey (and that the broker lists its public key)"
+	case a.User != "":
+		return "check --nats-user/--nats-password"
+	case strings.Contains(a.URLs, "@"):
+		return "check the user and password in the broker URL"
+	}
+	return "the broker needs credentials: give --nats-creds, --nats-nkey or --nats-user/--nats-password"
+}
