@@ -124,6 +124,7 @@ type conn struct {
 	idleUntil   time.Time
 	parked      bool
 	spawnServed int
+	pk          parkState // park_linux.go
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
@@ -152,6 +153,7 @@ func (c *conn) free() {
 	c.up.Store(nil)
 	c.raw, c.rawDone, c.readErr = nil, false, nil
 	c.idleUntil, c.parked, c.spawnServed = time.Time{}, false, 0
+	c.pk = parkState{}
 	c.req = Request{Fields: c.req.Fields[:0]}
 	clear(c.req.Fields[:cap(c.req.Fields)])
 	clear(c.resp.fields[:cap(c.resp.fields)])
@@ -244,7 +246,9 @@ func (c *conn) readHead() (start, n int, err error) {
 		}
 		c.parked = false
 		until := c.idleUntil
-		park := raw && c.served > c.spawnServed && until.Sub(now) > 2*parkAfter
+		// Parked without a goroutine (epollPark), a connection may park
+		// again at once; moved to a fresh one, only after a request.
+		park := raw && (epollPark || c.served > c.spawnServed) && until.Sub(now) > 2*parkAfter
 		if park {
 			until = now.Add(parkAfter)
 		}

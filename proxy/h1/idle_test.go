@@ -161,14 +161,7 @@ func TestIdleParkedConnection(t *testing.T) {
 	sent := time.Now()
 	// Parked again after /three, then closed at the idle timeout, not
 	// parkAfter later than that nor earlier.
-	c.c.SetReadDeadline(time.Now().Add(idle + 10*time.Second))
-	var one [1]byte
-	if n, err := c.c.Read(one[:]); n != 0 || err == nil {
-		t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
-	}
-	if waited := time.Since(sent); waited < idle-100*time.Millisecond {
-		t.Fatalf("closed after %v, before the idle timeout %v", waited, idle)
-	}
+	closedAtIdleTimeout(t, c, sent, idle)
 	if s.parks.Load() < 2 {
 		t.Fatalf("parked %d times, want 2", s.parks.Load())
 	}
@@ -190,5 +183,19 @@ func TestIdleParkedConnection(t *testing.T) {
 	}
 	if !c.closed() {
 		t.Fatal("the parked connection is still open after Shutdown")
+	}
+}
+
+// closedAtIdleTimeout waits for the engine to close c, idle since sent,
+// and fails if that came before the idle timeout.
+func closedAtIdleTimeout(t *testing.T, c *client, sent time.Time, idle time.Duration) {
+	t.Helper()
+	c.c.SetReadDeadline(time.Now().Add(idle + 10*time.Second))
+	var one [1]byte
+	if n, err := c.c.Read(one[:]); n != 0 || err == nil {
+		t.Fatalf("read %d bytes, %v; want the connection closed", n, err)
+	}
+	if waited := time.Since(sent); waited < idle-100*time.Millisecond {
+		t.Fatalf("closed after %v, before the idle timeout %v", waited, idle)
 	}
 }

@@ -58,6 +58,7 @@ type Server struct {
 	draining   atomic.Bool
 	inShutdown atomic.Bool
 	parks      atomic.Int64 // idle connections moved to a fresh goroutine
+	park       parker       // idle connections without one (park_linux.go)
 	tunnels    tunnelStats  // Upgrade and CONNECT tunnels (tunnel.go)
 
 	mu        sync.Mutex
@@ -172,7 +173,9 @@ func (s *Server) serveConn(c *conn) {
 		case actPark:
 			parked = true
 			s.parks.Add(1)
-			go s.serveConn(c)
+			if !s.parkConn(c) {
+				go s.serveConn(c)
+			}
 		}
 		return
 	}
@@ -206,6 +209,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	s.ups.closed.Store(true)
 	s.ups.closeIdle()
+	s.closeParked()
 
 	done := make(chan struct{})
 	go func() {
