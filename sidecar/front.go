@@ -76,15 +76,18 @@ func newFront(ln net.Listener, h http.Handler, router h1.Router, log *slog.Logge
 		}, Fallback: func(c net.Conn) {
 			g := f.guard(c)
 			if f.h2 != nil {
-				// The preface is all the fast path hands off that starts
-				// with "PRI"; Upgrade and CONNECT go to net/http.
-				var pri [3]byte
+				// The fast path hands off the preface only when its first
+				// line is exactly h2PrefaceLine (its head is buffered, so
+				// these bytes are there: any request line is at least as
+				// long); Upgrade and CONNECT, whatever the method, go to
+				// net/http.
+				var pri [len(h2PrefaceLine)]byte
 				if _, err := io.ReadFull(g, pri[:]); err != nil {
 					c.Close()
 					return
 				}
 				pc := &prefixed{Conn: g, pre: pri[:]}
-				if string(pri[:]) == "PRI" {
+				if string(pri[:]) == h2PrefaceLine {
 					f.h2.ServeConn(pc)
 					return
 				}
@@ -115,6 +118,9 @@ func (f *front) useH2(cfg H2Config, r h2.Router, dial func(ctx context.Context, 
 		IdleTimeout: lim.IdleTimeout,
 	}}
 }
+
+// h2PrefaceLine is the first line of the HTTP/2 client connection preface.
+const h2PrefaceLine = "PRI * HTTP/2.0\r\n"
 
 // prefixed returns pre before reading on.
 type prefixed struct {

@@ -189,6 +189,9 @@ func (c *conn) serveRequest() action {
 		c.logReject(err.(*protoError))
 		c.reject(err.(*protoError))
 		return actClose
+	case err == errNotHTTP:
+		c.logReject(errNotHTTP)
+		return actClose
 	case err != nil:
 		c.logReject(err.(*protoError))
 		c.reject(err.(*protoError))

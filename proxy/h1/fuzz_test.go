@@ -21,6 +21,7 @@ var requestSeeds = []string{
 	"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
 	"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
 	"PRI * HTTP/2.0\r\n\r\n",
+	"INVALID CONNECTION PREFACE\r\n\r\n",
 	"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n",
 	"GET / HTTP/1.1\nHost: a\n\n",
 	"GET / HTTP/1.1\r\nHost : a\r\n\r\n",

@@ -49,6 +49,9 @@ var (
 	errChunkLine     = &protoError{400, "chunk size line too long"}
 	errTrailer       = &protoError{400, "trailer section too large"}
 	errPreface       = &protoError{505, "HTTP/2 connection preface"} // handed to the fallback when there is one
+	// errNotHTTP has no status: the connection is closed without an
+	// answer (see notHTTP).
+	errNotHTTP = &protoError{0, "not HTTP/1.x (the request line's version is no HTTP version); closed without an answer"}
 )
 
 // Byte classes: RFC 9110 §5.6.2 tchar; §5.5 field-value (VCHAR, SP, HTAB,
@@ -303,6 +306,23 @@ func parseVersion(v []byte) (int, error) {
 	return int(v[7] - '0'), nil
 }
 
+// notHTTP reports whether the third word of a request line (one word: no
+// space in it) claims no HTTP version at all, as in h2spec's invalid
+// connection preface "INVALID CONNECTION PREFACE" or "OPTIONS * RTSP/1.0".
+// Such a peer is no HTTP/1.x client, so an HTTP/1.1 answer means nothing to
+// it; on a port that also takes HTTP/2 with prior knowledge it is most
+// likely an HTTP/2 client with a bad preface, which RFC 9113 §3.4 says must
+// see the connection end (a connection error before any frame: the TCP
+// connection closed). So it is closed without an answer, where RFC 9112 §3
+// only says SHOULD answer 400 — what net/http, nginx and HAProxy do, on
+// ports that speak HTTP/1.x alone. Nothing is forwarded either way. A line
+// that looks like HTTP (a version starting "HTTP", any case: "http/1.1",
+// "HTTP/1.1x", "HTTP/1.2"), a target with a space in it or no version
+// keeps its 400 or 505: that peer may read it.
+func notHTTP(ver []byte) bool {
+	return len(ver) > 0 && bytes.IndexByte(ver, ' ') < 0 && (len(ver) < 4 || !equalFold(ver[:4], "HTTP"))
+}
+
 // framing collects what the fields of one head say about its body and
 // connection; shared by requests and responses.
 type framing struct {
@@ -464,6 +484,9 @@ func parseRequest(head []byte, maxFields int, req *Request, m *reqMeta) error {
 		return errRequestLine
 	}
 	target, ver := line[:sp], line[sp+1:]
+	if notHTTP(ver) {
+		return errNotHTTP
+	}
 	if !allIn(method, &tchar) {
 		return errMethod
 	}

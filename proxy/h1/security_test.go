@@ -121,6 +121,48 @@ func TestRejected(t *testing.T) {
 	}
 }
 
+// TestNotHTTPClosed: a request line whose version is no HTTP version at
+// all (h2spec's invalid connection preface) is no HTTP/1.x request: the
+// connection is closed without an answer, nothing is forwarded and nothing
+// handed to the Fallback. Lines that look like HTTP keep their answer
+// (TestRejected).
+func TestNotHTTPClosed(t *testing.T) {
+	var reached, handedOff atomic.Int64
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Add(1)
+		echoHandler(w, r)
+	}))
+	addr := newEngine(t, &Server{Router: &recRouter{addr: be.addr()}, Fallback: func(c net.Conn) {
+		handedOff.Add(1)
+		c.Close()
+	}})
+	for _, tt := range []struct{ name, req string }{
+		{"h2spec invalid preface", "INVALID CONNECTION PREFACE\r\n\r\n"},
+		{"RTSP", "OPTIONS * RTSP/1.0\r\nCSeq: 1\r\n\r\n"},
+		{"word version", "GET / PREFACE\r\nHost: a\r\n\r\n"},
+		{"bad method too", "G(T / SIP/2.0\r\nHost: a\r\n\r\n"},
+		{"after a request", "GET /first HTTP/1.1\r\nHost: a\r\n\r\nINVALID CONNECTION PREFACE\r\n\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := reached.Load()
+			c := dial(t, addr)
+			c.send(tt.req)
+			if strings.HasPrefix(tt.req, "GET /first ") {
+				if _, body := c.read("GET"); decodeEcho(t, body).URI != "/first" {
+					t.Fatal(body)
+				}
+				before++
+			}
+			if !c.closed() {
+				t.Fatal("connection not closed")
+			}
+			if reached.Load() != before || handedOff.Load() != 0 {
+				t.Fatalf("reached the upstream %d times, handed off %d", reached.Load()-before, handedOff.Load())
+			}
+		})
+	}
+}
+
 // TestAccepted pins the lenient side of the same rules.
 func TestAccepted(t *testing.T) {
 	be := newBackend(t, http.HandlerFunc(echoHandler))
