@@ -98,7 +98,9 @@ func (f *H2Outbound) Route(r *h2.Request, d *h2.Decision) {
 	}
 	d.ReplayLimit = c.ReplayLimit()
 	d.Set = append(d.Set[:0], hpack.HeaderField{Name: "x-weft-source", Value: o.source})
-	if c.GRPCDeadline() {
+	// What is left of the deadline, which a policy timeout shorter than
+	// the caller's grpc-timeout also bounds (as on the net/http path).
+	if c.GRPCDeadline() || (c.GRPC && r.Get("grpc-timeout") != "") {
 		d.Set = append(d.Set, hpack.HeaderField{Name: "grpc-timeout", Value: pipeline.FormatGRPCTimeout(c.Remaining(now))})
 	}
 	if st.tel != nil {
@@ -152,6 +154,9 @@ func (f *H2Outbound) try(st *h2State, d *h2.Decision, now time.Time) bool {
 		return false
 	}
 	d.Addr, d.HeaderTimeout = addr, timeout
+	if st.call.Policy != nil {
+		d.StreamIdle = st.call.Policy.IdleTimeout
+	}
 	return true
 }
 

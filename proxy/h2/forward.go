@@ -171,13 +171,25 @@ func (fw *forwarder) relay(up *conn, ust *stream, head *http2.MetaHeadersFrame, 
 		return
 	}
 	res.HeadWritten = true
-	stop := func() bool { return isClosed(st.done) }
+	// The idle timer wakes the reader (interrupt) and stop then says so;
+	// armed only when a policy sets idleTimeout, reset per chunk.
+	var idle atomic.Bool
+	var idleTimer *time.Timer
+	if t := fw.d.StreamIdle; t > 0 && !end {
+		idleTimer = time.AfterFunc(t, func() { idle.Store(true); ust.in.interrupt() })
+		defer idleTimer.Stop()
+	}
+	stop := func() bool { return isClosed(st.done) || idle.Load() }
 	for !end {
 		chunk, last, trailers, err := ust.in.next(stop)
 		if err != nil {
 			if isClosed(st.done) {
 				up.writeReset(ust, http2.ErrCodeCancel)
 				res.Err = ErrDownstreamGone
+			} else if idle.Load() {
+				up.writeReset(ust, http2.ErrCodeCancel)
+				c.writeReset(st, http2.ErrCodeCancel)
+				res.Err = ErrStreamIdle
 			} else {
 				c.writeReset(st, codeOf(err))
 				res.Err = fmt.Errorf("%w: %w", ErrUpstreamReset, err)
@@ -186,6 +198,9 @@ func (fw *forwarder) relay(up *conn, ust *stream, head *http2.MetaHeadersFrame, 
 			return
 		}
 		end = last
+		if idleTimer != nil && !last {
+			idleTimer.Reset(fw.d.StreamIdle)
+		}
 		if len(chunk) > 0 {
 			n := len(chunk)
 			werr := c.writeData(st, chunk, last && trailers == nil)

@@ -43,6 +43,8 @@ var (
 	ErrUpstreamReset = errors.New("h2: upstream reset the stream")
 	// ErrDownstreamGone: the caller reset the stream or went away.
 	ErrDownstreamGone = errors.New("h2: caller reset the stream")
+	// ErrStreamIdle: the response body was idle for Decision.StreamIdle.
+	ErrStreamIdle = errors.New("h2: upstream response body idle timeout")
 	// ErrServerClosed is returned by Serve after Shutdown.
 	ErrServerClosed = errors.New("h2: server closed")
 )
@@ -107,10 +109,13 @@ type Decision struct {
 	// the stream, as a gRPC error answer is).
 	Addr          string
 	HeaderTimeout time.Duration
-	Status        int
-	Header        []hpack.HeaderField
-	Body          []byte
-	TrailersOnly  bool
+	// StreamIdle cuts a response whose body sends nothing for this long
+	// (the policy's idleTimeout; 0: never): both streams are reset.
+	StreamIdle   time.Duration
+	Status       int
+	Header       []hpack.HeaderField
+	Body         []byte
+	TrailersOnly bool
 	// Handler, when set, serves the request instead (requests the engine
 	// does not forward itself, e.g. to an HTTP/1.1 app).
 	Handler http.Handler

@@ -251,10 +251,11 @@ func checkServices(t *testing.T, b *browser, c *harness.Control) {
 			}
 		}
 	}
-	// The frontend is called by a pure client sidecar, which is not
-	// scraped: only its server side has numbers.
-	if fe := byName["frontend"]; fe.Values["client-rps"] != nil || fe.Values["server-rps"] == nil {
-		t.Errorf("frontend: client side %v, server side %v; want none and some", fe.Values["client-rps"], fe.Values["server-rps"])
+	// The frontend is called by a pure client sidecar, which names its
+	// admin listener on its stream and is scraped too: both sides have
+	// numbers.
+	if fe := byName["frontend"]; fe.Values["client-rps"] == nil || fe.Values["server-rps"] == nil {
+		t.Errorf("frontend: client side %v, server side %v; want both", fe.Values["client-rps"], fe.Values["server-rps"])
 	}
 	// Sorting: RPS (server side), highest first.
 	b.do(t, "sorting by server RPS", chromedp.Click(chromedp.CSS(`th[data-key="server.rps"] button`)))
@@ -429,11 +430,16 @@ func checkTopology(t *testing.T, b *browser) {
 			t.Errorf("edge %s → %s is labelled %q", w[0], w[1], label)
 		}
 	}
-	if len(edges) != 3 {
-		t.Errorf("topology has %d edges, want 3: %+v", len(edges), edges)
+	// The fourth edge is the error trace's call to a service that does not
+	// exist (http://nosuch/x above): the mesh counts it under "unknown".
+	if i := slices.IndexFunc(edges, func(e edge) bool { return e.Source == "client" && e.Destination == "unknown" }); i < 0 || edges[i].Success != 0 {
+		t.Errorf("topology has no failed edge client → unknown (the call to nosuch): %+v", edges)
+	}
+	if len(edges) != 4 {
+		t.Errorf("topology has %d edges, want 4: %+v", len(edges), edges)
 	}
 	nodes := eval[[]string](t, b, `[...document.querySelectorAll('#graph a.node')].map(a => a.dataset.service + ' ' + a.getAttribute('href'))`)
-	if want := []string{"client #/service/client", "frontend #/service/frontend", "inventory #/service/inventory", "orders #/service/orders"}; !slices.Equal(nodes, want) {
+	if want := []string{"client #/service/client", "frontend #/service/frontend", "inventory #/service/inventory", "orders #/service/orders", "unknown #/service/unknown"}; !slices.Equal(nodes, want) {
 		t.Errorf("topology nodes %q, want %q", nodes, want)
 	}
 	b.shot(t, "topology")

@@ -195,8 +195,10 @@ func TestChain(t *testing.T) {
 				t.Errorf("%s→%s: client %+v server %+v", p[0], p[1], cv, sv)
 			}
 		}
-		if cv, sv := find(st, "client", "frontend"); cv != nil || sv == nil || sv.Requests != N {
-			t.Errorf("client→frontend: client view %+v (pure client, not scraped: want none), server %+v", cv, sv)
+		// A pure client names its admin listener on its stream, so it is
+		// scraped like every other sidecar.
+		if cv, sv := find(st, "client", "frontend"); cv == nil || cv.Requests != N || sv == nil || sv.Requests != N {
+			t.Errorf("client→frontend: client view %+v, server %+v; want %d requests in each", cv, sv, N)
 		}
 		out := runCLI(t, "stat", "--server", c.URL, "--window", "5m")
 		for _, want := range []string{"CLIENT VIEW", "SERVER VIEW", "orders", "→ inventory", "100.00%"} {
