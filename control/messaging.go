@@ -76,14 +76,13 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 	}
 	s.cfg.Settings[messaging.SettingBroker] = url
 	s.cfg.Settings[messaging.SettingMaxMessageBytes] = strconv.Itoa(max)
-	enc := access.Encode()
-	if enc != url {
-		s.sec.brokerURL = enc
+	if access != (messaging.Access{URLs: url}) {
+		s.sec.broker = access
 	}
-	conn := messaging.NewConn(messaging.ConnConfig{URL: func() string { return enc }, Name: "weft-control",
+	conn := messaging.NewConn(messaging.ConnConfig{Access: func() messaging.Access { return access }, Name: "weft-control",
 		Logger: s.log.With("component", "messaging")})
-	// The API shows enc redacted: nats://redacted@… when it has a password.
-	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: enc, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
+	// The API shows the URLs redacted: nats://redacted@… when they have a password.
+	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: access.URLs, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
 	s.msg.SetSubscriptions(objs)
 	return nil
 }

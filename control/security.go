@@ -16,6 +16,7 @@ import (
 	"time"
 
 	pb "github.com/weftmesh/weft/api/discoveryv1"
+	"github.com/weftmesh/weft/messaging"
 	"github.com/weftmesh/weft/resource"
 	"github.com/weftmesh/weft/security/ca"
 	"github.com/weftmesh/weft/security/mtls"
@@ -61,8 +62,10 @@ const (
 
 // security holds the CA and what it issued to the connected sidecars.
 type security struct {
-	ca        *ca.CA
-	brokerURL string // the broker access with credentials (messaging.Access.Encode); "" when the Hello's URL is all there is
+	ca *ca.CA
+	// broker is the broker access with credentials, handed out with
+	// certificates; zero when the Hello's URL is all there is.
+	broker messaging.Access
 
 	mu     sync.Mutex
 	issued map[any]*CertJSON // by stream
@@ -244,8 +247,14 @@ func (sec *security) issue(req *pb.CertificateRequest, claimed string, key any, 
 	sec.issued[key] = &CertJSON{Service: svc, Namespace: ns, Instance: instance, SPIFFEID: is.SPIFFEID, Serial: is.Serial,
 		NotAfter: is.NotAfter, IssuedAt: time.Now().UTC(), Issuer: is.Issuer}
 	sec.mu.Unlock()
-	return &pb.Certificate{ChainDer: is.Chain, TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), SpiffeId: is.SPIFFEID,
-		Generation: gen, BrokerUrl: sec.brokerURL}, svc, nil
+	c := &pb.Certificate{ChainDer: is.Chain, TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), SpiffeId: is.SPIFFEID,
+		Generation: gen}
+	if sec.broker.URLs != "" {
+		// broker_url too, for a sidecar of an older version: enough for
+		// the embedded broker's password.
+		c.BrokerUrl, c.BrokerAccess = sec.broker.URLs, sec.broker.Proto()
+	}
+	return c, svc, nil
 }
 
 // registered notes the instance id of a stream's certificate.

@@ -3,7 +3,6 @@ package messaging
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,31 +10,34 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
+
+	pb "github.com/weftmesh/weft/api/discoveryv1"
 )
 
 // Access is how a broker is reached: its URLs and the TLS and credentials
 // a client presents. The control plane builds it from the files an
-// operator names (ClientFiles) and hands it, encoded, to sidecars holding a
-// workload certificate — the way the embedded broker's password reaches
-// them — so that a sidecar on another host needs none of the files. It
+// operator names (ClientFiles) and hands it to sidecars holding a workload
+// certificate (Proto: the Certificate message's broker_access) — the way
+// the embedded broker's password reaches them — so that a sidecar on
+// another host needs none of the files. It
 // carries the files' contents, not their paths, for that reason; nats.go's
 // file options (RootCAs, ClientCert, UserCredentials, NkeyOptionFromSeed)
 // are replaced by their in-memory equivalents (Secure, UserJWTAndSeed,
-// Nkey).
+// Nkey). Access is comparable: a Conn reconnects when it changes.
 type Access struct {
 	// URLs are comma-separated; they may carry user:password.
-	URLs     string `json:"urls"`
-	User     string `json:"user,omitempty"`
-	Password string `json:"password,omitempty"`
+	URLs     string
+	User     string
+	Password string
 	// CA is PEM: the broker's certificate is verified by it (TLS on).
-	CA string `json:"ca,omitempty"`
+	CA string
 	// Cert and Key are a PEM client certificate and its key.
-	Cert string `json:"cert,omitempty"`
-	Key  string `json:"key,omitempty"`
+	Cert string
+	Key  string
 	// Creds is a .creds file's contents: a user JWT and its NKey seed.
-	Creds string `json:"creds,omitempty"`
+	Creds string
 	// NKey is an NKey user seed (SU…).
-	NKey string `json:"nkey,omitempty"`
+	NKey string
 }
 
 // ClientFiles are the files and credentials an operator gives for an
@@ -104,30 +106,18 @@ func (f ClientFiles) Load(urls string) (Access, error) {
 	return a, nil
 }
 
-// Secured reports whether the access carries anything beyond the URLs.
-func (a Access) Secured() bool { return a != Access{URLs: a.URLs} }
-
-// Encode is the access as one string (the Certificate message's broker
-// field): the bare URLs when there is nothing else, so a sidecar of an
-// older version still understands the embedded broker's URL-with-password.
-func (a Access) Encode() string {
-	if !a.Secured() {
-		return a.URLs
-	}
-	b, _ := json.Marshal(a)
-	return string(b)
+// Proto is the access as the control plane hands it to sidecars.
+func (a Access) Proto() *pb.BrokerAccess {
+	return &pb.BrokerAccess{Urls: a.URLs, User: a.User, Password: a.Password,
+		CaPem: []byte(a.CA), CertPem: []byte(a.Cert), KeyPem: []byte(a.Key),
+		Creds: []byte(a.Creds), NkeySeed: []byte(a.NKey)}
 }
 
-// ParseAccess reads what Encode wrote (or a bare URL list).
-func ParseAccess(s string) (Access, error) {
-	if !strings.HasPrefix(s, "{") {
-		return Access{URLs: s}, nil
-	}
-	var a Access
-	if err := json.Unmarshal([]byte(s), &a); err != nil {
-		return Access{}, fmt.Errorf("unreadable broker access from the control plane: %w", err)
-	}
-	return a, nil
+// AccessFromProto reads what Proto wrote; nil is no access (zero).
+func AccessFromProto(p *pb.BrokerAccess) Access {
+	return Access{URLs: p.GetUrls(), User: p.GetUser(), Password: p.GetPassword(),
+		CA: string(p.GetCaPem()), Cert: string(p.GetCertPem()), Key: string(p.GetKeyPem()),
+		Creds: string(p.GetCreds()), NKey: string(p.GetNkeySeed())}
 }
 
 // Options are the nats.go options for the TLS and credentials.

@@ -18,7 +18,9 @@ import (
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
+	"google.golang.org/protobuf/proto"
 
+	pb "github.com/weftmesh/weft/api/discoveryv1"
 	"github.com/weftmesh/weft/messaging"
 )
 
@@ -122,13 +124,9 @@ func TestProbeTLSAndCredentials(t *testing.T) {
 			case c.want != "" && !a.Refused(err):
 				t.Fatalf("Refused(%v) = false", err)
 			}
-			// What a sidecar gets decodes to the same access.
-			b, err := messaging.ParseAccess(a.Encode())
-			if err != nil || b != a {
-				t.Fatalf("ParseAccess(Encode()) = %+v, %v; want %+v", b, err, a)
-			}
-			if r := messaging.Redact(a.Encode()); strings.Contains(r, "s3cret") || strings.Contains(r, "SU") {
-				t.Fatalf("Redact leaks a secret: %s", r)
+			// What a sidecar gets over the wire is the same access.
+			if b := wire(t, a); b != a {
+				t.Fatalf("through the Certificate message: %+v; want %+v", b, a)
 			}
 		})
 	}
@@ -161,15 +159,43 @@ func TestClientFilesLoadErrors(t *testing.T) {
 	}
 }
 
-func TestEncodeBareURL(t *testing.T) {
-	// Without TLS or credentials beyond the URL, a sidecar gets the URL as
-	// before (older sidecars understand it).
-	a := messaging.Access{URLs: "nats://weft:pw@127.0.0.1:15222"}
-	if got := a.Encode(); got != a.URLs {
-		t.Fatalf("Encode = %q", got)
+// wire is a as a sidecar reads it: marshalled in a Certificate message
+// and back.
+func wire(t *testing.T, a messaging.Access) messaging.Access {
+	t.Helper()
+	b, err := proto.Marshal(&pb.Certificate{BrokerAccess: a.Proto()})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := messaging.Redact(`{"urls":"nats://u:p@h:1","password":"x"}`); got != "nats://redacted@h:1" {
-		t.Fatalf("Redact = %q", got)
+	var c pb.Certificate
+	if err := proto.Unmarshal(b, &c); err != nil {
+		t.Fatal(err)
+	}
+	return messaging.AccessFromProto(c.BrokerAccess)
+}
+
+func TestAccessProto(t *testing.T) {
+	cases := []struct {
+		name string
+		a    messaging.Access
+	}{
+		{"embedded broker's URL with its password", messaging.Access{URLs: "nats://weft:pw@127.0.0.1:15222"}},
+		{"several URLs", messaging.Access{URLs: "nats://h1:4222,tls://h2:4222"}},
+		{"user and password", messaging.Access{URLs: "tls://h:4222", User: "weft", Password: "s3cret"}},
+		{"everything", messaging.Access{URLs: "tls://h:4222", User: "u", Password: "p", CA: "-----BEGIN CERTIFICATE-----\nca\n",
+			Cert: "cert", Key: "key", Creds: "-----BEGIN NATS USER JWT-----\n", NKey: "SUAB"}},
+		// Files are bytes on the wire: contents that are not UTF-8 survive.
+		{"not UTF-8", messaging.Access{URLs: "tls://h:4222", CA: "\xff\xfe", Key: "\x80"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := wire(t, c.a); got != c.a {
+				t.Fatalf("got %+v; want %+v", got, c.a)
+			}
+		})
+	}
+	if got := messaging.AccessFromProto(nil); got != (messaging.Access{}) {
+		t.Fatalf("AccessFromProto(nil) = %+v; want no access", got)
 	}
 }
 

@@ -31,11 +31,12 @@ var ErrBrokerUnavailable = errors.New("broker unavailable")
 
 // ConnConfig configures a Conn.
 type ConnConfig struct {
-	// URL returns the broker URL(s) to use now, "" while unknown. It is
-	// read again every Poll, so the URL may arrive late or change.
-	URL func() string
-	// Known reports whether URL's source has answered, so that an empty
-	// URL means "messaging off" rather than "not yet" (nil: never known).
+	// Access returns the broker URL(s), TLS and credentials to use now,
+	// with no URLs while unknown. It is read again every Poll, so the
+	// access may arrive late or change.
+	Access func() Access
+	// Known reports whether Access's source has answered, so that no URLs
+	// mean "messaging off" rather than "not yet" (nil: never known).
 	Known func() bool
 	// Name is the client name the broker shows.
 	Name   string
@@ -46,12 +47,14 @@ type ConnConfig struct {
 	Poll time.Duration // default 500ms
 }
 
-// Session is one connection to one broker URL. The NATS client reconnects
-// by itself; a new Session replaces it only when the URL changes.
+// Session is one connection to one broker access. The NATS client
+// reconnects by itself; a new Session replaces it only when the access
+// (URLs, TLS or credentials) changes.
 type Session struct {
-	URL string
-	NC  *nats.Conn
-	JS  jetstream.JetStream
+	URL    string // Access.URLs
+	Access Access
+	NC     *nats.Conn
+	JS     jetstream.JetStream
 }
 
 // Connected reports whether the connection is up right now.
@@ -111,7 +114,7 @@ func (c *Conn) Changed() <-chan struct{} {
 // Off reports that messaging is known to be off: no broker URL, from a
 // source that has answered.
 func (c *Conn) Off() bool {
-	return c.cfg.Known != nil && c.cfg.Known() && c.cfg.URL() == ""
+	return c.cfg.Known != nil && c.cfg.Known() && c.cfg.Access().URLs == ""
 }
 
 // Wait returns a session whose connection is up, waiting for one until ctx
@@ -136,10 +139,11 @@ func (c *Conn) Wait(ctx context.Context) (*Session, error) {
 
 func (c *Conn) why(s *Session) error {
 	if s == nil {
-		if c.cfg.URL() == "" {
+		u := c.cfg.Access().URLs
+		if u == "" {
 			return ErrNoBroker
 		}
-		return fmt.Errorf("%w: connecting to %s", ErrBrokerUnavailable, Redact(c.cfg.URL()))
+		return fmt.Errorf("%w: connecting to %s", ErrBrokerUnavailable, Redact(u))
 	}
 	c.mu.Lock()
 	last := c.lastErr
@@ -180,23 +184,18 @@ func (c *Conn) Run(ctx context.Context) error {
 }
 
 func (c *Conn) follow() {
-	u := c.cfg.URL()
+	a := c.cfg.Access()
 	c.mu.Lock()
 	cur := c.cur
 	c.mu.Unlock()
-	// An empty URL keeps the last session: settings are empty only between
-	// a restart of the sidecar and its first Hello.
-	if u == "" || (cur != nil && cur.URL == u) {
+	// No URL keeps the last session: settings are empty only between a
+	// restart of the sidecar and its first Hello.
+	if a.URLs == "" || (cur != nil && cur.Access == a) {
 		return
 	}
-	a, err := ParseAccess(u)
+	s, err := c.connect(a)
 	if err != nil {
-		c.log.Error("broker access unusable", "err", err)
-		return
-	}
-	s, err := c.connect(u, a)
-	if err != nil {
-		c.log.Error("broker URL unusable", "broker", Redact(u), "err", err)
+		c.log.Error("broker URL unusable", "broker", Redact(a.URLs), "err", err)
 		return
 	}
 	c.mu.Lock()
@@ -205,13 +204,13 @@ func (c *Conn) follow() {
 	c.changed = make(chan struct{})
 	c.mu.Unlock()
 	if cur != nil {
-		c.log.Info("broker URL changed", "from", Redact(cur.URL), "to", Redact(u))
+		c.log.Info("broker access changed", "from", Redact(cur.URL), "to", Redact(a.URLs))
 		_ = cur.NC.Drain()
 	}
 }
 
-// connect opens u's session; a is u parsed (its URLs and client options).
-func (c *Conn) connect(u string, a Access) (*Session, error) {
+// connect opens a's session.
+func (c *Conn) connect(a Access) (*Session, error) {
 	log := c.log.With("broker", Redact(a.URLs))
 	// Errors are kept and logged with what to check (a.Explain): a sidecar
 	// refused by the broker says which control plane flag is wrong.
@@ -265,7 +264,7 @@ func (c *Conn) connect(u string, a Access) (*Session, error) {
 		nc.Close()
 		return nil, err
 	}
-	return &Session{URL: u, NC: nc, JS: js}, nil
+	return &Session{URL: a.URLs, Access: a, NC: nc, JS: js}, nil
 }
 
 // ValidateURLs checks a comma-separated list of broker URLs
@@ -299,16 +298,8 @@ func Probe(a Access, timeout time.Duration) error {
 	return nil
 }
 
-// Redact hides credentials in broker URLs (or an encoded Access, of which
-// only the URLs are shown) for logs and errors.
+// Redact hides credentials in broker URLs for logs and errors.
 func Redact(s string) string {
-	if strings.HasPrefix(s, "{") {
-		a, err := ParseAccess(s)
-		if err != nil {
-			return "(unreadable broker access)"
-		}
-		s = a.URLs
-	}
 	parts := strings.Split(s, ",")
 	for i, p := range parts {
 		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {

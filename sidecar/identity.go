@@ -51,13 +51,13 @@ type identity struct {
 	svcMode  atomic.Pointer[mtls.Mode]
 	cur      atomic.Pointer[keyed] // the installed certificate's key
 	renewing atomic.Bool           // renew waits for answers
-	// brokerURL is the broker URL with credentials, from the certificate
-	// answer (weft control --broker-auth); nil: the Hello's.
-	brokerURL atomic.Pointer[string]
-	listener  *mtls.Listener // set in Run before serving; its mode follows the mesh
-	hello     chan struct{}  // a stream said Hello
-	reissue   chan struct{}  // the trust bundle changed
-	answers   chan *pb.Certificate
+	// broker is the broker access with credentials, from the certificate
+	// answer (weft control --broker-auth or --nats-*); nil: the Hello's URL.
+	broker   atomic.Pointer[messaging.Access]
+	listener *mtls.Listener // set in Run before serving; its mode follows the mesh
+	hello    chan struct{}  // a stream said Hello
+	reissue  chan struct{}  // the trust bundle changed
+	answers  chan *pb.Certificate
 
 	dialOnce sync.Once
 	dial     *mtls.Dialer
@@ -287,8 +287,8 @@ func (id *identity) install(c *pb.Certificate, k *keyed) error {
 	}
 	id.cur.Store(k)
 	id.certGen.Store(c.Generation)
-	if c.BrokerUrl != "" {
-		id.brokerURL.Store(&c.BrokerUrl)
+	if a, ok := certBroker(c); ok {
+		id.broker.Store(&a)
 	}
 	leaf := id.src.Certificate()
 	id.log.Info("workload certificate issued", "spiffe_id", c.SpiffeId, "serial", leaf.SerialNumber.Text(16),
@@ -439,18 +439,28 @@ func (s *Sidecar) waitIdentity(ctx context.Context) bool {
 	return true
 }
 
-// broker is the URL messaging connects to: with credentials once the
-// control plane gave them, else the Hello's.
-func (s *Sidecar) brokerURL() string {
-	if u := s.id.brokerURL.Load(); u != nil {
-		return *u
+// certBroker is the broker access a certificate answer carries:
+// broker_access, or from a control plane of an older version the bare
+// broker_url; ok is false when it carries none (the Hello's URL is all).
+func certBroker(c *pb.Certificate) (a messaging.Access, ok bool) {
+	if c.BrokerAccess != nil {
+		return messaging.AccessFromProto(c.BrokerAccess), true
+	}
+	return messaging.Access{URLs: c.BrokerUrl}, c.BrokerUrl != ""
+}
+
+// brokerAccess is what messaging connects with: the credentials once the
+// control plane gave them, else the Hello's URL.
+func (s *Sidecar) brokerAccess() messaging.Access {
+	if a := s.id.broker.Load(); a != nil {
+		return *a
 	}
 	if !s.id.src.HasIdentity() {
 		// The broker's credentials come with the certificate: dialling
 		// before it only earns an authorization violation.
-		return ""
+		return messaging.Access{}
 	}
-	return s.disc.Setting(messaging.SettingBroker)
+	return messaging.Access{URLs: s.disc.Setting(messaging.SettingBroker)}
 }
 
 // controlTLS is the stream's TLS: by --ca-bundle, or by the local CA file

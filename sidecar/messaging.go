@@ -48,7 +48,7 @@ func (s *Sidecar) newMessaging() error {
 	}
 	spans := messaging.MeshSpans(s.tracer)
 	m := &sidecarMessaging{done: make(chan struct{})}
-	m.conn = messaging.NewConn(messaging.ConnConfig{URL: s.brokerURL,
+	m.conn = messaging.NewConn(messaging.ConnConfig{Access: s.brokerAccess,
 		Known: s.brokerKnown, Name: cfg.ID, Logger: log, Lazy: true})
 	m.topics = topicpolicy.New(cfg.Service, log)
 	m.pub = publish.New(publish.Config{Conn: m.conn, Source: cfg.Service, MaxMessageBytes: maxBytes, Metrics: metrics, Spans: spans, Logger: log,

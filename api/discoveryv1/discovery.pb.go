@@ -737,11 +737,16 @@ type Certificate struct {
 	// generation of the CA's state (bundle and signer): a sidecar whose
 	// certificate is of an older generation asks for a new one.
 	Generation uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
-	// broker_url: the message broker's URL with the credentials only
-	// sidecars holding a certificate get (weft control --broker-auth), or,
-	// for an external NATS with TLS or credentials (--nats-*), a JSON
-	// messaging.Access: URLs, CA, client certificate, creds, NKey seed.
-	BrokerUrl     string `protobuf:"bytes,7,opt,name=broker_url,json=brokerUrl,proto3" json:"broker_url,omitempty"`
+	// broker_url: the message broker's URL(s), comma-separated, with the
+	// user and password only sidecars holding a certificate get (weft
+	// control --broker-auth, or an external NATS's URL userinfo). Always a
+	// URL list; broker_access says the rest.
+	BrokerUrl string `protobuf:"bytes,7,opt,name=broker_url,json=brokerUrl,proto3" json:"broker_url,omitempty"`
+	// broker_access: how to reach the broker (set with broker_url): its
+	// URLs and the TLS files and credentials of an external NATS
+	// (weft control --nats-*). A sidecar without it (an older control
+	// plane) dials broker_url as it is.
+	BrokerAccess  *BrokerAccess `protobuf:"bytes,8,opt,name=broker_access,json=brokerAccess,proto3" json:"broker_access,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +830,122 @@ func (x *Certificate) GetBrokerUrl() string {
 	return ""
 }
 
+func (x *Certificate) GetBrokerAccess() *BrokerAccess {
+	if x != nil {
+		return x.BrokerAccess
+	}
+	return nil
+}
+
+// BrokerAccess is messaging.Access on the wire: the contents of the files
+// weft control was given, not their paths, so that a sidecar on another
+// host needs none of them. Empty fields are not used.
+type BrokerAccess struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// urls: comma-separated (nats://, tls://); they may carry user:password.
+	Urls     string `protobuf:"bytes,1,opt,name=urls,proto3" json:"urls,omitempty"`
+	User     string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
+	Password string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
+	// ca_pem verifies the broker's certificate (TLS on); --nats-tls-ca.
+	CaPem []byte `protobuf:"bytes,4,opt,name=ca_pem,json=caPem,proto3" json:"ca_pem,omitempty"`
+	// cert_pem and key_pem: the client certificate and its key;
+	// --nats-tls-cert, --nats-tls-key.
+	CertPem []byte `protobuf:"bytes,5,opt,name=cert_pem,json=certPem,proto3" json:"cert_pem,omitempty"`
+	KeyPem  []byte `protobuf:"bytes,6,opt,name=key_pem,json=keyPem,proto3" json:"key_pem,omitempty"`
+	// creds: a NATS .creds file (a user JWT and its NKey seed); --nats-creds.
+	Creds []byte `protobuf:"bytes,7,opt,name=creds,proto3" json:"creds,omitempty"`
+	// nkey_seed: an NKey user seed file (SU…); --nats-nkey.
+	NkeySeed      []byte `protobuf:"bytes,8,opt,name=nkey_seed,json=nkeySeed,proto3" json:"nkey_seed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BrokerAccess) Reset() {
+	*x = BrokerAccess{}
+	mi := &file_discovery_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BrokerAccess) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BrokerAccess) ProtoMessage() {}
+
+func (x *BrokerAccess) ProtoReflect() protoreflect.Message {
+	mi := &file_discovery_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BrokerAccess.ProtoReflect.Descriptor instead.
+func (*BrokerAccess) Descriptor() ([]byte, []int) {
+	return file_discovery_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BrokerAccess) GetUrls() string {
+	if x != nil {
+		return x.Urls
+	}
+	return ""
+}
+
+func (x *BrokerAccess) GetUser() string {
+	if x != nil {
+		return x.User
+	}
+	return ""
+}
+
+func (x *BrokerAccess) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *BrokerAccess) GetCaPem() []byte {
+	if x != nil {
+		return x.CaPem
+	}
+	return nil
+}
+
+func (x *BrokerAccess) GetCertPem() []byte {
+	if x != nil {
+		return x.CertPem
+	}
+	return nil
+}
+
+func (x *BrokerAccess) GetKeyPem() []byte {
+	if x != nil {
+		return x.KeyPem
+	}
+	return nil
+}
+
+func (x *BrokerAccess) GetCreds() []byte {
+	if x != nil {
+		return x.Creds
+	}
+	return nil
+}
+
+func (x *BrokerAccess) GetNkeySeed() []byte {
+	if x != nil {
+		return x.NkeySeed
+	}
+	return nil
+}
+
 type Hello struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	ControlId string                 `protobuf:"bytes,1,opt,name=control_id,json=controlId,proto3" json:"control_id,omitempty"`
@@ -838,7 +959,7 @@ type Hello struct {
 
 func (x *Hello) Reset() {
 	*x = Hello{}
-	mi := &file_discovery_proto_msgTypes[10]
+	mi := &file_discovery_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -850,7 +971,7 @@ func (x *Hello) String() string {
 func (*Hello) ProtoMessage() {}
 
 func (x *Hello) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[10]
+	mi := &file_discovery_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -863,7 +984,7 @@ func (x *Hello) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Hello.ProtoReflect.Descriptor instead.
 func (*Hello) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{10}
+	return file_discovery_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Hello) GetControlId() string {
@@ -895,7 +1016,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_discovery_proto_msgTypes[11]
+	mi := &file_discovery_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -907,7 +1028,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[11]
+	mi := &file_discovery_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -920,7 +1041,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{11}
+	return file_discovery_proto_rawDescGZIP(), []int{12}
 }
 
 // ServiceUpdate changes one destination service in a sidecar's view.
@@ -946,7 +1067,7 @@ type ServiceUpdate struct {
 
 func (x *ServiceUpdate) Reset() {
 	*x = ServiceUpdate{}
-	mi := &file_discovery_proto_msgTypes[12]
+	mi := &file_discovery_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1079,7 @@ func (x *ServiceUpdate) String() string {
 func (*ServiceUpdate) ProtoMessage() {}
 
 func (x *ServiceUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[12]
+	mi := &file_discovery_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1092,7 @@ func (x *ServiceUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceUpdate.ProtoReflect.Descriptor instead.
 func (*ServiceUpdate) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{12}
+	return file_discovery_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ServiceUpdate) GetService() string {
@@ -1046,7 +1167,7 @@ type ConfigObject struct {
 
 func (x *ConfigObject) Reset() {
 	*x = ConfigObject{}
-	mi := &file_discovery_proto_msgTypes[13]
+	mi := &file_discovery_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1179,7 @@ func (x *ConfigObject) String() string {
 func (*ConfigObject) ProtoMessage() {}
 
 func (x *ConfigObject) ProtoReflect() protoreflect.Message {
-	mi := &file_discovery_proto_msgTypes[13]
+	mi := &file_discovery_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1192,7 @@ func (x *ConfigObject) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigObject.ProtoReflect.Descriptor instead.
 func (*ConfigObject) Descriptor() ([]byte, []int) {
-	return file_discovery_proto_rawDescGZIP(), []int{13}
+	return file_discovery_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ConfigObject) GetKind() string {
@@ -1153,7 +1274,7 @@ const file_discovery_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x16.weft.discovery.v1.AckH\x00R\x03ack\x120\n" +
 	"\x05hello\x18\x03 \x01(\v2\x18.weft.discovery.v1.HelloH\x00R\x05hello\x12B\n" +
 	"\vcertificate\x18\x14 \x01(\v2\x1e.weft.discovery.v1.CertificateH\x00R\vcertificateB\x05\n" +
-	"\x03msg\"\xe9\x01\n" +
+	"\x03msg\"\xaf\x02\n" +
 	"\vCertificate\x12\x1b\n" +
 	"\tchain_der\x18\x01 \x03(\fR\bchainDer\x12(\n" +
 	"\x10trust_bundle_der\x18\x02 \x03(\fR\x0etrustBundleDer\x12!\n" +
@@ -1164,7 +1285,17 @@ const file_discovery_proto_rawDesc = "" +
 	"generation\x18\x06 \x01(\x04R\n" +
 	"generation\x12\x1d\n" +
 	"\n" +
-	"broker_url\x18\a \x01(\tR\tbrokerUrl\"\xd0\x01\n" +
+	"broker_url\x18\a \x01(\tR\tbrokerUrl\x12D\n" +
+	"\rbroker_access\x18\b \x01(\v2\x1f.weft.discovery.v1.BrokerAccessR\fbrokerAccess\"\xd0\x01\n" +
+	"\fBrokerAccess\x12\x12\n" +
+	"\x04urls\x18\x01 \x01(\tR\x04urls\x12\x12\n" +
+	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1a\n" +
+	"\bpassword\x18\x03 \x01(\tR\bpassword\x12\x15\n" +
+	"\x06ca_pem\x18\x04 \x01(\fR\x05caPem\x12\x19\n" +
+	"\bcert_pem\x18\x05 \x01(\fR\acertPem\x12\x17\n" +
+	"\akey_pem\x18\x06 \x01(\fR\x06keyPem\x12\x14\n" +
+	"\x05creds\x18\a \x01(\fR\x05creds\x12\x1b\n" +
+	"\tnkey_seed\x18\b \x01(\fR\bnkeySeed\"\xd0\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\x01 \x01(\tR\tcontrolId\x12B\n" +
@@ -1205,7 +1336,7 @@ func file_discovery_proto_rawDescGZIP() []byte {
 	return file_discovery_proto_rawDescData
 }
 
-var file_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_discovery_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_discovery_proto_goTypes = []any{
 	(*Instance)(nil),           // 0: weft.discovery.v1.Instance
 	(*SidecarMessage)(nil),     // 1: weft.discovery.v1.SidecarMessage
@@ -1217,15 +1348,16 @@ var file_discovery_proto_goTypes = []any{
 	(*Heartbeat)(nil),          // 7: weft.discovery.v1.Heartbeat
 	(*ControlMessage)(nil),     // 8: weft.discovery.v1.ControlMessage
 	(*Certificate)(nil),        // 9: weft.discovery.v1.Certificate
-	(*Hello)(nil),              // 10: weft.discovery.v1.Hello
-	(*Ack)(nil),                // 11: weft.discovery.v1.Ack
-	(*ServiceUpdate)(nil),      // 12: weft.discovery.v1.ServiceUpdate
-	(*ConfigObject)(nil),       // 13: weft.discovery.v1.ConfigObject
-	nil,                        // 14: weft.discovery.v1.Instance.LabelsEntry
-	nil,                        // 15: weft.discovery.v1.Hello.SettingsEntry
+	(*BrokerAccess)(nil),       // 10: weft.discovery.v1.BrokerAccess
+	(*Hello)(nil),              // 11: weft.discovery.v1.Hello
+	(*Ack)(nil),                // 12: weft.discovery.v1.Ack
+	(*ServiceUpdate)(nil),      // 13: weft.discovery.v1.ServiceUpdate
+	(*ConfigObject)(nil),       // 14: weft.discovery.v1.ConfigObject
+	nil,                        // 15: weft.discovery.v1.Instance.LabelsEntry
+	nil,                        // 16: weft.discovery.v1.Hello.SettingsEntry
 }
 var file_discovery_proto_depIdxs = []int32{
-	14, // 0: weft.discovery.v1.Instance.labels:type_name -> weft.discovery.v1.Instance.LabelsEntry
+	15, // 0: weft.discovery.v1.Instance.labels:type_name -> weft.discovery.v1.Instance.LabelsEntry
 	3,  // 1: weft.discovery.v1.SidecarMessage.register:type_name -> weft.discovery.v1.Register
 	4,  // 2: weft.discovery.v1.SidecarMessage.subscribe:type_name -> weft.discovery.v1.Subscribe
 	5,  // 3: weft.discovery.v1.SidecarMessage.unsubscribe:type_name -> weft.discovery.v1.Unsubscribe
@@ -1233,20 +1365,21 @@ var file_discovery_proto_depIdxs = []int32{
 	7,  // 5: weft.discovery.v1.SidecarMessage.heartbeat:type_name -> weft.discovery.v1.Heartbeat
 	2,  // 6: weft.discovery.v1.SidecarMessage.csr:type_name -> weft.discovery.v1.CertificateRequest
 	0,  // 7: weft.discovery.v1.Register.instance:type_name -> weft.discovery.v1.Instance
-	12, // 8: weft.discovery.v1.ControlMessage.update:type_name -> weft.discovery.v1.ServiceUpdate
-	11, // 9: weft.discovery.v1.ControlMessage.ack:type_name -> weft.discovery.v1.Ack
-	10, // 10: weft.discovery.v1.ControlMessage.hello:type_name -> weft.discovery.v1.Hello
+	13, // 8: weft.discovery.v1.ControlMessage.update:type_name -> weft.discovery.v1.ServiceUpdate
+	12, // 9: weft.discovery.v1.ControlMessage.ack:type_name -> weft.discovery.v1.Ack
+	11, // 10: weft.discovery.v1.ControlMessage.hello:type_name -> weft.discovery.v1.Hello
 	9,  // 11: weft.discovery.v1.ControlMessage.certificate:type_name -> weft.discovery.v1.Certificate
-	15, // 12: weft.discovery.v1.Hello.settings:type_name -> weft.discovery.v1.Hello.SettingsEntry
-	0,  // 13: weft.discovery.v1.ServiceUpdate.upserts:type_name -> weft.discovery.v1.Instance
-	13, // 14: weft.discovery.v1.ServiceUpdate.config:type_name -> weft.discovery.v1.ConfigObject
-	1,  // 15: weft.discovery.v1.Discovery.Connect:input_type -> weft.discovery.v1.SidecarMessage
-	8,  // 16: weft.discovery.v1.Discovery.Connect:output_type -> weft.discovery.v1.ControlMessage
-	16, // [16:17] is the sub-list for method output_type
-	15, // [15:16] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	10, // 12: weft.discovery.v1.Certificate.broker_access:type_name -> weft.discovery.v1.BrokerAccess
+	16, // 13: weft.discovery.v1.Hello.settings:type_name -> weft.discovery.v1.Hello.SettingsEntry
+	0,  // 14: weft.discovery.v1.ServiceUpdate.upserts:type_name -> weft.discovery.v1.Instance
+	14, // 15: weft.discovery.v1.ServiceUpdate.config:type_name -> weft.discovery.v1.ConfigObject
+	1,  // 16: weft.discovery.v1.Discovery.Connect:input_type -> weft.discovery.v1.SidecarMessage
+	8,  // 17: weft.discovery.v1.Discovery.Connect:output_type -> weft.discovery.v1.ControlMessage
+	17, // [17:18] is the sub-list for method output_type
+	16, // [16:17] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_discovery_proto_init() }
@@ -1274,7 +1407,7 @@ func file_discovery_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_discovery_proto_rawDesc), len(file_discovery_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,7 +49,7 @@ func TestAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	conn := messaging.NewConn(messaging.ConnConfig{URL: b.URL, Poll: 10 * time.Millisecond})
+	conn := messaging.NewConn(messaging.ConnConfig{Access: func() messaging.Access { return messaging.Access{URLs: b.URL()} }, Poll: 10 * time.Millisecond})
 	a := admin.New(admin.Config{Conn: conn, BrokerURL: b.URL()})
 	a.SetSubscriptions([]resource.Object{subscription(t, "notifier-sub", "notifier", "order.created"), subscription(t, "billing-sub", "billing", "order.created")})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -67,7 +67,7 @@ func newEnv(t *testing.T) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &env{t: t, watch: &fakeWatcher{ch: make(chan *discovery.Destination, 1)}, ready: make(chan struct{})}
 	close(e.ready)
-	e.conn = messaging.NewConn(messaging.ConnConfig{URL: func() string { return b.URL() }, Poll: 20 * time.Millisecond})
+	e.conn = messaging.NewConn(messaging.ConnConfig{Access: func() messaging.Access { return messaging.Access{URLs: b.URL()} }, Poll: 20 * time.Millisecond})
 	e.pub = publish.New(publish.Config{Conn: e.conn, Source: "pub"})
 	e.hand = func(delivery) (int, string) { return 200, "" }
 	e.app = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -13,7 +13,7 @@ import (
 )
 
 func TestAuthorize(t *testing.T) {
-	p := publish.New(publish.Config{Conn: messaging.NewConn(messaging.ConnConfig{URL: func() string { return "" }}), Source: "batch",
+	p := publish.New(publish.Config{Conn: messaging.NewConn(messaging.ConnConfig{Access: func() messaging.Access { return messaging.Access{} }}), Source: "batch",
 		Authorize: func(_ context.Context, topic string) error {
 			switch topic {
 			case "closed":

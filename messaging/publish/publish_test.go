@@ -23,7 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func newPublisher(t testing.TB, url func() string, max int) *publish.Publisher {
 	t.Helper()
-	conn := messaging.NewConn(messaging.ConnConfig{URL: url, Poll: 10 * time.Millisecond})
+	conn := messaging.NewConn(messaging.ConnConfig{Access: func() messaging.Access { return messaging.Access{URLs: url()} }, Poll: 10 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
