@@ -26,8 +26,11 @@ var h2specEngines = []struct {
 	// request's authority (h2spec sends 127.0.0.1:PORT) is no service,
 	// so the mesh answers at once, without reading the body, and whether
 	// net/http sees the content-length mismatch before the response is a
-	// race. The native engine checks the body it drops after an answer
-	// against its content-length, so it has none.
+	// race. The same answer-at-once races 6.9.1/3 (WINDOW_UPDATEs past
+	// 2^31-1 on a stream): the stream may already be answered and reset
+	// with another code when the overflow arrives (seen under load in CI).
+	// The native engine checks the body it drops after an answer against
+	// its content-length, and the window before the answer, so it has none.
 	racyOutbound []string
 }{
 	// 3.5/2 (invalid connection preface) passes on both: the fast path,
@@ -39,7 +42,7 @@ var h2specEngines = []struct {
 		"http2/6.5.3/1":   "two SETTINGS_INITIAL_WINDOW_SIZE in one frame: net/http's h2 server hangs up on a SETTINGS frame with duplicate entries (on purpose, a DoS guard) instead of applying them in order",
 		"http2/8.1.2.2/1": "connection-specific field in HEADERS: net/http's h2 server answers 400 without calling the proxy (nothing is forwarded), where h2spec wants RST_STREAM PROTOCOL_ERROR",
 		"http2/8.1.2.2/2": "TE other than trailers: answered 400 by net/http's h2 server, not forwarded, where h2spec wants RST_STREAM PROTOCOL_ERROR",
-	}, racyOutbound: []string{"http2/8.1.2.6/1", "http2/8.1.2.6/2"}},
+	}, racyOutbound: []string{"http2/6.9.1/3", "http2/8.1.2.6/1", "http2/8.1.2.6/2"}},
 }
 
 const h2specTotal = 145
