@@ -16,7 +16,6 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -363,12 +362,11 @@ func startPathGRPC(ctx context.Context, name string, env *Env, dir string) (*Top
 	if env.GRPCBackendAddr == "" {
 		return nil, fmt.Errorf("%s: no gRPC backend was started", name)
 	}
-	proto := protoOf(name)
 	var t *Topology
 	var err error
 	switch _, shape := Family(name); shape {
 	case PathDirect:
-		t = &Topology{Target: Target{Addr: env.GRPCBackendAddr, Host: "backend"}}
+		t = &Topology{Target: Target{Addr: env.GRPCBackendAddr, Host: "backend", Proto: protoOf(name)}}
 	case PathHAProxy:
 		t, err = startHAProxyGRPC(ctx, env, dir, name)
 	case PathWeft:
@@ -376,14 +374,11 @@ func startPathGRPC(ctx context.Context, name string, env *Env, dir string) (*Top
 	default:
 		return nil, fmt.Errorf("unknown path %q", name)
 	}
-	if err != nil {
-		return nil, err
-	}
-	t.Target.Proto = proto
-	return t, nil
+	return t, err
 }
 
-// grpcWorkdir keeps the gRPC backend's log beside the HTTP one's.
+// startGRPCBackend starts the gRPC backend (its log beside the HTTP
+// backend's), retrying on a fresh port as the HTTP backend's start does.
 func startGRPCBackend(ctx context.Context, st *Starter, self, logs, cpu string) (*Proc, string, error) {
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
@@ -392,7 +387,7 @@ func startGRPCBackend(ctx context.Context, st *Starter, self, logs, cpu string) 
 			return nil, "", err
 		}
 		a := addr(port)
-		p, err := st.Start(ProcSpec{Name: "grpc-backend", Argv: []string{self}, Env: grpcBackendEnv(a), Dir: filepath.Clean(logs), CPU: cpu})
+		p, err := st.Start(ProcSpec{Name: "grpc-backend", Argv: []string{self}, Env: grpcBackendEnv(a), Dir: logs, CPU: cpu})
 		if err != nil {
 			return nil, "", err
 		}
