@@ -491,10 +491,20 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 
 // onSettings applies the peer's SETTINGS, in order (a repeated setting's
 // last value wins, as RFC 9113 §6.5.3 says), and acknowledges them.
+//
+// wmu is held from the first setting to the ACK, so the ACK is on the wire
+// before any frame the new settings allow: a writer that a larger
+// SETTINGS_INITIAL_WINDOW_SIZE wakes (it waits in reserve for window) can
+// only write its DATA after it. Without that the DATA could go out first,
+// and a peer that waits for its ACK and then for DATA (h2spec 6.9.2/1 does)
+// would see the DATA before the ACK it was waiting for — seen under load in CI.
+// (Lock order: wmu before mu, as everywhere.)
 func (c *conn) onSettings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
 		return nil
 	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	err := f.ForeachSetting(func(s http2.Setting) error {
 		if err := s.Valid(); err != nil {
 			return err
@@ -502,33 +512,28 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		switch s.ID {
 		case http2.SettingInitialWindowSize:
 			c.mu.Lock()
+			defer c.mu.Unlock()
 			delta := int64(s.Val) - int64(c.peerInitWin)
 			c.peerInitWin = int32(s.Val)
 			for _, st := range c.streams {
 				if st.sendWin+delta > 1<<31-1 {
-					c.mu.Unlock()
 					return http2.ConnectionError(http2.ErrCodeFlowControl)
 				}
 				st.sendWin += delta
 			}
 			c.cond.Broadcast()
-			c.mu.Unlock()
 		case http2.SettingMaxConcurrentStreams:
 			c.mu.Lock()
 			c.peerMaxStreams = s.Val
 			c.mu.Unlock()
 		case http2.SettingHeaderTableSize:
-			c.wmu.Lock()
 			c.henc.SetMaxDynamicTableSize(s.Val)
-			c.wmu.Unlock()
 		}
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
 	if err := c.fr.WriteSettingsAck(); err != nil {
 		return err
 	}
