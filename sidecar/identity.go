@@ -400,13 +400,11 @@ func (id *identity) serveView(w http.ResponseWriter, r *http.Request) {
 }
 
 // fastDial is the HTTP/1.1 engine's upstream dial on the outbound: mTLS to
-// other sidecars, plain TCP to the sidecar's own loopback API.
-func (s *Sidecar) fastDial(localAddr string) func(addr string) (net.Conn, error) {
+// other sidecars (the only upstreams it has; the sidecar's own API is
+// served on the app's connection).
+func (s *Sidecar) fastDial() func(addr string) (net.Conn, error) {
 	d := s.id.dialer()
 	return func(addr string) (net.Conn, error) {
-		if addr == localAddr {
-			return net.DialTimeout("tcp", addr, 2*time.Second)
-		}
 		return d.Dial(context.Background(), "tcp", addr, mtls.ALPNHTTP1)
 	}
 }
