@@ -250,9 +250,13 @@ func (sec *security) issue(req *pb.CertificateRequest, claimed string, key any, 
 	c := &pb.Certificate{ChainDer: is.Chain, TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), SpiffeId: is.SPIFFEID,
 		Generation: gen}
 	if sec.broker.URLs != "" {
-		// broker_url too, for a sidecar of an older version: enough for
-		// the embedded broker's password.
+		// broker_url too, for a sidecar of an older version: with the
+		// credentials as userinfo only for one that reads no others
+		// (enough for the embedded broker's password).
 		c.BrokerUrl, c.BrokerAccess = sec.broker.URLs, sec.broker.Proto()
+		if !req.GetReadsBrokerAccess() {
+			c.BrokerUrl = legacyBrokerURL(sec.broker)
+		}
 	}
 	return c, svc, nil
 }

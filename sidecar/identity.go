@@ -241,7 +241,7 @@ func (id *identity) request(k *keyed) (*pb.CertificateRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pb.CertificateRequest{CsrDer: k.csr, Service: id.service, Namespace: id.namespace, Token: tok}, nil
+	return &pb.CertificateRequest{CsrDer: k.csr, Service: id.service, Namespace: id.namespace, Token: tok, ReadsBrokerAccess: true}, nil
 }
 
 // greeting is the first message of every stream once the instance has a
@@ -444,7 +444,7 @@ func certBroker(c *pb.Certificate) (a messaging.Access, ok bool) {
 	if c.BrokerAccess != nil {
 		return messaging.AccessFromProto(c.BrokerAccess), true
 	}
-	return messaging.Access{URLs: c.BrokerUrl}, c.BrokerUrl != ""
+	return messaging.URLAccess(c.BrokerUrl), c.BrokerUrl != ""
 }
 
 // brokerAccess is what messaging connects with: the credentials once the
@@ -458,7 +458,7 @@ func (s *Sidecar) brokerAccess() messaging.Access {
 		// before it only earns an authorization violation.
 		return messaging.Access{}
 	}
-	return messaging.Access{URLs: s.disc.Setting(messaging.SettingBroker)}
+	return messaging.URLAccess(s.disc.Setting(messaging.SettingBroker))
 }
 
 // controlTLS is the stream's TLS: by --ca-bundle, or by the local CA file
