@@ -2,8 +2,6 @@ package control
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -18,7 +16,6 @@ import (
 	"github.com/weftmesh/weft/messaging/admin"
 	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/resource"
-	"github.com/weftmesh/weft/store"
 )
 
 // BrokerOff is the --broker value that turns messaging off.
@@ -195,26 +192,12 @@ const (
 // brokerPassword is made on first start and kept in the store, so
 // sidecars' connections survive a control plane restart.
 func (s *Server) brokerPassword() (string, error) {
-	b, ok := s.store.(*store.Bolt)
-	var pw []byte
-	if ok {
-		var err error
-		if pw, err = b.GetSecret(brokerPasswordSecret); err != nil {
-			return "", fmt.Errorf("broker password: %w", err)
-		}
+	pw, err := s.storedSecret(brokerPasswordSecret)
+	if err != nil {
+		return "", fmt.Errorf("broker password: %w", err)
 	}
-	if len(pw) == 0 {
-		var r [24]byte
-		_, _ = rand.Read(r[:])
-		pw = []byte(hex.EncodeToString(r[:]))
-		if ok {
-			if err := b.PutSecret(brokerPasswordSecret, pw); err != nil {
-				return "", fmt.Errorf("broker password: %w", err)
-			}
-		}
-	}
-	s.brokerPass = string(pw)
-	return s.brokerPass, nil
+	s.brokerPass = pw
+	return pw, nil
 }
 
 // legacyBrokerURL is broker_url for a sidecar that does not read

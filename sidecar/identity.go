@@ -53,11 +53,14 @@ type identity struct {
 	renewing atomic.Bool           // renew waits for answers
 	// broker is the broker access with credentials, from the certificate
 	// answer (weft control --broker-auth or --nats-*); nil: the Hello's URL.
-	broker   atomic.Pointer[messaging.Access]
-	listener *mtls.Listener // set in Run before serving; its mode follows the mesh
-	hello    chan struct{}  // a stream said Hello
-	reissue  chan struct{}  // the trust bundle changed
-	answers  chan *pb.Certificate
+	broker atomic.Pointer[messaging.Access]
+	// otlpToken is what the control plane's OTLP receiver wants, from the
+	// certificate answer ("" when the Hello names another receiver).
+	otlpToken atomic.Pointer[string]
+	listener  *mtls.Listener // set in Run before serving; its mode follows the mesh
+	hello     chan struct{}  // a stream said Hello
+	reissue   chan struct{}  // the trust bundle changed
+	answers   chan *pb.Certificate
 
 	dialOnce sync.Once
 	dial     *mtls.Dialer
@@ -290,6 +293,8 @@ func (id *identity) install(c *pb.Certificate, k *keyed) error {
 	if a, ok := certBroker(c); ok {
 		id.broker.Store(&a)
 	}
+	tok := c.GetOtlpToken()
+	id.otlpToken.Store(&tok)
 	leaf := id.src.Certificate()
 	id.log.Info("workload certificate issued", "spiffe_id", c.SpiffeId, "serial", leaf.SerialNumber.Text(16),
 		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))

@@ -303,7 +303,7 @@ func (s *Sidecar) newTelemetry() (*telemetry.Telemetry, error) {
 	}
 	tr, err := tracing.New(tracing.Config{Service: cfg.Service, InstanceID: cfg.ID,
 		Endpoint: cfg.OTLPEndpoint, EndpointFunc: func() string { return s.disc.Setting(SettingOTLPEndpoint) },
-		Sampling: cfg.TraceSampling, Logger: s.log.With("component", "tracing"), TLS: s.id.src.ControlConfig})
+		Token: s.otlpToken, Sampling: cfg.TraceSampling, Logger: s.log.With("component", "tracing"), TLS: s.id.src.ControlConfig})
 	if err != nil {
 		if s.access != nil {
 			s.access.Close()
@@ -312,6 +312,19 @@ func (s *Sidecar) newTelemetry() (*telemetry.Telemetry, error) {
 	}
 	s.tracer = tr
 	return telemetry.New(telemetry.Config{Service: cfg.Service, Metrics: s.metrics, Tracer: tr, AccessLog: s.access}), nil
+}
+
+// otlpToken is the bearer token for span export: the control plane's,
+// with its certificate, while the sidecar exports to the receiver the
+// Hello names; none to a receiver of its own --otlp-endpoint.
+func (s *Sidecar) otlpToken() string {
+	if s.cfg.OTLPEndpoint != "" {
+		return ""
+	}
+	if t := s.id.otlpToken.Load(); t != nil {
+		return *t
+	}
+	return ""
 }
 
 // SettingOTLPEndpoint is the Hello setting naming the control plane's OTLP

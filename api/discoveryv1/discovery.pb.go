@@ -759,7 +759,12 @@ type Certificate struct {
 	// URLs and the TLS files and credentials of an external NATS
 	// (weft control --nats-*). A sidecar without it (an older control
 	// plane) dials broker_url as it is.
-	BrokerAccess  *BrokerAccess `protobuf:"bytes,8,opt,name=broker_access,json=brokerAccess,proto3" json:"broker_access,omitempty"`
+	BrokerAccess *BrokerAccess `protobuf:"bytes,8,opt,name=broker_access,json=brokerAccess,proto3" json:"broker_access,omitempty"`
+	// otlp_token: the bearer token the control plane's own OTLP receiver
+	// (POST /v1/traces, the gRPC TraceService) wants with --api-auth. Set
+	// only when the Hello's otlp_endpoint is that receiver: a sidecar sends
+	// it there and nowhere else (not to its own --otlp-endpoint).
+	OtlpToken     string `protobuf:"bytes,9,opt,name=otlp_token,json=otlpToken,proto3" json:"otlp_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -848,6 +853,13 @@ func (x *Certificate) GetBrokerAccess() *BrokerAccess {
 		return x.BrokerAccess
 	}
 	return nil
+}
+
+func (x *Certificate) GetOtlpToken() string {
+	if x != nil {
+		return x.OtlpToken
+	}
+	return ""
 }
 
 // BrokerAccess is messaging.Access on the wire: the contents of the files
@@ -1301,7 +1313,7 @@ const file_discovery_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x16.weft.discovery.v1.AckH\x00R\x03ack\x120\n" +
 	"\x05hello\x18\x03 \x01(\v2\x18.weft.discovery.v1.HelloH\x00R\x05hello\x12B\n" +
 	"\vcertificate\x18\x14 \x01(\v2\x1e.weft.discovery.v1.CertificateH\x00R\vcertificateB\x05\n" +
-	"\x03msg\"\xaf\x02\n" +
+	"\x03msg\"\xce\x02\n" +
 	"\vCertificate\x12\x1b\n" +
 	"\tchain_der\x18\x01 \x03(\fR\bchainDer\x12(\n" +
 	"\x10trust_bundle_der\x18\x02 \x03(\fR\x0etrustBundleDer\x12!\n" +
@@ -1313,7 +1325,9 @@ const file_discovery_proto_rawDesc = "" +
 	"generation\x12\x1d\n" +
 	"\n" +
 	"broker_url\x18\a \x01(\tR\tbrokerUrl\x12D\n" +
-	"\rbroker_access\x18\b \x01(\v2\x1f.weft.discovery.v1.BrokerAccessR\fbrokerAccess\"\xe6\x01\n" +
+	"\rbroker_access\x18\b \x01(\v2\x1f.weft.discovery.v1.BrokerAccessR\fbrokerAccess\x12\x1d\n" +
+	"\n" +
+	"otlp_token\x18\t \x01(\tR\totlpToken\"\xe6\x01\n" +
 	"\fBrokerAccess\x12\x12\n" +
 	"\x04urls\x18\x01 \x01(\tR\x04urls\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1a\n" +
