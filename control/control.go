@@ -122,6 +122,8 @@ type Server struct {
 	// accounts reviews Kubernetes ServiceAccount tokens (--kubernetes).
 	accounts   atomic.Pointer[AccountReviewer]
 	brokerPass string   // the embedded broker's password with --broker-auth
+	otlpToken  string   // what the OTLP receiver wants with --api-auth (checkSpans)
+	ownOTLP    bool     // the Hello's otlp_endpoint is this control plane's receiver
 	logins     sessions // the dashboard's login codes and sessions
 }
 
@@ -168,11 +170,17 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.newTelemetry()
-	if err = s.newSecurity(); err != nil {
+	if s.otlpToken, err = s.storedSecret(otlpTokenSecret); err == nil {
+		err = s.newSecurity()
+	}
+	if err != nil {
 		s.httpLn.Close()
 		s.grpcLn.Close()
 		st.Close()
 		return nil, err
+	}
+	if s.ownOTLP {
+		s.sec.otlpToken = s.otlpToken // only for sidecars exporting to this receiver
 	}
 
 	if err = s.newMessaging(objs); err != nil {
@@ -203,6 +211,7 @@ func (s *Server) newTelemetry() {
 				scheme = "https://" // sidecars verify it by the mesh CA
 			}
 			ep = scheme + advertisedAddr(s.httpLn.Addr()) + "/v1/traces"
+			s.ownOTLP = true
 		}
 		settings[SettingOTLPEndpoint] = ep
 	}
@@ -276,7 +285,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// Written before serving, so sidecars started with the control plane find it.
 	defer s.writeLocalToken()()
 	// OTLP/gRPC on the same port as discovery (grpc://host:grpc-port).
-	collectorpb.RegisterTraceServiceServer(gs, s.receiver)
+	collectorpb.RegisterTraceServiceServer(gs, &spanReceiver{s: s})
 	aggCtx, stopAgg := context.WithCancel(context.Background())
 	aggDone := make(chan struct{})
 	go func() { defer close(aggDone); _ = s.agg.Run(aggCtx) }()

@@ -2,8 +2,6 @@ package control
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -18,7 +16,6 @@ import (
 	"github.com/weftmesh/weft/messaging/admin"
 	"github.com/weftmesh/weft/messaging/broker"
 	"github.com/weftmesh/weft/resource"
-	"github.com/weftmesh/weft/store"
 )
 
 // BrokerOff is the --broker value that turns messaging off.
@@ -54,7 +51,7 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 		if cfg.Security.BrokerAuth {
 			// Everyone sees the URL; only sidecars with a certificate get the
 			// credentials (with it, in the Certificate message).
-			access.URLs = withUserinfo(url, brokerUser, s.brokerPass)
+			access.User, access.Password = brokerUser, s.brokerPass
 		}
 	} else {
 		if err := messaging.ValidateURLs(url); err != nil {
@@ -65,8 +62,9 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 			return err
 		}
 		// A user and password in the URL are handed out like the other
-		// credentials: to sidecars with a certificate, not in the Hello.
-		url = withoutUserinfo(url)
+		// credentials (Load moved them out of it): to sidecars with a
+		// certificate, not in the Hello.
+		url = access.URLs
 		if err := messaging.Probe(access, 5*time.Second); err != nil {
 			if access.Refused(err) {
 				return fmt.Errorf("--broker %s: %w", messaging.Redact(url), err)
@@ -81,8 +79,14 @@ func (s *Server) newMessaging(objs []resource.Object) error {
 	}
 	conn := messaging.NewConn(messaging.ConnConfig{Access: func() messaging.Access { return access }, Name: "weft-control",
 		Logger: s.log.With("component", "messaging")})
-	// The API shows the URLs redacted: nats://redacted@… when they have a password.
-	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: access.URLs, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
+	// The API shows the URLs redacted: nats://redacted@… for the embedded
+	// broker's password and a --broker URL's userinfo (--nats-user's are
+	// not in the URL an operator gave, and not shown in it).
+	shown := access.URLs
+	if cfg.Broker == "" || strings.Contains(cfg.Broker, "@") {
+		shown = access.Redacted()
+	}
+	s.msg = admin.New(admin.Config{Conn: conn, BrokerURL: shown, MaxMessageBytes: max, Logger: s.log.With("component", "messaging")})
 	s.msg.SetSubscriptions(objs)
 	return nil
 }
@@ -188,46 +192,33 @@ const (
 // brokerPassword is made on first start and kept in the store, so
 // sidecars' connections survive a control plane restart.
 func (s *Server) brokerPassword() (string, error) {
-	b, ok := s.store.(*store.Bolt)
-	var pw []byte
-	if ok {
-		var err error
-		if pw, err = b.GetSecret(brokerPasswordSecret); err != nil {
-			return "", fmt.Errorf("broker password: %w", err)
-		}
+	pw, err := s.storedSecret(brokerPasswordSecret)
+	if err != nil {
+		return "", fmt.Errorf("broker password: %w", err)
 	}
-	if len(pw) == 0 {
-		var r [24]byte
-		_, _ = rand.Read(r[:])
-		pw = []byte(hex.EncodeToString(r[:]))
-		if ok {
-			if err := b.PutSecret(brokerPasswordSecret, pw); err != nil {
-				return "", fmt.Errorf("broker password: %w", err)
-			}
-		}
-	}
-	s.brokerPass = string(pw)
-	return s.brokerPass, nil
+	s.brokerPass = pw
+	return pw, nil
 }
 
-// withoutUserinfo drops user:password from each of a comma-separated list
-// of URLs.
-func withoutUserinfo(raw string) string {
-	parts := strings.Split(raw, ",")
+// legacyBrokerURL is broker_url for a sidecar that does not read
+// broker_access's credential fields (an older version): the URLs with the
+// user and password, or the token, as userinfo.
+func legacyBrokerURL(a messaging.Access) string {
+	var ui *neturl.Userinfo
+	switch {
+	case a.User != "":
+		ui = neturl.UserPassword(a.User, a.Password)
+	case a.Token != "":
+		ui = neturl.User(a.Token)
+	default:
+		return a.URLs
+	}
+	parts := strings.Split(a.URLs, ",")
 	for i, p := range parts {
-		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = nil
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil {
+			u.User = ui
 			parts[i] = u.String()
 		}
 	}
 	return strings.Join(parts, ",")
-}
-
-func withUserinfo(raw, user, pass string) string {
-	u, err := neturl.Parse(raw)
-	if err != nil {
-		return raw
-	}
-	u.User = neturl.UserPassword(user, pass)
-	return u.String()
 }

@@ -66,6 +66,9 @@ type security struct {
 	// broker is the broker access with credentials, handed out with
 	// certificates; zero when the Hello's URL is all there is.
 	broker messaging.Access
+	// otlpToken goes with certificates when sidecars export spans to
+	// this control plane's receiver (Certificate.otlp_token).
+	otlpToken string
 
 	mu     sync.Mutex
 	issued map[any]*CertJSON // by stream
@@ -248,11 +251,15 @@ func (sec *security) issue(req *pb.CertificateRequest, claimed string, key any, 
 		NotAfter: is.NotAfter, IssuedAt: time.Now().UTC(), Issuer: is.Issuer}
 	sec.mu.Unlock()
 	c := &pb.Certificate{ChainDer: is.Chain, TrustBundleDer: sec.ca.Bundle(), TrustDomain: sec.ca.TrustDomain(), SpiffeId: is.SPIFFEID,
-		Generation: gen}
+		Generation: gen, OtlpToken: sec.otlpToken}
 	if sec.broker.URLs != "" {
-		// broker_url too, for a sidecar of an older version: enough for
-		// the embedded broker's password.
+		// broker_url too, for a sidecar of an older version: with the
+		// credentials as userinfo only for one that reads no others
+		// (enough for the embedded broker's password).
 		c.BrokerUrl, c.BrokerAccess = sec.broker.URLs, sec.broker.Proto()
+		if !req.GetReadsBrokerAccess() {
+			c.BrokerUrl = legacyBrokerURL(sec.broker)
+		}
 	}
 	return c, svc, nil
 }

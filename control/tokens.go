@@ -200,15 +200,26 @@ func checkAccount(ctx context.Context, rv AccountReviewer, secret, namespace, se
 // withAuth guards the API. With --api-auth (the default) every call needs
 // a token — GET and HEAD a read or admin one, everything else admin — as a
 // bearer token, or the dashboard's session cookie (see login.go); token
-// management and CA rotation need an admin token even without it. Open:
-// /healthz, sidecars' span export (POST /v1/traces), the dashboard's own
-// pages and assets (no data; they must load to ask for a token) and
-// /login (which checks its one-time code).
+// management and CA rotation need an admin token even without it. Span
+// export (POST /v1/traces) takes the sidecars' OTLP token or an admin one
+// (checkSpans). Open: /healthz, the dashboard's own pages and assets (no
+// data; they must load to ask for a token) and /login (which checks its
+// one-time code).
 func (s *Server) withAuth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		always := strings.HasPrefix(p, "/api/v1/tokens") || strings.HasPrefix(p, "/api/v1/ca/rotate")
-		if p == "/healthz" || p == "/v1/traces" || p == "/login" || dashboard.Public(p) || (!always && !s.cfg.Security.APIAuth) {
+		if p == "/v1/traces" {
+			// Spans come from sidecars with a token of their own (checkSpans).
+			if code, msg := s.checkSpans(bearerToken(r.Header.Get("Authorization"))); code != 0 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="weft"`)
+				authError(w, code, msg)
+				return
+			}
+			next.ServeHTTP(w, r)
+			return
+		}
+		if p == "/healthz" || p == "/login" || dashboard.Public(p) || (!always && !s.cfg.Security.APIAuth) {
 			next.ServeHTTP(w, r)
 			return
 		}

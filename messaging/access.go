@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net/url"
 	"os"
 	"strings"
 
@@ -24,11 +26,17 @@ import (
 // file options (RootCAs, ClientCert, UserCredentials, NkeyOptionFromSeed)
 // are replaced by their in-memory equivalents (Secure, UserJWTAndSeed,
 // Nkey). Access is comparable: a Conn reconnects when it changes.
+//
+// Its URLs never carry credentials (URLAccess and Load move a URL's
+// userinfo into User and Password, or Token), so they can be logged and
+// shown as they are; String and LogValue show the access redacted.
 type Access struct {
-	// URLs are comma-separated; they may carry user:password.
+	// URLs are comma-separated, without userinfo.
 	URLs     string
 	User     string
 	Password string
+	// Token is a NATS authorization token (nats://TOKEN@host).
+	Token string
 	// CA is PEM: the broker's certificate is verified by it (TLS on).
 	CA string
 	// Cert and Key are a PEM client certificate and its key.
@@ -55,7 +63,17 @@ func (f ClientFiles) Empty() bool { return f == ClientFiles{} }
 // Load reads the files and checks them, with one clear line naming the
 // flag for anything unreadable or not what the flag wants.
 func (f ClientFiles) Load(urls string) (Access, error) {
-	a := Access{URLs: urls, User: f.User, Password: f.Password}
+	a, mixed := splitUserinfo(urls)
+	if mixed {
+		return a, errors.New("--broker: its URLs carry different users or passwords; give one user with --nats-user/--nats-password")
+	}
+	inURL := a.User != "" || a.Token != ""
+	if inURL && (f.User != "" || f.Password != "") {
+		return a, errors.New("--broker's URL carries a user and --nats-user/--nats-password are given: give one")
+	}
+	if !inURL {
+		a.User, a.Password = f.User, f.Password
+	}
 	if (f.Cert == "") != (f.Key == "") {
 		return a, errors.New("--nats-tls-cert and --nats-tls-key go together: give both or neither")
 	}
@@ -63,13 +81,13 @@ func (f ClientFiles) Load(urls string) (Access, error) {
 		return a, errors.New("--nats-password needs --nats-user")
 	}
 	n := 0
-	for _, s := range []string{f.Creds, f.NKey, f.User} {
+	for _, s := range []string{f.Creds, f.NKey, a.User + a.Token} {
 		if s != "" {
 			n++
 		}
 	}
 	if n > 1 {
-		return a, errors.New("--nats-creds, --nats-nkey and --nats-user are alternatives: give one")
+		return a, errors.New("--nats-creds, --nats-nkey and --nats-user (or a user in --broker's URL) are alternatives: give one")
 	}
 	read := func(flag, path string) (string, error) {
 		if path == "" {
@@ -106,18 +124,101 @@ func (f ClientFiles) Load(urls string) (Access, error) {
 	return a, nil
 }
 
+// URLAccess is the access a bare URL list gives (the Hello's, or an older
+// control plane's broker_url): the URLs without userinfo, and the first
+// userinfo found as User and Password, or Token.
+func URLAccess(urls string) Access {
+	a, _ := splitUserinfo(urls)
+	return a
+}
+
+// splitUserinfo takes the userinfo out of each of a comma-separated list
+// of URLs; mixed reports URLs carrying different ones (a is the first's).
+// A user without a password is a NATS token, as nats.go reads it.
+func splitUserinfo(urls string) (a Access, mixed bool) {
+	parts := strings.Split(urls, ",")
+	var first *url.Userinfo
+	for i, p := range parts {
+		u, err := url.Parse(strings.TrimSpace(p))
+		if err != nil || u.User == nil {
+			continue
+		}
+		if first == nil {
+			first = u.User
+		} else if first.String() != u.User.String() {
+			mixed = true
+		}
+		u.User = nil
+		parts[i] = u.String()
+	}
+	a.URLs = strings.Join(parts, ",")
+	if first != nil {
+		if pw, ok := first.Password(); ok {
+			a.User, a.Password = first.Username(), pw
+		} else {
+			a.Token = first.Username()
+		}
+	}
+	return a, mixed
+}
+
+// Redacted is the URLs as the API shows them: nats://redacted@… when a
+// user, password or token goes with them.
+func (a Access) Redacted() string {
+	if a.User == "" && a.Password == "" && a.Token == "" {
+		return a.URLs
+	}
+	parts := strings.Split(a.URLs, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.Host != "" {
+			u.User = url.User("redacted")
+			parts[i] = u.String()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// String shows the access without its secrets: the URLs (Redacted) and
+// which kinds of credentials it holds.
+func (a Access) String() string {
+	var with []string
+	for _, k := range []struct{ name, v string }{{"user", a.User}, {"token", a.Token}, {"ca", a.CA},
+		{"cert", a.Cert}, {"creds", a.Creds}, {"nkey", a.NKey}} {
+		if k.v != "" {
+			with = append(with, k.name)
+		}
+	}
+	if len(with) == 0 {
+		return a.URLs
+	}
+	return a.Redacted() + " (with " + strings.Join(with, ", ") + ")"
+}
+
+// LogValue keeps an Access logged whole (slog's JSON handler would
+// print its fields) to what String shows.
+func (a Access) LogValue() slog.Value { return slog.StringValue(a.String()) }
+
 // Proto is the access as the control plane hands it to sidecars.
 func (a Access) Proto() *pb.BrokerAccess {
-	return &pb.BrokerAccess{Urls: a.URLs, User: a.User, Password: a.Password,
+	return &pb.BrokerAccess{Urls: a.URLs, User: a.User, Password: a.Password, Token: a.Token,
 		CaPem: []byte(a.CA), CertPem: []byte(a.Cert), KeyPem: []byte(a.Key),
 		Creds: []byte(a.Creds), NkeySeed: []byte(a.NKey)}
 }
 
-// AccessFromProto reads what Proto wrote; nil is no access (zero).
+// AccessFromProto reads what Proto wrote; nil is no access (zero). A
+// control plane of an older version put the embedded broker's password in
+// the URLs: it is moved to User and Password.
 func AccessFromProto(p *pb.BrokerAccess) Access {
-	return Access{URLs: p.GetUrls(), User: p.GetUser(), Password: p.GetPassword(),
+	a := Access{URLs: p.GetUrls(), User: p.GetUser(), Password: p.GetPassword(), Token: p.GetToken(),
 		CA: string(p.GetCaPem()), Cert: string(p.GetCertPem()), Key: string(p.GetKeyPem()),
 		Creds: string(p.GetCreds()), NKey: string(p.GetNkeySeed())}
+	if u := URLAccess(a.URLs); u.URLs != a.URLs {
+		a.URLs = u.URLs
+		if a.User == "" && a.Token == "" {
+			a.User, a.Password, a.Token = u.User, u.Password, u.Token
+		}
+	}
+	return a
 }
 
 // Options are the nats.go options for the TLS and credentials.
@@ -125,6 +226,9 @@ func (a Access) Options() ([]nats.Option, error) {
 	var opts []nats.Option
 	if a.User != "" {
 		opts = append(opts, nats.UserInfo(a.User, a.Password))
+	}
+	if a.Token != "" {
+		opts = append(opts, nats.Token(a.Token))
 	}
 	if a.CA != "" || a.Cert != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -225,8 +329,8 @@ func (a Access) credHint() string {
 		return "check --nats-nkey (and that the broker lists its public key)"
 	case a.User != "":
 		return "check --nats-user/--nats-password"
-	case strings.Contains(a.URLs, "@"):
-		return "check the user and password in the broker URL"
+	case a.Token != "":
+		return "check the token in the --broker URL"
 	}
 	return "the broker needs credentials: give --nats-creds, --nats-nkey or --nats-user/--nats-password"
 }

@@ -1,12 +1,15 @@
 package messaging_test
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
+	"log/slog"
 	"math/big"
 	"net"
 	"os"
@@ -179,7 +182,8 @@ func TestAccessProto(t *testing.T) {
 		name string
 		a    messaging.Access
 	}{
-		{"embedded broker's URL with its password", messaging.Access{URLs: "nats://weft:pw@127.0.0.1:15222"}},
+		{"embedded broker's user and password", messaging.Access{URLs: "nats://127.0.0.1:15222", User: "weft", Password: "pw"}},
+		{"token", messaging.Access{URLs: "nats://127.0.0.1:4222", Token: "t0ken"}},
 		{"several URLs", messaging.Access{URLs: "nats://h1:4222,tls://h2:4222"}},
 		{"user and password", messaging.Access{URLs: "tls://h:4222", User: "weft", Password: "s3cret"}},
 		{"everything", messaging.Access{URLs: "tls://h:4222", User: "u", Password: "p", CA: "-----BEGIN CERTIFICATE-----\nca\n",
@@ -196,6 +200,73 @@ func TestAccessProto(t *testing.T) {
 	}
 	if got := messaging.AccessFromProto(nil); got != (messaging.Access{}) {
 		t.Fatalf("AccessFromProto(nil) = %+v; want no access", got)
+	}
+	// A control plane of an older version put the embedded broker's
+	// password in the URLs: a sidecar moves it to the fields.
+	older := messaging.AccessFromProto(&pb.BrokerAccess{Urls: "nats://weft:pw@127.0.0.1:15222"})
+	if want := (messaging.Access{URLs: "nats://127.0.0.1:15222", User: "weft", Password: "pw"}); older != want {
+		t.Fatalf("from an older control plane: %#v; want %#v", older, want)
+	}
+}
+
+// A user and password (or a token) given in a broker URL travel in
+// Access's own fields: no URL weft keeps, logs or shows carries them.
+func TestBrokerURLCredentials(t *testing.T) {
+	cases := []struct {
+		name  string
+		urls  string
+		files messaging.ClientFiles
+		want  messaging.Access
+		err   string
+	}{
+		{name: "plain", urls: "nats://h:4222", want: messaging.Access{URLs: "nats://h:4222"}},
+		{name: "user and password in the URL", urls: "nats://u:s3cret@h:4222",
+			want: messaging.Access{URLs: "nats://h:4222", User: "u", Password: "s3cret"}},
+		{name: "the same in every URL", urls: "nats://u:s3cret@h1:4222, tls://u:s3cret@h2:4222",
+			want: messaging.Access{URLs: "nats://h1:4222,tls://h2:4222", User: "u", Password: "s3cret"}},
+		{name: "a token", urls: "nats://t0ken@h:4222", want: messaging.Access{URLs: "nats://h:4222", Token: "t0ken"}},
+		{name: "--nats-user", urls: "nats://h:4222", files: messaging.ClientFiles{User: "u", Password: "s3cret"},
+			want: messaging.Access{URLs: "nats://h:4222", User: "u", Password: "s3cret"}},
+		{name: "different users", urls: "nats://u:s3cret@h1:4222,nats://v:other@h2:4222", err: "carry different users"},
+		{name: "URL and --nats-user", urls: "nats://u:s3cret@h:4222", files: messaging.ClientFiles{User: "u", Password: "s3cret"},
+			err: "give one"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			a, err := c.files.Load(c.urls)
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("Load: %v; want an error saying %q", err, c.err)
+				}
+				if strings.Contains(err.Error(), "s3cret") {
+					t.Fatalf("the error shows the password: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if a != c.want {
+				t.Fatalf("Load = %#v; want %#v", a, c.want)
+			}
+			if c.files.Empty() {
+				if u := messaging.URLAccess(c.urls); u != c.want {
+					t.Fatalf("URLAccess = %#v; want %#v", u, c.want)
+				}
+			}
+			// Every way an Access is printed hides the secrets.
+			var logged bytes.Buffer
+			slog.New(slog.NewJSONHandler(&logged, nil)).Info("x", "access", a)
+			slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "access", a)
+			for _, out := range []string{a.String(), fmt.Sprintf("%v %+v %s", a, a, a), a.Redacted(), logged.String()} {
+				if strings.Contains(out, "s3cret") || strings.Contains(out, "t0ken") {
+					t.Fatalf("printed with its secret: %s", out)
+				}
+			}
+			if a.User != "" && !strings.Contains(a.Redacted(), "redacted@") {
+				t.Fatalf("Redacted() = %q; want the URLs marked nats://redacted@…", a.Redacted())
+			}
+		})
 	}
 }
 

@@ -27,11 +27,8 @@ import (
 // adapter from the engine's Router and Retrier callbacks to the request
 // pipeline (Start, Try, Answered, End).
 type FastOutbound struct {
-	o *Outbound
-	// LocalAddr is where requests addressed to the sidecar itself go (a
-	// loopback listener serving Outbound's Local handler); "" answers 404.
-	LocalAddr string
-	source    []byte
+	o      *Outbound
+	source []byte
 }
 
 var (
@@ -41,8 +38,8 @@ var (
 
 // Fast returns the fast-path router sharing o's pipeline, telemetry and
 // counters.
-func (o *Outbound) Fast(localAddr string) *FastOutbound {
-	return &FastOutbound{o: o, LocalAddr: localAddr, source: []byte(o.source)}
+func (o *Outbound) Fast() *FastOutbound {
+	return &FastOutbound{o: o, source: []byte(o.source)}
 }
 
 // fastState is one connection's per-request state, reused across requests.
@@ -120,12 +117,10 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 	st := f.state(d)
 	host := hostOnly(req.Host)
 	if isLocalHostBytes(host) {
+		// HandOff took it when there is a Local handler and a Fallback
+		// to serve it; otherwise nothing here answers it.
 		st.local = true
-		if f.LocalAddr == "" {
-			st.fail(d, &MeshError{Status: http.StatusNotFound, Code: CodeBadRequest, Message: "nothing is served on the sidecar's own address"})
-			return
-		}
-		d.Addr = f.LocalAddr
+		st.fail(d, &MeshError{Status: http.StatusNotFound, Code: CodeBadRequest, Message: "nothing is served on the sidecar's own address"})
 		return
 	}
 	st.req.r = req

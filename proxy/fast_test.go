@@ -64,7 +64,7 @@ func newFastRoutersWith(tb testing.TB, sampling float64, spec *resource.TrafficP
 	out := NewOutbound(OutboundConfig{Resolver: oneDestination{dest}, Source: "frontend", Telemetry: tel})
 	in := NewInbound("127.0.0.1:9", AppProtocolAuto, nil)
 	in.Telemetry = tel
-	return out.Fast(""), in.Fast()
+	return out.Fast(), in.Fast()
 }
 
 // exchange runs one request through r as the engine does, with a 200.

@@ -102,11 +102,11 @@ func (s *Sidecar) runCapture(ctx context.Context, goRun func(string, func() erro
 	}
 	var router h1.Router
 	if !s.cfg.NoFastPath {
-		router = s.out.Fast("")
+		router = s.out.Fast()
 	}
 	c.front = newFront(c.srv.Mesh(), s.out, router, s.log.With("component", "capture"), s.cfg.Listen, s.listenMetrics(), "capture")
 	if c.front.fast != nil {
-		c.front.fast.Dial = s.fastDial("") // mTLS to other sidecars, as the outbound's
+		c.front.fast.Dial = s.fastDial() // mTLS to other sidecars, as the outbound's
 	}
 	c.front.run(goRun, "capture (mesh)")
 	goRun("capture", func() error { return c.srv.Run(ctx) })

@@ -53,11 +53,14 @@ type identity struct {
 	renewing atomic.Bool           // renew waits for answers
 	// broker is the broker access with credentials, from the certificate
 	// answer (weft control --broker-auth or --nats-*); nil: the Hello's URL.
-	broker   atomic.Pointer[messaging.Access]
-	listener *mtls.Listener // set in Run before serving; its mode follows the mesh
-	hello    chan struct{}  // a stream said Hello
-	reissue  chan struct{}  // the trust bundle changed
-	answers  chan *pb.Certificate
+	broker atomic.Pointer[messaging.Access]
+	// otlpToken is what the control plane's OTLP receiver wants, from the
+	// certificate answer ("" when the Hello names another receiver).
+	otlpToken atomic.Pointer[string]
+	listener  *mtls.Listener // set in Run before serving; its mode follows the mesh
+	hello     chan struct{}  // a stream said Hello
+	reissue   chan struct{}  // the trust bundle changed
+	answers   chan *pb.Certificate
 
 	dialOnce sync.Once
 	dial     *mtls.Dialer
@@ -241,7 +244,7 @@ func (id *identity) request(k *keyed) (*pb.CertificateRequest, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &pb.CertificateRequest{CsrDer: k.csr, Service: id.service, Namespace: id.namespace, Token: tok}, nil
+	return &pb.CertificateRequest{CsrDer: k.csr, Service: id.service, Namespace: id.namespace, Token: tok, ReadsBrokerAccess: true}, nil
 }
 
 // greeting is the first message of every stream once the instance has a
@@ -290,6 +293,8 @@ func (id *identity) install(c *pb.Certificate, k *keyed) error {
 	if a, ok := certBroker(c); ok {
 		id.broker.Store(&a)
 	}
+	tok := c.GetOtlpToken()
+	id.otlpToken.Store(&tok)
 	leaf := id.src.Certificate()
 	id.log.Info("workload certificate issued", "spiffe_id", c.SpiffeId, "serial", leaf.SerialNumber.Text(16),
 		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
@@ -400,13 +405,11 @@ func (id *identity) serveView(w http.ResponseWriter, r *http.Request) {
 }
 
 // fastDial is the HTTP/1.1 engine's upstream dial on the outbound: mTLS to
-// other sidecars, plain TCP to the sidecar's own loopback API.
-func (s *Sidecar) fastDial(localAddr string) func(addr string) (net.Conn, error) {
+// other sidecars (the only upstreams it has; the sidecar's own API is
+// served on the app's connection).
+func (s *Sidecar) fastDial() func(addr string) (net.Conn, error) {
 	d := s.id.dialer()
 	return func(addr string) (net.Conn, error) {
-		if addr == localAddr {
-			return net.DialTimeout("tcp", addr, 2*time.Second)
-		}
 		return d.Dial(context.Background(), "tcp", addr, mtls.ALPNHTTP1)
 	}
 }
@@ -446,7 +449,7 @@ func certBroker(c *pb.Certificate) (a messaging.Access, ok bool) {
 	if c.BrokerAccess != nil {
 		return messaging.AccessFromProto(c.BrokerAccess), true
 	}
-	return messaging.Access{URLs: c.BrokerUrl}, c.BrokerUrl != ""
+	return messaging.URLAccess(c.BrokerUrl), c.BrokerUrl != ""
 }
 
 // brokerAccess is what messaging connects with: the credentials once the
@@ -460,7 +463,7 @@ func (s *Sidecar) brokerAccess() messaging.Access {
 		// before it only earns an authorization violation.
 		return messaging.Access{}
 	}
-	return messaging.Access{URLs: s.disc.Setting(messaging.SettingBroker)}
+	return messaging.URLAccess(s.disc.Setting(messaging.SettingBroker))
 }
 
 // controlTLS is the stream's TLS: by --ca-bundle, or by the local CA file

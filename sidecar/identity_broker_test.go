@@ -20,13 +20,13 @@ func TestCertBroker(t *testing.T) {
 		{"none: the Hello's URL is all", &pb.Certificate{}, messaging.Access{}, false},
 		{"broker_access", &pb.Certificate{BrokerUrl: tlsAccess.URLs, BrokerAccess: tlsAccess.Proto()}, tlsAccess, true},
 		{"older control plane: broker_url only", &pb.Certificate{BrokerUrl: "nats://weft:pw@127.0.0.1:4222"},
-			messaging.Access{URLs: "nats://weft:pw@127.0.0.1:4222"}, true},
+			messaging.Access{URLs: "nats://127.0.0.1:4222", User: "weft", Password: "pw"}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got, ok := certBroker(c.cert)
 			if got != c.want || ok != c.wantOK {
-				t.Fatalf("certBroker = %+v, %v; want %+v, %v", got, ok, c.want, c.wantOK)
+				t.Fatalf("certBroker = %#v, %v; want %#v, %v", got, ok, c.want, c.wantOK)
 			}
 		})
 	}

@@ -137,68 +137,72 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		l.open.Inc()
 		release := func() { l.n.Add(-1); l.open.Dec() }
-		// Keep *net.TCPConn's own methods (ReadFrom, WriteTo: splice for
-		// tunnels) by embedding the concrete type.
 		if tc, ok := c.(*net.TCPConn); ok {
-			cc := &countedTCPConn{TCPConn: tc, release: release}
-			cc.wt.d = l.writeTimeout
+			cc := &countedTCPConn{TCPConn: tc}
+			cc.counter.init(tc, release, l.writeTimeout)
 			return cc, nil
 		}
-		cc := &countedConn{Conn: c, release: release}
-		cc.wt.d = l.writeTimeout
+		cc := &countedConn{under: under{c}}
+		cc.counter.init(c, release, l.writeTimeout)
 		return cc, nil
 	}
 }
 
-type countedTCPConn struct {
-	*net.TCPConn
+// counter is what each accepted connection carries: its slot on the
+// listener, given back at the first Close, and the write timeout, renewed
+// before each Write. Embedded beside the connection, its four methods are
+// shallower than the connection's promoted ones, so they win and every
+// other method stays the connection's own.
+type counter struct {
+	conn    net.Conn // the connection it is embedded beside
 	once    sync.Once
 	release func()
 	wt      writeDeadline
 }
 
-func (c *countedTCPConn) Write(p []byte) (int, error) {
-	c.wt.before(c.TCPConn)
-	return c.TCPConn.Write(p)
+func (c *counter) init(conn net.Conn, release func(), writeTimeout time.Duration) {
+	c.conn, c.release, c.wt.d = conn, release, writeTimeout
 }
 
-func (c *countedTCPConn) SetDeadline(t time.Time) error {
+func (c *counter) Write(p []byte) (int, error) {
+	c.wt.before(c.conn)
+	return c.conn.Write(p)
+}
+
+func (c *counter) SetDeadline(t time.Time) error {
 	c.wt.set(t)
-	return c.TCPConn.SetDeadline(t)
+	return c.conn.SetDeadline(t)
 }
 
-func (c *countedTCPConn) SetWriteDeadline(t time.Time) error {
+func (c *counter) SetWriteDeadline(t time.Time) error {
 	c.wt.set(t)
-	return c.TCPConn.SetWriteDeadline(t)
+	return c.conn.SetWriteDeadline(t)
 }
 
-func (c *countedTCPConn) Close() error {
-	err := c.TCPConn.Close()
+func (c *counter) Close() error {
+	err := c.conn.Close()
 	c.once.Do(c.release)
 	return err
 }
 
+// countedTCPConn embeds the concrete *net.TCPConn, not a net.Conn, so the
+// methods declared on it stay on the wrapper: ReadFrom and WriteTo
+// (splice(2) for io.Copy), SyscallConn (the h1 engine parks idle
+// connections on their fd) and CloseWrite.
+type countedTCPConn struct {
+	*net.TCPConn
+	counter
+}
+
+// countedConn is any other accepted connection (the inbound's TLS ones).
 type countedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-	wt      writeDeadline
+	under
+	counter
 }
 
-func (c *countedConn) Write(p []byte) (int, error) {
-	c.wt.before(c.Conn)
-	return c.Conn.Write(p)
-}
-
-func (c *countedConn) SetDeadline(t time.Time) error {
-	c.wt.set(t)
-	return c.Conn.SetDeadline(t)
-}
-
-func (c *countedConn) SetWriteDeadline(t time.Time) error {
-	c.wt.set(t)
-	return c.Conn.SetWriteDeadline(t)
-}
+// under holds a connection one level down, so that counter's methods are
+// the shallower ones (a net.Conn embedded directly would tie with them).
+type under struct{ net.Conn }
 
 // CloseWrite half-closes when the connection under it can (a tunnel's
 // end), else closes it.
@@ -207,12 +211,6 @@ func (c *countedConn) CloseWrite() error {
 		return cw.CloseWrite()
 	}
 	return c.Close()
-}
-
-func (c *countedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 // countTunnels exports the fast path's tunnel counts for one listener.

@@ -140,7 +140,6 @@ type Sidecar struct {
 	outLn, inLn, adminLn net.Listener
 	upstreams            []*proxy.TCPUpstream
 	outFront, inFront    *front
-	localSrv             *http.Server // the outbound's Local handler, for the fast path
 	adminSrv             *http.Server
 
 	lm     *listenerMetrics
@@ -304,7 +303,7 @@ func (s *Sidecar) newTelemetry() (*telemetry.Telemetry, error) {
 	}
 	tr, err := tracing.New(tracing.Config{Service: cfg.Service, InstanceID: cfg.ID,
 		Endpoint: cfg.OTLPEndpoint, EndpointFunc: func() string { return s.disc.Setting(SettingOTLPEndpoint) },
-		Sampling: cfg.TraceSampling, Logger: s.log.With("component", "tracing"), TLS: s.id.src.ControlConfig})
+		Token: s.otlpToken, Sampling: cfg.TraceSampling, Logger: s.log.With("component", "tracing"), TLS: s.id.src.ControlConfig})
 	if err != nil {
 		if s.access != nil {
 			s.access.Close()
@@ -313,6 +312,19 @@ func (s *Sidecar) newTelemetry() (*telemetry.Telemetry, error) {
 	}
 	s.tracer = tr
 	return telemetry.New(telemetry.Config{Service: cfg.Service, Metrics: s.metrics, Tracer: tr, AccessLog: s.access}), nil
+}
+
+// otlpToken is the bearer token for span export: the control plane's,
+// with its certificate, while the sidecar exports to the receiver the
+// Hello names; none to a receiver of its own --otlp-endpoint.
+func (s *Sidecar) otlpToken() string {
+	if s.cfg.OTLPEndpoint != "" {
+		return ""
+	}
+	if t := s.id.otlpToken.Load(); t != nil {
+		return *t
+	}
+	return ""
 }
 
 // SettingOTLPEndpoint is the Hello setting naming the control plane's OTLP
@@ -394,24 +406,15 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	goRun("identity", func() error { s.id.run(bg); return nil })
 	if s.outLn != nil {
 		var router h1.Router
-		localAddr := ""
 		if !s.cfg.NoFastPath {
-			if h := s.out.Local(); h != nil {
-				// The fast path forwards requests for the sidecar itself
-				// (messaging's /v1/publish) to this loopback listener.
-				ln, lerr := net.Listen("tcp", "127.0.0.1:0")
-				if lerr != nil {
-					return fmt.Errorf("local API listener: %w", lerr)
-				}
-				s.localSrv = &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second}
-				localAddr = ln.Addr().String()
-				goRun("local API", func() error { return serve(s.localSrv, ln) })
-			}
-			router = s.out.Fast(localAddr)
+			// Requests for the sidecar itself (messaging's /v1/publish)
+			// are handed off to net/http on the app's own connection
+			// (FastOutbound.HandOff), so they need no listener of their own.
+			router = s.out.Fast()
 		}
 		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"), s.cfg.Listen, s.listenMetrics(), "outbound")
 		if s.outFront.fast != nil {
-			s.outFront.fast.Dial = s.fastDial(localAddr)
+			s.outFront.fast.Dial = s.fastDial()
 		}
 		s.outFront.useH2(s.cfg.H2, s.out.H2(), s.h2Dial(), nil, s.log.With("component", "outbound-h2"), s.cfg.Listen)
 		s.outFront.run(goRun, "outbound")
@@ -482,10 +485,8 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		s.outFront.close()
 	}
 	s.stopCapture(sctx)
-	for _, srv := range []*http.Server{s.localSrv, s.adminSrv} {
-		if srv != nil {
-			_ = srv.Shutdown(sctx)
-		}
+	if s.adminSrv != nil {
+		_ = s.adminSrv.Shutdown(sctx)
 	}
 	s.out.CloseIdle()
 	wg.Wait()

@@ -332,9 +332,14 @@ type CertificateRequest struct {
 	// namespace defaults to "default".
 	Namespace string `protobuf:"bytes,3,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// token is the join token proving the sidecar may claim service.
-	Token         string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Token string `protobuf:"bytes,4,opt,name=token,proto3" json:"token,omitempty"`
+	// reads_broker_access: the sidecar takes the broker's user, password
+	// and token from Certificate.broker_access's own fields, so the control
+	// plane leaves them out of broker_url too. Older sidecars leave it
+	// unset and get them as broker_url's userinfo.
+	ReadsBrokerAccess bool `protobuf:"varint,5,opt,name=reads_broker_access,json=readsBrokerAccess,proto3" json:"reads_broker_access,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *CertificateRequest) Reset() {
@@ -393,6 +398,13 @@ func (x *CertificateRequest) GetToken() string {
 		return x.Token
 	}
 	return ""
+}
+
+func (x *CertificateRequest) GetReadsBrokerAccess() bool {
+	if x != nil {
+		return x.ReadsBrokerAccess
+	}
+	return false
 }
 
 // Register announces this sidecar's instance, or updates it (readiness).
@@ -737,16 +749,22 @@ type Certificate struct {
 	// generation of the CA's state (bundle and signer): a sidecar whose
 	// certificate is of an older generation asks for a new one.
 	Generation uint64 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`
-	// broker_url: the message broker's URL(s), comma-separated, with the
-	// user and password only sidecars holding a certificate get (weft
-	// control --broker-auth, or an external NATS's URL userinfo). Always a
-	// URL list; broker_access says the rest.
+	// broker_url: the message broker's URL(s), comma-separated. For a
+	// sidecar that does not set CertificateRequest.reads_broker_access (an
+	// older version), with the user and password (or token) as userinfo:
+	// weft control --broker-auth's, or an external NATS's. Always a URL
+	// list; broker_access says the rest.
 	BrokerUrl string `protobuf:"bytes,7,opt,name=broker_url,json=brokerUrl,proto3" json:"broker_url,omitempty"`
 	// broker_access: how to reach the broker (set with broker_url): its
 	// URLs and the TLS files and credentials of an external NATS
 	// (weft control --nats-*). A sidecar without it (an older control
 	// plane) dials broker_url as it is.
-	BrokerAccess  *BrokerAccess `protobuf:"bytes,8,opt,name=broker_access,json=brokerAccess,proto3" json:"broker_access,omitempty"`
+	BrokerAccess *BrokerAccess `protobuf:"bytes,8,opt,name=broker_access,json=brokerAccess,proto3" json:"broker_access,omitempty"`
+	// otlp_token: the bearer token the control plane's own OTLP receiver
+	// (POST /v1/traces, the gRPC TraceService) wants with --api-auth. Set
+	// only when the Hello's otlp_endpoint is that receiver: a sidecar sends
+	// it there and nowhere else (not to its own --otlp-endpoint).
+	OtlpToken     string `protobuf:"bytes,9,opt,name=otlp_token,json=otlpToken,proto3" json:"otlp_token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -837,13 +855,24 @@ func (x *Certificate) GetBrokerAccess() *BrokerAccess {
 	return nil
 }
 
+func (x *Certificate) GetOtlpToken() string {
+	if x != nil {
+		return x.OtlpToken
+	}
+	return ""
+}
+
 // BrokerAccess is messaging.Access on the wire: the contents of the files
 // weft control was given, not their paths, so that a sidecar on another
 // host needs none of them. Empty fields are not used.
 type BrokerAccess struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// urls: comma-separated (nats://, tls://); they may carry user:password.
-	Urls     string `protobuf:"bytes,1,opt,name=urls,proto3" json:"urls,omitempty"`
+	// urls: comma-separated (nats://, tls://), never with userinfo: a
+	// user:password given in a URL travels in user and password, a bare
+	// user (a NATS token) in token, so that URLs can be logged and shown.
+	Urls string `protobuf:"bytes,1,opt,name=urls,proto3" json:"urls,omitempty"`
+	// user and password: --nats-user/--nats-password, the --broker URL's
+	// userinfo, or the embedded broker's (--broker-auth).
 	User     string `protobuf:"bytes,2,opt,name=user,proto3" json:"user,omitempty"`
 	Password string `protobuf:"bytes,3,opt,name=password,proto3" json:"password,omitempty"`
 	// ca_pem verifies the broker's certificate (TLS on); --nats-tls-ca.
@@ -855,7 +884,9 @@ type BrokerAccess struct {
 	// creds: a NATS .creds file (a user JWT and its NKey seed); --nats-creds.
 	Creds []byte `protobuf:"bytes,7,opt,name=creds,proto3" json:"creds,omitempty"`
 	// nkey_seed: an NKey user seed file (SU…); --nats-nkey.
-	NkeySeed      []byte `protobuf:"bytes,8,opt,name=nkey_seed,json=nkeySeed,proto3" json:"nkey_seed,omitempty"`
+	NkeySeed []byte `protobuf:"bytes,8,opt,name=nkey_seed,json=nkeySeed,proto3" json:"nkey_seed,omitempty"`
+	// token: a NATS authorization token (nats://TOKEN@host in --broker).
+	Token         string `protobuf:"bytes,9,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -944,6 +975,13 @@ func (x *BrokerAccess) GetNkeySeed() []byte {
 		return x.NkeySeed
 	}
 	return nil
+}
+
+func (x *BrokerAccess) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
 }
 
 type Hello struct {
@@ -1254,12 +1292,13 @@ const file_discovery_proto_rawDesc = "" +
 	"deregister\x12<\n" +
 	"\theartbeat\x18\x05 \x01(\v2\x1c.weft.discovery.v1.HeartbeatH\x00R\theartbeat\x129\n" +
 	"\x03csr\x18\x14 \x01(\v2%.weft.discovery.v1.CertificateRequestH\x00R\x03csrB\x05\n" +
-	"\x03msg\"{\n" +
+	"\x03msg\"\xab\x01\n" +
 	"\x12CertificateRequest\x12\x17\n" +
 	"\acsr_der\x18\x01 \x01(\fR\x06csrDer\x12\x18\n" +
 	"\aservice\x18\x02 \x01(\tR\aservice\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12\x14\n" +
-	"\x05token\x18\x04 \x01(\tR\x05token\"C\n" +
+	"\x05token\x18\x04 \x01(\tR\x05token\x12.\n" +
+	"\x13reads_broker_access\x18\x05 \x01(\bR\x11readsBrokerAccess\"C\n" +
 	"\bRegister\x127\n" +
 	"\binstance\x18\x01 \x01(\v2\x1b.weft.discovery.v1.InstanceR\binstance\"'\n" +
 	"\tSubscribe\x12\x1a\n" +
@@ -1274,7 +1313,7 @@ const file_discovery_proto_rawDesc = "" +
 	"\x03ack\x18\x02 \x01(\v2\x16.weft.discovery.v1.AckH\x00R\x03ack\x120\n" +
 	"\x05hello\x18\x03 \x01(\v2\x18.weft.discovery.v1.HelloH\x00R\x05hello\x12B\n" +
 	"\vcertificate\x18\x14 \x01(\v2\x1e.weft.discovery.v1.CertificateH\x00R\vcertificateB\x05\n" +
-	"\x03msg\"\xaf\x02\n" +
+	"\x03msg\"\xce\x02\n" +
 	"\vCertificate\x12\x1b\n" +
 	"\tchain_der\x18\x01 \x03(\fR\bchainDer\x12(\n" +
 	"\x10trust_bundle_der\x18\x02 \x03(\fR\x0etrustBundleDer\x12!\n" +
@@ -1286,7 +1325,9 @@ const file_discovery_proto_rawDesc = "" +
 	"generation\x12\x1d\n" +
 	"\n" +
 	"broker_url\x18\a \x01(\tR\tbrokerUrl\x12D\n" +
-	"\rbroker_access\x18\b \x01(\v2\x1f.weft.discovery.v1.BrokerAccessR\fbrokerAccess\"\xd0\x01\n" +
+	"\rbroker_access\x18\b \x01(\v2\x1f.weft.discovery.v1.BrokerAccessR\fbrokerAccess\x12\x1d\n" +
+	"\n" +
+	"otlp_token\x18\t \x01(\tR\totlpToken\"\xe6\x01\n" +
 	"\fBrokerAccess\x12\x12\n" +
 	"\x04urls\x18\x01 \x01(\tR\x04urls\x12\x12\n" +
 	"\x04user\x18\x02 \x01(\tR\x04user\x12\x1a\n" +
@@ -1295,7 +1336,8 @@ const file_discovery_proto_rawDesc = "" +
 	"\bcert_pem\x18\x05 \x01(\fR\acertPem\x12\x17\n" +
 	"\akey_pem\x18\x06 \x01(\fR\x06keyPem\x12\x14\n" +
 	"\x05creds\x18\a \x01(\fR\x05creds\x12\x1b\n" +
-	"\tnkey_seed\x18\b \x01(\fR\bnkeySeed\"\xd0\x01\n" +
+	"\tnkey_seed\x18\b \x01(\fR\bnkeySeed\x12\x14\n" +
+	"\x05token\x18\t \x01(\tR\x05token\"\xd0\x01\n" +
 	"\x05Hello\x12\x1d\n" +
 	"\n" +
 	"control_id\x18\x01 \x01(\tR\tcontrolId\x12B\n" +

@@ -63,6 +63,10 @@ type Config struct {
 	// endpoints (a sidecar verifies the control plane's receiver by the
 	// mesh CA); nil: the system's roots.
 	TLS func() *tls.Config
+	// Token, when set, is asked at each export for a bearer token to send
+	// (Authorization: Bearer …); "" sends none. A sidecar gives the one the
+	// control plane's receiver wants only while exporting to it.
+	Token func() string
 	// Sampling is the ratio of new traces sampled, 0..1. A request that
 	// arrives with a sampled (or not sampled) trace context keeps that
 	// decision. 0 turns tracing off in this sidecar.
@@ -119,7 +123,11 @@ func New(cfg Config) (*Tracer, error) {
 			endpoint = func() string { return "" }
 		}
 	}
-	exp := &lazyExporter{endpoint: endpoint, timeout: cfg.ExportTimeout, log: cfg.Logger, tls: cfg.TLS}
+	token := cfg.Token
+	if token == nil {
+		token = func() string { return "" }
+	}
+	exp := &lazyExporter{endpoint: endpoint, token: token, timeout: cfg.ExportTimeout, log: cfg.Logger, tls: cfg.TLS}
 	res := resource.NewSchemaless(
 		attribute.String("service.name", cfg.Service),
 		attribute.String("service.instance.id", cfg.InstanceID),
@@ -291,17 +299,19 @@ func ParseEndpoint(s string) (Endpoint, error) {
 
 // lazyExporter resolves the endpoint at each export, so a sidecar can start
 // before the control plane has told it where its receiver is, and builds
-// the real exporter once per endpoint. Errors are logged (at most every
+// the real exporter once per endpoint and token. Errors are logged (at most every
 // few seconds), not returned: the SDK's global error handler stays quiet,
 // and the batch processor simply moves on to the next batch.
 type lazyExporter struct {
 	endpoint func() string
+	token    func() string
 	timeout  time.Duration
 	log      *slog.Logger
 	tls      func() *tls.Config
 
 	mu       sync.Mutex
 	cur      string
+	curToken string
 	exp      sdktrace.SpanExporter
 	lastWarn time.Time
 	dropped  int
@@ -319,18 +329,19 @@ func (l *lazyExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnl
 		l.dropped += len(spans)
 		return nil
 	}
-	if ep != l.cur || l.exp == nil {
+	tok := l.token()
+	if ep != l.cur || tok != l.curToken || l.exp == nil {
 		if l.exp != nil {
 			_ = l.exp.Shutdown(ctx)
 			l.exp = nil
 		}
-		exp, err := newExporter(ep, l.timeout, l.tls)
+		exp, err := newExporter(ep, tok, l.timeout, l.tls)
 		if err != nil {
 			l.warnLocked("otlp endpoint unusable; dropping spans", ep, err)
-			l.cur = ep
+			l.cur, l.curToken = ep, tok
 			return nil
 		}
-		l.cur, l.exp = ep, exp
+		l.cur, l.curToken, l.exp = ep, tok, exp
 		l.log.Info("exporting spans", "otlp_endpoint", ep)
 	}
 	if err := l.exp.ExportSpans(ctx, spans); err != nil {
@@ -363,10 +374,16 @@ func (l *lazyExporter) Shutdown(ctx context.Context) error {
 	return err
 }
 
-func newExporter(ep string, timeout time.Duration, tlsConfig func() *tls.Config) (sdktrace.SpanExporter, error) {
+// newExporter builds the OTLP exporter for ep. Without a token the
+// exporter's own environment (OTEL_EXPORTER_OTLP_HEADERS) still applies.
+func newExporter(ep, token string, timeout time.Duration, tlsConfig func() *tls.Config) (sdktrace.SpanExporter, error) {
 	e, err := ParseEndpoint(ep)
 	if err != nil {
 		return nil, err
+	}
+	auth := ""
+	if token != "" {
+		auth = "Bearer " + token
 	}
 	// Short retries: a batch that cannot go within the export timeout is
 	// dropped; the queue behind it keeps dropping rather than growing.
@@ -374,6 +391,9 @@ func newExporter(ep string, timeout time.Duration, tlsConfig func() *tls.Config)
 	if e.GRPC {
 		opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(e.Host), otlptracegrpc.WithTimeout(timeout),
 			otlptracegrpc.WithRetry(otlptracegrpc.RetryConfig{Enabled: true, InitialInterval: 250 * time.Millisecond, MaxInterval: time.Second, MaxElapsedTime: timeout})}
+		if auth != "" {
+			opts = append(opts, otlptracegrpc.WithHeaders(map[string]string{"authorization": auth}))
+		}
 		if e.Insecure {
 			opts = append(opts, otlptracegrpc.WithInsecure())
 		} else if tlsConfig != nil {
@@ -383,6 +403,9 @@ func newExporter(ep string, timeout time.Duration, tlsConfig func() *tls.Config)
 	}
 	opts := []otlptracehttp.Option{otlptracehttp.WithEndpoint(e.Host), otlptracehttp.WithURLPath(e.Path), otlptracehttp.WithTimeout(timeout),
 		otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: true, InitialInterval: 250 * time.Millisecond, MaxInterval: time.Second, MaxElapsedTime: timeout})}
+	if auth != "" {
+		opts = append(opts, otlptracehttp.WithHeaders(map[string]string{"Authorization": auth}))
+	}
 	if e.Insecure {
 		opts = append(opts, otlptracehttp.WithInsecure())
 	} else if tlsConfig != nil {

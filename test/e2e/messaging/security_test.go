@@ -78,6 +78,13 @@ func natsServer(t *testing.T) string {
 // listening on a free port; it returns host:port.
 func startNATS(t *testing.T, block string) string {
 	t.Helper()
+	addr, _ := startNATSProc(t, block)
+	return addr
+}
+
+// startNATSProc is startNATS, with the nats-server process.
+func startNATSProc(t *testing.T, block string) (string, *harness.Proc) {
+	t.Helper()
 	bin := natsServer(t)
 	port := harness.FreePort(t)
 	dir := t.TempDir()
@@ -88,7 +95,7 @@ func startNATS(t *testing.T, block string) string {
 	}
 	p := harness.Start(t, "nats-server", bin, "-c", conf)
 	harness.WaitListening(t, p, harness.Addr(port), eventually)
-	return harness.Addr(port)
+	return harness.Addr(port), p
 }
 
 // testPKI is a CA, a server certificate for 127.0.0.1 and a client

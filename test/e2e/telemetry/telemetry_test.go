@@ -542,6 +542,10 @@ func urlEscape(s string) string {
 // receiver, over gRPC and over HTTP — here a second control plane.
 func TestOTLPToAnotherReceiver(t *testing.T) {
 	c1, c2 := startControl(t), startControl(t)
+	// c2's receiver wants a token (--api-auth): an exporter other than its
+	// own sidecars sends an admin one, here through the OTLP exporters'
+	// standard environment variable.
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer "+c2.Token())
 	demoUnit(t, c1, "inventory", "--trace-sampling", "1", "--otlp-endpoint", "grpc://"+c2.GRPCAddr)
 	cl := startUnit(t, c1, "client", []string{"--trace-sampling", "1", "--otlp-endpoint", "http://" + c2.HTTPAddr + "/v1/traces"})
 	traceID := randomHex(32)
