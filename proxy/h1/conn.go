@@ -798,6 +798,7 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	res.UpstreamHeaders = time.Now()
 	resp := &c.resp
 	res.Status = resp.status
+	res.GRPCStatus = grpcStatusOf(resp.fields)
 
 	mode := modeNone
 	switch {
@@ -814,6 +815,7 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 		again := rt.Answered(req, d, &c.respView, nil)
 		c.respView.Fields = nil
 		if again && werr == nil && !earlyFinal && c.canReplay() {
+			res.GRPCStatus = ""
 			c.discardResponse(up, mode)
 			return true
 		}
@@ -835,7 +837,9 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	}
 	switch mode {
 	case modeChunked:
-		rerr, werr = copyChunked(&up.in, o, req.ProtoMinor == 0, c.chunkLimits())
+		lim := c.chunkLimits()
+		lim.grpcStatus = &res.GRPCStatus
+		rerr, werr = copyChunked(&up.in, o, req.ProtoMinor == 0, lim)
 	case modeCL:
 		rerr, werr = copyN(&up.in, o, resp.contentLength)
 	case modeEOF:
