@@ -269,10 +269,11 @@ func h2End(tel *telemetry.Fast, weftErr string, r *h2.Request, res *h2.Result, e
 	tel.End(&e)
 }
 
-// H2Inbound routes other sidecars' HTTP/2 calls to the app: natively
-// when the app speaks h2c for the request (AppProtocolH2C, or gRPC under
-// AppProtocolAuto), else through Inbound's net/http handler, which speaks
-// HTTP/1.1 to the app.
+// H2Inbound routes other sidecars' HTTP/2 calls to the app natively: as
+// h2c streams when the app speaks h2c for the request (AppProtocolH2C, or
+// gRPC under AppProtocolAuto), else as HTTP/1.1 requests on proxy/h1's
+// pool (Decision.HTTP1). Only CONNECT goes through Inbound's net/http
+// handler.
 type H2Inbound struct{ in *Inbound }
 
 var _ h2.Router = (*H2Inbound)(nil)
@@ -303,8 +304,7 @@ func (h h2Headers) Get(name string) []byte {
 func (f *H2Inbound) Route(r *h2.Request, d *h2.Decision) {
 	in := f.in
 	grpc := r.GRPC()
-	native := r.Method != http.MethodConnect && (in.appProto == AppProtocolH2C || (grpc && in.appProto != AppProtocolHTTP1))
-	if !native {
+	if r.Method == http.MethodConnect {
 		d.Handler = in // counts the request itself
 		return
 	}
@@ -312,6 +312,9 @@ func (f *H2Inbound) Route(r *h2.Request, d *h2.Decision) {
 	st := &h2InState{native: true, tel: in.Telemetry.NewFast(), start: time.Now()}
 	d.State = st
 	d.Addr = in.appAddr
+	if !(in.appProto == AppProtocolH2C || (grpc && in.appProto != AppProtocolHTTP1)) {
+		d.HTTP1 = in.h1c // the app speaks HTTP/1.1
+	}
 	if in.Load != nil {
 		d.RespSet = append(d.RespSet, hpack.HeaderField{Name: balancer.LoadHeader, Value: string(in.Load(nil))})
 	}

@@ -1007,7 +1007,12 @@ func (c *conn) relayInterim() error {
 
 // readResponseHead reads and parses the next response head from up.
 func (c *conn) readResponseHead(up *upConn) error {
-	in, lim := &up.in, &c.s.lim
+	return readResponseHead(&up.in, &c.s.lim, &c.resp)
+}
+
+// readResponseHead reads and parses the next response head from in into
+// resp (also Client's).
+func readResponseHead(in *inbuf, lim *Limits, resp *respMeta) error {
 	var hs headScan
 	for {
 		if in.r < in.w {
@@ -1016,7 +1021,7 @@ func (c *conn) readResponseHead(up *upConn) error {
 				return err
 			}
 			if n > 0 {
-				err := parseResponse(in.buf[in.r:in.r+n], lim.MaxHeaders, &c.resp)
+				err := parseResponse(in.buf[in.r:in.r+n], lim.MaxHeaders, resp)
 				in.r += n
 				return err
 			}
