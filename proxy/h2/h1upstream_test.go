@@ -2,6 +2,7 @@ package h2
 
 import (
 	"bytes"
+	"context"
 	"crypto/rand"
 	"fmt"
 	"io"
@@ -9,7 +10,9 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,5 +230,83 @@ func BenchmarkH2ToHTTP1(b *testing.B) {
 			})
 			b.ReportMetric(float64(cpuTime()-cpu0)/float64(b.N), "cpu-ns/op")
 		})
+	}
+}
+
+// TestForwardToHTTP1CancelAndBackPressure: a caller's reset closes the
+// HTTP/1.1 upstream's connection (its request context ends) and leaves no
+// goroutine behind; a caller that reads nothing stops the upstream's
+// writes at about the windows and socket buffers.
+func TestForwardToHTTP1CancelAndBackPressure(t *testing.T) {
+	before := runtime.NumGoroutine()
+	var canceled atomic.Bool
+	started := make(chan struct{}, 1)
+	var written atomic.Int64
+	chunk := make([]byte, 16<<10)
+	up := h1Backend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/flood" {
+			for i := 0; i < 64<<20/len(chunk); i++ {
+				n, err := w.Write(chunk)
+				written.Add(int64(n))
+				if err != nil {
+					return
+				}
+			}
+			return
+		}
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		started <- struct{}{}
+		<-r.Context().Done()
+		canceled.Store(true)
+	}))
+	cl := h1.NewClient(h1.Limits{}, nil)
+	s := &Server{Router: &h1Router{testRouter: testRouter{addr: up}, cl: cl}}
+	c := client(listen(t, s))
+
+	resp, err := c.Get("http://svc/flood")
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	w1 := written.Load()
+	time.Sleep(300 * time.Millisecond)
+	if w2 := written.Load(); w2 != w1 || w2 > 24<<20 {
+		t.Fatalf("upstream wrote %d then %d bytes to a caller that reads nothing", w1, w2)
+	}
+	if n, _ := io.Copy(io.Discard, resp.Body); n != 64<<20 {
+		t.Fatalf("read %d bytes", n)
+	}
+	resp.Body.Close()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", "http://svc/hang", strings.NewReader("body"))
+	resp, err = c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-started
+	cancel()
+	resp.Body.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for !canceled.Load() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !canceled.Load() {
+		t.Fatal("the upstream's request was not canceled")
+	}
+	c.CloseIdleConnections()
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := s.Shutdown(ctx2); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	cl.Close()
+	for time.Now().Before(deadline) && runtime.NumGoroutine() > before+4 {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before+4 { // the backend's own
+		buf := make([]byte, 1<<16)
+		t.Fatalf("%d goroutines left (%d before)\n%s", n, before, buf[:runtime.Stack(buf, true)])
 	}
 }
