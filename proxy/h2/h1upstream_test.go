@@ -137,6 +137,57 @@ func TestForwardToHTTP1(t *testing.T) {
 	}
 }
 
+// rawH1 answers every connection with resp, then closes it.
+func rawH1(t *testing.T, resp string) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 4096)
+				c.Read(buf)
+				io.WriteString(c, resp)
+				time.Sleep(100 * time.Millisecond)
+				c.Close()
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String()
+}
+
+// TestForwardToHTTP1BodyErrors: a response body cut short or badly
+// chunked after its head went out resets the caller's stream (the caller
+// sees an error, never a clean short body).
+func TestForwardToHTTP1BodyErrors(t *testing.T) {
+	cl := h1.NewClient(h1.Limits{}, nil)
+	t.Cleanup(cl.Close)
+	for _, tt := range []struct{ name, resp string }{
+		{"cut short", "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhello"},
+		{"bad chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n"},
+		{"no chunk CRLF", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Server{Router: &h1Router{testRouter: testRouter{addr: rawH1(t, tt.resp)}, cl: cl}}
+			resp, err := client(listen(t, s)).Get("http://svc/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil {
+				t.Errorf("body %q read cleanly, want the stream reset", b)
+			}
+		})
+	}
+}
+
 // TestForwardToHTTP1Errors: an upstream that is not there is the
 // Router's refused try; one that answers garbage is a reset.
 func TestForwardToHTTP1Errors(t *testing.T) {

@@ -52,7 +52,7 @@ func (l *teeListener) saw(s string) bool {
 // serveH1App is an HTTP/1.1-only app: /echo answers the request's
 // method, Host, Cookie, framing and peer identity in headers and echoes the
 // body with the digest in a trailer; /big?n=N sends N bytes.
-func serveH1App(t *testing.T) (int, *teeListener) {
+func serveH1App(t testing.TB) (int, *teeListener) {
 	t.Helper()
 	inner, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
