@@ -61,7 +61,7 @@ func (f *H2Outbound) Route(r *h2.Request, d *h2.Decision) {
 	st := &h2State{tel: o.tel.NewFast()}
 	d.State = st
 	grpc := r.GRPC()
-	if r.Method == http.MethodConnect {
+	if r.Method == http.MethodConnect && r.Protocol == "" { // an extended CONNECT (WebSocket) is routed
 		h2Fail(d, &MeshError{Status: http.StatusMethodNotAllowed, Code: CodeUnsupported,
 			Message: "CONNECT through the outbound listener is not supported; use --upstream NAME=ADDR for raw TCP"}, grpc)
 		return
@@ -304,7 +304,7 @@ func (h h2Headers) Get(name string) []byte {
 func (f *H2Inbound) Route(r *h2.Request, d *h2.Decision) {
 	in := f.in
 	grpc := r.GRPC()
-	if r.Method == http.MethodConnect {
+	if r.Method == http.MethodConnect && r.Protocol == "" {
 		d.Handler = in // counts the request itself
 		return
 	}
@@ -331,7 +331,11 @@ func (f *H2Inbound) Route(r *h2.Request, d *h2.Decision) {
 	if in.LoadTracker != nil {
 		in.LoadTracker.Begin()
 	}
-	peer, deny := in.authorize(r.RemoteAddr, []byte(r.Method), []byte(r.Path), h2Headers{r}, &st.scratch)
+	method := r.Method
+	if r.Protocol != "" {
+		method = http.MethodGet // a WebSocket is authorized as on HTTP/1.1, the GET the app gets
+	}
+	peer, deny := in.authorize(r.RemoteAddr, []byte(method), []byte(r.Path), h2Headers{r}, &st.scratch)
 	if deny != nil {
 		if grpc {
 			deny = &MeshError{Status: http.StatusForbidden, Code: deny.Code, Message: deny.Message}

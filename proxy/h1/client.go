@@ -52,6 +52,8 @@ type Exchange struct {
 	reqLeft int64
 	reqDone bool        // the request was written whole
 	failed  atomic.Bool // the connection's state is unknown: it is not pooled
+	upgrade bool        // the head asks for a protocol switch (Upgrade)
+	raw     bool        // switched (101): bytes go through unframed
 
 	resp    respMeta
 	mode    int
@@ -141,6 +143,26 @@ func (x *Exchange) Field(name, value string) error {
 	return nil
 }
 
+// Upgrade asks the upstream to switch to proto (Connection: Upgrade,
+// Upgrade: proto; call before EndHead). A 101 answer then makes the
+// exchange a tunnel (Switched): WriteBody writes bytes unframed, EndBody
+// half-closes the connection, and Next reads until the upstream closes.
+// Added for WebSocket over HTTP/2 (RFC 8441) to an HTTP/1.1 app.
+func (x *Exchange) Upgrade(proto string) error {
+	if proto == "" || !validString(proto, &valueByte) {
+		return fmt.Errorf("%w: upgrade %q", ErrInvalidField, proto)
+	}
+	x.upgrade = true
+	o := &x.out
+	o.writeString("Connection: Upgrade\r\nUpgrade: ")
+	o.writeString(proto)
+	o.writeString("\r\n")
+	return nil
+}
+
+// Switched reports that the upstream took the upgrade (101).
+func (x *Exchange) Switched() bool { return x.raw }
+
 // EndHead ends the head with the body's framing: contentLength bytes
 // (0 with body false sends none and no Content-Length unless the method
 // usually has a body), or chunked when it is -1 (unknown). Without a body
@@ -176,7 +198,9 @@ func (x *Exchange) WriteBody(p []byte) error {
 		return nil
 	}
 	o := &x.out
-	if x.chunked {
+	if x.raw {
+		o.write(p)
+	} else if x.chunked {
 		o.writeHex(int64(len(p)))
 		o.writeString("\r\n")
 		o.write(p)
@@ -197,6 +221,13 @@ func (x *Exchange) WriteBody(p []byte) error {
 // been sent whole.
 func (x *Exchange) EndBody(trailers []Field) error {
 	o := &x.out
+	if x.raw {
+		if err := x.fail(o.flush()); err != nil {
+			return err
+		}
+		closeWrite(x.uc.nc) // tunnel.go
+		return nil
+	}
 	if x.chunked {
 		o.writeString("0\r\n")
 		for _, f := range trailers {
@@ -248,6 +279,10 @@ func (x *Exchange) ReadHead(timeout time.Duration) error {
 			return err
 		}
 		st := x.resp.status
+		if st == 101 && x.upgrade {
+			x.raw, x.mode = true, modeEOF // what follows is the other protocol
+			return nil
+		}
 		if st == 101 {
 			x.failed.Store(true)
 			return fmt.Errorf("%w: %w", ErrResponseFraming, errUnexpected101)

@@ -77,7 +77,11 @@ func (fw *forwarder) tryH1(x *h1.Exchange) (retry bool) {
 	}()
 	var p *pump
 	end := func(pool bool) {
-		if p != nil && pool {
+		if p != nil && pool && x.Switched() {
+			// A tunnel the app half-closed: the caller's side goes on
+			// until it ends its stream or resets it.
+			<-p.done
+		} else if p != nil && pool {
 			// The whole answer is in; the body's last write may still be
 			// returning. One that is not done by now is abandoned.
 			select {
@@ -110,7 +114,8 @@ func (fw *forwarder) tryH1(x *h1.Exchange) (retry bool) {
 		fw.fail(err)
 		return false
 	}
-	if !req.EndStream {
+	// An upgrade's bytes go only once the app switched.
+	if !req.EndStream && req.Protocol == "" {
 		fw.body.rewind()
 		p = startH1Pump(fw.body, c, st, x)
 	}
@@ -137,8 +142,15 @@ func (fw *forwarder) tryH1(x *h1.Exchange) (retry bool) {
 	}
 	res.UpstreamHeaders = time.Now()
 	fields := h1ResponseFields(x, req, d)
+	switched := x.Switched()
+	if switched {
+		fields = switchedFields(fields)
+	}
 	ended := x.Ended()
 	resp := &Response{Status: x.Status(), Fields: fields[1:], EndStream: ended, At: res.UpstreamHeaders}
+	if switched {
+		resp.Status = 200 // what the caller gets
+	}
 	if fw.again(resp, nil) {
 		end(false)
 		return true
@@ -153,6 +165,10 @@ func (fw *forwarder) tryH1(x *h1.Exchange) (retry bool) {
 		return false
 	}
 	res.HeadWritten = true
+	if switched && !req.EndStream {
+		d.Unreplayable = true
+		p = startH1Pump(fw.body, c, st, x)
+	}
 	x.SetIdle(d.StreamIdle)
 	for !ended {
 		chunk, err := x.Next()
@@ -207,6 +223,9 @@ func writeH1Head(x *h1.Exchange, r *Request, d *Decision) error {
 	host := r.Authority
 	if host == "" {
 		host = r.Get("host")
+	}
+	if r.Protocol != "" {
+		return writeH1Upgrade(x, r, d, host) // extconnect.go
 	}
 	if err := x.WriteHead(r.Method, r.Path, host); err != nil {
 		return err

@@ -73,6 +73,10 @@ type Request struct {
 	// ContentLength is -1 when unknown; EndStream: no body follows.
 	ContentLength int64
 	EndStream     bool
+
+	// Protocol is an extended CONNECT's :protocol (RFC 8441, "websocket"),
+	// else "" (extconnect.go).
+	Protocol string
 }
 
 // Get returns the first value of the named field (case-insensitive), ""
