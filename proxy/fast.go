@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 	"unsafe"
 
@@ -259,6 +260,13 @@ func (f *FastOutbound) Answered(req *h1.Request, d *h1.Decision, resp *h1.Respon
 		o.Status = resp.Status
 		o.WeftError = bytesString(resp.Get(HeaderError))
 		o.Load = resp.Get(balancer.LoadHeader)
+		if gs := resp.Get("grpc-status"); gs != nil {
+			// A gRPC-Web trailers-only answer, as the other engines read
+			// a head's grpc-status.
+			if n, err := strconv.Atoi(bytesString(gs)); err == nil {
+				o.HasGRPC, o.GRPCStatus = true, n
+			}
+		}
 	case errors.Is(err, h1.ErrUpstreamTimeout):
 		o.Failure, o.Err = pipeline.FailTimeout, err
 	default:
@@ -448,7 +456,8 @@ func (f *FastInbound) Finish(req *h1.Request, d *h1.Decision, res *h1.Result) {
 }
 
 func end(tel *telemetry.Fast, weftErr, path string, req *h1.Request, res *h1.Result, ep *balancer.Endpoint) {
-	e := telemetry.FastEnd{Status: res.Status, End: res.End, WeftError: weftErr, ReqBytes: res.ReqBytes, RespBytes: res.RespBytes}
+	e := telemetry.FastEnd{Status: res.Status, End: res.End, WeftError: weftErr, GRPCStatus: res.GRPCStatus,
+		ReqBytes: res.ReqBytes, RespBytes: res.RespBytes}
 	if e.End.IsZero() {
 		e.End = time.Now()
 	}

@@ -61,7 +61,7 @@ func (f *H2Outbound) Route(r *h2.Request, d *h2.Decision) {
 	st := &h2State{tel: o.tel.NewFast()}
 	d.State = st
 	grpc := r.GRPC()
-	if r.Method == http.MethodConnect {
+	if r.Method == http.MethodConnect && r.Protocol == "" { // an extended CONNECT (WebSocket) is routed
 		h2Fail(d, &MeshError{Status: http.StatusMethodNotAllowed, Code: CodeUnsupported,
 			Message: "CONNECT through the outbound listener is not supported; use --upstream NAME=ADDR for raw TCP"}, grpc)
 		return
@@ -269,10 +269,11 @@ func h2End(tel *telemetry.Fast, weftErr string, r *h2.Request, res *h2.Result, e
 	tel.End(&e)
 }
 
-// H2Inbound routes other sidecars' HTTP/2 calls to the app: natively
-// when the app speaks h2c for the request (AppProtocolH2C, or gRPC under
-// AppProtocolAuto), else through Inbound's net/http handler, which speaks
-// HTTP/1.1 to the app.
+// H2Inbound routes other sidecars' HTTP/2 calls to the app natively: as
+// h2c streams when the app speaks h2c for the request (AppProtocolH2C, or
+// gRPC under AppProtocolAuto), else as HTTP/1.1 requests on proxy/h1's
+// pool (Decision.HTTP1). Only CONNECT goes through Inbound's net/http
+// handler.
 type H2Inbound struct{ in *Inbound }
 
 var _ h2.Router = (*H2Inbound)(nil)
@@ -303,8 +304,7 @@ func (h h2Headers) Get(name string) []byte {
 func (f *H2Inbound) Route(r *h2.Request, d *h2.Decision) {
 	in := f.in
 	grpc := r.GRPC()
-	native := r.Method != http.MethodConnect && (in.appProto == AppProtocolH2C || (grpc && in.appProto != AppProtocolHTTP1))
-	if !native {
+	if r.Method == http.MethodConnect && r.Protocol == "" {
 		d.Handler = in // counts the request itself
 		return
 	}
@@ -312,6 +312,9 @@ func (f *H2Inbound) Route(r *h2.Request, d *h2.Decision) {
 	st := &h2InState{native: true, tel: in.Telemetry.NewFast(), start: time.Now()}
 	d.State = st
 	d.Addr = in.appAddr
+	if !(in.appProto == AppProtocolH2C || (grpc && in.appProto != AppProtocolHTTP1)) {
+		d.HTTP1 = in.h1c // the app speaks HTTP/1.1
+	}
 	if in.Load != nil {
 		d.RespSet = append(d.RespSet, hpack.HeaderField{Name: balancer.LoadHeader, Value: string(in.Load(nil))})
 	}
@@ -328,7 +331,11 @@ func (f *H2Inbound) Route(r *h2.Request, d *h2.Decision) {
 	if in.LoadTracker != nil {
 		in.LoadTracker.Begin()
 	}
-	peer, deny := in.authorize(r.RemoteAddr, []byte(r.Method), []byte(r.Path), h2Headers{r}, &st.scratch)
+	method := r.Method
+	if r.Protocol != "" {
+		method = http.MethodGet // a WebSocket is authorized as on HTTP/1.1, the GET the app gets
+	}
+	peer, deny := in.authorize(r.RemoteAddr, []byte(method), []byte(r.Path), h2Headers{r}, &st.scratch)
 	if deny != nil {
 		if grpc {
 			deny = &MeshError{Status: http.StatusForbidden, Code: deny.Code, Message: deny.Message}

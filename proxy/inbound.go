@@ -17,6 +17,7 @@ import (
 
 	"github.com/weftmesh/weft/authz"
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/proxy/h1"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/telemetry/metrics"
 )
@@ -49,6 +50,9 @@ type Inbound struct {
 	log      *slog.Logger
 	rp       *httputil.ReverseProxy
 	h1, h2   *http.Transport
+	// h1c carries the native h2 engine's requests to an HTTP/1.1 app
+	// (h2route.go), on proxy/h1's pool and framing.
+	h1c *h1.Client
 
 	draining atomic.Bool
 	tunnels  sync.WaitGroup
@@ -108,6 +112,7 @@ func NewInbound(appAddr, appProtocol string, log *slog.Logger) *Inbound {
 	in.h1 = &http.Transport{DialContext: dialer.DialContext, MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
 	in.h2 = &http.Transport{DialContext: dialer.DialContext, IdleConnTimeout: 90 * time.Second, DisableCompression: true, Protocols: new(http.Protocols)}
 	in.h2.Protocols.SetUnencryptedHTTP2(true)
+	in.h1c = h1.NewClient(h1.Limits{DialTimeout: time.Second}, nil)
 	in.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http"
@@ -180,6 +185,7 @@ func (in *Inbound) WaitTunnels() { in.tunnels.Wait() }
 func (in *Inbound) CloseIdle() {
 	in.h1.CloseIdleConnections()
 	in.h2.CloseIdleConnections()
+	in.h1c.CloseIdle()
 }
 
 func (in *Inbound) ServeHTTP(w http.ResponseWriter, r *http.Request) {

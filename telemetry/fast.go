@@ -193,11 +193,16 @@ func (f *Fast) End(e *FastEnd) {
 		if e.PeerID != "" {
 			attrs = append(attrs, attribute.String("weft.upstream.instance", e.PeerID), attribute.String("server.address", e.PeerAddr))
 		}
+		if e.GRPCStatus != "" {
+			attrs = append(attrs, attribute.String("rpc.grpc.status_code", e.GRPCStatus)) // as Exchange's spans
+		}
 		if e.WeftError != "" {
 			attrs = append(attrs, attribute.String("weft.error", e.WeftError))
 			f.span.SetStatus(codes.Error, e.WeftError)
 		} else if e.Status >= 500 {
 			f.span.SetStatus(codes.Error, http.StatusText(e.Status))
+		} else if e.GRPCStatus != "" && e.GRPCStatus != "0" {
+			f.span.SetStatus(codes.Error, "grpc-status "+e.GRPCStatus)
 		}
 		f.span.SetAttributes(attrs...)
 		f.span.End(trace.WithTimestamp(e.End))

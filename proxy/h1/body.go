@@ -282,9 +282,11 @@ digitsDone:
 	return n, nil
 }
 
-// chunkLimits bound a chunked body's trailer section.
+// chunkLimits bound a chunked body's trailer section; grpcStatus, when
+// set (a response's), receives a grpc-status trailer's value.
 type chunkLimits struct {
 	maxTrailerBytes, maxTrailers int
+	grpcStatus                   *string
 }
 
 // copyChunked streams one chunked body from in to out, parsing its framing
@@ -359,6 +361,9 @@ func copyChunked(in *inbuf, out *outbuf, dechunk bool, lim chunkLimits) (rerr, w
 		name, value, err := parseField(line)
 		if err != nil {
 			return err, nil
+		}
+		if lim.grpcStatus != nil && isGRPCStatus(name) {
+			*lim.grpcStatus = grpcStatusString(value)
 		}
 		if dechunk || fieldKind(name) != kOther {
 			continue

@@ -798,6 +798,7 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	res.UpstreamHeaders = time.Now()
 	resp := &c.resp
 	res.Status = resp.status
+	res.GRPCStatus = grpcStatusOf(resp.fields)
 
 	mode := modeNone
 	switch {
@@ -814,6 +815,7 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 		again := rt.Answered(req, d, &c.respView, nil)
 		c.respView.Fields = nil
 		if again && werr == nil && !earlyFinal && c.canReplay() {
+			res.GRPCStatus = ""
 			c.discardResponse(up, mode)
 			return true
 		}
@@ -835,7 +837,9 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	}
 	switch mode {
 	case modeChunked:
-		rerr, werr = copyChunked(&up.in, o, req.ProtoMinor == 0, c.chunkLimits())
+		lim := c.chunkLimits()
+		lim.grpcStatus = &res.GRPCStatus
+		rerr, werr = copyChunked(&up.in, o, req.ProtoMinor == 0, lim)
 	case modeCL:
 		rerr, werr = copyN(&up.in, o, resp.contentLength)
 	case modeEOF:
@@ -1003,7 +1007,12 @@ func (c *conn) relayInterim() error {
 
 // readResponseHead reads and parses the next response head from up.
 func (c *conn) readResponseHead(up *upConn) error {
-	in, lim := &up.in, &c.s.lim
+	return readResponseHead(&up.in, &c.s.lim, &c.resp)
+}
+
+// readResponseHead reads and parses the next response head from in into
+// resp (also Client's).
+func readResponseHead(in *inbuf, lim *Limits, resp *respMeta) error {
 	var hs headScan
 	for {
 		if in.r < in.w {
@@ -1012,7 +1021,7 @@ func (c *conn) readResponseHead(up *upConn) error {
 				return err
 			}
 			if n > 0 {
-				err := parseResponse(in.buf[in.r:in.r+n], lim.MaxHeaders, &c.resp)
+				err := parseResponse(in.buf[in.r:in.r+n], lim.MaxHeaders, resp)
 				in.r += n
 				return err
 			}

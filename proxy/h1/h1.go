@@ -243,6 +243,10 @@ type Result struct {
 	// downstream; after that an error can only close the connection, and a
 	// local answer set in Finish is not used. Added so a Router can tell.
 	HeadWritten bool
+	// GRPCStatus is the grpc-status the forwarded response carried, in
+	// its head or (winning) its chunked trailer — a gRPC-Web answer's —
+	// or "" (grpcstatus.go).
+	GRPCStatus string
 }
 
 // Response is an upstream's final response head as a Retrier sees it;

@@ -136,7 +136,11 @@ func (c *conn) roundTripHTTP() {
 	defer resp.Body.Close()
 	res.UpstreamHeaders = time.Now()
 	res.Status = resp.StatusCode
+	res.GRPCStatus = resp.Header.Get("Grpc-Status")
 	c.writeHTTPResponse(resp, waitBody)
+	if v := resp.Trailer.Get("Grpc-Status"); v != "" {
+		res.GRPCStatus = v
+	}
 }
 
 var errAnswered = errors.New("h1: the upstream answered; the rest of the request body is not sent")

@@ -19,8 +19,11 @@ func requestFields(r *Request, d *Decision) []hpack.HeaderField {
 		hpack.HeaderField{Name: ":scheme", Value: "http"},
 		hpack.HeaderField{Name: ":authority", Value: r.Authority},
 	)
-	if r.Method != "CONNECT" {
+	if r.Method != "CONNECT" || r.Protocol != "" {
 		out = append(out, hpack.HeaderField{Name: ":path", Value: r.Path})
+	}
+	if r.Protocol != "" {
+		out = append(out, hpack.HeaderField{Name: ":protocol", Value: r.Protocol})
 	}
 	for _, f := range r.Fields {
 		if f.Name == "host" || dropped(f.Name, d.Set, d.Del) {

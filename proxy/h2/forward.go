@@ -24,6 +24,8 @@ func (s *Server) handle(c *conn, st *stream, req *Request) {
 	s.Router.Route(req, d)
 	if d.Handler != nil {
 		serveHandler(s, c, st, req, d, res)
+	} else if d.HTTP1 != nil {
+		forwardH1(s, c, st, req, d, res) // h1upstream.go
 	} else {
 		fw := &forwarder{s: s, c: c, st: st, req: req, d: d, res: res,
 			body: &heldBody{in: &st.in, limit: d.ReplayLimit}}

@@ -27,6 +27,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/weftmesh/weft/proxy/h1"
 )
 
 // Errors passed to Router.Answered (wrapped around their cause) and in
@@ -71,6 +73,10 @@ type Request struct {
 	// ContentLength is -1 when unknown; EndStream: no body follows.
 	ContentLength int64
 	EndStream     bool
+
+	// Protocol is an extended CONNECT's :protocol (RFC 8441, "websocket"),
+	// else "" (extconnect.go).
+	Protocol string
 }
 
 // Get returns the first value of the named field (case-insensitive), ""
@@ -117,8 +123,12 @@ type Decision struct {
 	Body         []byte
 	TrailersOnly bool
 	// Handler, when set, serves the request instead (requests the engine
-	// does not forward itself, e.g. to an HTTP/1.1 app).
+	// does not forward itself, e.g. the sidecar's own API).
 	Handler http.Handler
+	// HTTP1, when set, carries the request to Addr as HTTP/1.1 on this
+	// client's pooled connections instead of as an h2 stream: the way to
+	// an app that speaks HTTP/1.1 (h1upstream.go).
+	HTTP1 *h1.Client
 	// Set replaces or adds request fields for the upstream (names
 	// lower-case); Del removes request fields; RespSet adds response
 	// fields for the caller; RespDel removes response fields.

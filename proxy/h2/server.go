@@ -97,6 +97,7 @@ func (sc *serverConn) serve() {
 		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: lim.MaxConcurrentStreams},
 		http2.Setting{ID: http2.SettingInitialWindowSize, Val: uint32(lim.StreamWindow)},
 		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: lim.MaxHeaderListSize},
+		http2.Setting{ID: http2.SettingEnableConnectProtocol, Val: 1}, // RFC 8441 (extconnect.go)
 	)
 	c.fr.WriteWindowUpdate(0, uint32(lim.ConnWindow-initialWindow))
 	err := c.flush()
@@ -417,14 +418,20 @@ func requestOf(f *http2.MetaHeadersFrame) (*Request, error) {
 			r.Authority = hf.Value
 		case ":path":
 			r.Path = hf.Value
+		case ":protocol":
+			r.Protocol = hf.Value
 		default:
-			return nil, errMalformed // :status, :protocol (no extended CONNECT)
+			return nil, errMalformed // :status
 		}
 	}
 	if r.Method == "" {
 		return nil, errMalformed
 	}
-	if r.Method == "CONNECT" {
+	if r.Protocol != "" {
+		if !extendedConnectOK(r) { // extconnect.go
+			return nil, errMalformed
+		}
+	} else if r.Method == "CONNECT" {
 		if r.Scheme != "" || r.Path != "" || r.Authority == "" {
 			return nil, errMalformed
 		}
