@@ -399,15 +399,17 @@ func (id *identity) serveView(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(id.view())
 }
 
-// fastDial is the HTTP/1.1 engine's upstream dial on the outbound: mTLS to
-// other sidecars, plain TCP to the sidecar's own loopback API.
-func (s *Sidecar) fastDial(localAddr string) func(addr string) (net.Conn, error) {
+// fastDial is the HTTP/1.1 engine's upstream dial on the outbound (its
+// DialWait): mTLS to other sidecars, plain TCP to the sidecar's own
+// loopback API. A dial waiting for a handshake slot gives way to a pooled
+// connection coming back (mtls.Dialer.DialUnlessFreed).
+func (s *Sidecar) fastDial(localAddr string) func(addr string, freed <-chan struct{}) (net.Conn, error) {
 	d := s.id.dialer()
-	return func(addr string) (net.Conn, error) {
+	return func(addr string, freed <-chan struct{}) (net.Conn, error) {
 		if addr == localAddr {
 			return net.DialTimeout("tcp", addr, 2*time.Second)
 		}
-		return d.Dial(context.Background(), "tcp", addr, mtls.ALPNHTTP1)
+		return d.DialUnlessFreed(context.Background(), "tcp", addr, mtls.ALPNHTTP1, freed)
 	}
 }
 
