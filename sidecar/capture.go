@@ -106,7 +106,7 @@ func (s *Sidecar) runCapture(ctx context.Context, goRun func(string, func() erro
 	}
 	c.front = newFront(c.srv.Mesh(), s.out, router, s.log.With("component", "capture"), s.cfg.Listen, s.listenMetrics(), "capture")
 	if c.front.fast != nil {
-		c.front.fast.Dial = s.fastDial() // mTLS to other sidecars, as the outbound's
+		c.front.fast.DialWait = s.fastDial() // mTLS to other sidecars, as the outbound's
 	}
 	c.front.run(goRun, "capture (mesh)")
 	goRun("capture", func() error { return c.srv.Run(ctx) })

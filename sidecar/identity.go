@@ -404,13 +404,15 @@ func (id *identity) serveView(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(id.view())
 }
 
-// fastDial is the HTTP/1.1 engine's upstream dial on the outbound: mTLS to
-// other sidecars (the only upstreams it has; the sidecar's own API is
-// served on the app's connection).
-func (s *Sidecar) fastDial() func(addr string) (net.Conn, error) {
+// fastDial is the HTTP/1.1 engine's upstream dial on the outbound (its
+// DialWait): mTLS to other sidecars (the only upstreams it has; the
+// sidecar's own API is served on the app's connection). A dial waiting for
+// a handshake slot gives way to a pooled connection coming back
+// (mtls.Dialer.DialUnlessFreed).
+func (s *Sidecar) fastDial() func(addr string, freed <-chan struct{}) (net.Conn, error) {
 	d := s.id.dialer()
-	return func(addr string) (net.Conn, error) {
-		return d.Dial(context.Background(), "tcp", addr, mtls.ALPNHTTP1)
+	return func(addr string, freed <-chan struct{}) (net.Conn, error) {
+		return d.DialUnlessFreed(context.Background(), "tcp", addr, mtls.ALPNHTTP1, freed)
 	}
 }
 

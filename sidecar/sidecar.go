@@ -414,7 +414,7 @@ func (s *Sidecar) Run(ctx context.Context) error {
 		}
 		s.outFront = newFront(s.outLn, s.out, router, s.log.With("component", "outbound"), s.cfg.Listen, s.listenMetrics(), "outbound")
 		if s.outFront.fast != nil {
-			s.outFront.fast.Dial = s.fastDial()
+			s.outFront.fast.DialWait = s.fastDial()
 		}
 		s.outFront.useH2(s.cfg.H2, s.out.H2(), s.h2Dial(), nil, s.log.With("component", "outbound-h2"), s.cfg.Listen)
 		s.outFront.run(goRun, "outbound")

@@ -65,6 +65,11 @@ type hostPool struct {
 	idle     []*upConn
 	dead     bool // removed from the map by sweep
 	lastUsed time.Time
+
+	// freed, made by a get that found no idle connection and dials with a
+	// DialWait, is closed by the next put: a dial still waiting for its
+	// turn then gives up and the request takes the returned connection.
+	freed chan struct{}
 }
 
 // upstreams is the engine's connection pool. The address map is an
@@ -80,6 +85,9 @@ type upstreams struct {
 	timer  *time.Timer
 	sweeps sync.Mutex // held by a running sweep
 	closed atomic.Bool
+
+	// dialWait is Server.DialWait (see hostPool.freed); nil: dial.
+	dialWait func(addr string, freed <-chan struct{}) (net.Conn, error)
 }
 
 func (u *upstreams) init(lim *Limits) {
@@ -118,12 +126,29 @@ func (u *upstreams) host(addr string) *hostPool {
 func (u *upstreams) get(addr string, check bool) (*upConn, error) {
 	hp := u.host(addr)
 	now := time.Now()
-	for {
+	var nc net.Conn
+	var err error
+	for tries := 0; ; tries++ {
 		hp.mu.Lock()
 		hp.lastUsed = now
 		n := len(hp.idle)
 		if n == 0 {
+			var freed chan struct{}
+			if u.dialWait != nil && tries < maxFreedTries {
+				if hp.freed == nil {
+					hp.freed = make(chan struct{})
+				}
+				freed = hp.freed
+			}
 			hp.mu.Unlock()
+			if freed == nil {
+				nc, err = u.dialRaw(addr)
+				break
+			}
+			nc, err = u.dialWait(addr, freed)
+			if err != nil && isClosed(freed) {
+				continue // a connection came back while the dial waited (or failed): take it
+			}
 			break
 		}
 		uc := hp.idle[n-1]
@@ -137,13 +162,6 @@ func (u *upstreams) get(addr string, check bool) (*upConn, error) {
 		uc.reused = true
 		uc.acquire()
 		return uc, nil
-	}
-	var nc net.Conn
-	var err error
-	if u.dial != nil {
-		nc, err = u.dial(addr)
-	} else {
-		nc, err = u.dialer.Dial("tcp", addr)
 	}
 	if err != nil {
 		return nil, err
@@ -174,8 +192,26 @@ func (u *upstreams) put(uc *upConn) {
 	}
 	hp.idle = append(hp.idle, uc)
 	hp.lastUsed = now
+	if hp.freed != nil {
+		close(hp.freed)
+		hp.freed = nil
+	}
 	hp.mu.Unlock()
 	u.arm()
+}
+
+// maxFreedTries bounds how often one get goes back to the idle stack after
+// a freed dial (each time another request took the connection first);
+// then it dials without giving way.
+const maxFreedTries = 8
+
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 func (u *upstreams) sweepEvery() time.Duration {

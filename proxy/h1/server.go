@@ -49,6 +49,12 @@ type Server struct {
 	// *net.OpError with Op "dial" when nothing was sent, so the Router can
 	// retry elsewhere.
 	Dial func(addr string) (net.Conn, error)
+	// DialWait, when set, is used instead of Dial. freed is closed when a
+	// connection to addr goes back to the pool; a dial that is still
+	// waiting for its turn (the mTLS dialer's handshake slots) may then
+	// give up with an error, and the request takes that connection. nil
+	// for tunnels, which never use pooled connections.
+	DialWait func(addr string, freed <-chan struct{}) (net.Conn, error)
 
 	initOnce   sync.Once
 	handoff    Handoffer // Router's, if it has the capability
@@ -75,6 +81,7 @@ func (s *Server) init() {
 	}
 	s.ups.init(&s.lim)
 	s.ups.dial = s.Dial
+	s.ups.dialWait = s.DialWait
 	s.handoff, _ = s.Router.(Handoffer)
 	s.listeners = map[net.Listener]struct{}{}
 	s.conns = map[*conn]struct{}{}

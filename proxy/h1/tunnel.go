@@ -28,8 +28,12 @@ func (s *Server) TunnelStats() TunnelStats {
 }
 
 // dialRaw opens a connection that will carry a tunnel: never a pooled one
-// (those carry HTTP), never pooled after.
+// (those carry HTTP), never pooled after. get uses it too when there is no
+// DialWait.
 func (u *upstreams) dialRaw(addr string) (net.Conn, error) {
+	if u.dialWait != nil {
+		return u.dialWait(addr, nil)
+	}
 	if u.dial != nil {
 		return u.dial(addr)
 	}

@@ -1,6 +1,7 @@
 package mtls
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -88,6 +89,54 @@ func TestDialerBoundsHandshakesPerDestination(t *testing.T) {
 	}
 	stalled.Close()
 	srv.Wait()
+}
+
+// TestDialUnlessFreedGivesWay: a dial waiting for a handshake slot ends
+// with ErrFreed, nothing dialled, when its freed channel closes; one with
+// a slot free dials as Dial does.
+func TestDialUnlessFreedGivesWay(t *testing.T) {
+	ca := newTestCA(t, td)
+	l := server(t, serverSource(t, ca), Strict)
+	addr := l.Addr().String()
+	d := &Dialer{Source: serverSource(t, ca), MaxHandshakes: 1, Timeout: 30 * time.Second}
+	g := d.gate(addr)
+	g <- struct{}{} // the one slot is taken: a handshake in progress
+	freed := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		c, err := d.DialUnlessFreed(t.Context(), "tcp", addr, ALPNHTTP1, freed)
+		if c != nil {
+			c.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("returned while the slot was taken and nothing freed: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(freed)
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrFreed) {
+			t.Fatalf("err %v, want ErrFreed", err)
+		}
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "dial" {
+			t.Fatalf("err %#v, want a *net.OpError with Op dial", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("still waiting after freed closed")
+	}
+	if n := d.Source.Handshakes.Load(); n != 0 {
+		t.Fatalf("%d handshakes, want none", n)
+	}
+	<-g
+	c, err := d.DialUnlessFreed(t.Context(), "tcp", addr, ALPNHTTP1, make(chan struct{}))
+	if err != nil {
+		t.Fatalf("dial with a free slot: %v", err)
+	}
+	c.Close()
 }
 
 // oneConn is a listener that yields one connection, then blocks until
