@@ -96,6 +96,10 @@ type item struct {
 func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, sess *messaging.Session) *subscriber {
 	initial, maxBack := spec.BackoffDurations()
 	window := min(maxWindow, max(minWindow, windowPerWorker*spec.Concurrency))
+	if b := spec.Batch; b != nil {
+		// Room for every worker to fill a batch while its next one queues.
+		window = min(maxBatchWindow, max(window, 2*spec.Concurrency*b.MaxMessages))
+	}
 	s := &subscriber{
 		m: m, spec: spec, origin: origin, sess: sess,
 		log:     m.log.With("topic", spec.Topic),
@@ -208,6 +212,10 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, kv je
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
+			if s.spec.Batch != nil {
+				s.batchWorker(ctx, hard, queues[i], keyless, slots)
+				return
+			}
 			s.worker(ctx, hard, queues[i], keyless, slots)
 		}()
 	}
@@ -489,11 +497,7 @@ func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg, pt *pa
 		}
 		switch v {
 		case Ack:
-			_ = msg.Ack()
-			s.acked.Inc()
-			if ns, err := strconv.ParseInt(h.Get(messaging.HdrPublishedAt), 10, 64); err == nil {
-				s.latency.Observe(time.Since(time.Unix(0, ns)).Seconds())
-			}
+			s.ack(msg)
 			return
 		case DeadLetter:
 			s.deadLetter(ctx, hard, msg, meta, pt, attempt, reason)

@@ -1,0 +1,506 @@
+package deliver
+
+// Batched callbacks (Subscription spec.batch): a worker takes what it has
+// queued, up to maxMessages (after waiting up to maxWait for the batch to
+// fill), and POSTs it to the app as one NDJSON request, one message per
+// line in the order the worker got them. A worker's queue holds every
+// message of the keys that hash to it, so one key's messages are in one
+// batch in order, or in consecutive batches; the next batch is not sent
+// before this one is settled. What the app answers settles each message
+// as a single delivery's answer would (ack, retry, dead letter), with one
+// rule for order: after a keyed message is to be retried, the later
+// messages of its key in the batch are retried with it, whatever their
+// own answer, and a batch retried in place is sent again in its order.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/weftmesh/weft/messaging"
+)
+
+// Batch delivery limits and names.
+const (
+	// BatchContentType is the body of a batched callback.
+	BatchContentType = "application/x-ndjson"
+	// HTTPBatchSize carries the number of lines of a batched callback.
+	HTTPBatchSize = "X-Weft-Batch-Size"
+	// maxBatchAnswerBytes bounds the answer read: room for a result per
+	// message with a reason each.
+	maxBatchAnswerBytes = 1 << 20
+	// maxBatchWindow is the most messages a batching subscriber holds:
+	// enough for every worker to fill a batch while the next one queues.
+	maxBatchWindow = 8192
+)
+
+// BatchLine is one message of a batched callback: what a single callback
+// carries in headers, and the payload, base64 (JSON's []byte).
+type BatchLine struct {
+	ID          string            `json:"id"`
+	Topic       string            `json:"topic"`
+	Key         string            `json:"key,omitempty"`
+	Attempt     int               `json:"attempt"`
+	Sequence    uint64            `json:"sequence"`
+	Source      string            `json:"source,omitempty"`
+	PublishedAt string            `json:"publishedAt,omitempty"`
+	ContentType string            `json:"contentType"`
+	Headers     map[string]string `json:"headers,omitempty"`
+	Traceparent string            `json:"traceparent,omitempty"`
+	Data        []byte            `json:"data"`
+}
+
+// batchEntry is one message of a batch on its way through the attempts.
+type batchEntry struct {
+	it      item
+	meta    *jetstream.MsgMetadata
+	key     string
+	attempt int
+}
+
+// outcome is the app's answer for one message of a batch.
+type outcome struct {
+	v      Verdict
+	reason string
+}
+
+// Outcomes are the verdicts on a batch's messages, in line order.
+type Outcomes []outcome
+
+// Verdict is message i's verdict and, for anything but Ack, the reason.
+func (o Outcomes) Verdict(i int) (Verdict, string) { return o[i].v, o[i].reason }
+
+// batchWorker is worker for batched subscriptions: it gathers a batch from
+// its own queue and the keyless one, settles it, and frees its messages.
+func (s *subscriber) batchWorker(ctx, hard context.Context, own, keyless <-chan item, slots chan struct{}) {
+	maxN, wait := s.spec.Batch.MaxMessages, s.spec.Batch.Wait()
+	in := inbox{own: own, keyless: keyless}
+	batch := make([]item, 0, maxN)
+	var timer *time.Timer // Go ≥ 1.23: Reset after Stop leaves no stale tick
+	for {
+		first, ok := in.next(true, nil)
+		if !ok {
+			return // both queues closed
+		}
+		batch = append(batch, first)
+		// The rest: what is queued now, then (maxWait) what comes in time.
+		var expired <-chan time.Time
+		if wait > 0 {
+			if timer == nil {
+				timer = time.NewTimer(wait)
+			} else {
+				timer.Reset(wait)
+			}
+			expired = timer.C
+		}
+		for len(batch) < maxN {
+			it, ok := in.next(false, nil)
+			if !ok && expired != nil {
+				if it, ok = in.next(true, expired); !ok {
+					expired = nil // fired
+				}
+			}
+			if !ok {
+				break
+			}
+			batch = append(batch, it)
+		}
+		if expired != nil {
+			timer.Stop()
+		}
+		s.settleBatch(ctx, hard, batch)
+		for _, it := range batch {
+			s.bytes.Release(msgSize(it.msg))
+			s.held.remove(it.msg)
+			s.inFlight.Dec()
+			<-slots
+		}
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// inbox is a worker's two queues, its own (keyed) and the shared keyless
+// one; a closed queue is set to nil.
+type inbox struct{ own, keyless <-chan item }
+
+// next takes the next message. block waits for one until expired fires
+// (nil: for ever); otherwise only a message already queued is taken. false:
+// none came, or both queues are closed.
+func (in *inbox) next(block bool, expired <-chan time.Time) (item, bool) {
+	for in.own != nil || in.keyless != nil {
+		var it item
+		var own, ok bool
+		if block {
+			select {
+			case it, ok = <-in.own:
+				own = true
+			case it, ok = <-in.keyless:
+			case <-expired:
+				return item{}, false
+			}
+		} else {
+			select {
+			case it, ok = <-in.own:
+				own = true
+			case it, ok = <-in.keyless:
+			default:
+				return item{}, false
+			}
+		}
+		switch {
+		case ok:
+			return it, true
+		case own:
+			in.own = nil
+		default:
+			in.keyless = nil
+		}
+	}
+	return item{}, false
+}
+
+// settleBatch delivers a batch until every message is settled: acked, dead
+// lettered, handed back (keyless) or dropped because its partition is no
+// longer held here (its next holder delivers it again, in order).
+func (s *subscriber) settleBatch(ctx, hard context.Context, items []item) {
+	entries := make([]batchEntry, 0, len(items))
+	for _, it := range items {
+		if it.pt != nil {
+			if !it.pt.begin() {
+				continue
+			}
+			defer it.pt.end()
+		}
+		if e, ok := s.admit(ctx, hard, it); ok {
+			entries = append(entries, e)
+		}
+	}
+	var unreachableSince time.Time
+	for len(entries) > 0 {
+		entries = s.stillHeld(entries)
+		if len(entries) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			s.giveBack(entries, 0)
+			return
+		}
+		outs, reason, delivered := s.deliverBatch(hard, entries)
+		if !delivered {
+			// Nothing reached the app: not an attempt. As for a single
+			// delivery, wait for it; keyless messages go back to the
+			// broker after AckWait, for another instance.
+			if ctx.Err() != nil {
+				s.giveBack(entries, 0)
+				return
+			}
+			if unreachableSince.IsZero() {
+				unreachableSince = time.Now()
+				s.log.Warn("app not accepting deliveries; waiting", "url", s.url, "err", reason)
+			}
+			if time.Since(unreachableSince) > messaging.AckWait {
+				entries = s.giveBackKeyless(entries, time.Second)
+			}
+			if !sleep(ctx, unreachableRetry) {
+				s.giveBack(entries, 0)
+				return
+			}
+			continue
+		}
+		unreachableSince = time.Time{}
+		retry := entries[:0:0]
+		failedKeys := map[string]bool{}
+		for i, e := range entries {
+			o := outs[i]
+			if e.key != "" && failedKeys[e.key] {
+				o = outcome{Retry, "an earlier message with its key in the batch is retried"}
+			}
+			switch o.v {
+			case Ack:
+				s.ack(e.it.msg)
+				continue
+			case DeadLetter:
+				s.deadLetter(ctx, hard, e.it.msg, e.meta, e.it.pt, e.attempt, o.reason)
+				continue
+			}
+			if e.attempt >= s.spec.MaxDeliveries {
+				s.deadLetter(ctx, hard, e.it.msg, e.meta, e.it.pt, e.attempt, fmt.Sprintf("%d attempts failed; last: %s", e.attempt, o.reason))
+				continue
+			}
+			s.m.cfg.Metrics.Delivered.WithLabelValues(s.label, messaging.ResultRetry).Inc()
+			if e.key == "" && e.it.pt == nil {
+				_ = e.it.msg.NakWithDelay(messaging.Backoff(e.attempt, s.initial, s.maxBack))
+				continue
+			}
+			if e.key != "" {
+				failedKeys[e.key] = true
+			}
+			retry = append(retry, e)
+		}
+		if len(retry) == 0 {
+			return
+		}
+		// Retried in place, in order: later messages of these keys wait in
+		// the worker's queue.
+		if !sleep(ctx, messaging.Backoff(retry[0].attempt, s.initial, s.maxBack)) {
+			s.giveBack(retry, 0)
+			return
+		}
+		for i := range retry {
+			retry[i].attempt++
+		}
+		entries = retry
+	}
+}
+
+// admit reads a message's metadata and settles at once what needs no
+// delivery: unreadable, replayed for another subscriber, or handed out
+// more than maxDeliveries times already.
+func (s *subscriber) admit(ctx, hard context.Context, it item) (batchEntry, bool) {
+	msg := it.msg
+	if ctx.Err() != nil {
+		s.giveBack([]batchEntry{{it: it}}, 0)
+		return batchEntry{}, false
+	}
+	meta, err := msg.Metadata()
+	if err != nil {
+		s.log.Error("message without JetStream metadata; terminating it", "err", err)
+		_ = msg.Term()
+		return batchEntry{}, false
+	}
+	h := msg.Headers()
+	if f := h.Get(messaging.HdrReplayFor); f != "" && f != s.m.cfg.Service {
+		_ = msg.Ack()
+		return batchEntry{}, false
+	}
+	s.setLag(meta.Consumer, meta.NumPending)
+	attempt := int(meta.NumDelivered)
+	if attempt > s.spec.MaxDeliveries {
+		s.deadLetter(ctx, hard, msg, meta, it.pt, attempt-1, "handed out more than maxDeliveries times without an answer (instances stopped mid-delivery)")
+		return batchEntry{}, false
+	}
+	return batchEntry{it: it, meta: meta, key: h.Get(messaging.HdrKey), attempt: attempt}, true
+}
+
+// stillHeld drops the messages of partitions no longer held here.
+func (s *subscriber) stillHeld(entries []batchEntry) []batchEntry {
+	out := entries[:0]
+	for _, e := range entries {
+		if e.it.pt == nil || e.it.pt.holds() {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// giveBack hands keyless messages back to the broker; a partition's are
+// never handed back (see handle).
+func (s *subscriber) giveBack(entries []batchEntry, delay time.Duration) {
+	for _, e := range entries {
+		switch {
+		case e.it.pt != nil:
+		case delay > 0:
+			_ = e.it.msg.NakWithDelay(delay)
+		default:
+			_ = e.it.msg.Nak()
+		}
+	}
+}
+
+// giveBackKeyless hands back the keyless messages and keeps the rest.
+func (s *subscriber) giveBackKeyless(entries []batchEntry, delay time.Duration) []batchEntry {
+	out := entries[:0]
+	for _, e := range entries {
+		if e.it.pt == nil && e.key == "" {
+			_ = e.it.msg.NakWithDelay(delay)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func (s *subscriber) ack(msg jetstream.Msg) {
+	_ = msg.Ack()
+	s.acked.Inc()
+	if ns, err := strconv.ParseInt(msg.Headers().Get(messaging.HdrPublishedAt), 10, 64); err == nil {
+		s.latency.Observe(time.Since(time.Unix(0, ns)).Seconds())
+	}
+}
+
+// deliverBatch POSTs the batch to the app once and returns one outcome per
+// entry. delivered is false when the app could not be reached or the
+// sidecar is stopping (as deliver).
+func (s *subscriber) deliverBatch(hard context.Context, entries []batchEntry) (outs Outcomes, reason string, delivered bool) {
+	spans := s.m.cfg.Spans
+	ctx, span := spans.Start(hard, "deliver "+s.spec.Topic, trace.SpanKindConsumer)
+	span.SetAttributes(
+		attribute.String("messaging.system", "nats"),
+		attribute.String("messaging.operation.type", "process"),
+		attribute.String("messaging.destination.name", s.spec.Topic),
+		attribute.String("messaging.consumer.group.name", s.m.cfg.Service),
+		attribute.Int("messaging.batch.message_count", len(entries)),
+	)
+	defer func() {
+		span.SetAttributes(attribute.Bool("weft.message.delivered", delivered))
+		if !delivered || reason != "" {
+			span.SetStatus(codes.Error, reason)
+		}
+		span.End()
+	}()
+
+	body := encodeBatch(s.spec.Topic, entries)
+	cctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(cctx, http.MethodPost, s.url, bytes.NewReader(body))
+	if err != nil {
+		return fill(len(entries), DeadLetter, "building the request: "+err.Error()), "building the request", true
+	}
+	req.Header.Set("Content-Type", BatchContentType)
+	req.Header.Set(messaging.HTTPTopic, s.spec.Topic)
+	req.Header.Set(HTTPBatchSize, strconv.Itoa(len(entries)))
+	spans.Inject(ctx, req.Header)
+
+	resp, err := s.client.Transport.RoundTrip(req)
+	if err != nil {
+		switch {
+		case hard.Err() != nil:
+			return nil, "sidecar stopping", false
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return nil, "app not accepting connections on " + s.m.cfg.AppAddr, false
+		case errors.Is(cctx.Err(), context.DeadlineExceeded):
+			reason = fmt.Sprintf("no answer from the app within %s", s.timeout)
+			return fill(len(entries), Retry, reason), reason, true
+		}
+		reason = "delivery failed: " + err.Error()
+		return fill(len(entries), Retry, reason), reason, true
+	}
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxBatchAnswerBytes))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
+	outs = ParseBatchAnswer(resp.StatusCode, answer, entryIDs(entries))
+	for _, o := range outs {
+		if o.v != Ack {
+			reason = o.reason
+			break
+		}
+	}
+	if reason != "" && resp.StatusCode == http.StatusNotFound {
+		for i := range outs {
+			outs[i].reason += "; is " + s.spec.Path + " the subscription's path on the app?"
+		}
+	}
+	return outs, reason, true
+}
+
+func entryIDs(entries []batchEntry) []string {
+	ids := make([]string, len(entries))
+	for i, e := range entries {
+		ids[i] = messageID(e.it.msg.Headers())
+	}
+	return ids
+}
+
+func fill(n int, v Verdict, reason string) Outcomes {
+	out := make(Outcomes, n)
+	for i := range out {
+		out[i] = outcome{v, reason}
+	}
+	return out
+}
+
+// encodeBatch writes the batch's NDJSON body.
+func encodeBatch(topic string, entries []batchEntry) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	for _, e := range entries {
+		h := e.it.msg.Headers()
+		l := BatchLine{
+			ID: messageID(h), Topic: topic, Key: e.key, Attempt: e.attempt, Sequence: e.meta.Sequence.Stream,
+			Source: h.Get(messaging.HdrSource), ContentType: h.Get(messaging.HdrContentType),
+			Traceparent: h.Get("Traceparent"), Data: e.it.msg.Data(),
+		}
+		if l.ContentType == "" {
+			l.ContentType = "application/octet-stream"
+		}
+		if ns, err := strconv.ParseInt(h.Get(messaging.HdrPublishedAt), 10, 64); err == nil {
+			l.PublishedAt = time.Unix(0, ns).UTC().Format(time.RFC3339Nano)
+		}
+		for k, vs := range h {
+			if len(k) > len(messaging.HTTPHeaderPrefix) && strings.HasPrefix(k, messaging.HTTPHeaderPrefix) && len(vs) > 0 {
+				if l.Headers == nil {
+					l.Headers = map[string]string{}
+				}
+				l.Headers[k] = vs[0]
+			}
+		}
+		_ = enc.Encode(&l) // a struct of strings, numbers and bytes: cannot fail
+	}
+	return b.Bytes()
+}
+
+// ParseBatchAnswer turns the app's answer to a batched callback into one
+// outcome per message, ids being the batch's message ids in line order.
+//
+//   - 2xx with {"results": [...]}: one entry per line, in line order, each
+//     {"status": "SUCCESS" | "RETRY" | "DEADLETTER", "reason": "...", "id": "..."}
+//     (status as for a single delivery; reason optional, recorded on a
+//     dead letter; id optional, and when given it must be the line's).
+//     A results list of another length, or an id that is not its line's,
+//     retries the whole batch: the sidecar cannot tell which answer is
+//     whose.
+//   - anything else: ParseAnswer's verdict for every message, so a 2xx
+//     acks the whole batch, {"status":"RETRY"} or a 5xx retries it, a 4xx
+//     dead-letters it.
+func ParseBatchAnswer(status int, body []byte, ids []string) Outcomes {
+	if status >= 200 && status < 300 {
+		if t := bytes.TrimSpace(body); len(t) > 0 && t[0] == '{' {
+			var a struct {
+				Results *[]struct {
+					ID     *string `json:"id"`
+					Status *string `json:"status"`
+					Reason string  `json:"reason"`
+				} `json:"results"`
+			}
+			if json.Unmarshal(t, &a) == nil && a.Results != nil {
+				rs := *a.Results
+				if len(rs) != len(ids) {
+					return fill(len(ids), Retry, fmt.Sprintf("app answered %d results for a batch of %d messages", len(rs), len(ids)))
+				}
+				out := make(Outcomes, len(ids))
+				for i, r := range rs {
+					if r.ID != nil && *r.ID != ids[i] {
+						return fill(len(ids), Retry, fmt.Sprintf("app answered result %d for id %s, but line %d is %s", i+1, quote(*r.ID), i+1, quote(ids[i])))
+					}
+					v, reason := Ack, ""
+					if r.Status != nil {
+						v, reason = statusVerdict(*r.Status)
+					}
+					if v != Ack && strings.TrimSpace(r.Reason) != "" {
+						reason += ": " + quote(strings.TrimSpace(r.Reason))
+					}
+					out[i] = outcome{v, reason}
+				}
+				return out
+			}
+		}
+	}
+	v, reason := ParseAnswer(status, body)
+	return fill(len(ids), v, reason)
+}
