@@ -16,13 +16,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -87,6 +85,8 @@ func (o Outcomes) Verdict(i int) (Verdict, string) { return o[i].v, o[i].reason 
 // its own queue and the keyless one, settles it, and frees its messages.
 func (s *subscriber) batchWorker(ctx, hard context.Context, own, keyless <-chan item, slots chan struct{}) {
 	maxN, wait := s.spec.Batch.MaxMessages, s.spec.Batch.Wait()
+	app := newAppConn(s.m.cfg.AppAddr)
+	defer app.close()
 	in := inbox{own: own, keyless: keyless}
 	batch := make([]item, 0, maxN)
 	var timer *time.Timer // Go ≥ 1.23: Reset after Stop leaves no stale tick
@@ -121,7 +121,7 @@ func (s *subscriber) batchWorker(ctx, hard context.Context, own, keyless <-chan 
 		if expired != nil {
 			timer.Stop()
 		}
-		s.settleBatch(ctx, hard, batch)
+		s.settleBatch(ctx, hard, app, batch)
 		for _, it := range batch {
 			s.bytes.Release(msgSize(it.msg))
 			s.held.remove(it.msg)
@@ -176,14 +176,23 @@ func (in *inbox) next(block bool, expired <-chan time.Time) (item, bool) {
 // settleBatch delivers a batch until every message is settled: acked, dead
 // lettered, handed back (keyless) or dropped because its partition is no
 // longer held here (its next holder delivers it again, in order).
-func (s *subscriber) settleBatch(ctx, hard context.Context, items []item) {
+func (s *subscriber) settleBatch(ctx, hard context.Context, app *appConn, items []item) {
+	// A callback is cut short when the sidecar stops or a lease of one of
+	// its partitions is lost (the partition may be delivered elsewhere now).
+	hard, cut := context.WithCancel(hard)
+	defer cut()
 	entries := make([]batchEntry, 0, len(items))
+	var begun []*part
 	for _, it := range items {
 		if it.pt != nil {
 			if !it.pt.begin() {
 				continue
 			}
 			defer it.pt.end()
+			if !slices.Contains(begun, it.pt) {
+				begun = append(begun, it.pt)
+				defer context.AfterFunc(it.pt.lost, cut)()
+			}
 		}
 		if e, ok := s.admit(ctx, hard, it); ok {
 			entries = append(entries, e)
@@ -199,7 +208,7 @@ func (s *subscriber) settleBatch(ctx, hard context.Context, items []item) {
 			s.giveBack(entries, 0)
 			return
 		}
-		outs, reason, delivered := s.deliverBatch(hard, entries)
+		outs, reason, delivered := s.deliverBatch(hard, app, entries)
 		if !delivered {
 			// Nothing reached the app: not an attempt. As for a single
 			// delivery, wait for it; keyless messages go back to the
@@ -345,7 +354,7 @@ func (s *subscriber) ack(msg jetstream.Msg) {
 // deliverBatch POSTs the batch to the app once and returns one outcome per
 // entry. delivered is false when the app could not be reached or the
 // sidecar is stopping (as deliver).
-func (s *subscriber) deliverBatch(hard context.Context, entries []batchEntry) (outs Outcomes, reason string, delivered bool) {
+func (s *subscriber) deliverBatch(hard context.Context, app *appConn, entries []batchEntry) (outs Outcomes, reason string, delivered bool) {
 	spans := s.m.cfg.Spans
 	ctx, span := spans.Start(hard, "deliver "+s.spec.Topic, trace.SpanKindConsumer)
 	span.SetAttributes(
@@ -363,44 +372,28 @@ func (s *subscriber) deliverBatch(hard context.Context, entries []batchEntry) (o
 		span.End()
 	}()
 
-	body := encodeBatch(s.spec.Topic, entries)
-	cctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(cctx, http.MethodPost, s.url, bytes.NewReader(body))
+	rh := http.Header{}
+	rh.Set("Content-Type", BatchContentType)
+	rh.Set(messaging.HTTPTopic, s.spec.Topic)
+	rh.Set(HTTPBatchSize, strconv.Itoa(len(entries)))
+	spans.Inject(ctx, rh)
+	status, answer, err := app.post(ctx, s.spec.Path, rh, encodeBatch(s.spec.Topic, entries), time.Now().Add(s.timeout), maxBatchAnswerBytes)
 	if err != nil {
-		return fill(len(entries), DeadLetter, "building the request: "+err.Error()), "building the request", true
-	}
-	req.Header.Set("Content-Type", BatchContentType)
-	req.Header.Set(messaging.HTTPTopic, s.spec.Topic)
-	req.Header.Set(HTTPBatchSize, strconv.Itoa(len(entries)))
-	spans.Inject(ctx, req.Header)
-
-	resp, err := s.client.Transport.RoundTrip(req)
-	if err != nil {
-		switch {
-		case hard.Err() != nil:
-			return nil, "sidecar stopping", false
-		case errors.Is(err, syscall.ECONNREFUSED):
-			return nil, "app not accepting connections on " + s.m.cfg.AppAddr, false
-		case errors.Is(cctx.Err(), context.DeadlineExceeded):
-			reason = fmt.Sprintf("no answer from the app within %s", s.timeout)
-			return fill(len(entries), Retry, reason), reason, true
+		v, reason, delivered := s.callFailed(hard, err)
+		if !delivered {
+			return nil, reason, false
 		}
-		reason = "delivery failed: " + err.Error()
-		return fill(len(entries), Retry, reason), reason, true
+		return fill(len(entries), v, reason), reason, true
 	}
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, maxBatchAnswerBytes))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
-	outs = ParseBatchAnswer(resp.StatusCode, answer, entryIDs(entries))
+	span.SetAttributes(attribute.Int("http.response.status_code", status))
+	outs = ParseBatchAnswer(status, answer, entryIDs(entries))
 	for _, o := range outs {
 		if o.v != Ack {
 			reason = o.reason
 			break
 		}
 	}
-	if reason != "" && resp.StatusCode == http.StatusNotFound {
+	if reason != "" && status == http.StatusNotFound {
 		for i := range outs {
 			outs[i].reason += "; is " + s.spec.Path + " the subscription's path on the app?"
 		}

@@ -1,0 +1,93 @@
+package deliver
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// appConn against net/http's server: one kept-alive connection, a new one
+// after the app closes it (before or with an answer), chunked answers,
+// deadlines and cancellation.
+func TestAppConn(t *testing.T) {
+	var conns atomic.Int32
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		switch string(body) {
+		case "slow":
+			select {
+			case <-time.After(2 * time.Second):
+			case <-r.Context().Done():
+			}
+		case "close":
+			w.Header().Set("Connection", "close")
+		case "chunked":
+			io.WriteString(w, "part one, ")
+			w.(http.Flusher).Flush()
+			io.WriteString(w, "part two")
+			return
+		case "big":
+			io.WriteString(w, strings.Repeat("x", 200<<10))
+			return
+		}
+		if r.Method != http.MethodPost || r.URL.RequestURI() != "/events?x=1" || r.Header.Get("X-Msg-Tenant") != "acme" {
+			http.Error(w, "bad request", 400)
+			return
+		}
+		io.WriteString(w, "ok:"+string(body))
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	c := newAppConn(strings.TrimPrefix(srv.URL, "http://"))
+	defer c.close()
+	h := http.Header{"X-Msg-Tenant": {"acme"}}
+	post := func(body string, d time.Duration) (int, string, error) {
+		status, answer, err := c.post(context.Background(), "/events?x=1", h, []byte(body), time.Now().Add(d), 1<<10)
+		return status, string(answer), err
+	}
+	expect := func(body string, wantStatus int, want string) {
+		t.Helper()
+		status, answer, err := post(body, 5*time.Second)
+		if err != nil || status != wantStatus || answer != want {
+			t.Fatalf("post %q: %d %q %v, want %d %q", body, status, answer, err, wantStatus, want)
+		}
+	}
+	for range 20 {
+		expect("m", 200, "ok:m")
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("20 callbacks took %d connections, want 1 kept alive", n)
+	}
+	expect("close", 200, "ok:close")
+	expect("after close", 200, "ok:after close")
+	srv.CloseClientConnections() // the app drops the idle connection
+	expect("after drop", 200, "ok:after drop")
+	expect("chunked", 200, "part one, part two")
+	if _, answer, err := post("big", 5*time.Second); err != nil || len(answer) != 1<<10 {
+		t.Fatalf("big answer: %d bytes kept, %v; want the 1 KiB limit", len(answer), err)
+	}
+	expect("after big", 200, "ok:after big")
+	if _, _, err := post("slow", 100*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("slow app: %v, want the deadline exceeded", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(100*time.Millisecond, cancel)
+	began := time.Now()
+	if _, _, err := c.post(ctx, "/events?x=1", h, []byte("slow"), time.Now().Add(5*time.Second), 1<<10); !errors.Is(err, context.Canceled) || time.Since(began) > time.Second {
+		t.Fatalf("cancelled after %s: %v, want context.Canceled at once", time.Since(began), err)
+	}
+	expect("after cancel", 200, "ok:after cancel")
+}
