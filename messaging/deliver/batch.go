@@ -10,7 +10,8 @@ package deliver
 // as a single delivery's answer would (ack, retry, dead letter), with one
 // rule for order: after a keyed message is to be retried, the later
 // messages of its key in the batch are retried with it, whatever their
-// own answer, and a batch retried in place is sent again in its order.
+// own answer (without counting an attempt of theirs), and a batch retried
+// in place is sent again in its order.
 
 import (
 	"bytes"
@@ -67,12 +68,14 @@ type batchEntry struct {
 	meta    *jetstream.MsgMetadata
 	key     string
 	attempt int
+	blocked bool // retried only because an earlier message of its key is
 }
 
 // outcome is the app's answer for one message of a batch.
 type outcome struct {
 	v      Verdict
 	reason string
+	own    bool // from the message's entry in a results list
 }
 
 // Outcomes are the verdicts on a batch's messages, in line order.
@@ -235,8 +238,15 @@ func (s *subscriber) settleBatch(ctx, hard context.Context, app *appConn, items 
 		failedKeys := map[string]bool{}
 		for i, e := range entries {
 			o := outs[i]
-			if e.key != "" && failedKeys[e.key] {
-				o = outcome{Retry, "an earlier message with its key in the batch is retried"}
+			if e.key != "" && failedKeys[e.key] && o.own {
+				// Held back by an earlier message of its key, whatever its
+				// own answer: not an attempt of its own, or a poison
+				// message would take the rest of its key down with it. (An
+				// answer for the whole batch, a 5xx, is every message's
+				// own attempt.)
+				e.blocked = true
+				retry = append(retry, e)
+				continue
 			}
 			switch o.v {
 			case Ack:
@@ -246,7 +256,12 @@ func (s *subscriber) settleBatch(ctx, hard context.Context, app *appConn, items 
 				s.deadLetter(ctx, hard, e.it.msg, e.meta, e.it.pt, e.attempt, o.reason)
 				continue
 			}
+			if e.key != "" {
+				failedKeys[e.key] = true
+			}
 			if e.attempt >= s.spec.MaxDeliveries {
+				// Its key's later messages in the batch were answered
+				// after a failure (RETRY, as asked): send them again.
 				s.deadLetter(ctx, hard, e.it.msg, e.meta, e.it.pt, e.attempt, fmt.Sprintf("%d attempts failed; last: %s", e.attempt, o.reason))
 				continue
 			}
@@ -255,22 +270,24 @@ func (s *subscriber) settleBatch(ctx, hard context.Context, app *appConn, items 
 				_ = e.it.msg.NakWithDelay(messaging.Backoff(e.attempt, s.initial, s.maxBack))
 				continue
 			}
-			if e.key != "" {
-				failedKeys[e.key] = true
-			}
 			retry = append(retry, e)
 		}
 		if len(retry) == 0 {
 			return
 		}
 		// Retried in place, in order: later messages of these keys wait in
-		// the worker's queue.
-		if !sleep(ctx, messaging.Backoff(retry[0].attempt, s.initial, s.maxBack)) {
+		// the worker's queue. Only held-back ones left (the message that
+		// held them was dead-lettered): at once.
+		if i := slices.IndexFunc(retry, func(e batchEntry) bool { return !e.blocked }); i >= 0 &&
+			!sleep(ctx, messaging.Backoff(retry[i].attempt, s.initial, s.maxBack)) {
 			s.giveBack(retry, 0)
 			return
 		}
 		for i := range retry {
-			retry[i].attempt++
+			if !retry[i].blocked {
+				retry[i].attempt++
+			}
+			retry[i].blocked = false
 		}
 		entries = retry
 	}
@@ -412,7 +429,7 @@ func entryIDs(entries []batchEntry) []string {
 func fill(n int, v Verdict, reason string) Outcomes {
 	out := make(Outcomes, n)
 	for i := range out {
-		out[i] = outcome{v, reason}
+		out[i] = outcome{v: v, reason: reason}
 	}
 	return out
 }
@@ -488,7 +505,7 @@ func ParseBatchAnswer(status int, body []byte, ids []string) Outcomes {
 					if v != Ack && strings.TrimSpace(r.Reason) != "" {
 						reason += ": " + quote(strings.TrimSpace(r.Reason))
 					}
-					out[i] = outcome{v, reason}
+					out[i] = outcome{v, reason, true}
 				}
 				return out
 			}

@@ -226,3 +226,59 @@ func TestParseBatchAnswer(t *testing.T) {
 		})
 	}
 }
+
+// A keyed message the app keeps refusing is dead-lettered after
+// maxDeliveries attempts; the later messages of its key, retried with it
+// in the meantime (the app answering RETRY for them, as it should), count
+// no attempts of their own and are acked after it, in order.
+func TestBatchedPoisonMessageHoldsItsKeyOnly(t *testing.T) {
+	e := newEnv(t)
+	e.subscribe(batchSpec("poisoned", 10, "200ms", func(s *resource.SubscriptionSpec) { s.MaxDeliveries = 3 }))
+	var mu sync.Mutex
+	var acked []string
+	e.handBatch = func(ds []delivery) (int, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		var rs []string
+		failed := false
+		for _, d := range ds {
+			if d.Body == "poison" || failed {
+				failed = true
+				rs = append(rs, `{"status":"RETRY"}`)
+				continue
+			}
+			acked = append(acked, d.Body)
+			rs = append(rs, `{}`)
+		}
+		return 200, `{"results":[` + strings.Join(rs, ",") + `]}`
+	}
+	for i, body := range []string{"n0", "poison", "n1", "n2"} {
+		e.publish("poisoned", "k", fmt.Sprint("p", i), body)
+	}
+	waitFor(t, 20*time.Second, "the rest of the key acked", func() bool { mu.Lock(); defer mu.Unlock(); return len(acked) == 3 })
+	mu.Lock()
+	if strings.Join(acked, ",") != "n0,n1,n2" {
+		t.Fatalf("acked %v, want n0,n1,n2", acked)
+	}
+	mu.Unlock()
+	for _, d := range e.deliveries() {
+		if d.Body != "poison" && d.Attempt != 1 {
+			t.Fatalf("%s delivered as attempt %d: held back by the poison message, it made no attempt of its own; %s", d.Body, d.Attempt, e.summary())
+		}
+	}
+}
+
+// summary lists the batches received, each message as body/attempt.
+func (e *env) summary() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var b strings.Builder
+	for _, ds := range e.batches {
+		b.WriteString("[")
+		for _, d := range ds {
+			fmt.Fprintf(&b, " %s/%d", d.Body, d.Attempt)
+		}
+		b.WriteString(" ]")
+	}
+	return b.String()
+}
