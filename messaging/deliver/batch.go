@@ -180,38 +180,35 @@ func (in *inbox) next(block bool, expired <-chan time.Time) (item, bool) {
 // lettered, handed back (keyless) or dropped because its partition is no
 // longer held here (its next holder delivers it again, in order).
 func (s *subscriber) settleBatch(ctx, hard context.Context, app *appConn, items []item) {
-	// A callback is cut short when the sidecar stops or a lease of one of
-	// its partitions is lost (the partition may be delivered elsewhere now).
-	hard, cut := context.WithCancel(hard)
-	defer cut()
 	entries := make([]batchEntry, 0, len(items))
-	var begun []*part
 	for _, it := range items {
-		if it.pt != nil {
-			if !it.pt.begin() {
-				continue
-			}
-			defer it.pt.end()
-			if !slices.Contains(begun, it.pt) {
-				begun = append(begun, it.pt)
-				defer context.AfterFunc(it.pt.lost, cut)()
-			}
+		if it.pt != nil && !it.pt.begin() {
+			continue
 		}
 		if e, ok := s.admit(ctx, hard, it); ok {
 			entries = append(entries, e)
+		} else if it.pt != nil {
+			it.pt.end()
 		}
 	}
+	// A partition's message ends its delivery (pt.end, which a handover
+	// waits for) as soon as it is settled or dropped, not with the batch:
+	// another partition's retries must not hold a handover up.
+	defer func() {
+		for _, e := range entries {
+			e.end()
+		}
+	}()
 	var unreachableSince time.Time
 	for len(entries) > 0 {
-		entries = s.stillHeld(entries)
-		if len(entries) == 0 {
+		if entries = s.stillHeld(entries); len(entries) == 0 {
 			return
 		}
 		if ctx.Err() != nil {
 			s.giveBack(entries, 0)
 			return
 		}
-		outs, reason, delivered := s.deliverBatch(hard, app, entries)
+		outs, reason, delivered := s.deliverRound(hard, app, entries)
 		if !delivered {
 			// Nothing reached the app: not an attempt. As for a single
 			// delivery, wait for it; keyless messages go back to the
@@ -236,60 +233,93 @@ func (s *subscriber) settleBatch(ctx, hard context.Context, app *appConn, items 
 		unreachableSince = time.Time{}
 		retry := entries[:0:0]
 		failedKeys := map[string]bool{}
-		for i, e := range entries {
-			o := outs[i]
-			if e.key != "" && failedKeys[e.key] && o.own {
-				// Held back by an earlier message of its key, whatever its
-				// own answer: not an attempt of its own, or a poison
-				// message would take the rest of its key down with it. (An
-				// answer for the whole batch, a 5xx, is every message's
-				// own attempt.)
-				e.blocked = true
-				retry = append(retry, e)
+		for i := range entries {
+			e := &entries[i]
+			if s.settle(ctx, hard, e, outs[i], failedKeys) {
+				e.end()
 				continue
 			}
-			switch o.v {
-			case Ack:
-				s.ack(e.it.msg)
-				continue
-			case DeadLetter:
-				s.deadLetter(ctx, hard, e.it.msg, e.meta, e.it.pt, e.attempt, o.reason)
-				continue
-			}
-			if e.key != "" {
-				failedKeys[e.key] = true
-			}
-			if e.attempt >= s.spec.MaxDeliveries {
-				// Its key's later messages in the batch were answered
-				// after a failure (RETRY, as asked): send them again.
-				s.deadLetter(ctx, hard, e.it.msg, e.meta, e.it.pt, e.attempt, fmt.Sprintf("%d attempts failed; last: %s", e.attempt, o.reason))
-				continue
-			}
-			s.m.cfg.Metrics.Delivered.WithLabelValues(s.label, messaging.ResultRetry).Inc()
-			if e.key == "" && e.it.pt == nil {
-				_ = e.it.msg.NakWithDelay(messaging.Backoff(e.attempt, s.initial, s.maxBack))
-				continue
-			}
-			retry = append(retry, e)
+			retry = append(retry, *e)
 		}
-		if len(retry) == 0 {
+		if entries = retry; len(entries) == 0 {
 			return
 		}
 		// Retried in place, in order: later messages of these keys wait in
 		// the worker's queue. Only held-back ones left (the message that
 		// held them was dead-lettered): at once.
-		if i := slices.IndexFunc(retry, func(e batchEntry) bool { return !e.blocked }); i >= 0 &&
-			!sleep(ctx, messaging.Backoff(retry[i].attempt, s.initial, s.maxBack)) {
-			s.giveBack(retry, 0)
+		if i := slices.IndexFunc(entries, func(e batchEntry) bool { return !e.blocked }); i >= 0 &&
+			!sleep(ctx, messaging.Backoff(entries[i].attempt, s.initial, s.maxBack)) {
+			s.giveBack(entries, 0)
 			return
 		}
-		for i := range retry {
-			if !retry[i].blocked {
-				retry[i].attempt++
+		for i := range entries {
+			if !entries[i].blocked {
+				entries[i].attempt++
 			}
-			retry[i].blocked = false
+			entries[i].blocked = false
 		}
-		entries = retry
+	}
+}
+
+// settle applies the app's answer for one message of a batch: true when
+// the message is settled (acked, dead-lettered, handed back), false when it
+// is to be retried in place (e.blocked: only held back by an earlier
+// message of its key). failedKeys are the keys with a message to retry so
+// far in the batch.
+func (s *subscriber) settle(ctx, hard context.Context, e *batchEntry, o outcome, failedKeys map[string]bool) bool {
+	if e.key != "" && failedKeys[e.key] && o.own {
+		// Held back by an earlier message of its key, whatever its own
+		// answer: not an attempt of its own, or a poison message would
+		// take the rest of its key down with it. (An answer for the whole
+		// batch, a 5xx, is every message's own attempt.)
+		e.blocked = true
+		return false
+	}
+	switch o.v {
+	case Ack:
+		s.ack(e.it.msg)
+		return true
+	case DeadLetter:
+		s.deadLetter(ctx, hard, e.it.msg, e.meta, e.it.pt, e.attempt, o.reason)
+		return true
+	}
+	if e.key != "" {
+		failedKeys[e.key] = true
+	}
+	if e.attempt >= s.spec.MaxDeliveries {
+		// Its key's later messages in the batch were answered after a
+		// failure (RETRY, as asked): they are sent again.
+		s.deadLetter(ctx, hard, e.it.msg, e.meta, e.it.pt, e.attempt, fmt.Sprintf("%d attempts failed; last: %s", e.attempt, o.reason))
+		return true
+	}
+	s.m.cfg.Metrics.Delivered.WithLabelValues(s.label, messaging.ResultRetry).Inc()
+	if e.key == "" && e.it.pt == nil {
+		_ = e.it.msg.NakWithDelay(messaging.Backoff(e.attempt, s.initial, s.maxBack))
+		return true
+	}
+	return false
+}
+
+// deliverRound is one attempt at the batch, cut short when the sidecar
+// stops or the lease of a partition in it is lost (the partition may be
+// delivered elsewhere now; the next round leaves its messages out).
+func (s *subscriber) deliverRound(hard context.Context, app *appConn, entries []batchEntry) (Outcomes, string, bool) {
+	ctx, cut := context.WithCancel(hard)
+	defer cut()
+	var seen []*part
+	for _, e := range entries {
+		if pt := e.it.pt; pt != nil && !slices.Contains(seen, pt) {
+			seen = append(seen, pt)
+			defer context.AfterFunc(pt.lost, cut)()
+		}
+	}
+	return s.deliverBatch(ctx, app, entries)
+}
+
+// end ends a partition's message's delivery (see part.begin).
+func (e batchEntry) end() {
+	if e.it.pt != nil {
+		e.it.pt.end()
 	}
 }
 
@@ -322,13 +352,16 @@ func (s *subscriber) admit(ctx, hard context.Context, it item) (batchEntry, bool
 	return batchEntry{it: it, meta: meta, key: h.Get(messaging.HdrKey), attempt: attempt}, true
 }
 
-// stillHeld drops the messages of partitions no longer held here.
+// stillHeld drops (and ends) the messages of partitions no longer held
+// here.
 func (s *subscriber) stillHeld(entries []batchEntry) []batchEntry {
 	out := entries[:0]
 	for _, e := range entries {
 		if e.it.pt == nil || e.it.pt.holds() {
 			out = append(out, e)
+			continue
 		}
+		e.end()
 	}
 	return out
 }

@@ -171,7 +171,8 @@ func answerBatch(w http.ResponseWriter, recs []record, failBatch bool, delay tim
 	mu.Lock()
 	for i := range recs {
 		rec := &recs[i]
-		rec.At = time.Now().UnixNano()
+		rec.Start = time.Now().UnixNano() // lines are processed one after the other
+		rec.At = rec.Start
 		switch {
 		case rec.Body == "fail":
 			failBatch = true
