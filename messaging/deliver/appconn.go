@@ -103,6 +103,11 @@ func (c *appConn) once(ctx context.Context, path string, h http.Header, body []b
 		return fail(err, true)
 	}
 	resp, err := http.ReadResponse(c.br, nil)
+	// An interim answer (100 Continue, 103 Early Hints) is followed by the
+	// real one.
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(c.br, nil)
+	}
 	if err != nil {
 		return fail(err, false)
 	}

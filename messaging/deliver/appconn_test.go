@@ -35,6 +35,11 @@ func TestAppConn(t *testing.T) {
 			w.(http.Flusher).Flush()
 			io.WriteString(w, "part two")
 			return
+		case "early hints":
+			w.Header().Set("Link", "</style.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+			io.WriteString(w, "after hints")
+			return
 		case "big":
 			io.WriteString(w, strings.Repeat("x", 200<<10))
 			return
@@ -77,6 +82,7 @@ func TestAppConn(t *testing.T) {
 	srv.CloseClientConnections() // the app drops the idle connection
 	expect("after drop", 200, "ok:after drop")
 	expect("chunked", 200, "part one, part two")
+	expect("early hints", 200, "after hints")
 	if _, answer, err := post("big", 5*time.Second); err != nil || len(answer) != 1<<10 {
 		t.Fatalf("big answer: %d bytes kept, %v; want the 1 KiB limit", len(answer), err)
 	}
