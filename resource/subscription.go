@@ -31,6 +31,12 @@ const (
 	MaxTopicLength           = 255
 	MaxTopicTokens           = 16
 	MaxSubscriptionPathBytes = 1024
+	// MaxBatchMessages bounds a batched callback: the same 1,000 as a
+	// publish batch, so an app that takes one takes the other.
+	MaxBatchMessages = 1000
+	// MaxBatchWait bounds how long a sidecar holds a message back to fill
+	// a batch: batching is to save work under load, not to add latency.
+	MaxBatchWait = time.Second
 )
 
 // SubscriptionSpec is the spec of a Subscription. Zero values mean the
@@ -56,6 +62,45 @@ type SubscriptionSpec struct {
 	Timeout string `json:"timeout,omitempty"`
 	// Backoff spaces redeliveries: initial, doubled on every attempt up to max.
 	Backoff *BackoffSpec `json:"backoff,omitempty"`
+	// Batch, when set, delivers up to MaxMessages messages in one POST
+	// (NDJSON, one message per line) instead of one POST each; see
+	// docs/messaging.md for the body and the answers.
+	Batch *BatchSpec `json:"batch,omitempty"`
+}
+
+// BatchSpec turns batched callbacks on. A worker sends what it has queued,
+// up to MaxMessages; with MaxWait it first waits up to that long (from the
+// batch's first message) for the batch to fill. Unset MaxWait: no waiting,
+// so batches are as large as the backlog — one message when the app keeps
+// up, MaxMessages when it does not.
+type BatchSpec struct {
+	MaxMessages int    `json:"maxMessages"`
+	MaxWait     string `json:"maxWait,omitempty"`
+}
+
+// Wait is the batch's MaxWait (0 when unset).
+func (b *BatchSpec) Wait() time.Duration {
+	if b == nil || b.MaxWait == "" {
+		return 0
+	}
+	d, _ := time.ParseDuration(b.MaxWait)
+	return max(d, 0)
+}
+
+func (b *BatchSpec) validate() error {
+	if b.MaxMessages < 1 || b.MaxMessages > MaxBatchMessages {
+		return fmt.Errorf("batch.maxMessages: %d is not between 1 and %d (set it to turn batched callbacks on)", b.MaxMessages, MaxBatchMessages)
+	}
+	if b.MaxWait != "" {
+		d, err := time.ParseDuration(b.MaxWait)
+		if err != nil || d < 0 {
+			return fmt.Errorf("batch.maxWait: %q is not a duration such as 5ms or 0s", b.MaxWait)
+		}
+		if d > MaxBatchWait {
+			return fmt.Errorf("batch.maxWait: %s is more than the %s allowed (a message waits that long for its batch to fill)", b.MaxWait, MaxBatchWait)
+		}
+	}
+	return nil
 }
 
 // BackoffSpec is an exponential backoff: Initial, doubled up to Max.
@@ -178,6 +223,11 @@ func (s *SubscriptionSpec) Validate() error {
 		}
 		if b.Initial != "" && b.Max != "" && durationOr(b.Max, 0) < durationOr(b.Initial, 0) {
 			return fmt.Errorf("backoff.max: %s is less than backoff.initial %s", b.Max, b.Initial)
+		}
+	}
+	if s.Batch != nil {
+		if err := s.Batch.validate(); err != nil {
+			return err
 		}
 	}
 	return nil

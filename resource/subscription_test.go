@@ -47,6 +47,15 @@ func TestSubscriptionDecode(t *testing.T) {
 		{"backoff inverted", withSpec("  backoff: {initial: 5s, max: 1s}\n"), "backoff.max"},
 		{"backoff unknown field", withSpec("  backoff: {factor: 3}\n"), "unknown field"},
 		{"wrong type", withSpec("  concurrency: many\n"), "concurrency"},
+		{"batch", withSpec("  batch: {maxMessages: 100, maxWait: 5ms}\n"), ""},
+		{"batch without wait", withSpec("  batch: {maxMessages: 1}\n"), ""},
+		{"batch zero wait", withSpec("  batch: {maxMessages: 10, maxWait: 0s}\n"), ""},
+		{"batch without maxMessages", withSpec("  batch: {maxWait: 5ms}\n"), "spec.batch.maxMessages: 0 is not between 1 and 1000"},
+		{"batch too large", withSpec("  batch: {maxMessages: 5000}\n"), "spec.batch.maxMessages: 5000 is not between 1 and 1000"},
+		{"batch wait too long", withSpec("  batch: {maxMessages: 10, maxWait: 10s}\n"), "spec.batch.maxWait: 10s is more than the 1s allowed"},
+		{"batch bad wait", withSpec("  batch: {maxMessages: 10, maxWait: soon}\n"), `spec.batch.maxWait: "soon" is not a duration`},
+		{"batch negative wait", withSpec("  batch: {maxMessages: 10, maxWait: -1s}\n"), "spec.batch.maxWait"},
+		{"batch unknown field", withSpec("  batch: {size: 10}\n"), "unknown field"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,10 @@
 // sidecars add to).
 //
 //	make build && go run ./bench/messaging -weft bin/weft
+//
+// -batch N publishes N messages per request (POST /v1/publish-batch) and
+// -callback-batch N delivers up to N per callback (Subscription
+// spec.batch), the two sides of the sidecars' fastest path.
 package main
 
 import (
@@ -18,6 +22,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -50,6 +55,8 @@ func main() {
 	flag.StringVar(&profileDir, "profile", "", "write CPU profiles of both sidecars during the max run to this directory")
 	flag.IntVar(&keys, "keys", 0, "publish through the sidecars with ordering keys, rotating over this many (0: no key)")
 	flag.IntVar(&batch, "batch", 1, "messages per publish request in the sidecars' max run (> 1: POST /v1/publish-batch, NDJSON)")
+	flag.IntVar(&callbackBatch, "callback-batch", 0, "batched callbacks: the Subscription's batch.maxMessages (0: one callback per message)")
+	flag.StringVar(&callbackWait, "callback-wait", "", "with -callback-batch: the Subscription's batch.maxWait (empty: send what is queued)")
 	flag.Parse()
 	if err := run(*weft, *rate, *dur, *conc, *size); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/messaging:", err)
@@ -58,8 +65,10 @@ func main() {
 }
 
 var (
-	profileDir string
-	batch      int
+	profileDir    string
+	batch         int
+	callbackBatch int
+	callbackWait  string
 )
 
 type env struct {
@@ -90,6 +99,9 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	keyNote := "no ordering key"
 	if keys > 0 {
 		keyNote = fmt.Sprintf("ordering keys rotating over %d (through the sidecars)", keys)
+	}
+	if callbackBatch > 0 {
+		keyNote += fmt.Sprintf(", batched callbacks of up to %d (maxWait %q)", callbackBatch, callbackWait)
 	}
 	fmt.Printf("Weft messaging on this machine: %d CPUs, payload %d bytes, %s, broker %s (embedded)\n\n", numCPU(), size, keyNote, e.broker)
 
@@ -281,17 +293,28 @@ func (e *env) start(weft string, conc int) error {
 	}
 	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Content-Type") == "application/x-ndjson" {
+			e.receivedBatch(body)
+			return
+		}
 		if len(body) >= 8 {
 			e.received <- int64(binary.BigEndian.Uint64(body))
 		}
 	}))
 	control := "127.0.0.1:" + strconv.Itoa(grpcA)
 	subAdmin, pubAdmin, pubOut := freePort(), freePort(), freePort()
+	batchSpec := ""
+	if callbackBatch > 0 {
+		batchSpec = fmt.Sprintf(", batch: {maxMessages: %d}", callbackBatch)
+		if callbackWait != "" {
+			batchSpec = fmt.Sprintf(", batch: {maxMessages: %d, maxWait: %s}", callbackBatch, callbackWait)
+		}
+	}
 	manifest := fmt.Sprintf(`apiVersion: weft.dev/v1alpha1
 kind: Subscription
 metadata: {name: bench}
-spec: {service: sink, topic: bench.sidecar, path: /cb, concurrency: %d}
-`, conc)
+spec: {service: sink, topic: bench.sidecar, path: /cb, concurrency: %d%s}
+`, conc, batchSpec)
 	req, _ := http.NewRequest("POST", e.api+"/api/v1/apply", strings.NewReader(manifest))
 	apiclient.Authorize(req) // the local token file, as the CLI
 	resp, err := http.DefaultClient.Do(req)
@@ -328,6 +351,25 @@ spec: {service: sink, topic: bench.sidecar, path: /cb, concurrency: %d}
 	}
 	e.drain(5 * time.Second)
 	return nil
+}
+
+// receivedBatch reads a batched callback (NDJSON, payload base64 in
+// "data") as the app of a batching subscription would.
+func (e *env) receivedBatch(body []byte) {
+	for len(body) > 0 {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		var l struct {
+			Data []byte `json:"data"`
+		}
+		if json.Unmarshal(line, &l) == nil && len(l.Data) >= 8 {
+			e.received <- int64(binary.BigEndian.Uint64(l.Data))
+		}
+	}
 }
 
 var hc = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 1024}}

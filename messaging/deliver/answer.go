@@ -65,21 +65,26 @@ func ParseAnswer(status int, body []byte) (Verdict, string) {
 		if json.Unmarshal(t, &a) != nil || a.Status == nil {
 			return Ack, ""
 		}
-		switch strings.ToUpper(strings.TrimSpace(*a.Status)) {
-		case "SUCCESS", "":
-			return Ack, ""
-		case "RETRY":
-			return Retry, "app answered RETRY"
-		case "DEADLETTER", "DEAD_LETTER", "DROP":
-			return DeadLetter, "app answered DEADLETTER"
-		}
-		return Retry, fmt.Sprintf("app answered unknown status %s (want SUCCESS, RETRY or DEADLETTER)", quote(*a.Status))
+		return statusVerdict(*a.Status)
 	case status == http.StatusRequestTimeout, status == http.StatusTooEarly, status == http.StatusTooManyRequests, status >= 500 && status < 600:
 		return Retry, statusReason(status, body)
 	case status >= 400 && status < 500:
 		return DeadLetter, statusReason(status, body) + " (a 4xx is not retried)"
 	}
 	return Retry, statusReason(status, body)
+}
+
+// statusVerdict reads the app's {"status": ...} word.
+func statusVerdict(status string) (Verdict, string) {
+	switch strings.ToUpper(strings.TrimSpace(status)) {
+	case "SUCCESS", "":
+		return Ack, ""
+	case "RETRY":
+		return Retry, "app answered RETRY"
+	case "DEADLETTER", "DEAD_LETTER", "DROP":
+		return DeadLetter, "app answered DEADLETTER"
+	}
+	return Retry, fmt.Sprintf("app answered unknown status %s (want SUCCESS, RETRY or DEADLETTER)", quote(status))
 }
 
 func statusReason(status int, body []byte) string {

@@ -307,8 +307,13 @@ func (m *Manager) reconcile(ctx context.Context, desired map[string]resource.Sub
 			defer close(r.done)
 			s.run(rctx)
 		}()
+		batch := 0
+		if spec.Batch != nil {
+			batch = spec.Batch.MaxMessages
+		}
 		m.log.Info("subscription started", "topic", t, "path", spec.Path, "origin", origins[t],
-			"concurrency", spec.Concurrency, "max_deliveries", spec.MaxDeliveries, "dead_letter_topic", spec.DeadLetterTopic)
+			"concurrency", spec.Concurrency, "max_deliveries", spec.MaxDeliveries, "dead_letter_topic", spec.DeadLetterTopic,
+			"batch_max_messages", batch)
 	}
 }
 

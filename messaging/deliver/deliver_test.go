@@ -49,6 +49,10 @@ type env struct {
 	mu   sync.Mutex
 	got  []delivery
 	hand func(d delivery) (int, string) // the app's answer
+	// batches are the batched callbacks received (their deliveries are
+	// in got too); handBatch answers them.
+	batches   [][]delivery
+	handBatch func(ds []delivery) (int, string)
 }
 
 type delivery struct {
@@ -70,8 +74,15 @@ func newEnv(t *testing.T) *env {
 	e.conn = messaging.NewConn(messaging.ConnConfig{Access: func() messaging.Access { return messaging.Access{URLs: b.URL()} }, Poll: 20 * time.Millisecond})
 	e.pub = publish.New(publish.Config{Conn: e.conn, Source: "pub"})
 	e.hand = func(delivery) (int, string) { return 200, "" }
+	e.handBatch = func([]delivery) (int, string) { return 200, "" }
 	e.app = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Content-Type") == deliver.BatchContentType {
+			code, answer := e.batch(r, body)
+			w.WriteHeader(code)
+			io.WriteString(w, answer)
+			return
+		}
 		a, _ := strconv.Atoi(r.Header.Get(messaging.HTTPAttempt))
 		d := delivery{ID: r.Header.Get(messaging.HTTPMessageID), Key: r.Header.Get(messaging.HTTPKey), Topic: r.Header.Get(messaging.HTTPTopic),
 			Attempt: a, Body: string(body), Header: r.Header.Clone()}

@@ -1,15 +1,13 @@
 package deliver
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
-	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -62,7 +60,6 @@ type subscriber struct {
 	origin  string
 	sess    *messaging.Session
 	log     *slog.Logger
-	client  *http.Client
 	url     string
 	label   string // topic metric label
 	timeout time.Duration
@@ -96,6 +93,10 @@ type item struct {
 func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, sess *messaging.Session) *subscriber {
 	initial, maxBack := spec.BackoffDurations()
 	window := min(maxWindow, max(minWindow, windowPerWorker*spec.Concurrency))
+	if b := spec.Batch; b != nil {
+		// Room for every worker to fill a batch while its next one queues.
+		window = min(maxBatchWindow, max(window, 2*spec.Concurrency*b.MaxMessages))
+	}
 	s := &subscriber{
 		m: m, spec: spec, origin: origin, sess: sess,
 		log:     m.log.With("topic", spec.Topic),
@@ -107,13 +108,6 @@ func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, se
 		held:   tracker{msgs: map[jetstream.Msg]time.Time{}},
 		lag:    map[string]uint64{},
 		maxMsg: int64(maxMessageBytes(m)),
-		client: &http.Client{Transport: &http.Transport{
-			Proxy:               nil, // the app is on loopback, never behind HTTP_PROXY
-			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-			MaxIdleConnsPerHost: spec.Concurrency + 1,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true,
-		}},
 	}
 	mt := m.cfg.Metrics
 	s.inFlight, s.latency = mt.InFlight.WithLabelValues(s.label), mt.Latency.WithLabelValues(s.label)
@@ -131,7 +125,6 @@ func (s *subscriber) fetchLeast() int64 { return s.maxMsg + 2*messaging.HeaderRo
 // run sets the consumer up and consumes, starting over after any failure
 // (broker restart, consumer deleted), until ctx ends.
 func (s *subscriber) run(ctx context.Context) {
-	defer s.client.CloseIdleConnections()
 	backoff := 250 * time.Millisecond
 	for {
 		cons, kv, err := s.setup(ctx)
@@ -208,6 +201,10 @@ func (s *subscriber) consume(ctx context.Context, cons jetstream.Consumer, kv je
 		workers.Add(1)
 		go func() {
 			defer workers.Done()
+			if s.spec.Batch != nil {
+				s.batchWorker(ctx, hard, queues[i], keyless, slots)
+				return
+			}
 			s.worker(ctx, hard, queues[i], keyless, slots)
 		}()
 	}
@@ -375,6 +372,8 @@ func (s *subscriber) dispatch(it item, queues []chan item, keyless chan item) {
 }
 
 func (s *subscriber) worker(ctx, hard context.Context, own, keyless <-chan item, slots chan struct{}) {
+	app := newAppConn(s.m.cfg.AppAddr)
+	defer app.close()
 	for own != nil || keyless != nil {
 		var it item
 		var ok bool
@@ -392,9 +391,9 @@ func (s *subscriber) worker(ctx, hard context.Context, own, keyless <-chan item,
 		}
 		switch {
 		case it.pt == nil:
-			s.handle(ctx, hard, it.msg, nil)
+			s.handle(ctx, hard, app, it.msg, nil)
 		case it.pt.begin():
-			s.handle(ctx, it.pt.lost, it.msg, it.pt)
+			s.handle(ctx, it.pt.lost, app, it.msg, it.pt)
 			it.pt.end()
 		default:
 			// The partition is no longer held here: its next holder
@@ -424,7 +423,7 @@ func (s *subscriber) setLag(consumer string, pending uint64) {
 // the broker would redeliver it after newer ones. It is retried in place
 // while the partition is held, and dropped when it no longer is; the
 // partition's next holder delivers it again (see partitions.go).
-func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg, pt *part) {
+func (s *subscriber) handle(ctx, hard context.Context, app *appConn, msg jetstream.Msg, pt *part) {
 	giveBack := func(delay time.Duration) {
 		switch {
 		case pt != nil:
@@ -461,7 +460,7 @@ func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg, pt *pa
 		if pt != nil && !pt.holds() {
 			return
 		}
-		v, reason, delivered := s.deliver(hard, msg, meta, attempt)
+		v, reason, delivered := s.deliver(hard, app, msg, meta, attempt)
 		if !delivered && pt != nil && !pt.holds() {
 			return // the partition went elsewhere mid-delivery (see partitions.go)
 		}
@@ -489,11 +488,7 @@ func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg, pt *pa
 		}
 		switch v {
 		case Ack:
-			_ = msg.Ack()
-			s.acked.Inc()
-			if ns, err := strconv.ParseInt(h.Get(messaging.HdrPublishedAt), 10, 64); err == nil {
-				s.latency.Observe(time.Since(time.Unix(0, ns)).Seconds())
-			}
+			s.ack(msg)
 			return
 		case DeadLetter:
 			s.deadLetter(ctx, hard, msg, meta, pt, attempt, reason)
@@ -520,22 +515,28 @@ func (s *subscriber) handle(ctx, hard context.Context, msg jetstream.Msg, pt *pa
 // deliver POSTs the message to the app once. delivered is false when the
 // app could not be reached at all (connection refused) or the sidecar is
 // stopping.
-func (s *subscriber) deliver(hard context.Context, msg jetstream.Msg, meta *jetstream.MsgMetadata, attempt int) (v Verdict, reason string, delivered bool) {
+func (s *subscriber) deliver(hard context.Context, app *appConn, msg jetstream.Msg, meta *jetstream.MsgMetadata, attempt int) (v Verdict, reason string, delivered bool) {
 	h := msg.Headers()
 	id := messageID(h)
 	spans := s.m.cfg.Spans
 	ctx := spans.Extract(hard, http.Header(h))
 	ctx, span := spans.Start(ctx, "deliver "+s.spec.Topic, trace.SpanKindConsumer)
-	span.SetAttributes(
-		attribute.String("messaging.system", "nats"),
-		attribute.String("messaging.operation.type", "process"),
-		attribute.String("messaging.destination.name", s.spec.Topic),
-		attribute.String("messaging.consumer.group.name", s.m.cfg.Service),
-		attribute.String("messaging.message.id", id),
-		attribute.Int("messaging.delivery.attempt", attempt),
-		attribute.Int64("messaging.nats.stream.sequence", int64(meta.Sequence.Stream)),
-	)
+	if span.IsRecording() { // the attributes cost 7 allocations per message
+		span.SetAttributes(
+			attribute.String("messaging.system", "nats"),
+			attribute.String("messaging.operation.type", "process"),
+			attribute.String("messaging.destination.name", s.spec.Topic),
+			attribute.String("messaging.consumer.group.name", s.m.cfg.Service),
+			attribute.String("messaging.message.id", id),
+			attribute.Int("messaging.delivery.attempt", attempt),
+			attribute.Int64("messaging.nats.stream.sequence", int64(meta.Sequence.Stream)),
+		)
+	}
 	defer func() {
+		if !span.IsRecording() {
+			span.End()
+			return
+		}
 		span.SetAttributes(attribute.String("weft.message.result", v.String()), attribute.Bool("weft.message.delivered", delivered))
 		if v != Ack || !delivered {
 			span.SetStatus(codes.Error, reason)
@@ -543,13 +544,7 @@ func (s *subscriber) deliver(hard context.Context, msg jetstream.Msg, meta *jets
 		span.End()
 	}()
 
-	cctx, cancel := context.WithTimeout(ctx, s.timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(cctx, http.MethodPost, s.url, bytes.NewReader(msg.Data()))
-	if err != nil {
-		return DeadLetter, "building the request: " + err.Error(), true
-	}
-	rh := req.Header
+	rh := make(http.Header, 12)
 	ct := h.Get(messaging.HdrContentType)
 	if ct == "" {
 		ct = "application/octet-stream"
@@ -575,31 +570,33 @@ func (s *subscriber) deliver(hard context.Context, msg jetstream.Msg, meta *jets
 	}
 	spans.Inject(ctx, rh)
 
-	// The transport straight, not Client.Do: a callback follows no
-	// redirect and keeps no cookies, and Do copies every request's headers
-	// for redirects it will not make (5% of the subscribing sidecar's CPU
-	// in bench/messaging's max run).
-	resp, err := s.client.Transport.RoundTrip(req)
+	status, body, err := app.post(ctx, s.spec.Path, rh, msg.Data(), time.Now().Add(s.timeout), MaxAnswerBytes)
 	if err != nil {
-		switch {
-		case hard.Err() != nil:
-			return Retry, "sidecar stopping", false
-		case errors.Is(err, syscall.ECONNREFUSED):
-			return Retry, "app not accepting connections on " + s.m.cfg.AppAddr, false
-		case errors.Is(cctx.Err(), context.DeadlineExceeded):
-			return Retry, fmt.Sprintf("no answer from the app within %s", s.timeout), true
-		}
-		return Retry, "delivery failed: " + err.Error(), true
+		v, reason, delivered = s.callFailed(hard, err)
+		return v, reason, delivered
 	}
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxAnswerBytes))
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10)) // keep the connection reusable
-	resp.Body.Close()
-	span.SetAttributes(attribute.Int("http.response.status_code", resp.StatusCode))
-	v, reason = ParseAnswer(resp.StatusCode, body)
-	if v != Ack && reason != "" && resp.StatusCode == http.StatusNotFound {
+	if span.IsRecording() {
+		span.SetAttributes(attribute.Int("http.response.status_code", status))
+	}
+	v, reason = ParseAnswer(status, body)
+	if v != Ack && reason != "" && status == http.StatusNotFound {
 		reason += "; is " + s.spec.Path + " the subscription's path on the app?"
 	}
 	return v, reason, true
+}
+
+// callFailed reads a callback that got no answer: delivered is false when
+// nothing reached the app (the sidecar stopping, the app not listening).
+func (s *subscriber) callFailed(hard context.Context, err error) (v Verdict, reason string, delivered bool) {
+	switch {
+	case hard.Err() != nil:
+		return Retry, "sidecar stopping", false
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return Retry, "app not accepting connections on " + s.m.cfg.AppAddr, false
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return Retry, fmt.Sprintf("no answer from the app within %s", s.timeout), true
+	}
+	return Retry, "delivery failed: " + err.Error(), true
 }
 
 // deadLetter publishes the message to the dead letter topic with why, then

@@ -28,6 +28,18 @@ type batchAnswer struct {
 	} `json:"results"`
 }
 
+// keyedLines are per messages for each of keys keys, line order n by n:
+// body n, key acct-KK, id kKK-NN.
+func keyedLines(keys, per int) []batchLine {
+	var lines []batchLine
+	for n := range per {
+		for k := range keys {
+			lines = append(lines, batchLine{Text: strconv.Itoa(n), Key: fmt.Sprintf("acct-%02d", k), ID: fmt.Sprintf("k%02d-%02d", k, n)})
+		}
+	}
+	return lines
+}
+
 // publishBatch POSTs lines to the sidecar's batch endpoint.
 func publishBatch(outbound int, topic string, lines []batchLine) (int, batchAnswer, error) {
 	var b strings.Builder
@@ -58,12 +70,7 @@ func TestBatchPublishKeyOrder(t *testing.T) {
 	sub := startSub(t, c, "ledger", "ledger-1", nil, "--retry-first-every", "13")
 	pub := startPub(t, c, "accounts")
 
-	var lines []batchLine
-	for n := range per {
-		for k := range keys {
-			lines = append(lines, batchLine{Text: strconv.Itoa(n), Key: fmt.Sprintf("acct-%02d", k), ID: fmt.Sprintf("k%02d-%02d", k, n)})
-		}
-	}
+	lines := keyedLines(keys, per)
 	size := len(lines) / batches
 	for i := 0; i < len(lines); i += size {
 		chunk := lines[i : i+size]

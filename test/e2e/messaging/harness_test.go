@@ -19,6 +19,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -261,6 +263,7 @@ type record struct {
 	At      int64  `json:"at"`
 	Path    string `json:"path"`
 	Answer  string `json:"answer"`
+	Batch   int    `json:"batch"` // lines of the batched callback it came in (0: a single one)
 }
 
 // records reads every delivery recorded in files, in file order.
@@ -303,4 +306,65 @@ func acked(rs []record) (map[string]int, int) {
 		ids[r.ID]++
 	}
 	return ids, dups
+}
+
+// stream is publishStream's publishing in progress.
+type stream struct {
+	t                  testing.TB
+	published, retries atomic.Int64
+	wg                 sync.WaitGroup
+	errs               chan error
+}
+
+// publishStream publishes total messages at about 1,000/s from 8
+// publishers, each retried (same id) until stored: ids m-00000…, body the
+// index, and every even one keyed with key(i).
+func publishStream(t testing.TB, outbound int, topic string, total int, key func(int) string) *stream {
+	s := &stream{t: t, errs: make(chan error, 8)}
+	ids := make(chan int, total)
+	for i := range total {
+		ids <- i
+	}
+	close(ids)
+	tick := time.NewTicker(time.Millisecond)
+	t.Cleanup(tick.Stop)
+	for range 8 {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			for i := range ids {
+				<-tick.C
+				k := ""
+				if i%2 == 0 {
+					k = key(i)
+				}
+				failed, err := publishRetrying(outbound, topic, fmt.Sprintf("m-%05d", i), k, strconv.Itoa(i), 60*time.Second)
+				s.retries.Add(int64(failed))
+				if err != nil {
+					s.errs <- err
+					return
+				}
+				s.published.Add(1)
+			}
+		}()
+	}
+	return s
+}
+
+// waitPublished waits until n are published.
+func (s *stream) waitPublished(n int64) {
+	s.t.Helper()
+	if !harness.Poll(60*time.Second, func() bool { return s.published.Load() >= n }) {
+		s.t.Fatalf("only %d of %d published", s.published.Load(), n)
+	}
+}
+
+// wait waits until every message is published, failing on an error.
+func (s *stream) wait() {
+	s.t.Helper()
+	s.wg.Wait()
+	close(s.errs)
+	for err := range s.errs {
+		s.t.Fatal(err)
+	}
 }

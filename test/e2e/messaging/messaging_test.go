@@ -35,60 +35,23 @@ func TestDurableThroughKillAndRestart(t *testing.T) {
 	}
 	pub := startPub(t, c, "source")
 
-	var published, retries atomic.Int64
-	ids := make(chan int, total)
-	for i := range total {
-		ids <- i
-	}
-	close(ids)
-	tick := time.NewTicker(time.Millisecond) // ~1,000/s in all
-	defer tick.Stop()
-	var wg sync.WaitGroup
-	errs := make(chan error, 8)
 	started := time.Now()
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range ids {
-				<-tick.C
-				key := "" // half keyless (one shared consumer), half keyed (partitions)
-				if i%2 == 0 {
-					key = fmt.Sprintf("k%02d", i%50)
-				}
-				failed, err := publishRetrying(pub.outbound, "stream.test", fmt.Sprintf("m-%05d", i), key, strconv.Itoa(i), 60*time.Second)
-				retries.Add(int64(failed))
-				if err != nil {
-					errs <- err
-					return
-				}
-				published.Add(1)
-			}
-		}()
-	}
-	waitPublished := func(n int64) {
-		if !harness.Poll(60*time.Second, func() bool { return published.Load() >= n }) {
-			t.Fatalf("only %d of %d published", published.Load(), n)
-		}
-	}
-	waitPublished(3000)
-	t.Logf("kill -9 of sink-1 after %d published", published.Load())
+	// Half keyless (one shared consumer), half keyed (partitions).
+	st := publishStream(t, pub.outbound, "stream.test", total, func(i int) string { return fmt.Sprintf("k%02d", i%50) })
+	st.waitPublished(3000)
+	t.Logf("kill -9 of sink-1 after %d published", st.published.Load())
 	subs[0].p.Kill()
 	subs = append(subs, startSub(t, c, "sink", "sink-1b", nil))
-	waitPublished(5000)
-	t.Logf("restarting the control plane and its broker (SIGTERM) after %d published", published.Load())
+	st.waitPublished(5000)
+	t.Logf("restarting the control plane and its broker (SIGTERM) after %d published", st.published.Load())
 	c.Stop(20 * time.Second)
 	c.Restart()
-	waitPublished(7500)
-	t.Logf("kill -9 of the control plane and its broker after %d published; starting it again", published.Load())
+	st.waitPublished(7500)
+	t.Logf("kill -9 of the control plane and its broker after %d published; starting it again", st.published.Load())
 	c.Kill()
 	c.Restart()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
-	t.Logf("published %d in %s; %d publishes answered non-2xx and were retried (same id)", total, time.Since(started).Round(time.Millisecond), retries.Load())
+	st.wait()
+	t.Logf("published %d in %s; %d publishes answered non-2xx and were retried (same id)", total, time.Since(started).Round(time.Millisecond), st.retries.Load())
 
 	files := []string{subs[0].record, subs[1].record, subs[2].record}
 	var got map[string]int

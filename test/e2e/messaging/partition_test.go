@@ -20,12 +20,20 @@ import (
 // across instances, and no message of a key is delivered before every
 // earlier message of that key has been (a handover may deliver some again:
 // at-least-once).
-func TestKeyOrderAcrossInstances(t *testing.T) {
+func TestKeyOrderAcrossInstances(t *testing.T) { keyOrderAcrossInstances(t, "") }
+
+// The same with batched callbacks of up to 20 messages: a handover cuts
+// or drops a batch mid-way, never reorders a key.
+func TestBatchCallbackKeyOrderAcrossInstances(t *testing.T) {
+	keyOrderAcrossInstances(t, "  batch: {maxMessages: 20, maxWait: 5ms}\n")
+}
+
+func keyOrderAcrossInstances(t *testing.T, extraSpec string) {
 	const keys, per = 60, 40
 	const total = keys * per
 	c := startControl(t)
 	c.apply(subscription("ledger", "ledger", "account.moved", "/events/moved",
-		"  concurrency: 4\n  backoff: {initial: 20ms, max: 100ms}\n"))
+		"  concurrency: 4\n  backoff: {initial: 20ms, max: 100ms}\n"+extraSpec))
 	c.waitSubscription("account.moved", "ledger")
 	app := []string{"--delay", "20ms", "--retry-first-every", "17"}
 	subs := []*unit{

@@ -4,6 +4,8 @@
 // answers according to the body: "retry" → {"status":"RETRY"}, "fail" →
 // 500, "dead" → {"status":"DEADLETTER"}, anything else → 200 (ack). Other
 // paths answer 404. --delay slows every delivery (a slow subscriber).
+// Batched callbacks (NDJSON) get a per-line results answer (see
+// answerBatch).
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -30,6 +33,7 @@ type record struct {
 	At      int64  `json:"at"`    // unix ns when it was answered
 	Path    string `json:"path"`
 	Answer  string `json:"answer"`
+	Batch   int    `json:"batch,omitempty"` // lines of the batched callback it came in
 }
 
 func main() {
@@ -38,6 +42,7 @@ func main() {
 	name := flag.String("name", "app", "instance name recorded")
 	delay := flag.Duration("delay", 0, "time each delivery takes")
 	retryEvery := flag.Int("retry-first-every", 0, "answer RETRY to every Nth first attempt (0: never)")
+	failBatches := flag.Int("fail-first-batches", 0, "answer 500 to the first N batched callbacks")
 	flag.Parse()
 	f, err := os.OpenFile(*recordPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -48,9 +53,36 @@ func main() {
 	inFlight := map[string]bool{}
 	firsts := 0
 	mux := http.NewServeMux()
+	batches := 0
 	mux.HandleFunc("POST /events/", func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now().UnixNano()
 		body, _ := io.ReadAll(r.Body)
+		if r.Header.Get("Content-Type") == "application/x-ndjson" {
+			mu.Lock()
+			batches++
+			failBatch := batches <= *failBatches
+			mu.Unlock()
+			lines := strings.Split(strings.TrimSpace(string(body)), "\n")
+			recs := make([]record, 0, len(lines))
+			for _, l := range lines {
+				var m struct {
+					ID, Key, Traceparent string
+					Attempt              int
+					Data                 []byte
+				}
+				if err := json.Unmarshal([]byte(l), &m); err != nil {
+					http.Error(w, "bad line: "+err.Error(), http.StatusBadRequest)
+					return
+				}
+				recs = append(recs, record{ID: m.ID, Key: m.Key, Attempt: m.Attempt, Body: string(m.Data), Inst: *name, Start: start,
+					Trace: m.Traceparent, Path: r.URL.Path, Batch: len(lines)})
+			}
+			answerBatch(w, recs, failBatch, *delay, func(rec *record) bool {
+				firsts++
+				return *retryEvery > 0 && rec.Attempt == 1 && firsts%*retryEvery == 0
+			}, &mu, inFlight, f)
+			return
+		}
 		key := r.Header.Get("X-Weft-Key")
 		attempt, _ := strconv.Atoi(r.Header.Get("X-Weft-Attempt"))
 		rec := record{ID: r.Header.Get("X-Weft-Message-Id"), Key: key, Attempt: attempt, Body: string(body), Inst: *name, Start: start,
@@ -110,4 +142,65 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+}
+
+// answerBatch processes a batched callback's records in line order, as the
+// contract asks: "retry" (or retryFirst) → RETRY, and from a key's first
+// RETRY on, the rest of that key's lines too; "dead" → DEADLETTER; a
+// "fail" line (or failBatch) → 500 for the whole batch. It records every
+// line, then answers {"results": [...]}.
+func answerBatch(w http.ResponseWriter, recs []record, failBatch bool, delay time.Duration, retryFirst func(*record) bool,
+	mu *sync.Mutex, inFlight map[string]bool, f *os.File) {
+	// Overlap: a key of this batch in delivery in another callback.
+	mu.Lock()
+	for i := range recs {
+		recs[i].Overlap = recs[i].Key != "" && inFlight[recs[i].Key]
+	}
+	for i := range recs {
+		if recs[i].Key != "" {
+			inFlight[recs[i].Key] = true
+		}
+	}
+	mu.Unlock()
+	if delay > 0 {
+		time.Sleep(delay)
+	}
+	var out []byte
+	results := make([]string, len(recs))
+	failed := map[string]bool{}
+	mu.Lock()
+	for i := range recs {
+		rec := &recs[i]
+		rec.Start = time.Now().UnixNano() // lines are processed one after the other
+		rec.At = rec.Start
+		switch {
+		case rec.Body == "fail":
+			failBatch = true
+		case rec.Key != "" && failed[rec.Key], rec.Body == "retry", retryFirst(rec):
+			rec.Answer = "retry"
+			failed[rec.Key] = true
+			results[i] = `{"id":` + strconv.Quote(rec.ID) + `,"status":"RETRY"}`
+		case rec.Body == "dead":
+			rec.Answer = "dead"
+			results[i] = `{"status":"DEADLETTER","reason":"dead body"}`
+		default:
+			rec.Answer = "ack"
+			results[i] = `{"status":"SUCCESS"}`
+		}
+	}
+	for i := range recs {
+		if failBatch {
+			recs[i].Answer = "fail"
+		}
+		line, _ := json.Marshal(recs[i])
+		out = append(append(out, line...), '\n')
+		delete(inFlight, recs[i].Key)
+	}
+	_, _ = f.Write(out)
+	mu.Unlock()
+	if failBatch {
+		http.Error(w, "batch failed", http.StatusInternalServerError)
+		return
+	}
+	w.Write([]byte(`{"results":[` + strings.Join(results, ",") + `]}`))
 }
