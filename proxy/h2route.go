@@ -46,7 +46,15 @@ type h2State struct {
 	weftErr string
 	routed  bool
 	tel     *telemetry.Fast
+	// set backs Decision.Set (source, grpc-timeout, trace context), so
+	// a pooled state's call appends without allocating.
+	set [4]hpack.HeaderField
 }
+
+// h2RespDel is every outbound call's Decision.RespDel (the engine only
+// reads it): for sidecars only (see grpcTrailersOnly, and the callee's
+// load report), not the app.
+var h2RespDel = []string{headerGRPCStatusHint, balancer.LoadHeader}
 
 // h2Request adapts the engine's request to pipeline.Request.
 type h2Request struct{ r *h2.Request }
@@ -112,7 +120,7 @@ func (f *H2Outbound) Route(r *h2.Request, d *h2.Decision) {
 		return
 	}
 	d.ReplayLimit = c.ReplayLimit()
-	d.Set = append(d.Set[:0], hpack.HeaderField{Name: "x-weft-source", Value: o.source})
+	d.Set = append(st.set[:0], hpack.HeaderField{Name: "x-weft-source", Value: o.source})
 	// What is left of the deadline, which a policy timeout shorter than
 	// the caller's grpc-timeout also bounds (as on the net/http path).
 	if c.GRPCDeadline() || (c.GRPC && r.Get("grpc-timeout") != "") {
@@ -121,8 +129,7 @@ func (f *H2Outbound) Route(r *h2.Request, d *h2.Decision) {
 	if st.tel != nil {
 		d.Set = appendTraceH2(d.Set, st.tel)
 	}
-	// For sidecars only (see grpcTrailersOnly, and the callee's load report), not the app.
-	d.RespDel = []string{headerGRPCStatusHint, balancer.LoadHeader}
+	d.RespDel = h2RespDel
 	if c.MirrorAddr != "" {
 		o.mirror.mirrorH2(r, c.Service, c.MirrorAddr, d.Set)
 	}
@@ -316,6 +323,9 @@ type h2InState struct {
 	// per request (4% of the server sidecar's CPU at max was its
 	// growslice).
 	loadBuf [128]byte
+	// set and respSet back Decision.Set and RespSet, as h2State's set.
+	set     [3]hpack.HeaderField
+	respSet [1]hpack.HeaderField
 }
 
 // h2Headers adapts a request's fields for authorization.
@@ -346,6 +356,7 @@ func (f *H2Inbound) Route(r *h2.Request, d *h2.Decision) {
 	}
 	st.native, st.start = true, time.Now()
 	d.State = st
+	d.Set, d.RespSet = st.set[:0], st.respSet[:0]
 	d.Addr = in.appAddr
 	if !(in.appProto == AppProtocolH2C || (grpc && in.appProto != AppProtocolHTTP1)) {
 		d.HTTP1 = in.h1c // the app speaks HTTP/1.1

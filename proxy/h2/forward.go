@@ -71,9 +71,11 @@ func (fw *forwarder) run() {
 			fw.answer()
 			return
 		}
-		fields := appendRequestFields(fw.ss.fields[:0], fw.req, d)
+		fields := getFields()
+		*fields = appendRequestFields(*fields, fw.req, d)
 		res.UpstreamStart = time.Now()
-		up, ust, err := fw.s.pool.open(context.Background(), d.Addr, fields, fw.req.EndStream)
+		up, ust, err := fw.s.pool.open(context.Background(), d.Addr, *fields, fw.req.EndStream)
+		putFields(fields)
 		if err != nil {
 			if fw.again(nil, err) {
 				continue
@@ -169,7 +171,11 @@ func (fw *forwarder) relay(up *conn, ust *stream, head *http2.MetaHeadersFrame, 
 	if end {
 		res.GRPCStatus = get(head.RegularFields(), "grpc-status")
 	}
-	if err := c.writeHeaders(st, end, appendResponseFields(fw.ss.fields[:0], head, fw.d)); err != nil {
+	fields := getFields()
+	*fields = appendResponseFields(*fields, head, fw.d)
+	err := c.writeHeaders(st, end, *fields)
+	putFields(fields)
+	if err != nil {
 		up.writeReset(ust, http2.ErrCodeCancel)
 		p.halt()
 		res.Err = err
