@@ -131,7 +131,12 @@ func (fw *forwarder) again(resp *Response, err error) bool {
 func (fw *forwarder) waitHead(ust *stream) (*http2.MetaHeadersFrame, error) {
 	var timeout <-chan time.Time
 	if t := fw.d.HeaderTimeout; t > 0 {
-		tm := time.NewTimer(t)
+		tm := fw.ss.timer // stopped; Reset after Stop delivers no stale tick
+		if tm == nil {
+			tm = time.NewTimer(t)
+		} else {
+			tm.Reset(t)
+		}
 		defer tm.Stop()
 		timeout = tm.C
 	}

@@ -341,6 +341,10 @@ type serverStream struct {
 	body heldBody
 	pump pump
 	resp Response
+	// timer is the worker's, for the response head timeout: a timer
+	// made and stopped per call was an allocation and two timer-heap
+	// operations more.
+	timer *time.Timer
 }
 
 // run serves a stream on a worker.
@@ -594,7 +598,10 @@ func (w *workers) start(sc *serverConn, ss *serverStream) {
 func (w *workers) work(sc *serverConn, ss *serverStream) {
 	defer w.wg.Done()
 	var t *time.Timer
+	head := time.NewTimer(time.Hour)
+	head.Stop()
 	for {
+		ss.timer = head
 		sc.run(ss)
 		if w.idle.Add(1) > maxIdleWorkers {
 			w.idle.Add(-1)
