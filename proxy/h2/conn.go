@@ -77,6 +77,10 @@ func newConn(nc net.Conn, lim *Limits, server bool) *conn {
 	c.br = bufio.NewReaderSize(nc, rsize)
 	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetMaxReadFrameSize(maxFrame)
+	// One DataFrame per connection, reused by every ReadFrame, not one
+	// per DATA frame: the read loops are done with a frame (its payload
+	// copied into the inbox) before they read the next.
+	c.fr.SetReuseFrames()
 	c.fr.MaxHeaderListSize = lim.MaxHeaderListSize
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	// Bounds every literal (HPACK bomb): no string longer than the list.
