@@ -191,7 +191,12 @@ func lookupError(service string, err error) *MeshError { return pipeline.LookupE
 
 // serviceName is the host without port, lowercased.
 func serviceName(host string) string {
-	if h, _, err := net.SplitHostPort(host); err == nil {
+	// Only a host with a colon can have a port: SplitHostPort's error for
+	// a bare name ("back", as gRPC clients send :authority) is an
+	// allocation, 7% of the client sidecar's CPU at max on the h2 engine.
+	if strings.IndexByte(host, ':') < 0 {
+		// no port
+	} else if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	return strings.ToLower(strings.TrimSuffix(host, "."))

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,7 @@ import (
 // and the send windows; cond wakes writers waiting for window.
 type conn struct {
 	nc     net.Conn
+	br     *bufio.Reader // the Framer's read side (and the preface's)
 	fr     *http2.Framer
 	lim    *Limits
 	server bool
@@ -60,8 +62,25 @@ func newConn(nc net.Conn, lim *Limits, server bool) *conn {
 	}
 	c.cond.L = &c.mu
 	c.bw = bufio.NewWriterSize(timedWriter{nc}, 16<<10)
-	c.fr = http2.NewFramer(c.bw, nc)
+	// The Framer reads a frame as two io.ReadFulls (the 9-byte header,
+	// then the payload): straight from the socket that was two read
+	// syscalls per frame, and a unary call is 2 frames in and 3 back —
+	// 27% of a sidecar's CPU at max in the grpc-weft profile. Buffered,
+	// one read takes every frame that has arrived (a payload larger than
+	// the buffer still goes straight into the Framer's). Upstreams carry
+	// many streams' responses, so they get the larger buffer; there are
+	// few of them.
+	rsize := 4 << 10
+	if !server {
+		rsize = 16 << 10
+	}
+	c.br = bufio.NewReaderSize(nc, rsize)
+	c.fr = http2.NewFramer(c.bw, c.br)
 	c.fr.SetMaxReadFrameSize(maxFrame)
+	// One DataFrame per connection, reused by every ReadFrame, not one
+	// per DATA frame: the read loops are done with a frame (its payload
+	// copied into the inbox) before they read the next.
+	c.fr.SetReuseFrames()
 	c.fr.MaxHeaderListSize = lim.MaxHeaderListSize
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	// Bounds every literal (HPACK bomb): no string longer than the list.
@@ -99,10 +118,17 @@ type stream struct {
 }
 
 func (c *conn) newStream(id uint32) *stream {
-	st := &stream{c: c, id: id, sendWin: int64(c.peerInitWin), recvWin: c.lim.StreamWindow,
-		done: make(chan struct{}), contentLen: -1}
-	st.in.cond.L = &st.in.mu
+	st := &stream{}
+	c.initStream(st, id)
 	return st
+}
+
+// initStream readies a zero stream (one a serverStream holds). Callers
+// hold mu (peerInitWin).
+func (c *conn) initStream(st *stream, id uint32) {
+	st.c, st.id, st.sendWin, st.recvWin = c, id, int64(c.peerInitWin), c.lim.StreamWindow
+	st.done, st.contentLen = make(chan struct{}), -1
+	st.in.cond.L = &st.in.mu
 }
 
 // ---------------------------------------------------------------- writes
@@ -149,6 +175,15 @@ func (c *conn) flusher() {
 	for {
 		select {
 		case <-c.flushCh:
+			// Let the goroutines that are already runnable (other
+			// streams' forwarders, the read loops handing them frames)
+			// write theirs first: with nothing else runnable this
+			// returns at once, under load one write carries many
+			// streams' frames. At max (meshbench, 32 connections) this
+			// took the pair from 52–63 to 38–40 µs per unary call and
+			// from 35 to 15 µs per stream round trip; at 1000 calls/s
+			// nothing else is runnable and p50 is unchanged.
+			runtime.Gosched()
 			c.wmu.Lock()
 			if c.bw.Buffered() > 0 {
 				c.flush()
@@ -237,6 +272,43 @@ func (c *conn) writeData(st *stream, p []byte, end bool) error {
 		}
 	}
 	return nil
+}
+
+// writeReserved sends p on st, whose window the caller has taken
+// (tryReserve), in frames of at most maxFrame, under one wmu hold.
+func (c *conn) writeReserved(st *stream, p []byte, end bool) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	for {
+		n := min(len(p), maxFrame)
+		last := end && n == len(p)
+		if err := c.fr.WriteData(st.id, last, p[:n]); err != nil {
+			c.fail(err)
+			return err
+		}
+		p = p[n:]
+		if last {
+			c.endLocal(st)
+		}
+		if len(p) == 0 {
+			return c.kick()
+		}
+	}
+}
+
+// tryReserve takes n bytes of send window on st and the connection, all
+// or nothing, without waiting: false when either has less, or the
+// stream or connection is gone.
+func (c *conn) tryReserve(st *stream, n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := int64(n)
+	if st.reset != nil || c.closed || st.sendWin < k || c.sendWin < k {
+		return false
+	}
+	st.sendWin -= k
+	c.sendWin -= k
+	return true
 }
 
 // reserve takes up to n bytes (at least 1, at most a frame) of send
@@ -558,9 +630,14 @@ func (c *conn) onPing(f *http2.PingFrame) error {
 // DATA payloads (copied out of the Framer's buffer), then trailers or the
 // end. It holds at most the stream's receive window.
 type inbox struct {
-	mu       sync.Mutex
-	cond     sync.Cond
+	mu   sync.Mutex
+	cond sync.Cond
+	// chunks[head:] is the queue; it restarts at the front of its array
+	// whenever it empties, so a stream whose reader keeps up (every
+	// unary call) appends into first and allocates nothing.
 	chunks   [][]byte
+	head     int
+	first    [2][]byte
 	n        int
 	trailers []hpack.HeaderField
 	end      bool
@@ -576,6 +653,9 @@ func (b *inbox) push(p []byte) {
 	copy(buf, p)
 	b.mu.Lock()
 	if b.err == nil {
+		if b.chunks == nil {
+			b.chunks = b.first[:0]
+		}
 		b.chunks = append(b.chunks, buf)
 		b.n += len(p)
 	}
@@ -617,11 +697,14 @@ func (b *inbox) next(stop func() bool) (chunk []byte, end bool, trailers []hpack
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for {
-		if len(b.chunks) > 0 {
-			chunk = b.chunks[0]
-			b.chunks[0] = nil
-			b.chunks = b.chunks[1:]
+		if b.head < len(b.chunks) {
+			chunk = b.chunks[b.head]
+			b.chunks[b.head] = nil
+			b.head++
 			b.n -= len(chunk)
+			if b.head == len(b.chunks) {
+				b.chunks, b.head = b.chunks[:0], 0
+			}
 			if len(b.chunks) == 0 && b.end {
 				return chunk, true, b.trailers, nil
 			}
@@ -644,26 +727,28 @@ func (b *inbox) next(stop func() bool) (chunk []byte, end bool, trailers []hpack
 func (b *inbox) drop() int {
 	b.mu.Lock()
 	n := b.n
-	for i := range b.chunks {
+	for i := b.head; i < len(b.chunks); i++ {
 		putBuf(b.chunks[i])
+		b.chunks[i] = nil
 	}
-	b.chunks, b.n = nil, 0
+	b.chunks, b.head, b.n = b.chunks[:0], 0, 0
 	b.mu.Unlock()
 	return n
 }
 
-var bufPool = sync.Pool{New: func() any { b := make([]byte, maxFrame); return &b }}
+// bufPool holds frame-sized buffers as array pointers: putting a *[]byte
+// made a new slice header on the heap per Put, one allocation per chunk.
+var bufPool = sync.Pool{New: func() any { return new([maxFrame]byte) }}
 
 func getBuf(n int) []byte {
 	if n > maxFrame {
 		return make([]byte, n)
 	}
-	return (*bufPool.Get().(*[]byte))[:n]
+	return bufPool.Get().(*[maxFrame]byte)[:n]
 }
 
 func putBuf(b []byte) {
 	if cap(b) == maxFrame {
-		b = b[:maxFrame]
-		bufPool.Put(&b)
+		bufPool.Put((*[maxFrame]byte)(b[:maxFrame]))
 	}
 }
