@@ -22,42 +22,52 @@ import (
 // took that to +7.2 MiB but made the runtime collect continuously under
 // load and collapsed throughput.
 //
-// So every releaseTick the sidecar looks at its own CPU use and heap, and
-// when the process used less than releaseQuietCPU of a core since the last
-// look, and either more than releaseFree bytes of its heap are free but not
-// returned to the OS or it was busy (over releaseBusyCPU) since the last
-// release, it collects twice (the second empties the sync.Pools the first
-// only moved to their victim caches: conns, buffers) and returns every
-// free page (debug.FreeOSMemory), then drops the executable's pages that
-// the burst and the collection touched (trimExecutable, when
-// TrimExecutable: otherwise they stay mapped until the next periodic
-// trim). With 2,000 idle connections (go run ./bench/idleconns, the
-// binary before this in the same run) the client sidecar's RSS went from
-// +20.4 MiB over 10 connections to -8.1 (its anonymous memory from +18.7
-// to +4.4 MiB), the server sidecar's from +3.6 to -4.9 MiB.
+// So every releaseTick (releaseFastTick from a burst until its follow-up)
+// the sidecar looks at its own CPU use and heap, and when the process used
+// less than releaseQuietCPU of a core since the last look, and either more
+// than releaseFree bytes of its heap are free but not returned to the OS
+// or it was busy (over releaseBusyCPU) since the last release, it collects
+// twice (the second empties the sync.Pools the first only moved to their
+// victim caches: conns, buffers) and returns every free page
+// (debug.FreeOSMemory), then drops the executable's pages that the burst
+// and the collection touched (trimExecutable, when TrimExecutable:
+// otherwise they stay mapped until the next periodic trim). With 2,000
+// idle connections (go run ./bench/idleconns, two runs each, the binary
+// before this in the same runs) the client sidecar went from +18.8 MiB RSS
+// over 10 connections (+16.1 MiB anonymous) to -7.5 (+4.4 anonymous), the
+// server sidecar from +5.1 (+2.1) to -9.8 (+1.3).
 //
 // Under steady load it never fires: a process over releaseQuietCPU is not
 // quiet, and one that never goes over releaseBusyCPU (a steady trickle)
 // releases only a large free heap, which its collections are not using.
 // The gap between the two bounds keeps a steady load near either from
-// flapping. At most one release per releaseMinGap: a release costs one or
-// two milliseconds of CPU (and the minor faults that bring back what the
-// next burst uses), so on traffic that starts and stops all the time it
-// costs at most about 0.1% of a core; a look costs a getrusage and a
-// runtime/metrics read, twice a second.
+// flapping. A release for a burst comes at most once per releaseMinGap: it
+// costs one or two milliseconds of CPU (and the minor faults that bring
+// back what the next burst uses), so on traffic that starts and stops all
+// the time it costs at most a few milliseconds a second. Each is followed by one
+// more at the first quiet look releaseAgain later: a burst's connections
+// park parkAfter (1 s, proxy/h1) after their last request, and only then
+// do their goroutines' stacks and conns come free (about 4 MiB for 1,000
+// connections, most of it left after the first release); the looks then
+// come every releaseFastTick, so the follow-up lands about 1.5 s after the
+// burst. A look costs a getrusage and a runtime/metrics read: once a
+// second when nothing happens.
 const (
-	releaseTick     = 500 * time.Millisecond
+	releaseTick     = time.Second
+	releaseFastTick = 250 * time.Millisecond
 	releaseFree     = 4 << 20
 	releaseQuietCPU = 0.02
 	releaseBusyCPU  = 0.05
-	releaseMinGap   = 2 * time.Second
+	releaseMinGap   = time.Second
+	releaseAgain    = time.Second
 )
 
 // releaser decides when to release; its zero value has never looked.
 type releaser struct {
 	lastAt, lastRelease time.Time
 	lastCPU             time.Duration
-	busy                bool // a look since the last release saw releaseBusyCPU
+	busy                bool      // a look since the last release saw releaseBusyCPU
+	again               time.Time // the follow-up release, not before then (zero: none)
 }
 
 // due records one look (at now, with the process's total CPU time and the
@@ -73,11 +83,28 @@ func (r *releaser) due(now time.Time, cpu time.Duration, free uint64) bool {
 	if used > releaseBusyCPU {
 		r.busy = true
 	}
-	if used > releaseQuietCPU || free < releaseFree && !r.busy || now.Sub(r.lastRelease) < releaseMinGap {
+	if used > releaseQuietCPU {
 		return false
+	}
+	burst := r.busy && now.Sub(r.lastRelease) >= releaseMinGap
+	followUp := !r.again.IsZero() && !now.Before(r.again)
+	if free < releaseFree && !burst && !followUp {
+		return false
+	}
+	r.again = time.Time{}
+	if burst {
+		r.again = now.Add(releaseAgain)
 	}
 	r.lastRelease, r.busy = now, false
 	return true
+}
+
+// tick is how long to wait for the next look.
+func (r *releaser) tick() time.Duration {
+	if r.busy || !r.again.IsZero() {
+		return releaseFastTick
+	}
+	return releaseTick
 }
 
 // releaseLoop gives free heap back to the OS after a burst, until ctx is
@@ -87,10 +114,10 @@ func (s *Sidecar) releaseLoop(ctx context.Context) {
 		s.log.Debug("not releasing idle memory", "err", err)
 		return
 	}
-	t := time.NewTicker(releaseTick)
-	defer t.Stop()
 	sample := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
 	var r releaser
+	t := time.NewTimer(r.tick())
+	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -106,20 +133,26 @@ func (s *Sidecar) releaseLoop(ctx context.Context) {
 			return
 		}
 		free := sample[0].Value.Uint64()
-		if !r.due(time.Now(), cpu, free) {
-			continue
+		if r.due(time.Now(), cpu, free) {
+			s.release(free)
+			// The release's own CPU is not load.
+			if cpu, err := processCPU(); err == nil {
+				r.lastCPU = cpu
+			}
 		}
-		start := time.Now()
-		runtime.GC()
-		debug.FreeOSMemory()
-		var trimmed int64
-		if s.cfg.TrimExecutable {
-			trimmed, _ = trimExecutable()
-		}
-		s.log.Debug("released idle memory", "free_bytes", free, "trimmed_bytes", trimmed, "took", time.Since(start))
-		// The release's own CPU is not load.
-		if cpu, err := processCPU(); err == nil {
-			r.lastCPU = cpu
-		}
+		t.Reset(r.tick())
 	}
+}
+
+// release collects, returns the free heap to the OS and trims the
+// executable's pages.
+func (s *Sidecar) release(free uint64) {
+	start := time.Now()
+	runtime.GC()
+	debug.FreeOSMemory()
+	var trimmed int64
+	if s.cfg.TrimExecutable {
+		trimmed, _ = trimExecutable()
+	}
+	s.log.Debug("released idle memory", "free_bytes", free, "trimmed_bytes", trimmed, "took", time.Since(start))
 }
