@@ -81,6 +81,10 @@ type Config struct {
 	// on the whole process: meant for the weft binary, not for a program
 	// embedding a sidecar.
 	TrimExecutable bool
+	// ReleaseIdleMemory gives the Go heap's free pages back to the OS
+	// when the sidecar falls quiet after a burst (see releaseLoop). Like
+	// TrimExecutable it acts on the whole process.
+	ReleaseIdleMemory bool
 	// Capture is transparent capture (capture.go).
 	Capture CaptureConfig
 	// AppPID is the app's process id, whose process tree's CPU use the
@@ -455,6 +459,9 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	}
 	if s.cfg.TrimExecutable {
 		goRun("trim", func() error { s.trimLoop(bg); return nil })
+	}
+	if s.cfg.ReleaseIdleMemory {
+		goRun("release", func() error { s.releaseLoop(bg); return nil })
 	}
 	// The access log outlives the listeners, so the last requests get
 	// written; the tracer is shut down (flushing what it holds) after both.

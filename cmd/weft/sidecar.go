@@ -41,6 +41,7 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 	f.StringVar(&s.cfg.OTLPEndpoint, "otlp-endpoint", "", "where spans are exported: http://HOST:PORT[/PATH] (OTLP/HTTP) or grpc://HOST:PORT (OTLP/gRPC); none disables tracing (default: the control plane's own receiver)")
 	f.Float64Var(&s.cfg.TraceSampling, "trace-sampling", tracing.DefaultSampling, "ratio of new traces sampled, 0 to 1 (a request arriving with a trace context keeps its caller's decision; 0 disables tracing)")
 	f.StringVar(&s.cfg.AccessLog, "access-log", "", "write one JSON line per request to this file (- for standard output); off by default")
+	f.BoolVar(&s.cfg.ReleaseIdleMemory, "release-idle-memory", true, "when the sidecar falls quiet (under 2% of a core) after a burst or with over 4 MiB of free heap, collect, return the free heap to the OS and (with --trim-executable) trim the executable's pages; at most once a second")
 	f.BoolVar(&s.cfg.TrimExecutable, "trim-executable", true, "after start-up and then every 30s, unmap the weft binary's read-only pages from this process (they stay in the page cache), so that only the pages in use count as resident (Linux)")
 	f.IntVar(&s.cfg.AppPID, "app-pid", 0, "process id of the app, whose process tree's CPU use this instance reports to load_aware callers (weft run knows it)")
 	f.StringVar(&s.cfg.LoadCgroup, "load-cgroup", "", "cgroup v2 directory of this instance (its container), or auto for the sidecar's own, whose CPU and memory pressure it reports to load_aware callers; wins over the app's pid")

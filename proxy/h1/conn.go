@@ -117,6 +117,9 @@ type conn struct {
 	rawDone bool // raw was looked up
 	readFn  func(fd uintptr) bool
 	readErr error
+	// idleBytes takes the first bytes after a long idle wait without a
+	// buffer on a connection with no fd (awaitShed).
+	idleBytes [256]byte
 
 	// The idle wait's end (IdleTimeout), kept across a move to a fresh
 	// goroutine; parked says the wait was interrupted for such a move, and
@@ -252,12 +255,18 @@ func (c *conn) readHead() (start, n int, err error) {
 		// Parked without a goroutine (epollPark), a connection may park
 		// again at once; moved to a fresh one, only after a request.
 		park := raw && (epollPark || c.served > c.spawnServed) && until.Sub(now) > 2*parkAfter
-		if park {
+		// Without an fd the wait holds the read buffer, but only for
+		// parkAfter: then it goes on without it (awaitShed).
+		shed := !raw && c.served > 0 && until.Sub(now) > 2*parkAfter
+		if park || shed {
 			until = now.Add(parkAfter)
 		}
 		c.nc.SetReadDeadline(until)
 		deadline = true
 		err := c.awaitRequest(raw)
+		if shed && errors.Is(err, os.ErrDeadlineExceeded) && !c.s.inShutdown.Load() && time.Now().Before(c.idleUntil) {
+			err = c.awaitShed()
+		}
 		c.state.Store(stateActive)
 		if err != nil {
 			if park && errors.Is(err, os.ErrDeadlineExceeded) && !c.s.inShutdown.Load() && time.Now().Before(c.idleUntil) {
@@ -327,6 +336,38 @@ func (c *conn) awaitRequest(raw bool) error {
 		return err
 	}
 	return c.readErr
+}
+
+// awaitShed goes on waiting for a request on a connection without an fd
+// (TLS, the sidecar's wrapped inbound connections: they cannot park) that
+// has been idle for parkAfter, without its read buffer: the 16 KiB block
+// goes back to the pool and the wait is a Read into idleBytes, the first
+// bytes are copied into a block taken when they come, and the rest of the
+// head follows through fill (from tls.Conn's own record buffer, no
+// syscall; a plain wrapped socket pays one read more per idle period). A
+// busy connection never gets here. An idle mTLS connection holds its
+// goroutine, TLS state and idleBytes instead of those plus 16 KiB.
+func (c *conn) awaitShed() error {
+	// Under s.mu: readers of s.conns see the buffer's change ordered.
+	c.s.mu.Lock()
+	c.dropBuffer()
+	c.s.mu.Unlock()
+	c.nc.SetReadDeadline(c.idleUntil)
+	for tries := 0; ; tries++ {
+		n, err := c.nc.Read(c.idleBytes[:])
+		if n > 0 {
+			c.takeBuffer()
+			c.in.w = copy(c.in.buf, c.idleBytes[:n])
+			c.in.n += int64(n)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if tries == 100 {
+			return io.ErrNoProgress
+		}
+	}
 }
 
 // dropIdleBuffer gives the read buffer back for an idle wait, when
