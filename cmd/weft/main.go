@@ -16,6 +16,7 @@ import (
 
 func main() {
 	keepSysmonAwake()
+	tuneSidecarGC()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := newRoot().ExecuteContext(ctx)
