@@ -404,13 +404,52 @@ type pump struct {
 	done chan struct{}
 	in   *inbox
 	n    atomic.Int64
+	h2   h2Sink // the sink when the upstream is h2 (no allocation of its own)
 }
+
+// bodySink is where a pump writes a request body: a stream on an h2
+// upstream (h2Sink) or an HTTP/1.1 exchange (h1Sink).
+type bodySink interface {
+	// data writes a chunk; last: nothing follows it (no trailers).
+	data(chunk []byte, last bool) error
+	// end finishes the body: trailers, or an empty END_STREAM when the
+	// last data did not carry it.
+	end(tr []hpack.HeaderField, wroteLast bool)
+	// abort tells the upstream the caller reset: it has half a request.
+	abort()
+}
+
+// h2Sink writes to ust on up; reserved: the window for all of it is
+// already taken (sendInline).
+type h2Sink struct {
+	up       *conn
+	ust      *stream
+	reserved bool
+}
+
+func (k *h2Sink) data(chunk []byte, last bool) error {
+	if k.reserved {
+		return k.up.writeReserved(k.ust, chunk, last)
+	}
+	return k.up.writeData(k.ust, chunk, last)
+}
+
+func (k *h2Sink) end(tr []hpack.HeaderField, wroteLast bool) {
+	if tr != nil {
+		k.up.writeHeaders(k.ust, true, tr)
+	} else if !wroteLast {
+		k.up.writeData(k.ust, nil, true)
+	}
+}
+
+func (k *h2Sink) abort() { k.up.writeReset(k.ust, http2.ErrCodeCancel) }
 
 func startPump(b *heldBody, dc *conn, dst *stream, up *conn, ust *stream) *pump {
 	p := &pump{done: make(chan struct{}), in: b.in}
 	go func() {
 		defer close(p.done)
-		p.send(b, dc, dst, up, ust, func() bool { return p.stop.Load() || isClosed(ust.done) }, false)
+		p.h2 = h2Sink{up: up, ust: ust}
+		p.send(b, dc, dst, &p.h2, func() bool { return p.stop.Load() || isClosed(ust.done) })
 	}()
 	return p
 }
@@ -430,30 +469,27 @@ func sendInline(p *pump, b *heldBody, dc *conn, dst *stream, up *conn, ust *stre
 		return nil
 	}
 	p.done, p.in = closedChan, b.in
-	p.send(b, dc, dst, up, ust, nil, true)
+	p.h2 = h2Sink{up: up, ust: ust, reserved: true}
+	p.send(b, dc, dst, &p.h2, nil)
 	return p
 }
 
 // closedChan is a finished pump's done.
 var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
 
-// send moves the body upstream until its end, an error, or stop;
-// reserved: the window for all of it is already taken (sendInline).
-func (p *pump) send(b *heldBody, dc *conn, dst *stream, up *conn, ust *stream, stop func() bool, reserved bool) {
+// send moves the body to k until its end, an error, or stop; a chunk
+// is credited to the caller once it is written.
+func (p *pump) send(b *heldBody, dc *conn, dst *stream, k bodySink, stop func() bool) {
 	for {
 		chunk, end, tr, fresh, owned, err := b.next(stop)
 		if err != nil {
 			if !errors.Is(err, errInterrupted) {
-				up.writeReset(ust, http2.ErrCodeCancel) // the caller reset
+				k.abort() // the caller reset
 			}
 			return
 		}
 		if len(chunk) > 0 {
-			if reserved {
-				err = up.writeReserved(ust, chunk, end && tr == nil)
-			} else {
-				err = up.writeData(ust, chunk, end && tr == nil)
-			}
+			err = k.data(chunk, end && tr == nil)
 			if fresh {
 				p.n.Add(int64(len(chunk)))
 				dc.consumed(dst, len(chunk))
@@ -466,11 +502,7 @@ func (p *pump) send(b *heldBody, dc *conn, dst *stream, up *conn, ust *stream, s
 			}
 		}
 		if end {
-			if tr != nil {
-				up.writeHeaders(ust, true, tr)
-			} else if len(chunk) == 0 {
-				up.writeData(ust, nil, true)
-			}
+			k.end(tr, len(chunk) > 0 && tr == nil)
 			return
 		}
 	}

@@ -300,37 +300,23 @@ func startH1Pump(b *heldBody, dc *conn, dst *stream, x *h1.Exchange) *pump {
 	p := &pump{done: make(chan struct{}), in: b.in}
 	go func() {
 		defer close(p.done)
-		stop := p.stop.Load
-		for {
-			chunk, end, tr, fresh, owned, err := b.next(stop)
-			if err != nil {
-				if !errors.Is(err, errInterrupted) {
-					x.Abort() // the caller reset: the upstream has half a request
-				}
-				return
-			}
-			if len(chunk) > 0 {
-				err = x.WriteBody(chunk)
-				if fresh {
-					p.n.Add(int64(len(chunk)))
-					dc.consumed(dst, len(chunk))
-				}
-				if owned {
-					putBuf(chunk)
-				}
-				if err != nil {
-					return
-				}
-			}
-			if end {
-				var fs []h1.Field
-				for _, f := range tr {
-					fs = append(fs, h1.Field{Name: []byte(f.Name), Value: []byte(f.Value)})
-				}
-				x.EndBody(fs)
-				return
-			}
-		}
+		p.send(b, dc, dst, h1Sink{x}, p.stop.Load)
 	}()
 	return p
 }
+
+// h1Sink writes a request body to an HTTP/1.1 exchange (its own framing:
+// Content-Length or chunked, trailers in the last chunk).
+type h1Sink struct{ x *h1.Exchange }
+
+func (k h1Sink) data(chunk []byte, _ bool) error { return k.x.WriteBody(chunk) }
+
+func (k h1Sink) end(tr []hpack.HeaderField, _ bool) {
+	var fs []h1.Field
+	for _, f := range tr {
+		fs = append(fs, h1.Field{Name: []byte(f.Name), Value: []byte(f.Value)})
+	}
+	k.x.EndBody(fs)
+}
+
+func (k h1Sink) abort() { k.x.Abort() }
