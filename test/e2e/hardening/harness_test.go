@@ -66,6 +66,18 @@ func startMesh(t testing.TB, appPort int, appProtocol string, flags ...string) *
 	m.client = harness.Start(t, "sidecar-client", bins.Weft, append([]string{"sidecar", "--control", m.cp.GRPCAddr, "--service", "client",
 		"--outbound", m.outbound, "--admin", m.clientAdmin, "--otlp-endpoint", "none"}, flags...)...)
 	harness.WaitUp(t, m.client, "http://"+m.clientAdmin+"/ready", eventually)
+	// Ready does not wait for the workload certificate, and in a permissive
+	// mesh a sidecar without one yet dials (or is dialled) in plaintext: a
+	// long-lived h2 connection made then stays plaintext, and the tests that
+	// check the sidecar hop is mTLS would fail by the race.
+	for _, admin := range []string{m.serverAdmin, m.clientAdmin} {
+		if !harness.PollEvery(eventually, 20*time.Millisecond, func() bool {
+			_, body, err := harness.Get("http://" + admin + "/metrics")
+			return err == nil && strings.Contains(body, "\nweft_cert_expiry_timestamp_seconds ")
+		}) {
+			t.Fatalf("sidecar %s got no workload certificate within %s", admin, eventually)
+		}
+	}
 	return m
 }
 
