@@ -431,6 +431,16 @@ func (f *H2Inbound) Answered(r *h2.Request, d *h2.Decision, resp *h2.Response, e
 	if errors.Is(err, h2.ErrRefused) {
 		e = &MeshError{Status: http.StatusServiceUnavailable, Code: CodeAppUnavailable, Service: serviceName(r.Authority),
 			Message: fmt.Sprintf("the app at %s is not accepting connections", f.in.appAddr)}
+	} else if tv := r.Get("grpc-timeout"); r.GRPC() && tv != "" && errors.Is(err, h2.ErrUpstreamReset) {
+		// A gRPC server resets a call's stream (CANCEL) when the
+		// grpc-timeout it was given runs out: that is the deadline, not
+		// an app failure, and the caller must see DEADLINE_EXCEEDED
+		// whichever of the app's timer and the client sidecar's fires
+		// first (TestGRPCDeadlineAndIdle).
+		if dl, ok := pipeline.ParseGRPCTimeout(tv); ok && time.Since(st.start) >= dl {
+			e = &MeshError{Status: http.StatusGatewayTimeout, Code: CodeUpstreamTimeout, Service: serviceName(r.Authority),
+				Message: fmt.Sprintf("the app reset the call at its deadline (grpc-timeout %s)", tv), Err: err}
+		}
 	}
 	h2Fail(d, e, r.GRPC())
 	st.weftErr = e.Code
