@@ -134,6 +134,9 @@ type RunResult struct {
 	// hop opened (or accepted) because of the run, a pool dialling more
 	// when requests pile up.
 	HopSockets [][2]int `json:"hop_sockets_before_after,omitempty"`
+	// Dials counts the connect calls of the path's processes and the load
+	// generator during the run, by process (-timeline).
+	Dials map[string]int `json:"dials,omitempty"`
 	// Causes counts the Slowest by their likeliest cause (-timeline).
 	Causes map[string]int `json:"slow_causes,omitempty"`
 	// StealMs is each CPU's steal time over the run from /proc/stat (ms,

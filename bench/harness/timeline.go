@@ -20,7 +20,8 @@ import (
 //
 // During the measured run `perf record` traces the kernel's scheduler on
 // every CPU (sched_switch, sched_wakeup) and the madvise calls (the
-// sidecars' executable trims and the Go heap's scavenger), on
+// sidecars' executable trims and the Go heap's scavenger) and connect
+// calls (a pool dialling because requests piled up), on
 // CLOCK_MONOTONIC, the clock the load generator's schedule is on. Each slow
 // request's window, from its scheduled send to its last byte, is then split
 // by CPU into who was running: the path's hops, its auxiliary processes
@@ -56,7 +57,7 @@ func StartSchedTrace(file, cpu, taskset string) (*SchedTrace, error) {
 		return nil, fmt.Errorf("perf not found (Debian: linux-perf)")
 	}
 	argv := []string{perf, "record", "-q", "-a", "-k", "CLOCK_MONOTONIC", "-m", "1024",
-		"-e", "sched:sched_switch", "-e", "sched:sched_wakeup", "-e", "syscalls:sys_enter_madvise",
+		"-e", "sched:sched_switch", "-e", "sched:sched_wakeup", "-e", "syscalls:sys_enter_madvise", "-e", "syscalls:sys_enter_connect",
 		"-e", fmt.Sprintf("cpu-clock/period=%d/", stealProbe.Nanoseconds()), "-o", file}
 	if cpu != "" && taskset != "" {
 		argv = append([]string{taskset, "-c", cpu}, argv...)
@@ -149,7 +150,7 @@ func (t *SchedTrace) Remove() {
 type SchedEvent struct {
 	T    int64 // CLOCK_MONOTONIC ns
 	CPU  int
-	Kind byte // 's' switch, 'w' wake-up, 'm' madvise, 'c' cpu-clock sample
+	Kind byte // 's' switch, 'w' wake-up, 'm' madvise, 'k' connect, 'c' cpu-clock sample
 	PID  int  // process (thread group) of the task current when it fired
 	TID  int
 	// switch: the task leaving the CPU (TID) and the one taking it;
@@ -213,6 +214,8 @@ func ParseSchedScript(r io.Reader) ([]SchedEvent, error) {
 			e.WakeCPU, _ = strconv.Atoi(w[3])
 		case strings.Contains(m[6], "madvise"):
 			e.Kind = 'm'
+		case strings.Contains(m[6], "sys_enter_connect"):
+			e.Kind = 'k'
 		case strings.HasPrefix(m[6], "cpu-clock"):
 			e.Kind = 'c'
 		default:
@@ -255,6 +258,7 @@ type Timeline struct {
 	steal   map[int][][2]int64 // by CPU: stretches with no cpu-clock sample (the vCPU was away)
 	waits   []wait
 	madvise []SchedEvent
+	connect []SchedEvent
 	tgid    map[int]int // tid -> pid, as seen leaving a CPU
 	roles   Roles
 	first   int64
@@ -299,6 +303,8 @@ func BuildTimeline(evs []SchedEvent, roles Roles) *Timeline {
 			}
 		case 'm':
 			tl.madvise = append(tl.madvise, e)
+		case 'k':
+			tl.connect = append(tl.connect, e)
 		case 'c':
 			// A gap counts only when a task was on the CPU as it began: an
 			// idle CPU stops its tick and takes no samples (NO_HZ).
@@ -422,9 +428,15 @@ func (tl *Timeline) LongestWait(from, to int64, roles map[string]bool) (who stri
 }
 
 // Madvise lists the madvise calls in [from, to) by label.
-func (tl *Timeline) Madvise(from, to int64) []string {
+func (tl *Timeline) Madvise(from, to int64) []string { return tl.calls(tl.madvise, from, to) }
+
+// Connects lists the connect calls (dials) of the path's processes in
+// [from, to) by label.
+func (tl *Timeline) Connects(from, to int64) []string { return tl.calls(tl.connect, from, to) }
+
+func (tl *Timeline) calls(evs []SchedEvent, from, to int64) []string {
 	var out []string
-	for _, e := range tl.madvise {
+	for _, e := range evs {
 		if r, ok := tl.roles[e.PID]; ok && e.T >= from && e.T < to {
 			out = append(out, r)
 		}
@@ -483,6 +495,9 @@ type SlowExplained struct {
 	WaitMeanwhile CPUTime  `json:"hop_wait_meanwhile_ms,omitempty"`
 	GC            []string `json:"gc,omitempty"`      // collections overlapping the window
 	Madvise       []string `json:"madvise,omitempty"` // madvise calls in the window, by process
+	// Dials are the connect calls of the path's processes (and the load
+	// generator's) from 5 ms before the window to its end.
+	Dials []string `json:"dials,omitempty"`
 	// Cause is the request's likeliest cause (see cause).
 	Cause string `json:"cause,omitempty"`
 }
@@ -554,6 +569,7 @@ func Explain(slow []SlowRequest, startMono int64, tl *Timeline, gcs []GCEvent, h
 				x.WaitMs, x.WaitWho, x.WaitCPU, x.WaitMeanwhile = round3(w), who, cpu, roundCPU(meanwhile)
 			}
 			x.Madvise = tl.Madvise(from, to)
+			x.Dials = tl.Connects(from-5e6, to)
 		}
 		for _, g := range gcs {
 			gs := g.End - int64(g.Clock*1e6)
@@ -772,6 +788,12 @@ func (r *RunResult) explainSlowest(cfg Config, res *LoadResult, trace *SchedTrac
 		}
 	}
 	if tl != nil {
+		if d := tl.Connects(runFrom, runTo); len(d) > 0 {
+			r.Dials = map[string]int{}
+			for _, x := range d {
+				r.Dials[x]++
+			}
+		}
 		cpus := make([]int, 0, len(tl.slices))
 		for c := range tl.slices {
 			cpus = append(cpus, c)
@@ -832,6 +854,18 @@ func timelineLines(r *RunResult, n int) string {
 		}
 		b.WriteString("\n")
 	}
+	if len(r.Dials) > 0 {
+		keys := make([]string, 0, len(r.Dials))
+		for k := range r.Dials {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b.WriteString("    connect calls in the run:")
+		for _, k := range keys {
+			fmt.Fprintf(&b, " %s %d", k, r.Dials[k])
+		}
+		b.WriteString("\n")
+	}
 	if len(r.HopSockets) > 0 {
 		fmt.Fprintf(&b, "    hop sockets before -> after:")
 		for _, hs := range r.HopSockets {
@@ -877,7 +911,10 @@ func timelineLines(r *RunResult, n int) string {
 			fmt.Fprintf(&b, " gc[%s]", strings.Join(x.GC, "; "))
 		}
 		if len(x.Madvise) > 0 {
-			fmt.Fprintf(&b, " madvise[%s]", strings.Join(x.Madvise, " "))
+			fmt.Fprintf(&b, " madvise[%s]", countLine(x.Madvise))
+		}
+		if len(x.Dials) > 0 {
+			fmt.Fprintf(&b, " dials[%s]", countLine(x.Dials))
 		}
 		b.WriteString("\n")
 	}
@@ -916,4 +953,27 @@ func stealDelta(before, after map[string]float64) map[string]float64 {
 		out[k] = v - before[k]
 	}
 	return out
+}
+
+// countLine prints "a ×2 b" for [a a b].
+func countLine(xs []string) string {
+	n := map[string]int{}
+	var order []string
+	for _, x := range xs {
+		if n[x] == 0 {
+			order = append(order, x)
+		}
+		n[x]++
+	}
+	var b strings.Builder
+	for i, x := range order {
+		if i > 0 {
+			b.WriteString(" ")
+		}
+		b.WriteString(x)
+		if n[x] > 1 {
+			fmt.Fprintf(&b, " ×%d", n[x])
+		}
+	}
+	return b.String()
 }
