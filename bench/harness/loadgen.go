@@ -1,6 +1,7 @@
 package harness
 
 import (
+	"container/heap"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -52,6 +53,24 @@ type LoadResult struct {
 	Samples  map[string]int64        // error message -> count (a few kinds)
 	Elapsed  time.Duration           // from the first scheduled send to the last completion
 	Inflight int                     // peak workers (open loop) or connections (closed loop)
+	// Slowest are the slowest requests (at most the recorder's keep),
+	// slowest first: when each was scheduled and how long it took, so that
+	// a tail can be lined up against what else happened on the machine.
+	Slowest []SlowRequest
+	// All is every request, in completion order, when asked for
+	// (OpenLoopKeep's all): the timeline sorts them into quiet and not.
+	All []SlowRequest
+	// StartMono is the first scheduled send on CLOCK_MONOTONIC (ns), the
+	// clock of perf's -k CLOCK_MONOTONIC and of the kernel's tracepoints:
+	// a SlowRequest's At is relative to it.
+	StartMono int64
+}
+
+// SlowRequest is one of a run's slowest requests.
+type SlowRequest struct {
+	At      time.Duration // scheduled send, from the run's first scheduled send
+	Latency time.Duration // scheduled send to last byte (or error)
+	Err     bool
 }
 
 // Completed is the number of requests that got a response or failed.
@@ -88,17 +107,49 @@ func (r *LoadResult) ErrorSummary() string {
 
 const maxErrorKinds = 8
 
+// DefaultSlowest is how many of a run's slowest requests are kept.
+const DefaultSlowest = 20
+
 type recorder struct {
 	mu   sync.Mutex
 	res  *LoadResult
 	last time.Time
+	keep int
+	all  bool
+	slow slowHeap // the keep slowest so far, fastest on top
 }
 
-func newRecorder() *recorder {
-	return &recorder{res: &LoadResult{Hist: NewHistogram(), Samples: map[string]int64{}}}
+func newRecorder(keep int) *recorder {
+	return &recorder{res: &LoadResult{Hist: NewHistogram(), Samples: map[string]int64{}}, keep: keep}
 }
 
-func (r *recorder) record(lat time.Duration, err error, end time.Time) {
+// slowHeap is a min-heap on latency: its top is the fastest of the slow
+// requests kept, the one a slower newcomer replaces.
+type slowHeap []SlowRequest
+
+func (h slowHeap) Len() int           { return len(h) }
+func (h slowHeap) Less(i, j int) bool { return h[i].Latency < h[j].Latency }
+func (h slowHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *slowHeap) Push(x any)        { *h = append(*h, x.(SlowRequest)) }
+func (h *slowHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
+
+// finish fills the result's Slowest, slowest first.
+func (r *recorder) finish() {
+	s := append([]SlowRequest(nil), r.slow...)
+	sort.Slice(s, func(i, j int) bool {
+		return s[i].Latency > s[j].Latency || s[i].Latency == s[j].Latency && s[i].At < s[j].At
+	})
+	r.res.Slowest = s
+}
+
+// record counts one request scheduled at offset at (from the run's first
+// scheduled send) that took lat.
+func (r *recorder) record(at, lat time.Duration, err error, end time.Time) {
 	us := lat.Microseconds()
 	if us < histLowest {
 		us = histLowest
@@ -109,6 +160,18 @@ func (r *recorder) record(lat time.Duration, err error, end time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	_ = r.res.Hist.RecordValue(us)
+	if r.all {
+		r.res.All = append(r.res.All, SlowRequest{At: at, Latency: lat, Err: err != nil})
+	}
+	if r.keep > 0 {
+		sr := SlowRequest{At: at, Latency: lat, Err: err != nil}
+		if len(r.slow) < r.keep {
+			heap.Push(&r.slow, sr)
+		} else if lat > r.slow[0].Latency {
+			r.slow[0] = sr
+			heap.Fix(&r.slow, 0)
+		}
+	}
 	if end.After(r.last) {
 		r.last = end
 	}
@@ -204,7 +267,14 @@ func simplifyErr(err error) error {
 // rather than Go timers, whose wake-ups are rounded to whole milliseconds
 // by the runtime's epoll wait. At most maxInflight requests are outstanding;
 // beyond that, sends are late, and their lateness is measured.
+// The slowest requests (DefaultSlowest of them) come back in Slowest.
 func OpenLoop(ctx context.Context, c Requester, rate float64, dur time.Duration, maxInflight int) (*LoadResult, error) {
+	return OpenLoopKeep(ctx, c, rate, dur, maxInflight, DefaultSlowest, false)
+}
+
+// OpenLoopKeep is OpenLoop keeping the keep slowest requests, and every
+// request's timing in All when all is set.
+func OpenLoopKeep(ctx context.Context, c Requester, rate float64, dur time.Duration, maxInflight, keep int, all bool) (*LoadResult, error) {
 	if rate <= 0 || dur <= 0 {
 		return nil, fmt.Errorf("openloop: rate %v and duration %v must be positive", rate, dur)
 	}
@@ -223,7 +293,9 @@ func OpenLoop(ctx context.Context, c Requester, rate float64, dur time.Duration,
 	defer tick.Close()
 	start := tick.start
 
-	rec := newRecorder()
+	rec := newRecorder(keep)
+	rec.all = all
+	rec.res.StartMono = tick.startMono
 	jobs := make(chan time.Time)
 	var wg sync.WaitGroup
 	workers := 0
@@ -233,7 +305,7 @@ func OpenLoop(ctx context.Context, c Requester, rate float64, dur time.Duration,
 		for {
 			err := c.Do(ctx)
 			now := time.Now()
-			rec.record(now.Sub(sched), err, now)
+			rec.record(sched.Sub(start), now.Sub(sched), err, now)
 			var ok bool
 			if sched, ok = <-jobs; !ok {
 				return
@@ -279,6 +351,7 @@ dispatch:
 	}
 	close(jobs)
 	wg.Wait() // bounded: every request has the client's timeout
+	rec.finish()
 	res := rec.res
 	res.Sent = sent
 	res.Inflight = workers
@@ -298,7 +371,8 @@ func ClosedLoop(ctx context.Context, c Requester, conns int, dur time.Duration, 
 	if conns <= 0 || dur <= 0 {
 		return nil, fmt.Errorf("closedloop: conns %d and duration %v must be positive", conns, dur)
 	}
-	rec := newRecorder()
+	rec := newRecorder(DefaultSlowest)
+	rec.res.StartMono = monoNow()
 	start := time.Now()
 	deadline := start.Add(dur)
 	var mu sync.Mutex
@@ -321,11 +395,12 @@ func ClosedLoop(ctx context.Context, c Requester, conns int, dur time.Duration, 
 				t0 := time.Now()
 				err := c.Do(ctx)
 				now := time.Now()
-				rec.record(now.Sub(t0), err, now)
+				rec.record(t0.Sub(start), now.Sub(t0), err, now)
 			}
 		}()
 	}
 	wg.Wait()
+	rec.finish()
 	res := rec.res
 	res.Sent = sent
 	res.Inflight = conns
@@ -336,9 +411,10 @@ func ClosedLoop(ctx context.Context, c Requester, conns int, dur time.Duration, 
 // ticker is a periodic CLOCK_MONOTONIC timerfd read through the runtime's
 // poller: its expirations wake the reading goroutine with hrtimer precision.
 type ticker struct {
-	f     *os.File
-	start time.Time // first expiration, on Go's clock
-	once  sync.Once
+	f         *os.File
+	start     time.Time // first expiration, on Go's clock
+	startMono int64     // the same on CLOCK_MONOTONIC, ns
+	once      sync.Once
 }
 
 func newTicker(interval, lead time.Duration) (*ticker, error) {
@@ -362,7 +438,7 @@ func newTicker(interval, lead time.Duration) (*ticker, error) {
 		f.Close()
 		return nil, fmt.Errorf("timerfd_settime: %w", err)
 	}
-	return &ticker{f: f, start: goNow.Add(lead)}, nil
+	return &ticker{f: f, start: goNow.Add(lead), startMono: first}, nil
 }
 
 // Wait blocks until the next expiration and returns how many happened
@@ -376,3 +452,12 @@ func (t *ticker) Wait() (uint64, error) {
 }
 
 func (t *ticker) Close() { t.once.Do(func() { t.f.Close() }) }
+
+// monoNow is CLOCK_MONOTONIC in ns (0 if unreadable).
+func monoNow() int64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return ts.Nano()
+}

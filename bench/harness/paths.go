@@ -42,10 +42,17 @@ type Env struct {
 	// GRPCBackendAddr is the gRPC backend's (h2c), when a gRPC path runs.
 	GRPCBackendAddr string
 	ProxyCPU        string // taskset list for the proxies under test ("" = unpinned)
-	WeftBin         string
-	HAProxyBin      string
-	NginxBin        string
-	ReadyWait       time.Duration // how long a path may take to answer 200
+	// AuxCPU is where a path's auxiliary processes run (weft's control
+	// plane): "" = with the proxies, on ProxyCPU.
+	AuxCPU string
+	// GCTrace runs every Go process of a path (and the backend) with
+	// GODEBUG=gctrace=1 and stamps their log lines (ProcSpec.Stamp), so that
+	// each collection can be lined up with the slow requests.
+	GCTrace    bool
+	WeftBin    string
+	HAProxyBin string
+	NginxBin   string
+	ReadyWait  time.Duration // how long a path may take to answer 200
 }
 
 // Topology is a started path.
@@ -317,6 +324,13 @@ func startWeftWith(ctx context.Context, env *Env, dir, name, backend string) (*T
 	clientOut, clientAdmin := addr(ports[5]), addr(ports[6])
 	_, backendPort, _ := strings.Cut(backend, ":")
 	weftEnv := []string{"GOMAXPROCS=1"}
+	if env.GCTrace {
+		weftEnv = append(weftEnv, "GODEBUG=gctrace=1")
+	}
+	auxCPU := env.AuxCPU
+	if auxCPU == "" {
+		auxCPU = env.ProxyCPU
+	}
 	wait := env.ReadyWait
 	if wait <= 0 {
 		wait = 30 * time.Second
@@ -327,20 +341,21 @@ func startWeftWith(ctx context.Context, env *Env, dir, name, backend string) (*T
 		t.Stop(env.Starter)
 		return nil, err
 	}
-	start := func(pname string, args ...string) (*Proc, error) {
-		p, err := env.Starter.Start(ProcSpec{Name: pname, Argv: append([]string{env.WeftBin}, args...), Env: weftEnv, Dir: dir, CPU: env.ProxyCPU})
+	startOn := func(cpu, pname string, args ...string) (*Proc, error) {
+		p, err := env.Starter.Start(ProcSpec{Name: pname, Argv: append([]string{env.WeftBin}, args...), Env: weftEnv, Dir: dir, CPU: cpu, Stamp: env.GCTrace})
 		if err != nil {
 			return nil, err
 		}
 		t.procs = append(t.procs, p)
 		return p, nil
 	}
+	start := func(pname string, args ...string) (*Proc, error) { return startOn(env.ProxyCPU, pname, args...) }
 
 	controlArgs := []string{"control", "--grpc-addr", grpcAddr, "--http-addr", httpAddr, "--data-dir", filepath.Join(dir, "control-data")}
 	if name == PathWeftPlain {
 		controlArgs = append(controlArgs, "--mtls", "off")
 	}
-	control, err := start(name+"-control", controlArgs...)
+	control, err := startOn(auxCPU, name+"-control", controlArgs...)
 	if err != nil {
 		return fail(err)
 	}

@@ -1,10 +1,12 @@
 package harness
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -76,6 +78,11 @@ type ProcSpec struct {
 	Env  []string // added to the harness's environment
 	Dir  string   // working directory; the log file goes here too ("" = Starter.LogDir)
 	CPU  string   // taskset CPU list; "" = not pinned
+	// Stamp prefixes every line the process writes (stdout and stderr)
+	// with the CLOCK_MONOTONIC time the harness read it ("@<ns> "), so
+	// that its log (a GODEBUG=gctrace=1 line, say) can be lined up with
+	// the load generator's requests and the kernel's scheduler trace.
+	Stamp bool
 }
 
 // Starter starts processes and remembers them, so that everything can be
@@ -105,25 +112,68 @@ func (s *Starter) Start(spec ProcSpec) (*Proc, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer lf.Close()
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = spec.Dir
 	cmd.Env = append(os.Environ(), spec.Env...)
 	cmd.Stdout = lf
 	cmd.Stderr = lf
+	var pr *os.File
+	if spec.Stamp {
+		var pw *os.File
+		if pr, pw, err = os.Pipe(); err != nil {
+			lf.Close()
+			return nil, err
+		}
+		cmd.Stdout, cmd.Stderr = pw, pw
+		defer pw.Close()
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 	if err := cmd.Start(); err != nil {
+		lf.Close()
+		if pr != nil {
+			pr.Close()
+		}
 		return nil, fmt.Errorf("start %s: %w", spec.Name, err)
 	}
 	p := &Proc{Name: spec.Name, Log: logPath, cmd: cmd, done: make(chan struct{})}
+	stamped := make(chan struct{})
+	if pr != nil {
+		go func() {
+			defer close(stamped)
+			defer pr.Close()
+			stampLines(pr, lf)
+		}()
+	} else {
+		close(stamped)
+	}
 	go func() {
 		p.err = cmd.Wait()
+		<-stamped // the pipe's last lines are in the log (its writers are gone)
+		lf.Close()
 		close(p.done)
 	}()
 	s.mu.Lock()
 	s.procs = append(s.procs, p)
 	s.mu.Unlock()
 	return p, nil
+}
+
+// stampLines copies r to w line by line, each line prefixed with "@<ns> ",
+// the CLOCK_MONOTONIC time it was read.
+func stampLines(r io.Reader, w io.Writer) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	for {
+		line, err := br.ReadBytes('\n')
+		if len(line) > 0 {
+			fmt.Fprintf(w, "@%d %s", monoNow(), line)
+			if line[len(line)-1] != '\n' {
+				io.WriteString(w, "\n")
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
 }
 
 // StopAll stops every process started and not yet stopped, newest first.

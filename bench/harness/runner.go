@@ -44,6 +44,19 @@ type Config struct {
 	// Perf counts the hops' syscalls with `perf stat` during each measured
 	// run (SyscallsPerReq); context switches are always counted, from /proc.
 	Perf bool
+	// Slowest is how many of each run's slowest requests the report keeps
+	// (scheduled time and latency); 0 = DefaultSlowest, negative = none.
+	Slowest int
+	// Timeline traces the scheduler on every CPU during each measured run
+	// (perf record) and explains each kept slow request by what ran while
+	// it was outstanding (timeline.go).
+	Timeline bool
+	// GCTrace: GODEBUG=gctrace=1 for weft's processes and the backend,
+	// their collections lined up with the slow requests.
+	GCTrace bool
+	// ControlCPU is where weft's control plane runs: "" or "proxies" = on
+	// ProxyCPU beside the sidecars, "loadgen" = on LoadCPU.
+	ControlCPU string
 
 	Log     io.Writer // progress lines; nil = discard
 	Command string    // recorded in the report
@@ -101,6 +114,35 @@ type RunResult struct {
 	// Added latency vs direct at the same rate in the same round.
 	AddedP50 Num `json:"added_p50_ms"`
 	AddedP99 Num `json:"added_p99_ms"`
+	// StartMono is the run's first scheduled send on CLOCK_MONOTONIC (ns);
+	// Slowest are its slowest requests, slowest first, with (-timeline)
+	// what ran on each CPU meanwhile; Timeline sums them per CPU.
+	StartMono int64             `json:"start_mono_ns,omitempty"`
+	Slowest   []SlowExplained   `json:"slowest,omitempty"`
+	Timeline  []TimelineSummary `json:"timeline,omitempty"`
+	// GCs counts each process's collections during the run (-gctrace).
+	GCs map[string]int `json:"gcs,omitempty"`
+	// Quiet is the latency of the requests during which neither the
+	// hypervisor nor another process of the machine took a CPU of the
+	// path for more than quietForeign (-timeline), and QuietShare their
+	// share of all: the path's own tail, with the machine's noise taken
+	// out (the requests delayed by a backlog a disturbance left stay in).
+	Quiet      *Latency `json:"quiet_latency,omitempty"`
+	QuietShare Num      `json:"quiet_share,omitempty"`
+	// HopSockets is each hop's open sockets (its process tree's socket
+	// descriptors) before and after the run: a rise is connections the
+	// hop opened (or accepted) because of the run, a pool dialling more
+	// when requests pile up.
+	HopSockets [][2]int `json:"hop_sockets_before_after,omitempty"`
+	// Dials counts the connect calls of the path's processes and the load
+	// generator during the run, by process (-timeline).
+	Dials map[string]int `json:"dials,omitempty"`
+	// Causes counts the Slowest by their likeliest cause (-timeline).
+	Causes map[string]int `json:"slow_causes,omitempty"`
+	// StealMs is each CPU's steal time over the run from /proc/stat (ms,
+	// in 10 ms ticks): the hypervisor running something else while the
+	// vCPU had work. It stalls whatever ran there, every path alike.
+	StealMs map[string]float64 `json:"steal_ms_by_cpu,omitempty"`
 }
 
 // memSampleInterval is how often the hops' memory is read during a run.
@@ -217,6 +259,14 @@ func (c *Config) defaults() error {
 	if c.ProxyCPU == "" {
 		c.ProxyCPU = "1"
 	}
+	switch c.ControlCPU {
+	case "", "proxies", "loadgen":
+	default:
+		return fmt.Errorf("control plane placement %q: want proxies or loadgen", c.ControlCPU)
+	}
+	if c.Slowest == 0 {
+		c.Slowest = DefaultSlowest
+	}
 	seen := map[string]bool{}
 	for _, p := range c.Paths {
 		if seen[p] {
@@ -300,6 +350,9 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			st.Taskset = ts
 			loadCPU, proxyCPU = cfg.LoadCPU, cfg.ProxyCPU
 			placement = fmt.Sprintf("load generator + backend on CPU %s, proxies on CPU %s, GOMAXPROCS=1", loadCPU, proxyCPU)
+			if cfg.ControlCPU == "loadgen" {
+				placement += fmt.Sprintf("; weft's control plane on CPU %s", loadCPU)
+			}
 		}
 	}
 
@@ -312,7 +365,11 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	backendAddr := addr(bport)
 	var backend *Proc
 	for attempt := 0; ; attempt++ {
-		backend, err = st.Start(ProcSpec{Name: "backend", Argv: []string{cfg.Self}, Env: backendEnv(backendAddr), Dir: logs, CPU: loadCPU})
+		benv := backendEnv(backendAddr)
+		if cfg.GCTrace {
+			benv = append(benv, "GODEBUG=gctrace=1")
+		}
+		backend, err = st.Start(ProcSpec{Name: "backend", Argv: []string{cfg.Self}, Env: benv, Dir: logs, CPU: loadCPU, Stamp: cfg.GCTrace})
 		if err != nil {
 			return nil, err
 		}
@@ -339,12 +396,19 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		fmt.Fprintf(cfg.Log, "grpc backend pid %d on %s\n", grpcBackend.PID(), grpcBackendAddr)
 	}
 
+	auxCPU := ""
+	if cfg.ControlCPU == "loadgen" {
+		auxCPU = loadCPU
+	}
+	roles := Roles{os.Getpid(): "loadgen", backend.PID(): "backend"}
 	env := &Env{
+		AuxCPU:          auxCPU,
 		Starter:         st,
 		Dir:             workdir,
 		BackendAddr:     backendAddr,
 		GRPCBackendAddr: grpcBackendAddr,
 		ProxyCPU:        proxyCPU,
+		GCTrace:         cfg.GCTrace,
 		WeftBin:         cfg.WeftBin,
 		HAProxyBin:      cfg.HAProxyBin,
 		NginxBin:        cfg.NginxBin,
@@ -356,7 +420,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 			if ctx.Err() != nil {
 				return rep, ctx.Err()
 			}
-			runs, err := runPath(ctx, cfg, env, path, round)
+			runs, err := runPath(ctx, cfg, env, path, round, roles, backend)
 			rep.Runs = append(rep.Runs, runs...)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -404,7 +468,7 @@ func loadAvg() string {
 }
 
 // runPath starts a path, runs every rate and the max run, and stops it.
-func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) ([]*RunResult, error) {
+func runPath(ctx context.Context, cfg Config, env *Env, path string, round int, baseRoles Roles, backend *Proc) ([]*RunResult, error) {
 	t0 := time.Now()
 	topo, err := StartPath(ctx, path, env, round)
 	if err != nil {
@@ -424,6 +488,16 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 	defer client.Close()
 
 	measure := func(kind string, rate int) (*RunResult, error) {
+		var trace *SchedTrace
+		if cfg.Timeline {
+			// Started before the warm-up, which covers perf's own start
+			// (opening its events on every CPU takes a few hundred ms).
+			var terr error
+			trace, terr = StartSchedTrace(filepath.Join(env.Dir, fmt.Sprintf("sched-%s-r%d-%s.data", path, round, rateLabel(kind, rate))), cfg.LoadCPU, env.Starter.Taskset)
+			if terr != nil {
+				fmt.Fprintf(cfg.Log, "timeline: %v\n", terr)
+			}
+		}
 		if cfg.Warmup > 0 {
 			var err error
 			if kind == KindOpen {
@@ -432,6 +506,8 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 				_, err = ClosedLoop(ctx, client, cfg.MaxConns, cfg.Warmup, closedLoopCap(cfg.Warmup))
 			}
 			if err != nil {
+				trace.Stop()
+				trace.Remove()
 				return nil, err
 			}
 		}
@@ -446,21 +522,30 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 		if cfg.Perf {
 			perf = StartPerfStat(hopPIDs)
 		}
+		stealBefore := ReadSteal()
+		socketsBefore := hopSockets(topo.Hops)
 		switchesBefore := SnapshotSwitches(roots)
 		before, auxBefore := SnapshotCPU(roots), SnapshotCPU(aux)
 		var res *LoadResult
 		var err error
 		if kind == KindOpen {
-			res, err = OpenLoop(ctx, client, float64(rate), cfg.Duration, maxInflight)
+			res, err = OpenLoopKeep(ctx, client, float64(rate), cfg.Duration, maxInflight, max(cfg.Slowest, 0), cfg.Timeline)
 		} else {
 			res, err = ClosedLoop(ctx, client, cfg.MaxConns, cfg.Duration, closedLoopCap(cfg.Duration))
 		}
 		after, auxAfter := SnapshotCPU(roots), SnapshotCPU(aux)
 		switchesAfter := SnapshotSwitches(roots)
+		stealAfter := ReadSteal()
+		socketsAfter := hopSockets(topo.Hops)
 		switches := SwitchDelta(switchesBefore, switchesAfter)
 		syscalls := perf.Stop()
 		peaks := sampler.Stop()
+		if terr := trace.Stop(); terr != nil {
+			fmt.Fprintf(cfg.Log, "timeline: %v\n", terr)
+			trace = nil
+		}
 		if err != nil {
+			trace.Remove()
 			return nil, err
 		}
 		r := &RunResult{
@@ -510,6 +595,15 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 				}
 			}
 		}
+		r.StartMono = res.StartMono
+		r.StealMs = stealDelta(stealBefore, stealAfter)
+		for i := range socketsBefore {
+			r.HopSockets = append(r.HopSockets, [2]int{socketsBefore[i], socketsAfter[i]})
+		}
+		if cfg.Slowest > 0 {
+			r.explainSlowest(cfg, res, trace, topo, baseRoles, backend)
+		}
+		trace.Remove()
 		if err := topo.Dead(); err != nil {
 			return r, err
 		}
@@ -537,6 +631,9 @@ func runPath(ctx context.Context, cfg Config, env *Env, path string, round int) 
 		if r != nil {
 			out = append(out, r)
 			fmt.Fprintf(cfg.Log, "round %d %-8s %-6s %s\n", round, path, rateLabel(r.Kind, r.Rate), progressLine(r))
+			if cfg.Timeline || cfg.GCTrace {
+				fmt.Fprint(cfg.Log, timelineLines(r, 5))
+			}
 		}
 		if err != nil {
 			return out, err
@@ -673,4 +770,20 @@ func topSyscalls(m map[string]float64, n int) string {
 		fmt.Fprintf(&b, "%s %.2f", k, m[k])
 	}
 	return b.String()
+}
+
+// hopSockets counts each hop's socket descriptors (its process tree's).
+func hopSockets(hops []*Proc) []int {
+	out := make([]int, len(hops))
+	for i, h := range hops {
+		for _, p := range Descendants(h.PID()) {
+			fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+			for _, fd := range fds {
+				if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, fd.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+					out[i]++
+				}
+			}
+		}
+	}
+	return out
 }

@@ -57,6 +57,10 @@ func run() int {
 		ready    = flag.Duration("ready-wait", 30*time.Second, "how long a path may take to answer 200 after starting")
 		perf     = flag.Bool("perf", false, "count the proxies' syscalls per request with perf stat (linux-perf) during each measured run")
 		idle     = flag.String("idle-conns", "10,1000,2000", "idle kept-alive connection counts at which each proxy path's RSS is read (round 1; empty: none)")
+		slowest  = flag.Int("slowest", harness.DefaultSlowest, "slowest requests of each run kept in the JSON with their scheduled time (0: none)")
+		timeline = flag.Bool("timeline", false, "trace the scheduler on every CPU during each measured run (perf record) and explain the slowest requests by what ran meanwhile")
+		gctrace  = flag.Bool("gctrace", false, "run weft's processes and the backend with GODEBUG=gctrace=1 and line their collections up with the slowest requests")
+		control  = flag.String("control-cpu", "proxies", "where weft's control plane runs: proxies (the proxies' CPU) or loadgen (the load generator's)")
 	)
 	flag.Parse()
 
@@ -122,6 +126,10 @@ func run() int {
 		Pin:        *pin,
 		ReadyWait:  *ready,
 		Perf:       *perf,
+		Slowest:    slowestOrNone(*slowest),
+		Timeline:   *timeline,
+		GCTrace:    *gctrace,
+		ControlCPU: *control,
 		Log:        os.Stderr,
 		Command:    command,
 	}
@@ -181,4 +189,12 @@ func parseRates(s string) ([]int, error) {
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// slowestOrNone maps the flag's 0 (none) to the config's negative.
+func slowestOrNone(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
