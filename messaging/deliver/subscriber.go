@@ -78,6 +78,7 @@ type subscriber struct {
 	inFlight prometheus.Gauge
 	acked    prometheus.Counter
 	latency  prometheus.Observer
+	batchN   prometheus.Observer // messages per callback
 	lagMu    sync.Mutex
 	lag      map[string]uint64 // per consumer
 	lagSum   uint64
@@ -112,6 +113,7 @@ func newSubscriber(m *Manager, spec resource.SubscriptionSpec, origin string, se
 	mt := m.cfg.Metrics
 	s.inFlight, s.latency = mt.InFlight.WithLabelValues(s.label), mt.Latency.WithLabelValues(s.label)
 	s.acked = mt.Delivered.WithLabelValues(s.label, messaging.ResultAck)
+	s.batchN = mt.CallbackBatch.WithLabelValues(s.label)
 	// Every pull loop (keyless, one per partition) waits on a fetch room
 	// for the largest message, so the budget must hold all of them at
 	// once: HeldBytes, or more when messages may be large.
@@ -570,6 +572,7 @@ func (s *subscriber) deliver(hard context.Context, app *appConn, msg jetstream.M
 	}
 	spans.Inject(ctx, rh)
 
+	s.batchN.Observe(1)
 	status, body, err := app.post(ctx, s.spec.Path, rh, msg.Data(), time.Now().Add(s.timeout), MaxAnswerBytes)
 	if err != nil {
 		v, reason, delivered = s.callFailed(hard, err)
