@@ -398,11 +398,16 @@ func (s *subscriber) pull(ctx context.Context, cons jetstream.Consumer, pt *part
 // about 40 of them, and one slow callback held up every key of its
 // worker, not just its own. Measured with bench/messaging (flat out, 64
 // publishers, alternating with the session-start build on the shared
-// machine, load 2.4–5.5): publish → callback p99 44–68 ms against 74–443
-// ms before (-keys 64 and -keys 100, 8 runs each); at 1000 msg/s no
-// difference beyond the noise (p99 3.0–7.4 ms against 2.7–5.2, of which
-// 200 → callback 1.1–3.7 against 1.0–2.1). Batched callbacks keep
-// worker-by-hash: a batch gathers its keys' messages from its own queue.
+// machine, load 2.2–5.5): publish → callback p99 38–77 ms against 74–443
+// ms before (-keys 64 and -keys 100, 9 runs each), but received/s lower,
+// median 4.4k against 5.7k: with every key delivered at once nothing
+// queues, so every process pays a wake-up per message (CPU per message of
+// all four processes up ≈ 20% in most pairs); the old dispatch's backlog
+// was cheaper per message and slower for the keys stuck in it. At 1000
+// msg/s no difference beyond the noise (quiet runs: p99 3.0–4.7 ms, one
+// 7.4, against 2.7–5.2, one 11.6; of which 200 → callback 1.1–3.7 against
+// 1.0–2.1). Batched callbacks keep worker-by-hash: a batch gathers its
+// keys' messages from its own queue.
 type lanes struct {
 	ready chan item // the first message of a key not in delivery
 	mu    sync.Mutex
