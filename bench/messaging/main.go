@@ -106,11 +106,13 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	fmt.Printf("Weft messaging on this machine: %d CPUs, payload %d bytes, %s, broker %s (embedded)\n\n", numCPU(), size, keyNote, e.broker)
 
 	pubLat.d = nil
+	split.start()
 	lat, err := e.viaSidecars(rate, dur, size, conc, false)
 	if err != nil {
 		return err
 	}
 	pubOnly := result{name: "  of which: publish request → 200", pub: lat.pub, rate: lat.rate, lat: pubLat.d}
+	delivery := result{name: "  and 200 → callback", pub: lat.pub, rate: lat.rate, lat: split.stop()}
 	thr, err := e.viaSidecars(0, dur, size, conc, true)
 	if err != nil {
 		return err
@@ -124,7 +126,7 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 		return err
 	}
 	fmt.Printf("%-34s %11s %10s %9s %9s %9s %9s %6s\n", "run", "published/s", "received/s", "p50", "p90", "p99", "max", "lost")
-	for _, r := range []result{lat, pubOnly, thr, dlat, dthr} {
+	for _, r := range []result{lat, pubOnly, delivery, thr, dlat, dthr} {
 		fmt.Printf("%-34s %11.0f %10.0f %9s %9s %9s %9s %6d\n", r.name, r.pub, r.rate, ms(r.p(50)), ms(r.p(90)), ms(r.p(99)), ms(r.p(100)), r.lost)
 	}
 	fmt.Printf("\nthroughput, sidecars ÷ direct: %.2f (received/s)\n", thr.rate/dthr.rate)
@@ -136,7 +138,8 @@ func run(weft string, rate int, dur time.Duration, conc, size int) error {
 	fmt.Println("  direct:  ", dlat.cpu)
 	fmt.Println("\nlatency: from the publish request starting to the subscriber's callback (sidecars)")
 	fmt.Println("or to the consumer receiving it (direct); both clocks are this process's.")
-	fmt.Println("\"publish → 200\" is the app's publish request alone: the broker has stored the message.")
+	fmt.Println("\"publish → 200\" is the app's publish request alone: the broker has stored the message;")
+	fmt.Println("\"200 → callback\" the rest, per message (0 when the callback came before the 200).")
 	if out, err := exec.Command("uptime").Output(); err == nil {
 		if _, avg, ok := strings.Cut(string(out), "load average:"); ok {
 			fmt.Printf("load average after measuring:%s", avg)
@@ -380,6 +383,54 @@ func payload(size int) []byte {
 	return b
 }
 
+// split pairs each message's publish answer with its callback in the
+// latency run, to tell the publish side of the latency from the delivery
+// side: whichever comes second records 200 → callback.
+type splitter struct {
+	sync.Mutex
+	on      bool
+	ack, cb map[int64]time.Time // one side seen, not yet the other
+	d       []time.Duration
+}
+
+var split splitter
+
+func (s *splitter) start() {
+	s.Lock()
+	s.on, s.ack, s.cb, s.d = true, map[int64]time.Time{}, map[int64]time.Time{}, nil
+	s.Unlock()
+}
+
+func (s *splitter) stop() []time.Duration {
+	s.Lock()
+	defer s.Unlock()
+	s.on = false
+	return s.d
+}
+
+func (s *splitter) mark(ts int64, ack bool, now time.Time) {
+	s.Lock()
+	defer s.Unlock()
+	if !s.on {
+		return
+	}
+	mine, other := s.cb, s.ack
+	if ack {
+		mine, other = s.ack, s.cb
+	}
+	t, ok := other[ts]
+	if !ok {
+		mine[ts] = now
+		return
+	}
+	delete(other, ts)
+	if ack { // the callback came first
+		s.d = append(s.d, 0)
+		return
+	}
+	s.d = append(s.d, now.Sub(t))
+}
+
 var pubLat = struct {
 	sync.Mutex
 	d []time.Duration
@@ -411,6 +462,9 @@ func (e *env) publishOnce(body []byte) error {
 	io.Copy(io.Discard, resp.Body)
 	if resp.StatusCode != 200 {
 		return errors.New(resp.Status)
+	}
+	if len(body) >= 8 {
+		split.mark(int64(binary.BigEndian.Uint64(body)), true, time.Now())
 	}
 	return nil
 }
@@ -531,6 +585,7 @@ func (e *env) collect(want int64, start time.Time) ([]time.Duration, time.Time) 
 		case ts := <-e.received:
 			now := time.Now()
 			lat = append(lat, now.Sub(time.Unix(0, ts)))
+			split.mark(ts, false, now)
 			last = now
 		case <-time.After(10 * time.Second):
 			return lat, last
@@ -601,6 +656,7 @@ func (e *env) collectUntil(done <-chan struct{}) ([]time.Duration, time.Time) {
 		case ts := <-e.received:
 			last = time.Now()
 			lat = append(lat, last.Sub(time.Unix(0, ts)))
+			split.mark(ts, false, last)
 		case <-done:
 			return lat, last
 		}

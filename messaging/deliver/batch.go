@@ -429,6 +429,7 @@ func (s *subscriber) deliverBatch(hard context.Context, app *appConn, entries []
 	rh.Set(messaging.HTTPTopic, s.spec.Topic)
 	rh.Set(HTTPBatchSize, strconv.Itoa(len(entries)))
 	spans.Inject(ctx, rh)
+	s.batchN.Observe(float64(len(entries)))
 	status, answer, err := app.post(ctx, s.spec.Path, rh, encodeBatch(s.spec.Topic, entries), time.Now().Add(s.timeout), maxBatchAnswerBytes)
 	if err != nil {
 		v, reason, delivered := s.callFailed(hard, err)

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -505,5 +506,55 @@ func TestBusyFetchExpiryLosesNothing(t *testing.T) {
 		if c > 1 {
 			t.Errorf("message %s delivered %d times", id, c)
 		}
+	}
+}
+
+// A key whose callback hangs holds up its own later messages only: with
+// one callback at a time per worker, another key's messages are delivered
+// meanwhile, even a key that the old worker-by-hash dispatch put on the
+// same worker (both keys here share one of the 2 workers by their hash).
+func TestKeysDoNotWaitForEachOther(t *testing.T) {
+	e := newEnv(t)
+	e.subscribe(spec("lanes", func(s *resource.SubscriptionSpec) { s.Concurrency = 2 }))
+	slow, other := "slow", ""
+	for i := 0; other == ""; i++ {
+		if k := fmt.Sprint("k", i); xxhash.Sum64String(k)%2 == xxhash.Sum64String(slow)%2 {
+			other = k
+		}
+	}
+	release := make(chan struct{})
+	var once sync.Once
+	t.Cleanup(func() { once.Do(func() { close(release) }) })
+	e.hand = func(d delivery) (int, string) {
+		if d.Key == slow {
+			select {
+			case <-release:
+			case <-time.After(20 * time.Second):
+			}
+		}
+		return 200, ""
+	}
+	e.publish("lanes", slow, "s0", "s0")
+	e.publish("lanes", slow, "s1", "s1")
+	waitFor(t, 5*time.Second, "the slow key's first callback", func() bool { return len(e.deliveries()) == 1 })
+	for i := range 5 {
+		e.publish("lanes", other, fmt.Sprint("o", i), fmt.Sprint("o", i))
+	}
+	count := func(key string) (n int) {
+		for _, d := range e.deliveries() {
+			if d.Key == key {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, 5*time.Second, "key "+other+"'s 5 messages while "+slow+" hangs", func() bool { return count(other) == 5 })
+	if n := count(slow); n != 1 {
+		t.Fatalf("key %s: %d callbacks while its first hangs, want 1", slow, n)
+	}
+	once.Do(func() { close(release) })
+	waitFor(t, 5*time.Second, "the slow key's second message", func() bool { return count(slow) == 2 })
+	if ds := e.deliveries(); ds[len(ds)-1].ID != "s1" {
+		t.Fatalf("last delivery %s, want s1", ds[len(ds)-1].ID)
 	}
 }

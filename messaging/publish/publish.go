@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/nats-io/nuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
@@ -105,7 +106,20 @@ func New(cfg Config) *Publisher {
 	if cfg.Spans == nil {
 		cfg.Spans = messaging.DefaultSpans()
 	}
-	return &Publisher{cfg: cfg, log: cfg.Logger, spans: cfg.Spans, budget: messaging.NewBudget(messaging.HeldBytes)}
+	p := &Publisher{cfg: cfg, log: cfg.Logger, spans: cfg.Spans, budget: messaging.NewBudget(messaging.HeldBytes)}
+	if cfg.Metrics != nil {
+		cfg.Metrics.SetPublishAcksPending(p.acksPending)
+	}
+	return p
+}
+
+// acksPending is the number of messages sent to the broker whose ack has
+// not come yet, on the current session.
+func (p *Publisher) acksPending() int {
+	if cur := p.cur.Load(); cur != nil {
+		return cur.js.PublishAsyncPending()
+	}
+	return 0
 }
 
 // Result is the JSON answer to a successful publish.
@@ -379,14 +393,20 @@ func (p *Publisher) PublishAll(ctx context.Context, topic string, msgs []Message
 		out[i].ID, out[i].Topic = m.Header.Get(messaging.HdrMsgID), topic
 	}
 	p.store(ctx, sends, out)
+	var published prometheus.Counter
+	if m := p.cfg.Metrics; m != nil {
+		label := m.Topic(topic)
+		published = m.Published.WithLabelValues(label)
+		m.PublishBatch.WithLabelValues(label).Observe(float64(len(msgs)))
+	}
 	for i, span := range spans {
 		if err := out[i].Err; err != nil {
 			span.RecordError(err)
 			span.SetStatus(codes.Error, err.Error())
 		} else {
 			span.SetAttributes(attribute.Int64("messaging.nats.stream.sequence", int64(out[i].Sequence)), attribute.Bool("messaging.duplicate", out[i].Duplicate))
-			if p.cfg.Metrics != nil && !out[i].Duplicate {
-				p.cfg.Metrics.Published.WithLabelValues(p.cfg.Metrics.Topic(topic)).Inc()
+			if published != nil && !out[i].Duplicate {
+				published.Inc()
 			}
 		}
 		span.End()
