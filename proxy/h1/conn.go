@@ -459,6 +459,7 @@ func (c *conn) keepMethodHost() {
 func (c *conn) exchange() action {
 	s, req, d, res := c.s, &c.req, &c.d, &c.res
 	*res = Result{Start: time.Now()}
+	req.Start = res.Start
 	c.closeAfter = !req.KeepAlive || s.draining.Load() || s.inShutdown.Load()
 	c.body = bodyDone
 	if req.Chunked || req.ContentLength > 0 {
@@ -524,12 +525,13 @@ func (c *conn) finish() {
 		c.out.n = 0
 	}
 	res.ReqBytes = c.in.consumed() - c.reqStart
-	res.End = time.Now()
 	if c.outDown && !c.out.last.IsZero() {
 		// The start of the last write downstream: a server's End then never
 		// falls after its caller's, however the scheduler delays this
 		// goroutine once the bytes are on their way.
 		res.End = c.out.last
+	} else {
+		res.End = time.Now()
 	}
 	clear(req.Fields) // they point into the read buffer, which may go idle
 	req.Target, req.path, req.Fields = nil, nil, req.Fields[:0]
@@ -623,7 +625,8 @@ func (c *conn) forward() {
 		// connections (a restarted app) costs one try, not one per
 		// connection.
 		check := retried || !c.canReplay() || !idempotent(req)
-		up, err := s.ups.get(d.Addr, check)
+		now := time.Now()
+		up, pooled, err := s.ups.getAt(d.Addr, check, now)
 		if err != nil {
 			if !s.Router.Next(req, d, err) {
 				res.Err = err
@@ -639,7 +642,12 @@ func (c *conn) forward() {
 		if res.UpstreamStart.IsZero() {
 			// The first try's: the wait on every try (and between
 			// them) is the upstream's, not the sidecar's overhead.
-			res.UpstreamStart = time.Now()
+			// Popped from the pool at once, the clock read before get is
+			// that time still.
+			if !pooled {
+				now = time.Now()
+			}
+			res.UpstreamStart = now
 		}
 		retry := c.roundTrip(up, setHost, retried)
 		c.up.Store(nil)
@@ -750,7 +758,8 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	c.direct(up.nc, false)
 	c.writeRequestHead(setHost)
 
-	earlyFinal := false // a final response came before the body was sent
+	earlyFinal := false     // a final response came before the body was sent
+	headerDeadline := false // d.HeaderTimeout's deadline is set
 	var werr error
 	if c.body == bodyUnread {
 		if m.expect100 && c.in.r == c.in.w {
@@ -792,7 +801,21 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 		o.write(c.replay)
 		werr = o.err
 	}
-	if werr == nil {
+	switch {
+	case werr != nil:
+	case o.n == 0 && !earlyFinal && up.in.n == 0:
+		// The whole request in one write, nothing read from up yet: it is
+		// written so that the reply is waited for before it is read (one
+		// read syscall less per hop, await.go). A request whose body went
+		// out in pieces, or that saw an interim response, reads first: an
+		// early answer may have come meanwhile. The wait is the header
+		// timeout's already.
+		if d.HeaderTimeout > 0 {
+			up.nc.SetReadDeadline(time.Now().Add(d.HeaderTimeout))
+			headerDeadline = true
+		}
+		werr = o.flushAwait(up)
+	default:
 		werr = o.flush()
 	}
 	if werr != nil {
@@ -803,7 +826,7 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 
 	if !earlyFinal {
 		c.direct(c.downW, true)
-		if d.HeaderTimeout > 0 {
+		if d.HeaderTimeout > 0 && !headerDeadline {
 			up.nc.SetReadDeadline(time.Now().Add(d.HeaderTimeout))
 		}
 		down, err := c.readFinalHead(up)
