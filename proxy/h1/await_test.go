@@ -77,3 +77,50 @@ func TestReplyAwaitedUpstream(t *testing.T) {
 		t.Fatalf("upstream accepted %d connections, want 3 (each closed after its third request)", n)
 	}
 }
+
+// TestDeadlinesLeftArmed: the head deadlines the engine leaves set after a
+// request that reads nothing more (conn.rdArmed downstream, upConn.rdArmed
+// upstream) never cut what follows: a pipelined POST whose body comes
+// after the earlier, slow GET outlived the idle deadline; a request
+// without a header timeout on the pooled connection that carried one
+// whose deadline has passed meanwhile.
+func TestDeadlinesLeftArmed(t *testing.T) {
+	be := newBackend(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			time.Sleep(150 * time.Millisecond)
+		}
+		echoHandler(w, r)
+	}))
+	var headerTimeout atomic.Int64
+	r := &recRouter{addr: be.addr(), route: func(req *Request, d *Decision) {
+		d.HeaderTimeout = time.Duration(headerTimeout.Load())
+	}}
+	addr := newEngine(t, &Server{Router: r, Limits: Limits{IdleTimeout: 50 * time.Millisecond, ReadHeaderTimeout: 50 * time.Millisecond}})
+
+	c := dial(t, addr)
+	c.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\nPOST /body HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || decodeEcho(t, body).URI != "/slow" {
+		t.Fatalf("GET: %d %s", resp.StatusCode, body)
+	}
+	time.Sleep(60 * time.Millisecond)
+	c.send("cd")
+	if resp, body := c.read("POST"); resp.StatusCode != 200 || decodeEcho(t, body).URI != "/body" {
+		t.Fatalf("pipelined POST after the idle deadline: %d %s", resp.StatusCode, body)
+	}
+
+	c = dial(t, newEngine(t, &Server{Router: r}))
+	headerTimeout.Store(int64(100 * time.Millisecond))
+	c.send("GET /fast HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, body := c.read("GET"); resp.StatusCode != 200 {
+		t.Fatalf("GET with a header timeout: %d %s", resp.StatusCode, body)
+	}
+	time.Sleep(120 * time.Millisecond) // the pooled connection's deadline passes
+	headerTimeout.Store(0)
+	c.send("GET /slow HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp, body := c.read("GET"); resp.StatusCode != 200 || decodeEcho(t, body).URI != "/slow" {
+		t.Fatalf("GET without a header timeout on the same upstream: %d %s", resp.StatusCode, body)
+	}
+	if n := be.accepted.Load(); n != 2 {
+		t.Fatalf("backend accepted %d connections, want 2 (one per engine)", n)
+	}
+}

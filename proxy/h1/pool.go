@@ -25,6 +25,9 @@ type upConn struct {
 	// fresh: dialled, or idle less than awaitFresh when taken: the
 	// request's last write may wait for the reply (await.go).
 	fresh bool
+	// rdArmed: a header deadline is still set on nc (conn.roundTrip
+	// leaves it when the response needed no read after its head).
+	rdArmed bool
 
 	awaitFn func(fd uintptr) bool // uc.awaitWrite
 	wp      []byte                // rawWriteAwait's bytes still to write
@@ -178,6 +181,11 @@ func (u *upstreams) getAt(addr string, check bool, now time.Time) (uc *upConn, p
 		hp.idle[n-1] = nil
 		hp.idle = hp.idle[:n-1]
 		hp.mu.Unlock()
+		if check && uc.rdArmed {
+			// The liveness read must not fail on a past deadline.
+			uc.nc.SetReadDeadline(time.Time{})
+			uc.rdArmed = false
+		}
 		if now.Sub(uc.idleSince) >= u.lim.UpstreamIdle || (check && !uc.live()) {
 			uc.close()
 			continue
