@@ -125,7 +125,10 @@ func (f *FastOutbound) Route(req *h1.Request, d *h1.Decision) {
 		return
 	}
 	st.req.r = req
-	now := time.Now()
+	now := req.Start
+	if now.IsZero() {
+		now = time.Now()
+	}
 	c := &st.call
 	if e := f.o.pipe.Start(c, &st.req, now); e != nil {
 		if c.Service != "" {
@@ -388,7 +391,11 @@ func (f *FastInbound) Route(req *h1.Request, d *h1.Decision) {
 				src = string(fl.Value)
 			}
 		}
-		st.tel.Begin(metrics.Server, methodString(req.Method), src, "", time.Now())
+		now := req.Start
+		if now.IsZero() {
+			now = time.Now()
+		}
+		st.tel.Begin(metrics.Server, methodString(req.Method), src, "", now)
 		st.path = ""
 		if st.tel.WantsStrings() {
 			st.path = pathOnly(req.Path())

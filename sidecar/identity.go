@@ -408,11 +408,12 @@ func (id *identity) serveView(w http.ResponseWriter, r *http.Request) {
 // DialWait): mTLS to other sidecars (the only upstreams it has; the
 // sidecar's own API is served on the app's connection). A dial waiting for
 // a handshake slot gives way to a pooled connection coming back
-// (mtls.Dialer.DialUnlessFreed).
+// (mtls.Dialer.DialUnlessFreed); a request's last write waits for the
+// reply (mtls.ReplyConn, proxy/h1.ReplyAwaiter).
 func (s *Sidecar) fastDial() func(addr string, freed <-chan struct{}) (net.Conn, error) {
 	d := s.id.dialer()
 	return func(addr string, freed <-chan struct{}) (net.Conn, error) {
-		return d.DialUnlessFreed(context.Background(), "tcp", addr, mtls.ALPNHTTP1, freed)
+		return d.DialHTTP1(context.Background(), "tcp", addr, freed)
 	}
 }
 

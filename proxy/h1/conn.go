@@ -105,6 +105,7 @@ type conn struct {
 	respView Response
 
 	served     int
+	rdArmed    bool // a read deadline readHead set may still be on nc
 	body       int
 	tun        uint8 // the request asks for a tunnel: tunUpgrade, tunConnect (upgrade.go)
 	bodyRd     bodyReader
@@ -211,6 +212,15 @@ func (c *conn) serveRequest() action {
 		c.reject(pe)
 		return actClose
 	}
+	if c.rdArmed && (c.hadBody() || c.tun != tunNone) {
+		// The head's deadline goes before a body is read. A request
+		// without one reads nothing more from the client: its deadline
+		// stays until the next head's replaces it, one SetReadDeadline
+		// (a timer change, ~0.5 us on a TLS connection here) less per
+		// request.
+		c.nc.SetReadDeadline(time.Time{})
+		c.rdArmed = false
+	}
 	if s.lim.BodyTimeout > 0 && c.hadBody() {
 		return c.exchangeTimedBody()
 	}
@@ -229,7 +239,8 @@ func (c *conn) logReject(pe *protoError) {
 // starts and its length. Waiting with nothing buffered is idle time
 // (IdleTimeout; ReadHeaderTimeout for a connection's first request);
 // from the first byte of a head, ReadHeaderTimeout applies. The deadline is
-// cleared once the head is in: a body may take as long as it takes.
+// left for serveRequest to clear once the head is in (c.rdArmed): a body
+// may take as long as it takes.
 func (c *conn) readHead() (start, n int, err error) {
 	in, lim := &c.in, &c.s.lim
 	deadline := false
@@ -297,7 +308,7 @@ func (c *conn) readHead() (start, n int, err error) {
 			}
 			if n > 0 {
 				if deadline {
-					c.nc.SetReadDeadline(time.Time{})
+					c.rdArmed = true
 				}
 				return in.r, n, nil
 			}
@@ -440,6 +451,7 @@ func grow(in *inbuf, limit int) bool {
 // Fallback.
 func (c *conn) handoff(start int) action {
 	c.nc.SetDeadline(time.Time{})
+	c.rdArmed = false
 	rc := &replayConn{Conn: c.nc, buf: bytes.Clone(c.in.buf[start:c.in.w])}
 	c.in.r, c.in.w = 0, 0
 	c.s.untrack(c)
@@ -459,6 +471,7 @@ func (c *conn) keepMethodHost() {
 func (c *conn) exchange() action {
 	s, req, d, res := c.s, &c.req, &c.d, &c.res
 	*res = Result{Start: time.Now()}
+	req.Start = res.Start
 	c.closeAfter = !req.KeepAlive || s.draining.Load() || s.inShutdown.Load()
 	c.body = bodyDone
 	if req.Chunked || req.ContentLength > 0 {
@@ -524,12 +537,13 @@ func (c *conn) finish() {
 		c.out.n = 0
 	}
 	res.ReqBytes = c.in.consumed() - c.reqStart
-	res.End = time.Now()
 	if c.outDown && !c.out.last.IsZero() {
 		// The start of the last write downstream: a server's End then never
 		// falls after its caller's, however the scheduler delays this
 		// goroutine once the bytes are on their way.
 		res.End = c.out.last
+	} else {
+		res.End = time.Now()
 	}
 	clear(req.Fields) // they point into the read buffer, which may go idle
 	req.Target, req.path, req.Fields = nil, nil, req.Fields[:0]
@@ -623,7 +637,8 @@ func (c *conn) forward() {
 		// connections (a restarted app) costs one try, not one per
 		// connection.
 		check := retried || !c.canReplay() || !idempotent(req)
-		up, err := s.ups.get(d.Addr, check)
+		now := time.Now()
+		up, pooled, err := s.ups.getAt(d.Addr, check, now)
 		if err != nil {
 			if !s.Router.Next(req, d, err) {
 				res.Err = err
@@ -639,7 +654,12 @@ func (c *conn) forward() {
 		if res.UpstreamStart.IsZero() {
 			// The first try's: the wait on every try (and between
 			// them) is the upstream's, not the sidecar's overhead.
-			res.UpstreamStart = time.Now()
+			// Popped from the pool at once, the clock read before get is
+			// that time still.
+			if !pooled {
+				now = time.Now()
+			}
+			res.UpstreamStart = now
 		}
 		retry := c.roundTrip(up, setHost, retried)
 		c.up.Store(nil)
@@ -750,7 +770,14 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 	c.direct(up.nc, false)
 	c.writeRequestHead(setHost)
 
-	earlyFinal := false // a final response came before the body was sent
+	earlyFinal := false     // a final response came before the body was sent
+	headerDeadline := false // d.HeaderTimeout's deadline is set
+	headArmed := false      // and still on up after the head was read
+	if d.HeaderTimeout == 0 && up.rdArmed {
+		// An earlier exchange's header deadline, left on the connection.
+		up.nc.SetReadDeadline(time.Time{})
+		up.rdArmed = false
+	}
 	var werr error
 	if c.body == bodyUnread {
 		if m.expect100 && c.in.r == c.in.w {
@@ -792,7 +819,21 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 		o.write(c.replay)
 		werr = o.err
 	}
-	if werr == nil {
+	switch {
+	case werr != nil:
+	case o.n == 0 && !earlyFinal && up.in.n == 0:
+		// The whole request in one write, nothing read from up yet: it is
+		// written so that the reply is waited for before it is read (one
+		// read syscall less per hop, await.go). A request whose body went
+		// out in pieces, or that saw an interim response, reads first: an
+		// early answer may have come meanwhile. The wait is the header
+		// timeout's already.
+		if d.HeaderTimeout > 0 {
+			up.nc.SetReadDeadline(time.Now().Add(d.HeaderTimeout))
+			headerDeadline = true
+		}
+		werr = o.flushAwait(up)
+	default:
 		werr = o.flush()
 	}
 	if werr != nil {
@@ -803,13 +844,11 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 
 	if !earlyFinal {
 		c.direct(c.downW, true)
-		if d.HeaderTimeout > 0 {
+		if d.HeaderTimeout > 0 && !headerDeadline {
 			up.nc.SetReadDeadline(time.Now().Add(d.HeaderTimeout))
 		}
 		down, err := c.readFinalHead(up)
-		if d.HeaderTimeout > 0 && err == nil {
-			up.nc.SetReadDeadline(time.Time{})
-		}
+		headArmed = d.HeaderTimeout > 0 && err == nil
 		if err != nil {
 			if down {
 				res.Err = fmt.Errorf("%w: %w", ErrDownstream, err)
@@ -850,6 +889,17 @@ func (c *conn) roundTrip(up *upConn, setHost, retried bool) (retry bool) {
 		mode = modeCL
 	default:
 		mode = modeEOF
+	}
+	if headArmed {
+		if c.tun == tunNone && (mode == modeNone || mode == modeCL && int64(up.in.w-up.in.r) >= resp.contentLength) {
+			// Nothing more is read from up for this response: the header
+			// deadline stays (up.rdArmed) until the next exchange sets its
+			// own or clears it, one SetReadDeadline less per request.
+			up.rdArmed = true
+		} else {
+			up.nc.SetReadDeadline(time.Time{}) // a body takes as long as it takes
+			up.rdArmed = false
+		}
 	}
 	if rt := c.retrier(); rt != nil {
 		c.respView = Response{Status: resp.status, Fields: resp.fields, At: res.UpstreamHeaders}

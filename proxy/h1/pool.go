@@ -22,6 +22,18 @@ type upConn struct {
 	hp        *hostPool
 	idleSince time.Time
 	reused    bool // served an earlier request
+	// fresh: dialled, or idle less than awaitFresh when taken: the
+	// request's last write may wait for the reply (await.go).
+	fresh bool
+	// rdArmed: a header deadline is still set on nc (conn.roundTrip
+	// leaves it when the response needed no read after its head).
+	rdArmed bool
+
+	awaitFn func(fd uintptr) bool // uc.awaitWrite
+	wp      []byte                // rawWriteAwait's bytes still to write
+	wn      int                   // and written
+	werr    error                 // its write error
+	wstate  int                   // awaitIdle, awaitWriting, awaitWritten
 }
 
 func (uc *upConn) acquire() {
@@ -149,8 +161,15 @@ func (u *upstreams) host(addr string) *hostPool {
 // answer after 15-17 ms (HAProxy's pair: 3.5 ms), 64 after 29-32 ms (6.7).
 // net/http's Transport races dials the same way.
 func (u *upstreams) get(addr string, check bool) (*upConn, error) {
+	uc, _, err := u.getAt(addr, check, time.Now())
+	return uc, err
+}
+
+// getAt is get at now, the caller's clock reading; pooled reports that the
+// connection came from the idle stack at once (no dial, no wait), so now
+// is still the time it was in hand.
+func (u *upstreams) getAt(addr string, check bool, now time.Time) (uc *upConn, pooled bool, err error) {
 	hp := u.host(addr)
-	now := time.Now()
 	for {
 		hp.mu.Lock()
 		hp.lastUsed = now
@@ -158,17 +177,23 @@ func (u *upstreams) get(addr string, check bool) (*upConn, error) {
 		if n == 0 {
 			break // with hp.mu held: a put now hands its connection to us
 		}
-		uc := hp.idle[n-1]
+		uc = hp.idle[n-1]
 		hp.idle[n-1] = nil
 		hp.idle = hp.idle[:n-1]
 		hp.mu.Unlock()
+		if check && uc.rdArmed {
+			// The liveness read must not fail on a past deadline.
+			uc.nc.SetReadDeadline(time.Time{})
+			uc.rdArmed = false
+		}
 		if now.Sub(uc.idleSince) >= u.lim.UpstreamIdle || (check && !uc.live()) {
 			uc.close()
 			continue
 		}
 		uc.reused = true
+		uc.fresh = now.Sub(uc.idleSince) < awaitFresh
 		uc.acquire()
-		return uc, nil
+		return uc, true, nil
 	}
 	w := make(chan dialed, 1)
 	hp.waiting = append(hp.waiting, w)
@@ -178,10 +203,12 @@ func (u *upstreams) get(addr string, check bool) (*upConn, error) {
 	go u.dialFor(addr, hp)
 	r := <-w
 	if r.err != nil {
-		return nil, r.err
+		return nil, false, r.err
 	}
+	// Dialled, or given back by a request that has just used it.
+	r.uc.fresh = true
 	r.uc.acquire()
-	return r.uc, nil
+	return r.uc, false, nil
 }
 
 // dialFor dials addr for hp's oldest waiting request, or for the pool when
@@ -274,6 +301,7 @@ func (u *upstreams) dialNew(addr string, hp *hostPool, freed chan struct{}) (*up
 		if raw, err := sc.SyscallConn(); err == nil {
 			uc.raw = raw
 			uc.peekFn = uc.peek
+			uc.awaitFn = uc.awaitWrite
 		}
 	}
 	uc.in.src = nc

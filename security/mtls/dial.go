@@ -83,6 +83,10 @@ var ErrFreed = errors.New("mtls: a pooled connection came free before a handshak
 // in flight came back within a fraction of that; a burst now opens about
 // as many connections as there are slots. A nil freed never fires.
 func (d *Dialer) DialUnlessFreed(ctx context.Context, network, addr, alpn string, freed <-chan struct{}) (net.Conn, error) {
+	return d.dial(ctx, network, addr, alpn, freed, false)
+}
+
+func (d *Dialer) dial(ctx context.Context, network, addr, alpn string, freed <-chan struct{}, await bool) (net.Conn, error) {
 	timeout := d.Timeout
 	if timeout <= 0 {
 		timeout = 2 * time.Second
@@ -119,15 +123,25 @@ func (d *Dialer) DialUnlessFreed(ctx context.Context, network, addr, alpn string
 			return nil, &net.OpError{Op: "dial", Net: network, Addr: c.RemoteAddr(), Err: ErrNoIdentity}
 		}
 	}
-	tc := tls.Client(c, d.Source.ClientConfig(alpn))
+	var aw *awaitConn
+	under := c
+	if await {
+		aw = newAwaitConn(c)
+		under = aw
+	}
+	tc := tls.Client(under, d.Source.ClientConfig(alpn))
 	if err := tc.HandshakeContext(ctx); err != nil {
 		c.Close()
 		d.Source.fail(reasonOf(err))
 		return nil, &net.OpError{Op: "dial", Net: network, Addr: c.RemoteAddr(), Err: err}
 	}
 	d.Source.Handshakes.Add(1)
-	if tc.ConnectionState().DidResume {
+	st := tc.ConnectionState()
+	if st.DidResume {
 		d.Source.Resumed.Add(1)
+	}
+	if aw != nil && st.Version == tls.VersionTLS13 {
+		return &ReplyConn{Conn: tc, aw: aw}, nil
 	}
 	return tc, nil
 }
