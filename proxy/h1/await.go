@@ -11,14 +11,8 @@ import (
 // dialled or used within awaitFresh; an implementation that cannot (a
 // write that would block, a record it did not expect) just writes.
 //
-// Why: Go reads before it waits. The response read right after a request
-// was sent finds nothing (EAGAIN) and only then parks in the netpoller,
-// so every exchange paid a read syscall per hop that HAProxy does not
-// (the weft pair: 7.8 reads per request at max against HAProxy's 4
-// recvfrom, meshbench -perf). Writing inside RawConn.Read's callback and
-// returning false waits first: RawConn.Read clears the fd's readiness
-// before the callback, so the reply, which can only come after the write,
-// always brings a fresh edge and the wait cannot miss it.
+// Why, and why it cannot miss the reply: package awaitreply, which does
+// it on a connection with an fd of its own.
 type ReplyAwaiter interface {
 	WriteAwait(p []byte) (int, error)
 }
@@ -39,13 +33,13 @@ func (uc *upConn) writeAwait(p []byte) (int, error) {
 	if !uc.fresh {
 		return uc.nc.Write(p)
 	}
-	if uc.raw == nil {
-		if ra, ok := uc.nc.(ReplyAwaiter); ok {
-			return ra.WriteAwait(p)
-		}
-		return uc.nc.Write(p)
+	if uc.aw.Ready() {
+		return uc.aw.Write(uc.nc, p)
 	}
-	return uc.rawWriteAwait(p)
+	if ra, ok := uc.nc.(ReplyAwaiter); ok {
+		return ra.WriteAwait(p)
+	}
+	return uc.nc.Write(p)
 }
 
 // flushAwait is flush for the last write of a request to up. It leaves

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/weftmesh/weft/proxy/awaitreply"
 )
 
 // upConn is one upstream connection. It holds a read buffer only while in
@@ -29,11 +31,7 @@ type upConn struct {
 	// leaves it when the response needed no read after its head).
 	rdArmed bool
 
-	awaitFn func(fd uintptr) bool // uc.awaitWrite
-	wp      []byte                // rawWriteAwait's bytes still to write
-	wn      int                   // and written
-	werr    error                 // its write error
-	wstate  int                   // awaitIdle, awaitWriting, awaitWritten
+	aw awaitreply.Writer // a request's last write, waiting for the reply (await.go)
 }
 
 func (uc *upConn) acquire() {
@@ -301,9 +299,9 @@ func (u *upstreams) dialNew(addr string, hp *hostPool, freed chan struct{}) (*up
 		if raw, err := sc.SyscallConn(); err == nil {
 			uc.raw = raw
 			uc.peekFn = uc.peek
-			uc.awaitFn = uc.awaitWrite
 		}
 	}
+	uc.aw.Init(nc)
 	uc.in.src = nc
 	return uc, nil
 }

@@ -4,8 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
-	"os"
-	"syscall"
+
+	"github.com/weftmesh/weft/proxy/awaitreply"
 )
 
 // DialHTTP1 is DialUnlessFreed offering ALPN http/1.1 for the HTTP/1.1
@@ -38,7 +38,7 @@ type ReplyConn struct {
 // another protocol version) is written without a wait and the reply read
 // as before.
 func (c *ReplyConn) WriteAwait(p []byte) (int, error) {
-	if c.aw.raw == nil || len(p) == 0 || len(p) > 16<<10 {
+	if !c.aw.w.Ready() || len(p) == 0 || len(p) > 16<<10 {
 		return c.Conn.Write(p)
 	}
 	c.aw.want = len(p) + tls13Overhead
@@ -48,79 +48,26 @@ func (c *ReplyConn) WriteAwait(p []byte) (int, error) {
 }
 
 // awaitConn is the TCP connection under a ReplyConn. A Write of exactly
-// want bytes goes out with non-blocking write syscalls inside
-// RawConn.Read's callback, which then returns false: RawConn.Read clears
-// the fd's readiness before calling it, so the reply (which can only
-// follow the write) brings a fresh edge and the wait cannot miss it.
+// want bytes goes out through awaitreply.Writer, which returns once the
+// reply is readable (package awaitreply says why it cannot miss it).
 type awaitConn struct {
 	net.Conn
-	raw syscall.RawConn
-	fn  func(fd uintptr) bool
-
-	want  int // armed by WriteAwait: the record length to wait after
-	p     []byte
-	n     int
-	err   error
-	state int // 0 not run, 1 writing, 2 written (waiting)
+	w    awaitreply.Writer
+	want int // armed by WriteAwait: the record length to wait after
 }
 
 func newAwaitConn(c net.Conn) *awaitConn {
 	a := &awaitConn{Conn: c}
-	if sc, ok := c.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			a.raw = raw
-			a.fn = a.writeThenWait
-		}
-	}
+	a.w.Init(c)
 	return a
 }
 
 func (a *awaitConn) Write(p []byte) (int, error) {
-	if a.want == 0 || len(p) != a.want || a.raw == nil {
+	if a.want == 0 || len(p) != a.want {
 		return a.Conn.Write(p)
 	}
 	a.want = 0
-	a.p, a.n, a.err, a.state = p, 0, nil, 0
-	_ = a.raw.Read(a.fn) // a failed wait (deadline, close) shows on the read
-	rest, n, err, state := a.p, a.n, a.err, a.state
-	a.p, a.err = nil, nil
-	switch {
-	case state == 0: // refused before the callback: the plain write says why
-		return a.Conn.Write(p)
-	case err != nil:
-		return n, &net.OpError{Op: "write", Net: "tcp", Source: a.LocalAddr(), Addr: a.RemoteAddr(), Err: os.NewSyscallError("write", err)}
-	case len(rest) > 0: // the socket buffer was full: the rest as usual
-		m, err := a.Conn.Write(rest)
-		return n + m, err
-	}
-	return n, nil
-}
-
-func (a *awaitConn) writeThenWait(fd uintptr) bool {
-	if a.state == 2 {
-		return true
-	}
-	a.state = 1
-	for len(a.p) > 0 {
-		n, err := syscall.Write(int(fd), a.p)
-		if n > 0 {
-			a.n += n
-			a.p = a.p[n:]
-		}
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return true
-		case err != nil:
-			a.err = err
-			return true
-		case n <= 0:
-			return true
-		}
-	}
-	a.state = 2
-	return false
+	return a.w.Write(a.Conn, p)
 }
 
 // CloseWrite half-closes the TCP connection (CONNECT tunnels).
