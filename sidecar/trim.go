@@ -32,6 +32,15 @@ import (
 // 2 ms of CPU (BenchmarkTrimExecutable: reading smaps, the madvise, and the
 // minor faults that bring the working set back), nothing per request.
 //
+// The trim also switches fault-around off for those mappings (a
+// write-protect userfaultfd registration, noFaultAround in trim_linux.go),
+// so that what faults back is the pages in use rather than their 64 KiB
+// neighbourhoods: peak VmRSS per sidecar at 1000 req/s (meshbench -paths
+// weft,haproxy -rates 1000 -max=false -duration 5s -rounds 1, three
+// alternating runs each) went from 19.7 / 19.5 MiB (HAProxy's hops: 14.4)
+// to 11.7 / 11.6, of which about 7 MiB file-backed instead of 15, with
+// the same CPU per request.
+//
 // What was measured and not kept: MADV_RANDOM does not stop fault-around
 // on 6.18 (one read still maps 16 pages). MADV_COLD and MADV_PAGEOUT left
 // an idle sidecar at 21.3 MiB: COLD only ages the pages, and PAGEOUT skips
@@ -61,6 +70,7 @@ func (s *Sidecar) trimLoop(ctx context.Context) {
 	}
 	t := time.NewTimer(0)
 	defer t.Stop()
+	first := true
 	for {
 		select {
 		case <-ctx.Done():
@@ -76,6 +86,10 @@ func (s *Sidecar) trimLoop(ctx context.Context) {
 			return
 		}
 		s.log.Debug("trimmed the executable's pages", "released_bytes", released, "took", time.Since(start))
+		if err := faultAroundErr(); err != nil && first {
+			s.log.Debug("fault-around stays on for the executable", "err", err)
+		}
+		first = false
 		t.Reset(trimInterval)
 	}
 }

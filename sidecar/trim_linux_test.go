@@ -1,11 +1,15 @@
 package sidecar
 
 import (
+	"encoding/binary"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 const smapsFixture = `00400000-0117f000 r-xp 00000000 fe:00 9978057                            /usr/bin/weft
@@ -112,4 +116,74 @@ func BenchmarkTrimExecutable(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestNoFaultAround maps a file, registers the mapping as the trim does
+// with the executable's, and checks that a read maps the one page it
+// touches (the kernel would otherwise map its 64 KiB neighbourhood) and
+// that the data reads back as written.
+func TestNoFaultAround(t *testing.T) {
+	const pages = 64
+	f, err := os.CreateTemp(t.TempDir(), "map")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, pages*4096)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	if _, err := f.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	data, err := unix.Mmap(int(f.Fd()), 0, len(want), unix.PROT_READ, unix.MAP_PRIVATE)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(data)
+	start := uintptr(unsafe.Pointer(&data[0]))
+	if err := noFaultAround([]region{{start: start, end: start + uintptr(len(data))}}); err != nil {
+		t.Skipf("fault-around cannot be switched off here: %v", err)
+	}
+	if err := noFaultAround([]region{{start: start, end: start + uintptr(len(data))}}); err != nil {
+		t.Fatalf("registering again: %v", err)
+	}
+	if data[20*4096+5] != want[20*4096+5] {
+		t.Fatal("read back a different byte")
+	}
+	if n := presentPages(t, start, pages); n != 1 {
+		t.Errorf("%d pages mapped after reading one, want 1", n)
+	}
+	// A trim (MADV_DONTNEED) and the data comes back from the file.
+	if err := unix.Madvise(data, unix.MADV_DONTNEED); err != nil {
+		t.Fatal(err)
+	}
+	if n := presentPages(t, start, pages); n != 0 {
+		t.Errorf("%d pages mapped after MADV_DONTNEED, want 0", n)
+	}
+	if string(data) != string(want) {
+		t.Fatal("the mapping reads differently after MADV_DONTNEED")
+	}
+}
+
+// presentPages counts the pages of [start, start+n pages) mapped in this
+// process (/proc/self/pagemap, bit 63).
+func presentPages(t *testing.T, start uintptr, n int) int {
+	t.Helper()
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Skipf("no pagemap: %v", err)
+	}
+	defer f.Close()
+	buf := make([]byte, 8*n)
+	if _, err := f.ReadAt(buf, int64(start/4096*8)); err != nil {
+		t.Fatal(err)
+	}
+	c := 0
+	for i := 0; i < n; i++ {
+		if binary.LittleEndian.Uint64(buf[8*i:])&(1<<63) != 0 {
+			c++
+		}
+	}
+	return c
 }

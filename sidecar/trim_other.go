@@ -9,3 +9,5 @@ import "errors"
 func trimExecutable() (int64, error) {
 	return 0, errors.ErrUnsupported
 }
+
+func faultAroundErr() error { return nil }
