@@ -114,8 +114,9 @@ func (s *Sidecar) releaseLoop(ctx context.Context) {
 		s.log.Debug("not releasing idle memory", "err", err)
 		return
 	}
-	sample := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}, {Name: "/gc/heap/allocs:bytes"}}
 	var r releaser
+	g := gcTarget{high: s.cfg.GCPercent}
 	t := time.NewTimer(r.tick())
 	defer t.Stop()
 	for {
@@ -133,6 +134,11 @@ func (s *Sidecar) releaseLoop(ctx context.Context) {
 			return
 		}
 		free := sample[0].Value.Uint64()
+		if g.high > 0 && sample[1].Value.Kind() == metrics.KindUint64 {
+			if pct := g.next(time.Now(), sample[1].Value.Uint64()); pct > 0 {
+				debug.SetGCPercent(pct)
+			}
+		}
 		if r.due(time.Now(), cpu, free) {
 			s.release(free)
 			// The release's own CPU is not load.

@@ -85,6 +85,11 @@ type Config struct {
 	// when the sidecar falls quiet after a burst (see releaseLoop). Like
 	// TrimExecutable it acts on the whole process.
 	ReleaseIdleMemory bool
+	// GCPercent, when positive, is the GC target while the heap is
+	// allocated fast; the release loop lowers it to 100 while allocation
+	// is slow (gctarget.go). Zero leaves the GC alone (GOGC set by the
+	// operator, or ReleaseIdleMemory off).
+	GCPercent int
 	// Capture is transparent capture (capture.go).
 	Capture CaptureConfig
 	// AppPID is the app's process id, whose process tree's CPU use the

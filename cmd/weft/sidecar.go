@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -62,6 +63,9 @@ func (s *sidecarFlags) add(f *pflag.FlagSet, outboundDefault string) {
 func (s *sidecarFlags) config() (sidecar.Config, error) {
 	cfg := s.cfg
 	cfg.NoTelemetry = !s.telemetry
+	// The target tuneSidecarGC set at start, which the sidecar lowers
+	// while it allocates slowly (sidecar/gctarget.go); none when GOGC is set.
+	cfg.GCPercent, _ = sidecarGC(os.Args, os.LookupEnv)
 	if err := cfg.H2.Validate(); err != nil {
 		return cfg, err
 	}
