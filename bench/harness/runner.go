@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -753,24 +752,7 @@ func firstLine(s string) string {
 }
 
 // topSyscalls names the n most frequent syscalls per request.
-func topSyscalls(m map[string]float64, n int) string {
-	names := make([]string, 0, len(m))
-	for k := range m {
-		names = append(names, k)
-	}
-	sort.Slice(names, func(i, j int) bool { return m[names[i]] > m[names[j]] })
-	var b strings.Builder
-	for i, k := range names {
-		if i == n {
-			break
-		}
-		if i > 0 {
-			b.WriteString(" ")
-		}
-		fmt.Fprintf(&b, "%s %.2f", k, m[k])
-	}
-	return b.String()
-}
+func topSyscalls(m map[string]float64, n int) string { return topN(m, n) }
 
 // hopSockets counts each hop's socket descriptors (its process tree's).
 func hopSockets(hops []*Proc) []int {

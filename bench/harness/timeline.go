@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -700,13 +702,17 @@ func shareLine(m map[string]float64, n int) string {
 }
 
 // cpuLine prints a CPUTime, largest first, in ms.
-func cpuLine(ct CPUTime, n int) string {
-	keys := make([]string, 0, len(ct))
-	for k := range ct {
+func cpuLine(ct CPUTime, n int) string { return topN(ct, n) }
+
+// topN prints the n largest values of m, largest first ("name 1.23"; ties
+// by name).
+func topN(m map[string]float64, n int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Slice(keys, func(i, j int) bool {
-		return ct[keys[i]] > ct[keys[j]] || ct[keys[i]] == ct[keys[j]] && keys[i] < keys[j]
+		return m[keys[i]] > m[keys[j]] || m[keys[i]] == m[keys[j]] && keys[i] < keys[j]
 	})
 	var b strings.Builder
 	for i, k := range keys {
@@ -716,7 +722,7 @@ func cpuLine(ct CPUTime, n int) string {
 		if i > 0 {
 			b.WriteString(" ")
 		}
-		fmt.Fprintf(&b, "%s %.2f", k, ct[k])
+		fmt.Fprintf(&b, "%s %.2f", k, m[k])
 	}
 	return b.String()
 }
@@ -830,42 +836,9 @@ func timelineLines(r *RunResult, n int) string {
 			fmt.Fprintf(&b, "          hop runs > 1 ms: %s\n", strings.Join(s.LongRuns, ", "))
 		}
 	}
-	if len(r.StealMs) > 0 {
-		keys := make([]string, 0, len(r.StealMs))
-		for k := range r.StealMs {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b.WriteString("    /proc/stat steal in the run (10 ms ticks):")
-		for _, k := range keys {
-			fmt.Fprintf(&b, " cpu%s %.0f ms", k, r.StealMs[k])
-		}
-		b.WriteString("\n")
-	}
-	if len(r.GCs) > 0 {
-		keys := make([]string, 0, len(r.GCs))
-		for k := range r.GCs {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b.WriteString("    collections in the run:")
-		for _, k := range keys {
-			fmt.Fprintf(&b, " %s %d", k, r.GCs[k])
-		}
-		b.WriteString("\n")
-	}
-	if len(r.Dials) > 0 {
-		keys := make([]string, 0, len(r.Dials))
-		for k := range r.Dials {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
-		b.WriteString("    connect calls in the run:")
-		for _, k := range keys {
-			fmt.Fprintf(&b, " %s %d", k, r.Dials[k])
-		}
-		b.WriteString("\n")
-	}
+	byName(&b, "    /proc/stat steal in the run (10 ms ticks):", r.StealMs, " cpu%s %.0f ms")
+	byName(&b, "    collections in the run:", r.GCs, " %s %d")
+	byName(&b, "    connect calls in the run:", r.Dials, " %s %d")
 	if len(r.HopSockets) > 0 {
 		fmt.Fprintf(&b, "    hop sockets before -> after:")
 		for _, hs := range r.HopSockets {
@@ -976,4 +949,17 @@ func countLine(xs []string) string {
 		}
 	}
 	return b.String()
+}
+
+// byName writes title and then each of m's entries in name order with
+// format (name, value), and a newline; nothing when m is empty.
+func byName[V int | float64](b *strings.Builder, title string, m map[string]V, format string) {
+	if len(m) == 0 {
+		return
+	}
+	b.WriteString(title)
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		fmt.Fprintf(b, format, k, m[k])
+	}
+	b.WriteString("\n")
 }

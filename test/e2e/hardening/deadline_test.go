@@ -4,14 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"io"
-	"net"
 	"net/http"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/interop"
-	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/protobuf/proto"
 )
@@ -25,15 +21,8 @@ import (
 // the only one that fires; through a client sidecar the same reset races
 // with the client sidecar's own timer (TestGRPCDeadlineAndIdle).
 func TestAppDeadlineResetIsTimeout(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(gs, interop.NewTestServer())
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	m := startMesh(t, ln.Addr().(*net.TCPAddr).Port, "")
+	port := startInteropServer(t)
+	m := startMesh(t, port, "")
 
 	msg, err := proto.Marshal(&testpb.StreamingOutputCallRequest{
 		ResponseParameters: []*testpb.ResponseParameters{{Size: 1, IntervalUs: 3_000_000}}})

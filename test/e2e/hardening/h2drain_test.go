@@ -3,7 +3,6 @@ package hardening_test
 import (
 	"context"
 	"io"
-	"net"
 	"syscall"
 	"testing"
 	"time"
@@ -11,7 +10,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/grpclog"
-	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 )
@@ -21,15 +19,8 @@ import (
 // end: the sidecar sends GOAWAY, takes no new stream, and waits for the
 // open ones before it exits.
 func TestH2GracefulDrain(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(gs, interop.NewTestServer())
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
-	m := startMesh(t, ln.Addr().(*net.TCPAddr).Port, "", "--h2-engine", "native", "--drain", "20s")
+	port := startInteropServer(t)
+	m := startMesh(t, port, "", "--h2-engine", "native", "--drain", "20s")
 	cc, err := grpc.NewClient(m.outbound, grpc.WithAuthority("back"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)

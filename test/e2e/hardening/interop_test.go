@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -116,16 +117,9 @@ func runInterop(cc *grpc.ClientConn, run func(context.Context, *grpc.ClientConn)
 // every hop), and requires each to pass both ways.
 func TestGRPCInterop(t *testing.T) {
 	setLogger.Do(func() { grpclog.SetLoggerV2(panicLogger{}) })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	gs := grpc.NewServer()
-	testgrpc.RegisterTestServiceServer(gs, interop.NewTestServer())
-	go gs.Serve(ln)
-	t.Cleanup(gs.Stop)
+	port := startInteropServer(t)
 
-	m := startMesh(t, ln.Addr().(*net.TCPAddr).Port, "")
+	m := startMesh(t, port, "")
 	dial := func(target, authority string) *grpc.ClientConn {
 		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 		if authority != "" {
@@ -138,7 +132,7 @@ func TestGRPCInterop(t *testing.T) {
 		t.Cleanup(func() { cc.Close() })
 		return cc
 	}
-	direct := dial(ln.Addr().String(), "")
+	direct := dial(net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), "")
 	mesh := dial(m.outbound, "back")
 	// The first call through the mesh may find the instance not yet known.
 	if !pollInterop(mesh) {
@@ -218,4 +212,19 @@ func pollInterop(cc *grpc.ClientConn) bool {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return false
+}
+
+// startInteropServer serves grpc-go's interop test service on a fresh
+// loopback port until the test ends, and returns the port.
+func startInteropServer(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(gs, interop.NewTestServer())
+	go gs.Serve(ln)
+	t.Cleanup(gs.Stop)
+	return ln.Addr().(*net.TCPAddr).Port
 }
